@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh clone:
+#   make sweep   set up, then run the main job (the temperature-sweep notebook, headless)
+#   make test    set up, then run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT ?= out
+# Extra folders searched for GGUF models (the default model is found there before any download).
+export LMBENCH_MODEL_PATH ?= $(abspath ../shared/models)
+export LMBENCH_TEST_MODEL ?= $(abspath ../shared/models/stories260K.gguf)
+
+.PHONY: setup sweep demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/python -c "import lmbench; run = lmbench.generate('Once upon a time'); print(run.text); print(run)"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""Build llama.cpp sampler chains from ``GenerationParams`` (one chain per sequence)."""
+
+from __future__ import annotations
+
+import llama_cpp
+
+from .params import GenerationParams
+
+PENALTY_LAST_N = 64
+
+
+class SamplerChain:
+    """A llama.cpp sampler chain owning its native memory; call ``close()`` when done."""
+
+    def __init__(self, params: GenerationParams, seed: int, n_vocab: int) -> None:
+        chain_params = llama_cpp.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
+        add = llama_cpp.llama_sampler_chain_add
+        add(
+            self.ptr,
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
+            ),
+        )
+        if params.temperature == 0:
+            add(self.ptr, llama_cpp.llama_sampler_init_greedy())
+            return
+        add(self.ptr, llama_cpp.llama_sampler_init_top_k(params.top_k))
+        add(self.ptr, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        add(self.ptr, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(self.ptr, llama_cpp.llama_sampler_init_temp(params.temperature))
+        add(self.ptr, llama_cpp.llama_sampler_init_dist(seed))
+
+    def sample(self, ctx: llama_cpp.llama_context_p, index: int = -1) -> int:
+        """Sample (and accept) the next token from the logits at ``index`` of the last batch."""
+        return int(llama_cpp.llama_sampler_sample(self.ptr, ctx, index))
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            llama_cpp.llama_sampler_free(self.ptr)
+            self.ptr = None

@@ -1,0 +1,274 @@
+"""The llama.cpp engine: one loaded model, cached per process, used under a lock."""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from . import _gguf, _llama_log, models
+from ._sampling import SamplerChain
+from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError
+from .params import GenerationParams
+
+_llama_log.install()
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (llama.cpp runs best with one thread each)."""
+    try:
+        cores: set[tuple[str, str]] = set()
+        phys = core = ""
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                elif not key and core:
+                    cores.add((phys, core))
+        if core:
+            cores.add((phys, core))
+        available = len(os.sched_getaffinity(0))
+        return max(1, min(len(cores) or available, available))
+    except (OSError, AttributeError):
+        return max(1, (os.cpu_count() or 2) // 2)
+
+
+class Engine:
+    """A GGUF model loaded into llama.cpp, with its captured log and a lock for thread safety."""
+
+    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, n_gpu_layers: int, **load_options: Any) -> None:
+        self.path = path
+        self.logs: collections.deque[str] = collections.deque(maxlen=2000)
+        self.lock = threading.RLock()
+        reader = _gguf.read(path)
+        self.info = _gguf.summary(reader)
+        del reader
+        self.size = path.stat().st_size
+        self.sha256 = models.sha256(path)
+        self.n_threads = n_threads
+        self.load_options = dict(load_options)
+        started = time.perf_counter()
+        with _llama_log.capture(self.logs):
+            try:
+                self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    logits_all=False,
+                    verbose=False,
+                    **load_options,
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                tail = next((line for line in reversed(self.logs) if "ERROR" in line), "")
+                raise ModelLoadError(path, f"llama.cpp refused it: {exc} {tail}".strip()) from None
+            except TypeError as exc:
+                raise ModelLoadError(path, f"bad load option: {exc}") from None
+        self.load_s = time.perf_counter() - started
+        llama = self._llama
+        # llama.cpp may pad the KV cache beyond the request; the Python-side buffers keep the requested size.
+        self.n_ctx = min(llama.n_ctx(), len(llama.input_ids))
+        self.n_vocab = llama.n_vocab()
+        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.prompt_cached_tokens = 0
+        self.logs.append(
+            f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (n_ctx={self.n_ctx}, threads={n_threads})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def closed(self) -> bool:
+        return self._llama is None
+
+    @property
+    def llama(self) -> llama_cpp.Llama:
+        """The underlying ``llama_cpp.Llama`` (raises once the engine is closed)."""
+        if self._llama is None:
+            raise EngineClosedError(f"the engine for {self.name} was closed; call lmbench.load() again")
+        return self._llama
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text`` as this model sees it."""
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+    def piece(self, token: int) -> bytes:
+        """The raw bytes of one token (may be part of a multi-byte character)."""
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def is_end(self, token: int) -> bool:
+        """Whether ``token`` ends generation (end of sequence / turn)."""
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def sample_tokens(
+        self, prompt_tokens: list[int], params: GenerationParams, seed: int, *, with_logits: bool = False
+    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Yield sampled token ids (with the raw logits they came from when asked) until the caller stops.
+
+        The caller must hold ``self.lock``. A prompt that shares a prefix with the previous one
+        reuses the KV cache (``prompt_cached_tokens`` says how many tokens came from cache).
+        Raises ``ContextOverflowError`` at once when the prompt leaves no room to generate.
+        """
+        if len(prompt_tokens) >= self.n_ctx:
+            raise ContextOverflowError(len(prompt_tokens), self.n_ctx)
+        return self._sample_tokens(prompt_tokens, params, seed, with_logits)
+
+    def _sample_tokens(
+        self, prompt_tokens: list[int], params: GenerationParams, seed: int, with_logits: bool
+    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        llama = self.llama
+        cached = _cached_prefix(llama, prompt_tokens)
+        self.prompt_cached_tokens = cached
+        llama.n_tokens = cached
+        sampler = SamplerChain(params, seed, self.n_vocab)
+        ctx = llama.ctx
+        try:
+            with _llama_log.capture(self.logs):
+                llama.eval(prompt_tokens[cached:])
+                while True:
+                    logits = (
+                        np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(self.n_vocab,))
+                        if with_logits
+                        else None
+                    )
+                    token = sampler.sample(ctx)
+                    yield token, logits
+                    if llama.n_tokens >= self.n_ctx:
+                        return
+                    llama.eval([token])
+        except RuntimeError as exc:
+            llama.n_tokens = 0
+            raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
+        except GeneratorExit:
+            raise
+        except BaseException:
+            llama.n_tokens = 0
+            raise
+        finally:
+            sampler.close()
+
+    def close(self) -> None:
+        """Free the model's memory now (the engine cannot be used afterwards)."""
+        with self.lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+                self.logs.append(f"[lmbench] unloaded {self.name}")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"n_ctx={self.n_ctx}, threads={self.n_threads}"
+        return f"<lmbench.Engine {self.name} ({state})>"
+
+
+def _cached_prefix(llama: llama_cpp.Llama, tokens: list[int]) -> int:
+    """How many leading tokens of ``tokens`` are already in the KV cache (at least one is left to evaluate)."""
+    cached = llama.input_ids[: llama.n_tokens]
+    n = 0
+    limit = min(len(cached), len(tokens) - 1)
+    while n < limit and cached[n] == tokens[n]:
+        n += 1
+    return n
+
+
+_CacheKey = tuple[str, int, int, tuple[tuple[str, Any], ...]]
+_cache: collections.OrderedDict[_CacheKey, Engine] = collections.OrderedDict()
+_cache_lock = threading.RLock()
+_max_models = int(os.environ.get("LMBENCH_MAX_MODELS", "1"))
+
+
+def set_max_models(n: int) -> None:
+    """How many models may stay loaded at once (least recently used ones are closed first)."""
+    global _max_models
+    if n < 1:
+        raise ValueError("max models must be at least 1")
+    with _cache_lock:
+        _max_models = n
+        _evict(keep=n)
+
+
+def _evict(keep: int) -> None:
+    while len(_cache) > keep:
+        _, engine = _cache.popitem(last=False)
+        engine.close()
+
+
+def load_engine(
+    model: str | os.PathLike[str] | Engine | None = None,
+    *,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
+    n_gpu_layers: int = 0,
+    **load_options: Any,
+) -> tuple[Engine, bool]:
+    """Like ``load`` but also says whether this call did the loading."""
+    if isinstance(model, Engine):
+        model.llama  # noqa: B018 - raises if closed
+        return model, False
+    path = models.resolve(model)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelLoadError(path, exc.strerror or "no such file") from None
+    threads = n_threads or physical_cores()
+    options = {"n_ctx": n_ctx, "n_threads": threads, "n_gpu_layers": n_gpu_layers, **load_options}
+    key: _CacheKey = (str(path), stat.st_size, stat.st_mtime_ns, tuple(sorted(options.items())))
+    with _cache_lock:
+        engine = _cache.get(key)
+        if engine is not None and not engine.closed:
+            _cache.move_to_end(key)
+            return engine, False
+        _evict(keep=_max_models - 1)
+        engine = Engine(path, **options)
+        _cache[key] = engine
+        return engine, True
+
+
+def load(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
+    n_gpu_layers: int = 0,
+    **load_options: Any,
+) -> Engine:
+    """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
+
+    ``None`` means ``$LMBENCH_MODEL`` or else the default model. Bad files raise
+    ``ModelLoadError`` with the reason; they never reach llama.cpp.
+    """
+    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
+
+
+def unload(model: str | os.PathLike[str] | None = None) -> None:
+    """Close every loaded engine, or only those of ``model``."""
+    path = None if model is None else str(models.resolve(model))
+    with _cache_lock:
+        for key in [k for k in _cache if path is None or k[0] == path]:
+            _cache.pop(key).close()
+
+
+def loaded() -> list[Engine]:
+    """The engines currently resident, least recently used first."""
+    with _cache_lock:
+        return [*_cache.values()]

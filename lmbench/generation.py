@@ -1,0 +1,239 @@
+"""``generate``: one prompt through the engine into a recorded ``Run``."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from datetime import datetime, timezone
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from . import __version__
+from .engine import Engine, load_engine
+from .errors import GenerationError
+from .params import MAX_SEED, GenerationParams, describe_params, validate_params
+from .presets import resolve_preset
+from .run import Run
+from .store import Store, get_store
+
+Cancel = threading.Event | Callable[[], bool] | None
+
+
+def random_seed() -> int:
+    """A fresh seed that llama.cpp will take literally."""
+    return random.SystemRandom().randint(0, MAX_SEED)
+
+
+class TextStream:
+    """Turns token bytes into text: whole UTF-8 characters only, cut at the first stop string.
+
+    ``take()`` returns the text that is safe to show: it holds back a tail that could still
+    become a stop string.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = stops
+        self._longest = max((len(s) for s in stops), default=0)
+        self.text = ""
+        self._shown = 0
+
+    def add(self, piece: bytes) -> bool:
+        """Append a token's bytes; True when a stop string appeared (the text is cut before it)."""
+        before = len(self.text)
+        self.text += self._decoder.decode(piece)
+        if not self._stops:
+            return False
+        start = max(0, before - self._longest + 1)
+        hits = [i for i in (self.text.find(s, start) for s in self._stops) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return True
+        return False
+
+    def finish(self) -> None:
+        """Flush an incomplete trailing character (as U+FFFD)."""
+        self.text += self._decoder.decode(b"", final=True)
+        self._stops = ()
+
+    def take(self) -> str:
+        """Text not yet shown that can no longer turn into a stop string."""
+        end = len(self.text)
+        for k in range(min(self._longest - 1, end - self._shown), 0, -1):
+            tail = self.text[end - k :]
+            if any(s.startswith(tail) for s in self._stops):
+                end -= k
+                break
+        new = self.text[self._shown : end]
+        self._shown = max(self._shown, end)
+        return new
+
+
+def _logprob_entry(engine: Engine, token: int, logits: np.ndarray, top: int) -> dict[str, Any]:
+    x = logits.astype(np.float64)
+    x -= x.max()
+    lp = x - np.log(np.exp(x).sum())
+    entry: dict[str, Any] = {
+        "id": token,
+        "token": engine.piece(token).decode("utf-8", errors="replace"),
+        "logprob": float(lp[token]),
+        "entropy": float(-(np.exp(lp) * lp).sum()),
+    }
+    if top:
+        best = np.argpartition(lp, -top)[-top:]
+        best = best[np.argsort(lp[best])[::-1]]
+        entry["top"] = [
+            {"id": int(t), "token": engine.piece(int(t)).decode("utf-8", errors="replace"), "logprob": float(lp[t])}
+            for t in best
+        ]
+    return entry
+
+
+def _stopper(cancel: Cancel) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+def execute(
+    engine: Engine,
+    prompt: str,
+    params: GenerationParams,
+    *,
+    on_token: Callable[[str], Any] | None = None,
+    cancel: Cancel = None,
+    load_s: float = 0.0,
+    **run_fields: Any,
+) -> tuple[Run, BaseException | None]:
+    """Generate without recording: the run (complete, cancelled or failed) and what interrupted it, if anything."""
+    if params.seed is None:
+        params = params.model_copy(update={"seed": random_seed()})
+    assert params.seed is not None
+    stream = TextStream(params.stop)
+    should_stop = _stopper(cancel)
+    logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
+    finish, error, interruption = "length", None, None
+    n_generated, ttft = 0, None
+    with engine.lock:
+        started = time.perf_counter()
+        prompt_tokens = engine.tokenize(prompt)
+        tokens = engine.sample_tokens(prompt_tokens, params, params.seed, with_logits=logprobs is not None)
+        try:
+            with closing(tokens):
+                for token, logits in tokens:
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+                    if engine.is_end(token):
+                        finish = "stop"
+                        break
+                    n_generated += 1
+                    if logprobs is not None:
+                        logprobs.append(_logprob_entry(engine, token, logits, params.logprobs or 0))
+                    hit_stop = stream.add(engine.piece(token))
+                    if on_token is not None and (new := stream.take()):
+                        on_token(new)
+                    if hit_stop:
+                        finish = "stop"
+                        break
+                    if n_generated >= params.max_tokens or len(prompt_tokens) + n_generated >= engine.n_ctx:
+                        break
+                    if should_stop():
+                        finish = "cancelled"
+                        break
+        except KeyboardInterrupt as exc:
+            finish, interruption = "cancelled", exc
+        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised by the caller
+            finish, error, interruption = "error", str(exc), exc
+        total = time.perf_counter() - started
+        cached = engine.prompt_cached_tokens
+    stream.finish()
+    if on_token is not None and (rest := stream.take()):
+        on_token(rest)
+    run = Run(
+        id=uuid.uuid4().hex,
+        created_at=datetime.now(timezone.utc),
+        prompt=prompt,
+        text=stream.text,
+        params=params,
+        model_path=str(engine.path),
+        model_name=engine.name,
+        model_size=engine.size,
+        model_sha256=engine.sha256,
+        finish_reason=finish,
+        prompt_tokens=len(prompt_tokens),
+        completion_tokens=n_generated,
+        prompt_cached_tokens=cached,
+        load_s=load_s,
+        ttft_s=ttft,
+        total_s=total,
+        tokens_per_s=(n_generated - 1) / (total - ttft) if ttft is not None and n_generated > 1 else None,
+        n_ctx=engine.n_ctx,
+        n_threads=engine.n_threads,
+        error=error,
+        lmbench_version=__version__,
+        llama_cpp_version=llama_cpp.__version__,
+        token_logprobs=logprobs,
+        **run_fields,
+    )
+    return run, interruption
+
+
+def generate(
+    prompt: str,
+    *,
+    model: str | os.PathLike[str] | Engine | None = None,
+    experiment: str | None = None,
+    tags: list[str] | None = None,
+    on_token: Callable[[str], Any] | None = None,
+    cancel: Cancel = None,
+    preset: str | None = None,
+    store: str | os.PathLike[str] | Store | None = None,
+    source: str = "python",
+    **params: Any,
+) -> Run:
+    """Generate a completion of ``prompt``, record it in the run store, and return the ``Run``.
+
+    ``on_token(text)`` receives each new piece of text as it is generated; ``cancel`` (a
+    ``threading.Event`` or a callable returning True) stops between tokens. Cancelled and
+    interrupted runs are recorded with ``finish_reason="cancelled"`` and the text so far; a
+    KeyboardInterrupt is re-raised after recording. ``preset`` names saved parameter values
+    that explicit parameters override.
+
+    Generation parameters:
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
+    values = validate_params({**resolve_preset(preset), **params})
+    engine, loaded_now = load_engine(model)
+    run, interruption = execute(
+        engine,
+        prompt,
+        values,
+        on_token=on_token,
+        cancel=cancel,
+        load_s=engine.load_s if loaded_now else 0.0,
+        experiment=experiment,
+        tags=list(tags or []),
+        source=source,
+    )
+    get_store(store).record(run)
+    if interruption is not None:
+        if isinstance(interruption, KeyboardInterrupt | GenerationError):
+            raise interruption
+        raise GenerationError(
+            f"generation failed after {run.completion_tokens} tokens: {interruption}"
+        ) from interruption
+    return run
+
+
+generate.__doc__ = (generate.__doc__ or "") + "\n" + describe_params()

@@ -1,0 +1,194 @@
+"""Model manager: find GGUF files, resolve aliases, read metadata, download from the hub."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import _gguf
+from ._config import home
+from .errors import ModelLoadError, ModelNotFoundError
+
+DEFAULT_MODEL = "stories260K"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A model lmbench knows how to fetch by name."""
+
+    repo_id: str
+    filename: str
+    sha256: str | None = None
+
+
+_catalog: dict[str, CatalogEntry] = {}
+
+
+def register_alias(alias: str, repo_id: str, filename: str, sha256: str | None = None) -> None:
+    """Make ``alias`` name a file on the Hugging Face hub (downloaded on first use)."""
+    _catalog[alias] = CatalogEntry(repo_id, filename, sha256)
+
+
+register_alias(
+    "stories260K",
+    "ggml-org/tiny-llamas",
+    "stories260K.gguf",
+    "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d",
+)
+
+
+def catalog() -> dict[str, CatalogEntry]:
+    """The known aliases."""
+    return dict(_catalog)
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for GGUF files, in order; only those that exist."""
+    candidates = [home() / "models"]
+    candidates += [Path(p).expanduser() for p in os.environ.get("LMBENCH_MODEL_PATH", "").split(os.pathsep) if p]
+    candidates += [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
+    candidates.append(_hub_cache())
+    seen: dict[Path, None] = {}
+    for c in candidates:
+        if c.is_dir():
+            seen.setdefault(c.resolve(), None)
+    return [*seen]
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE)
+
+
+def _find_local(filename: str) -> Path | None:
+    for folder in search_dirs():
+        for path in sorted(folder.rglob(filename)):
+            if path.is_file():
+                return path
+    return None
+
+
+def resolve(model: str | os.PathLike[str] | None = None) -> Path:
+    """Turn a path, an alias, a bare file name or ``None`` into an existing model path.
+
+    ``None`` means ``$LMBENCH_MODEL``, then the default alias. An alias is looked for in the
+    model folders first and downloaded only when absent.
+    """
+    if model is None:
+        model = os.environ.get("LMBENCH_MODEL") or DEFAULT_MODEL
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists() or path.suffix.lower() == ".gguf" or os.sep in text:
+        return path.resolve()
+    entry = _catalog.get(text)
+    found = _find_local(entry.filename if entry else f"{text}.gguf")
+    if found is not None:
+        return found.resolve()
+    if entry is not None:
+        return pull(entry.repo_id, entry.filename, alias=text)
+    raise ModelNotFoundError(
+        text,
+        "not a file and not a known alias; give a path to a .gguf file, set LMBENCH_MODEL, "
+        f"or use one of: {', '.join(sorted(_catalog))}",
+    )
+
+
+_hash_lock = threading.Lock()
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, computed once per file version and cached in ``$LMBENCH_HOME``."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = home() / "sha256.json"
+    with _hash_lock:
+        try:
+            cache: dict[str, str] = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        if key in cache:
+            return cache[key]
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        cache[key] = digest.hexdigest()
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_file)
+        return cache[key]
+
+
+def info(model: str | os.PathLike[str]) -> pd.Series:
+    """GGUF metadata of a model, read without loading it into llama.cpp."""
+    path = resolve(model)
+    facts = {"path": str(path), "size": path.stat().st_size, **_gguf.summary(_gguf.read(path))}
+    return pd.Series(facts, name=path.name)
+
+
+def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.list()
+    """Every GGUF file in the model folders, with its main metadata."""
+    rows: dict[Path, dict[str, Any]] = {}
+    aliases = {e.filename: a for a, e in _catalog.items()}
+    for folder in search_dirs():
+        for path in sorted(folder.rglob("*.gguf")):
+            real = path.resolve()
+            if real in rows or not real.is_file():
+                continue
+            try:
+                meta = _gguf.summary(_gguf.read(real))
+            except ModelLoadError as exc:
+                meta = {"error": exc.reason}
+            rows[real] = {
+                "alias": aliases.get(path.name, path.stem),
+                "path": str(path),
+                "size": real.stat().st_size,
+                **meta,
+            }
+    columns = [
+        "alias",
+        "path",
+        "size",
+        "architecture",
+        "parameters",
+        "quantization",
+        "context_length",
+        "has_chat_template",
+        "layers",
+    ]
+    frame = pd.DataFrame([*rows.values()])
+    return frame.reindex(columns=[*columns, *(c for c in frame.columns if c not in columns)])
+
+
+def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str | None = None) -> Path:
+    """Download a GGUF file from the Hugging Face hub into its cache (resumable), verify it, return its path.
+
+    ``HF_ENDPOINT`` selects another hub (a mirror, or a local test server).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        local = Path(
+            hf_hub_download(
+                repo_id, filename, revision=revision, endpoint=os.environ.get("HF_ENDPOINT"), cache_dir=_hub_cache()
+            )
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise ModelNotFoundError(f"{repo_id}/{filename}", f"download failed: {exc}") from None
+    _gguf.read(local)
+    expected = _catalog[alias].sha256 if alias in _catalog else None
+    if expected and sha256(local) != expected:
+        local.unlink(missing_ok=True)
+        raise ModelLoadError(local, f"downloaded file's sha256 does not match the catalogue ({expected})")
+    if alias and alias not in _catalog:
+        register_alias(alias, repo_id, filename)
+    return local.resolve()

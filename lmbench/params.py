@@ -1,0 +1,204 @@
+"""Generation parameters: the single definition that drives validation, sliders, CLI and API.
+
+Each field carries its name, type, default, allowed range and description; the UI range
+(``ui``) says where a slider starts and stops, which can be narrower than what is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ParameterError
+
+# llama.cpp reads 0xFFFFFFFF as "pick a random seed", so the largest usable seed is one less.
+MAX_SEED = 2**32 - 2
+
+
+def _ui(minimum: float, maximum: float, step: float) -> dict[str, Any]:
+    return {"ui": {"min": minimum, "max": maximum, "step": step}}
+
+
+class GenerationParams(BaseModel):
+    """Sampling settings for one generation; unknown names are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    max_tokens: int = Field(
+        100,
+        ge=1,
+        description="Maximum number of tokens to generate.",
+        json_schema_extra=_ui(1, 2048, 1),
+    )
+    temperature: float = Field(
+        0.7,
+        ge=0.0,
+        description="Randomness of sampling: 0 always picks the likeliest token, higher is more varied.",
+        json_schema_extra=_ui(0.0, 2.0, 0.05),
+    )
+    top_p: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p.",
+        json_schema_extra=_ui(0.05, 1.0, 0.05),
+    )
+    top_k: int = Field(
+        40,
+        ge=0,
+        description="Keep only the k likeliest tokens (0 keeps all).",
+        json_schema_extra=_ui(0, 200, 1),
+    )
+    min_p: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Drop tokens less likely than min_p times the likeliest token.",
+        json_schema_extra=_ui(0.0, 1.0, 0.01),
+    )
+    repeat_penalty: float = Field(
+        1.1,
+        gt=0.0,
+        description="Divide the odds of recently seen tokens by this (1 disables).",
+        json_schema_extra=_ui(0.5, 2.0, 0.05),
+    )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtract this from the logit of every token already generated.",
+        json_schema_extra=_ui(-2.0, 2.0, 0.1),
+    )
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtract this times the count of each token already generated.",
+        json_schema_extra=_ui(-2.0, 2.0, 0.1),
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="Random seed; None draws a fresh one (the seed used is always recorded).",
+    )
+    stop: tuple[str, ...] = Field(
+        (),
+        description="Strings that end the generation when they appear (not included in the text).",
+    )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Record each token's log-probability and this many top alternatives (None: off).",
+    )
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_tuple(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s == "" for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+
+PARAM_NAMES: tuple[str, ...] = tuple(GenerationParams.model_fields)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a UI, CLI or API schema needs to know about one parameter."""
+
+    name: str
+    type: type
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    ui_min: float | None = None
+    ui_max: float | None = None
+    ui_step: float | None = None
+
+    def range_text(self) -> str:
+        """The allowed range in words, e.g. ``0 < top_p <= 1``."""
+        lo = "" if self.minimum is None else f"{self.minimum:g} {'<' if self.exclusive_minimum else '<='} "
+        hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {self.maximum:g}"
+        return f"{lo}{self.name}{hi}" if (lo or hi) else f"any {self.type.__name__}"
+
+
+def _spec(name: str) -> ParamSpec:
+    field = GenerationParams.model_fields[name]
+    bounds: dict[str, Any] = {}
+    for meta in field.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            bounds.update(minimum=meta.ge)
+        elif isinstance(meta, annotated_types.Gt):
+            bounds.update(minimum=meta.gt, exclusive_minimum=True)
+        elif isinstance(meta, annotated_types.Le):
+            bounds.update(maximum=meta.le)
+        elif isinstance(meta, annotated_types.Lt):
+            bounds.update(maximum=meta.lt, exclusive_maximum=True)
+    ui = (field.json_schema_extra or {}).get("ui", {})  # type: ignore[union-attr]
+    kind = {"stop": tuple}.get(name) or (float if field.annotation is float else int)
+    return ParamSpec(
+        name=name,
+        type=kind,
+        default=field.default,
+        description=field.description or "",
+        ui_min=ui.get("min"),
+        ui_max=ui.get("max"),
+        ui_step=ui.get("step"),
+        **bounds,
+    )
+
+
+PARAM_SPECS: dict[str, ParamSpec] = {name: _spec(name) for name in PARAM_NAMES}
+
+
+def param_specs() -> list[ParamSpec]:
+    """All generation parameters in their canonical order."""
+    return list(PARAM_SPECS.values())
+
+
+def validate_params(values: dict[str, Any] | None = None, /, **kwargs: Any) -> GenerationParams:
+    """Check parameter values and return them as ``GenerationParams``.
+
+    Raises ``ParameterError`` naming the first bad parameter, its value and the allowed range.
+    """
+    merged = {**(values or {}), **kwargs}
+    unknown = sorted(set(merged) - set(PARAM_NAMES))
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter {unknown[0]!r}; valid parameters are: {', '.join(PARAM_NAMES)}",
+            name=unknown[0],
+            value=merged[unknown[0]],
+        )
+    try:
+        return GenerationParams(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        value = merged.get(name)
+        spec = PARAM_SPECS.get(name)
+        allowed = f" (allowed: {spec.range_text()})" if spec else ""
+        raise ParameterError(
+            f"invalid {name}={value!r}: {err['msg'].lower()}{allowed}", name=name, value=value
+        ) from None
+
+
+def describe_params() -> str:
+    """One line per parameter, for docstrings and help texts."""
+    return "\n".join(f"    {s.name} (default {s.default!r}; {s.range_text()}): {s.description}" for s in param_specs())

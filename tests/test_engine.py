@@ -1,0 +1,155 @@
+"""The engine against the real test model: loading, caching, bad files, logs, threads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import lmbench
+from lmbench.engine import loaded
+
+
+def test_load_is_cached_and_returns_the_same_engine(model_path: Path) -> None:
+    first = lmbench.load(model_path)
+    second = lmbench.load(str(model_path))
+    assert first is second
+    assert first.n_ctx == 2048
+    assert first.info["architecture"] == "llama"
+    assert first.sha256 == "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d"
+
+
+def test_other_options_load_another_engine_and_evict_the_first(model_path: Path) -> None:
+    first = lmbench.load(model_path)
+    other = lmbench.load(model_path, n_ctx=256)
+    assert other is not first and other.n_ctx == 256
+    assert first.closed, "with one resident model the least recently used one is closed"
+    with pytest.raises(lmbench.EngineClosedError):
+        first.tokenize("hello")
+    assert loaded() == [other]
+
+
+def test_max_models_keeps_several_resident(model_path: Path) -> None:
+    lmbench.set_max_models(2)
+    try:
+        a = lmbench.load(model_path, n_ctx=128)
+        b = lmbench.load(model_path, n_ctx=256)
+        assert not a.closed and not b.closed
+        assert lmbench.load(model_path, n_ctx=128) is a
+    finally:
+        lmbench.set_max_models(1)
+    assert len(loaded()) == 1
+
+
+def test_unload_closes_engines(model_path: Path) -> None:
+    engine = lmbench.load(model_path)
+    lmbench.unload()
+    assert engine.closed and loaded() == []
+    assert not lmbench.load(model_path).closed
+
+
+def test_llama_cpp_logs_are_captured_not_printed(model_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    lmbench.unload()
+    engine = lmbench.load(model_path, n_ctx=512)
+    lmbench.generate("Once", model=engine, max_tokens=3)
+    out, err = capfd.readouterr()
+    assert "llama_model_loader" not in out + err
+    assert any("llama_model_loader" in line for line in engine.logs)
+    assert any("[lmbench] loaded" in line for line in engine.logs)
+
+
+def _bad_files(tmp_path: Path, model_path: Path) -> dict[str, Path]:
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.gguf"
+    noise.write_bytes(os.urandom(4096))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(model_path.read_bytes()[: model_path.stat().st_size // 2])
+    header_only = tmp_path / "header.gguf"
+    header_only.write_bytes(model_path.read_bytes()[:64])
+    garbage_header = tmp_path / "garbage-header.gguf"
+    garbage_header.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + os.urandom(2048))
+    directory = tmp_path / "folder.gguf"
+    directory.mkdir()
+    return {
+        "missing": tmp_path / "missing.gguf",
+        "directory": directory,
+        "empty": empty,
+        "random bytes": noise,
+        "truncated": truncated,
+        "header only": header_only,
+        "garbage header": garbage_header,
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "directory", "empty", "random bytes", "truncated", "header only", "garbage header"]
+)
+def test_bad_model_files_raise_model_load_error(case: str, tmp_path: Path, model_path: Path) -> None:
+    path = _bad_files(tmp_path, model_path)[case]
+    with pytest.raises(lmbench.ModelLoadError) as info:
+        lmbench.load(path)
+    assert str(path) in str(info.value)
+    assert info.value.reason
+    with pytest.raises(lmbench.ModelLoadError):
+        lmbench.generate("Once", model=path)
+    assert lmbench.runs().empty, "nothing is recorded for a model that failed to load"
+
+
+def test_bad_model_never_kills_the_process(tmp_path: Path, model_path: Path) -> None:
+    paths = _bad_files(tmp_path, model_path)
+    script = (
+        "import sys, lmbench\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        lmbench.load(p)\n"
+        "    except lmbench.ModelLoadError as e:\n"
+        "        print('ok', e.reason)\n"
+        "print('alive')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths.values())], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == len(paths)
+    assert result.stdout.strip().endswith("alive")
+
+
+def test_unknown_alias_says_how_to_give_a_model() -> None:
+    with pytest.raises(lmbench.ModelNotFoundError, match="LMBENCH_MODEL"):
+        lmbench.load("no-such-model-alias")
+
+
+def test_model_found_by_file_name_in_model_path(model_path: Path, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(model_path, folder / "stories260K.gguf")
+    monkeypatch.setenv("LMBENCH_MODEL_PATH", str(folder))
+    assert lmbench.load("stories260K").path == (folder / "stories260K.gguf").resolve()
+
+
+def test_threads_share_one_engine_safely(engine: lmbench.Engine) -> None:
+    expected = {
+        seed: lmbench.generate("Once upon a time", model=engine, seed=seed, max_tokens=30).text for seed in range(4)
+    }
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            results[seed] = lmbench.generate("Once upon a time", model=engine, seed=seed, max_tokens=30).text
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == expected

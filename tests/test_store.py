@@ -1,0 +1,131 @@
+"""The run store: round trips, migrations, export, concurrent writers, large reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import lmbench
+from lmbench.store import MIGRATIONS, Store, migrate
+
+
+def test_runs_table_has_a_column_per_parameter_and_timing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.db")
+    for seed in range(3):
+        lmbench.generate("Once", seed=seed, max_tokens=8, store=store, experiment="e1", tags=["a"])
+    lmbench.generate("Once", max_tokens=8, store=store, experiment="e2")
+    table = store.runs()
+    assert len(table) == 4
+    for column in ("temperature", "top_p", "max_tokens", "seed", "ttft_s", "tokens_per_s", "finish_reason", "text"):
+        assert column in table.columns
+    assert list(store.runs("e1").seed) == [0, 1, 2]
+    assert store.runs("e1").tags[0] == ["a"]
+    assert list(store.runs(last=2).experiment) == ["e1", "e2"], "newest last"
+    assert pd.api.types.is_datetime64_any_dtype(table.created_at)
+
+
+def test_use_store_and_default_location(lmbench_home: Path, tmp_path: Path) -> None:
+    lmbench.generate("Once", max_tokens=3)
+    assert (lmbench_home / "runs.db").exists()
+    other = tmp_path / "other.db"
+    lmbench.use_store(other)
+    try:
+        lmbench.generate("Once", max_tokens=3)
+        assert len(lmbench.runs()) == 1 and len(lmbench.runs(store=lmbench_home / "runs.db")) == 1
+    finally:
+        lmbench.use_store(None)
+
+
+def test_get_round_trips_a_run(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.db")
+    run = lmbench.generate("Once", logprobs=2, max_tokens=6, stop=["zzz"], store=store, tags=["x", "y"])
+    back = store.get(run.id[:10])
+    assert dataclasses.asdict(back) == dataclasses.asdict(run)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_export_by_suffix(tmp_path: Path, suffix: str) -> None:
+    for seed in range(2):
+        lmbench.generate("Once", seed=seed, max_tokens=4)
+    target = lmbench.export(tmp_path / f"runs{suffix}")
+    reader = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+    back = reader[suffix](target)
+    assert len(back) == 2 and list(back.seed) == [0, 1]
+
+
+def test_export_rejects_unknown_suffix(tmp_path: Path) -> None:
+    with pytest.raises(lmbench.StoreError, match=r"\.csv"):
+        lmbench.export(tmp_path / "runs.xlsx")
+
+
+def test_migrations_from_empty_and_from_older_database(tmp_path: Path) -> None:
+    fresh = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
+    assert migrate(fresh) == [name for name, _ in MIGRATIONS]
+    assert migrate(fresh) == []
+
+    old_path = tmp_path / "old.db"
+    old = sqlite3.connect(old_path, isolation_level=None)
+    old.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    name, sql = MIGRATIONS[0]
+    for statement in filter(str.strip, sql.split(";")):
+        old.execute(statement)
+    old.execute("INSERT INTO _migrations VALUES (?, 'then')", (name,))
+    old.execute(
+        "INSERT INTO runs (id, created_at, prompt, text, temperature, stop, tags, seed, max_tokens) "
+        "VALUES ('old1', '2025-01-01T00:00:00+00:00', 'p', 't', 0.5, '[]', '[]', 3, 10)"
+    )
+    old.close()
+    store = Store(old_path)
+    table = store.runs()
+    assert list(table.id) == ["old1"] and "sweep_id" in table.columns
+    lmbench.generate("Once", max_tokens=3, store=store)
+    assert len(store.runs()) == 2
+
+
+WRITER = """
+import sys, lmbench
+store = lmbench.Store(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    lmbench.generate("Once upon a time", seed=i, max_tokens=12, store=store, experiment=sys.argv[2])
+"""
+
+
+def test_concurrent_writer_processes_lose_no_row(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    writers, each = 4, 15
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(db), f"w{i}", str(each)], stderr=subprocess.PIPE)
+        for i in range(writers)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    table = Store(db).runs()
+    assert len(table) == writers * each
+    assert table.id.is_unique
+    assert table.groupby("experiment").size().to_dict() == {f"w{i}": each for i in range(writers)}
+
+
+def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(tmp_path / "big.db")
+    template = lmbench.generate("Once upon a time", max_tokens=20, store=store).to_record()
+    with store.connect() as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        rows = [[uuid.uuid4().hex if c == "id" else template.get(c) for c in columns] for _ in range(99_999)]
+        conn.execute("BEGIN")
+        conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(columns))})", rows)
+        conn.execute("COMMIT")
+    started = time.perf_counter()
+    table = store.runs()
+    elapsed = time.perf_counter() - started
+    assert len(table) == 100_000
+    with capsys.disabled():
+        print(f"\n[timing] lmbench.runs() read 100,000 rows in {elapsed:.3f}s ({len(table) / elapsed:,.0f} rows/s)")
