@@ -22,6 +22,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+sweep: setup
+	mkdir -p $(OUT)
+	$(BIN)/papermill notebooks/temperature_sweep.ipynb $(OUT)/temperature_sweep.ipynb -p output_dir $(OUT)/temperature_sweep
+	@echo "Executed notebook: $(OUT)/temperature_sweep.ipynb; table and plots: $(OUT)/temperature_sweep/"
+
 demo: setup
 	$(BIN)/python -c "import lmbench; run = lmbench.generate('Once upon a time'); print(run.text); print(run)"
 
@@ -33,8 +38,9 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Tests use a throw-away $LMBENCH_HOME so they never touch your run store.
 test: setup lint
-	$(BIN)/python -m pytest
+	LMBENCH_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

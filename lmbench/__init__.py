@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import models
+from . import metrics, models
+from .compare import Comparison, compare
 from .engine import Engine, load, loaded, set_max_models, unload
 from .errors import (
     ContextOverflowError,
@@ -21,8 +22,34 @@ from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .run import Run
 from .store import Store, export, get_store, runs, use_store
+from .sweep import sweep
+
+
+def __getattr__(name: str) -> object:
+    """Import plotly only when a plot function is first used."""
+    if name in ("plot_sweep", "plot_heatmap"):
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module 'lmbench' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext lmbench``: register the magics (no model is loaded)."""
+    from .magics import load_ipython_extension as load_magics
+
+    load_magics(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext lmbench``: remove the magics again."""
+    from .magics import unload_ipython_extension as unload_magics
+
+    unload_magics(ipython)
+
 
 __all__ = [
+    "Comparison",
     "ContextOverflowError",
     "Engine",
     "EngineClosedError",
@@ -36,18 +63,23 @@ __all__ = [
     "Store",
     "StoreError",
     "__version__",
+    "compare",
     "delete_preset",
     "export",
     "generate",
     "get_store",
     "load",
     "loaded",
+    "metrics",
     "models",
     "param_specs",
+    "plot_heatmap",
+    "plot_sweep",
     "presets",
     "runs",
     "save_preset",
     "set_max_models",
+    "sweep",
     "unload",
     "use_store",
     "validate_params",

@@ -16,7 +16,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from . import __version__
+from . import __version__, metrics
 from .engine import Engine, load_engine
 from .errors import GenerationError
 from .params import MAX_SEED, GenerationParams, describe_params, validate_params
@@ -113,6 +113,7 @@ def execute(
     on_token: Callable[[str], Any] | None = None,
     cancel: Cancel = None,
     load_s: float = 0.0,
+    run_id: str | None = None,
     **run_fields: Any,
 ) -> tuple[Run, BaseException | None]:
     """Generate without recording: the run (complete, cancelled or failed) and what interrupted it, if anything."""
@@ -160,7 +161,7 @@ def execute(
     if on_token is not None and (rest := stream.take()):
         on_token(rest)
     run = Run(
-        id=uuid.uuid4().hex,
+        id=run_id or uuid.uuid4().hex,
         created_at=datetime.now(timezone.utc),
         prompt=prompt,
         text=stream.text,
@@ -226,6 +227,7 @@ def generate(
         tags=list(tags or []),
         source=source,
     )
+    run.metrics = metrics.compute(run)
     get_store(store).record(run)
     if interruption is not None:
         if isinstance(interruption, KeyboardInterrupt | GenerationError):

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ._config import home
@@ -198,15 +199,24 @@ class Store:
             frame = frame.join(wide, on="id")
         return frame
 
-    def _query(self, sql: str, args: list[object]) -> pd.DataFrame:
-        """Run a read query straight into Arrow columns (much faster than row tuples on large stores)."""
-        import adbc_driver_sqlite.dbapi as adbc
-
-        with adbc.connect(str(self.path)) as conn, conn.cursor() as cursor:
-            # Infer each column's type from the whole result: NULLs first, values later is common.
-            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(2**30)})
-            cursor.execute(sql, args)
-            return cursor.fetch_arrow_table().to_pandas()
+    def _query(self, sql: str, args: list[object], declared: dict[str, str] | None = None) -> pd.DataFrame:
+        """Run a read query into a DataFrame whose column types follow the declared schema."""
+        with self.connect() as conn:
+            cursor = conn.execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        data: dict[str, object] = {}
+        for name, values in zip(names, columns, strict=True):
+            kind = (declared or {}).get(name, "")
+            if kind in ("REAL", "INTEGER"):
+                array = np.array(values, dtype=float)
+                data[name] = array.astype(np.int64) if kind == "INTEGER" and not np.isnan(array).any() else array
+            else:
+                array = np.empty(len(values), dtype=object)
+                array[:] = values
+                data[name] = pd.Series(array, dtype=object, copy=False)
+        return pd.DataFrame(data, columns=names, copy=False)
 
     def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
         """Write the runs table to CSV, JSON lines (.jsonl) or Parquet, chosen by the suffix."""

@@ -1,0 +1,90 @@
+"""Side-by-side comparison of generated texts, one column per setting."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .store import Store, get_store
+
+KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
+
+
+@dataclass
+class Comparison:
+    """Texts aligned by prompt and seed (rows) and by the compared setting (columns)."""
+
+    frame: pd.DataFrame
+    by: str
+    metrics: tuple[str, ...]
+
+    def _cell(self, row: pd.Series | None) -> str:
+        if row is None:
+            return "<td style='color:#999'>—</td>"
+        stats = []
+        for name in self.metrics:
+            value = row.get(name)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            stats.append(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}")
+        return (
+            "<td style='vertical-align:top;text-align:left;padding:6px;border:1px solid #ddd'>"
+            f"<div style='white-space:pre-wrap;word-wrap:break-word'>{html.escape(str(row['text']))}</div>"
+            f"<div style='color:#666;font-size:80%;margin-top:4px'>{html.escape(' · '.join(stats))}</div></td>"
+        )
+
+    def to_html(self) -> str:
+        """The comparison as an HTML table (wrapping text, metrics under each output)."""
+        frame = self.frame
+        columns = sorted(pd.unique(frame[self.by]), key=lambda v: (str(type(v)), v))
+        rows_key = [c for c in ("model", "prompt_name", "prompt", "seed") if c in frame and c != self.by]
+        width = f"{90 / max(len(columns), 1):.0f}%"
+        head = "".join(
+            f"<th style='width:{width};border:1px solid #ddd;padding:6px'>"
+            f"{html.escape(self.by)} = {html.escape(str(c))}</th>"
+            for c in columns
+        )
+        body = []
+        for key, group in frame.groupby(rows_key, sort=False, dropna=False):
+            labels = dict(zip(rows_key, key if isinstance(key, tuple) else (key,), strict=True))
+            prompt = str(labels.get("prompt", ""))
+            title = f"seed {labels.get('seed', '')}" + (f"<br><i>{html.escape(prompt[:80])}</i>" if prompt else "")
+            cells = {row[self.by]: row for _, row in group.iterrows()}
+            body.append(
+                f"<tr><th style='vertical-align:top;border:1px solid #ddd;padding:6px;font-weight:normal'>{title}</th>"
+                + "".join(self._cell(cells.get(c)) for c in columns)
+                + "</tr>"
+            )
+        return (
+            "<table class='lmbench-compare' style='border-collapse:collapse;table-layout:fixed;width:100%'>"
+            f"<thead><tr><th style='width:10%'></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        return f"<Comparison of {len(self.frame)} runs by {self.by}: {list(pd.unique(self.frame[self.by]))}>"
+
+
+def compare(
+    df_or_run_ids: pd.DataFrame | Sequence[str],
+    by: str = "temperature",
+    *,
+    metrics: Sequence[str] = KEY_METRICS,
+    store: str | Store | None = None,
+) -> Comparison:
+    """Show generated texts side by side, one column per value of ``by`` (a DataFrame of runs or run ids)."""
+    if isinstance(df_or_run_ids, pd.DataFrame):
+        frame = df_or_run_ids
+    else:
+        target = get_store(store)
+        runs = [target.get(run_id) for run_id in df_or_run_ids]
+        frame = pd.DataFrame([{**r.to_record(), **r.metrics, "stop": list(r.params.stop)} for r in runs])
+    if by not in frame.columns:
+        raise KeyError(f"cannot compare by {by!r}: not a column; available: {', '.join(map(str, frame.columns))}")
+    return Comparison(frame=frame, by=by, metrics=tuple(m for m in metrics if m != by))

@@ -1,0 +1,173 @@
+"""IPython magics: ``%lmbench`` (model, runs, compare, presets, help) and ``%%lmbench`` (generate from the cell).
+
+A thin layer: every magic calls the same public functions as Python code.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import engine as engine_mod
+from . import generation, store
+from .compare import compare
+from .errors import LmbenchError
+from .presets import presets
+
+HELP = """lmbench magics
+
+  %lmbench model PATH_OR_ALIAS [--n-ctx N] [--threads N]   load (or switch to) a model for this session
+  %lmbench runs [--experiment E] [--last N]                show recorded runs as a table
+  %lmbench compare RUN_ID [RUN_ID ...] [--by PARAM]        show runs side by side
+  %lmbench presets                                         list parameter presets
+  %lmbench help                                            this help
+
+  %%lmbench [-t TEMP] [-p TOP_P] [-n MAX_TOKENS] [-s SEED] [-k TOP_K] [-e EXPERIMENT]
+            [--preset NAME] [--stream/--no-stream]
+  <prompt>                                                 generate from the cell body, record the run
+"""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser:
+    """argparse for subcommands, turning its exits into a usage message instead of SystemExit."""
+
+    def __init__(self, prog: str) -> None:
+        import argparse
+
+        class Parser(argparse.ArgumentParser):
+            def error(self, message: str) -> None:  # type: ignore[override]
+                raise _UsageError(f"{self.format_usage().strip()}\n{prog}: error: {message}")
+
+        self.parser = Parser(prog=prog, add_help=False)
+
+    def parse(self, args: list[str]) -> Any:
+        return self.parser.parse_args(args)
+
+
+def _model_parser() -> _Parser:
+    p = _Parser("%lmbench model")
+    p.parser.add_argument("model")
+    p.parser.add_argument("--n-ctx", type=int, default=2048)
+    p.parser.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def _runs_parser() -> _Parser:
+    p = _Parser("%lmbench runs")
+    p.parser.add_argument("--experiment", "-e", default=None)
+    p.parser.add_argument("--last", "-l", type=int, default=20)
+    return p
+
+
+def _compare_parser() -> _Parser:
+    p = _Parser("%lmbench compare")
+    p.parser.add_argument("run_ids", nargs="+")
+    p.parser.add_argument("--by", default="temperature")
+    return p
+
+
+@magics_class
+class LmbenchMagics(Magics):
+    """``%lmbench`` and ``%%lmbench``; the session's model is kept on this object."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.engine: engine_mod.Engine | None = None
+
+    @magic_arguments()
+    @argument("-t", "--temperature", type=float, default=None)
+    @argument("-p", "--top-p", type=float, default=None)
+    @argument("-n", "--max-tokens", type=int, default=None)
+    @argument("-s", "--seed", type=int, default=None)
+    @argument("-k", "--top-k", type=int, default=None)
+    @argument("-e", "--experiment", default=None)
+    @argument("--preset", default=None)
+    @argument("--stream", dest="stream", action="store_true", default=True)
+    @argument("--no-stream", dest="stream", action="store_false")
+    @argument("command", nargs="*")
+    @line_cell_magic
+    def lmbench(self, line: str, cell: str | None = None) -> Any:
+        """Run ``%lmbench help`` for the list of commands."""
+        try:
+            if cell is not None:
+                return self._generate(line, cell)
+            return self._line(shlex.split(line))
+        except _UsageError as exc:
+            print(exc, file=sys.stderr)
+        except LmbenchError as exc:
+            print(f"lmbench: {exc}", file=sys.stderr)
+        return None
+
+    def _line(self, words: list[str]) -> Any:
+        command, rest = (words[0], words[1:]) if words else ("help", [])
+        if command == "help":
+            print(HELP)
+            return None
+        if command == "model":
+            args = _model_parser().parse(rest)
+            self.engine = engine_mod.load(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+            print(f"lmbench: using {self.engine.name} ({self.engine.info.get('parameters', 0):,} parameters)")
+            return self.engine
+        if command == "runs":
+            args = _runs_parser().parse(rest)
+            return store.runs(args.experiment, last=args.last)
+        if command == "compare":
+            args = _compare_parser().parse(rest)
+            return compare(args.run_ids, by=args.by)
+        if command == "presets":
+            return presets()
+        raise _UsageError(f"unknown command {command!r}; try %lmbench help")
+
+    def _generate(self, line: str, cell: str) -> Any:
+        try:
+            args = parse_argstring(self.lmbench, line)
+        except Exception as exc:  # noqa: BLE001 - argparse errors become a usage line
+            usage = self.lmbench.parser.format_usage().lstrip(":").strip()
+            raise _UsageError(f"usage: {usage}\n{exc}") from None
+        params = {
+            name: value
+            for name, value in {
+                "temperature": args.temperature,
+                "top_p": args.top_p,
+                "max_tokens": args.max_tokens,
+                "seed": args.seed,
+                "top_k": args.top_k,
+            }.items()
+            if value is not None
+        }
+        on_token = (lambda text: print(text, end="", flush=True)) if args.stream else None
+        run = generation.generate(
+            cell.strip("\n"),
+            model=self.engine,
+            experiment=args.experiment,
+            preset=args.preset,
+            on_token=on_token,
+            source="magic",
+            **params,
+        )
+        if args.stream:
+            print()
+        else:
+            display(run)
+        return run
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics; no model is loaded until one is used."""
+    ipython.register_magics(LmbenchMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the magics registered by ``load_ipython_extension``."""
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("lmbench", None)
+    ipython.magics_manager.registry.pop("LmbenchMagics", None)

@@ -1,0 +1,180 @@
+"""Output metrics: a registry of per-run and per-group measures, built-ins registered like any other.
+
+Per-run metrics (``fn(run) -> float``) are stored with each run. Group metrics
+(``fn(texts) -> float``) describe the samples of one grid cell across seeds.
+
+Built-ins, one line each (range; which way means "more diverse"):
+
+- ``chars``, ``words``: output length in characters and words (0..; longer is longer).
+- ``distinct_1/2/3``: unique word n-grams / all word n-grams (0..1; higher is more diverse).
+- ``repetition_rate``: share of word 3-grams that occur more than once in the text (0..1; higher is more repetitive).
+- ``mean_logprob``: mean log-probability of the generated tokens (<= 0; lower is more surprising/diverse).
+- ``perplexity``: exp(-mean_logprob) (>= 1; higher is more surprising/diverse).
+- ``mean_entropy``: mean entropy of the next-token distribution in nats (>= 0; higher is more uncertain).
+- ``self_similarity`` (group): mean pairwise similarity of the samples (rapidfuzz ratio, 0..1; lower is more diverse).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .run import Run
+
+Kind = Literal["run", "group"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named measure of one run (``kind="run"``) or of the texts of one group (``kind="group"``)."""
+
+    name: str
+    fn: Callable[[Any], float]
+    kind: Kind
+    description: str = ""
+
+
+_registry: dict[str, Metric] = {}
+
+
+def register(name: str, fn: Callable[[Any], float], *, kind: Kind = "run", description: str = "") -> None:
+    """Add a metric; ``fn(run) -> float`` for ``kind="run"``, ``fn(texts) -> float`` for ``kind="group"``."""
+    if kind not in ("run", "group"):
+        raise ValueError(f"metric kind must be 'run' or 'group', not {kind!r}")
+    _registry[name] = Metric(name, fn, kind, description or (fn.__doc__ or "").strip().split("\n")[0])
+
+
+def unregister(name: str) -> None:
+    """Remove a metric from the registry."""
+    _registry.pop(name, None)
+
+
+def available(kind: Kind | None = None) -> dict[str, Metric]:
+    """Registered metrics by name, optionally only one kind."""
+    return {n: m for n, m in _registry.items() if kind is None or m.kind == kind}
+
+
+def select(names: str | Sequence[str] | None, kind: Kind) -> list[Metric]:
+    """The metrics a sweep asked for: ``"default"`` (all registered), None (none) or a list of names."""
+    if names is None:
+        return []
+    if names == "default":
+        return list(available(kind).values())
+    wanted = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in wanted if n not in _registry]
+    if unknown:
+        from .errors import ParameterError
+
+        raise ParameterError(f"unknown metric {unknown[0]!r}; registered metrics: {', '.join(_registry)}")
+    return [_registry[n] for n in wanted if _registry[n].kind == kind]
+
+
+def _safe(metric: Metric, value: Any) -> float:
+    try:
+        return float(metric.fn(value))
+    except Exception as exc:  # noqa: BLE001 - a broken metric must never lose the run
+        warnings.warn(f"metric {metric.name!r} failed ({type(exc).__name__}: {exc}); recorded NaN", stacklevel=3)
+        return math.nan
+
+
+def compute(run: Run, metrics: Sequence[Metric] | None = None) -> dict[str, float]:
+    """Per-run metric values for ``run`` (all registered run metrics by default)."""
+    chosen = available("run").values() if metrics is None else metrics
+    return {m.name: _safe(m, run) for m in chosen if m.kind == "run"}
+
+
+def compute_group(texts: Sequence[str], metrics: Sequence[Metric] | None = None) -> dict[str, float]:
+    """Group metric values for the texts of one cell."""
+    chosen = available("group").values() if metrics is None else metrics
+    return {m.name: _safe(m, list(texts)) for m in chosen if m.kind == "group"}
+
+
+def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, 95% confidence interval (Student t) and count of each metric per group of rows."""
+    from scipy import stats
+
+    keys = [by] if isinstance(by, str) else list(by)
+    columns = [c for c in (metrics or [*available("run"), *available("group"), "completion_tokens"]) if c in df]
+    grouped = df.groupby(keys, dropna=False)[columns]
+    mean, sem, count = grouped.mean(), grouped.sem(), grouped.count()
+    t = stats.t.ppf(0.975, np.maximum(count - 1, 1))
+    half = (sem * t).where(count > 1)
+    out = pd.concat({"mean": mean, "ci95": half, "n": count}, axis=1).swaplevel(axis=1).sort_index(axis=1)
+    return out
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased word tokens (the unit of the n-gram metrics)."""
+    return _WORD.findall(text.lower())
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(text: str, n: int) -> float:
+    """Unique word n-grams over all word n-grams (NaN when the text has fewer than n words)."""
+    grams = _ngrams(words_of(text), n)
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of word n-gram occurrences whose n-gram occurs more than once."""
+    grams = _ngrams(words_of(text), n)
+    if not grams:
+        return math.nan
+    counts = Counter(grams)
+    return sum(c for c in counts.values() if c > 1) / len(grams)
+
+
+def _token_values(run: Run, key: str) -> list[float]:
+    return [t[key] for t in run.token_logprobs or [] if key in t]
+
+
+def mean_logprob(run: Run) -> float:
+    """Mean log-probability of the generated tokens (needs the run's logprobs)."""
+    values = _token_values(run, "logprob")
+    return float(np.mean(values)) if values else math.nan
+
+
+def self_similarity(texts: Sequence[str]) -> float:
+    """Mean pairwise similarity (rapidfuzz normalized Indel ratio, 0..1) between the texts."""
+    from rapidfuzz import fuzz
+
+    pairs = list(itertools.combinations(texts, 2))
+    return float(np.mean([fuzz.ratio(a, b) / 100 for a, b in pairs])) if pairs else math.nan
+
+
+register("chars", lambda run: len(run.text), description="Characters in the output.")
+register("words", lambda run: len(words_of(run.text)), description="Words in the output.")
+for _n in (1, 2, 3):
+    register(
+        f"distinct_{_n}",
+        lambda run, n=_n: distinct_n(run.text, n),
+        description=f"Unique word {_n}-grams / all word {_n}-grams (0..1, higher is more diverse).",
+    )
+register("repetition_rate", lambda run: repetition_rate(run.text), description=repetition_rate.__doc__ or "")
+register("mean_logprob", mean_logprob)
+register(
+    "perplexity",
+    lambda run: math.exp(-mean_logprob(run)),
+    description="exp(-mean_logprob): how surprised the model is by its own output.",
+)
+register(
+    "mean_entropy",
+    lambda run: float(np.mean(values)) if (values := _token_values(run, "entropy")) else math.nan,
+    description="Mean entropy (nats) of the next-token distribution.",
+)
+register("self_similarity", self_similarity, kind="group")

@@ -1,0 +1,119 @@
+"""Plotly figures of sweep results: metric vs parameter with 95% CIs, and two-parameter heatmaps.
+
+Functions return ``plotly.graph_objects.Figure`` and have no side effects.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from .metrics import summarize
+
+LABELS = {
+    "temperature": "temperature",
+    "top_p": "top-p",
+    "top_k": "top-k",
+    "min_p": "min-p",
+    "max_tokens": "max tokens (tokens)",
+    "repeat_penalty": "repeat penalty",
+    "completion_tokens": "completion length (tokens)",
+    "prompt_tokens": "prompt length (tokens)",
+    "chars": "length (characters)",
+    "words": "length (words)",
+    "distinct_1": "distinct-1 (unique unigrams / unigrams)",
+    "distinct_2": "distinct-2 (unique bigrams / bigrams)",
+    "distinct_3": "distinct-3 (unique trigrams / trigrams)",
+    "repetition_rate": "repetition rate (share of repeated trigrams)",
+    "mean_logprob": "mean token log-probability (nats)",
+    "perplexity": "perplexity",
+    "mean_entropy": "mean next-token entropy (nats)",
+    "self_similarity": "self-similarity across seeds (0..1)",
+    "tokens_per_s": "decode speed (tokens/s)",
+    "ttft_s": "time to first token (s)",
+    "total_s": "generation time (s)",
+}
+
+
+def label(column: str) -> str:
+    """An axis title with units for a column name."""
+    return LABELS.get(column, column.replace("_", " "))
+
+
+def _require(df: pd.DataFrame, *columns: str | None) -> None:
+    missing = [c for c in columns if c is not None and c not in df.columns]
+    if missing:
+        raise KeyError(f"column {missing[0]!r} is not in the table; available: {', '.join(map(str, df.columns))}")
+
+
+def plot_sweep(
+    df: pd.DataFrame, x: str = "temperature", y: str = "distinct_2", color: str | None = None, facet: str | None = None
+) -> go.Figure:
+    """Mean of ``y`` against ``x`` with 95% confidence intervals over the seeds, one line per ``color``."""
+    _require(df, x, y, color, facet)
+    keys = [k for k in (facet, color, x) if k is not None]
+    stats = summarize(df, keys, [y])[y].reset_index()
+    facets = [None] if facet is None else list(pd.unique(stats[facet]))
+    colors = [None] if color is None else list(pd.unique(stats[color]))
+    fig = go.Figure() if facet is None else _facets(len(facets), [f"{facet} = {v}" for v in facets])
+    palette = qualitative.Plotly
+    for col_i, fv in enumerate(facets, start=1):
+        for ci, cv in enumerate(colors):
+            part = stats
+            if facet is not None:
+                part = part[part[facet] == fv]
+            if color is not None:
+                part = part[part[color] == cv]
+            part = part.sort_values(x)
+            trace = go.Scatter(
+                x=part[x],
+                y=part["mean"],
+                error_y={"type": "data", "array": part["ci95"].fillna(0), "visible": True},
+                mode="lines+markers",
+                name=f"{color} = {cv}" if color is not None else label(y),
+                legendgroup=str(cv),
+                showlegend=col_i == 1 and color is not None,
+                line={"color": palette[ci % len(palette)]},
+                customdata=part["n"],
+                hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y:.4g}} ± %{{error_y.array:.3g}}<br>"
+                "n=%{customdata}<extra></extra>",
+            )
+            if facet is None:
+                fig.add_trace(trace)
+            else:
+                fig.add_trace(trace, row=1, col=col_i)
+    fig.update_xaxes(title_text=label(x))
+    fig.update_yaxes(title_text=label(y))
+    fig.update_layout(title=f"{label(y)} vs {label(x)} (mean ± 95% CI)", template="plotly_white")
+    return fig
+
+
+def _facets(n: int, titles: list[str]) -> go.Figure:
+    from plotly.subplots import make_subplots
+
+    return make_subplots(rows=1, cols=n, subplot_titles=titles, shared_yaxes=True)
+
+
+def plot_heatmap(df: pd.DataFrame, x: str = "temperature", y: str = "top_p", z: str = "distinct_2") -> go.Figure:
+    """Mean of ``z`` over the seeds for every (``x``, ``y``) cell of a two-parameter grid."""
+    _require(df, x, y, z)
+    table = df.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index()
+    fig = go.Figure(
+        go.Heatmap(
+            x=[str(v) for v in table.columns],
+            y=[str(v) for v in table.index],
+            z=table.to_numpy(),
+            text=table.round(3).to_numpy(),
+            texttemplate="%{text}",
+            colorscale="Viridis",
+            colorbar={"title": {"text": label(z)}},
+        )
+    )
+    fig.update_layout(
+        title=f"{label(z)} by {label(x)} and {label(y)}",
+        xaxis_title=label(x),
+        yaxis_title=label(y),
+        template="plotly_white",
+    )
+    return fig

@@ -1,0 +1,212 @@
+"""Parameter sweeps: a grid x prompts x seeds (x models), every run recorded, resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import metrics as metrics_mod
+from .engine import load_engine
+from .errors import ParameterError
+from .generation import execute
+from .models import resolve as resolve_model
+from .params import PARAM_NAMES, GenerationParams, validate_params
+from .store import Store, get_store
+
+FINISHED = ("stop", "length")
+ModelArg = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One planned run of a sweep."""
+
+    model: str
+    prompt_name: str
+    prompt: str
+    cell: tuple[tuple[str, Any], ...]
+    seed: int
+
+    @property
+    def coords(self) -> dict[str, Any]:
+        return {"model": self.model, "prompt_name": self.prompt_name, **dict(self.cell), "seed": self.seed}
+
+    def key(self) -> str:
+        return json.dumps(self.coords, sort_keys=True)
+
+
+def _prompts(prompts: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    if isinstance(prompts, str):
+        prompts = {"prompt": prompts}
+    elif not isinstance(prompts, Mapping):
+        prompts = {f"p{i + 1}": p for i, p in enumerate(prompts)}
+    if not prompts:
+        raise ParameterError("a sweep needs at least one prompt")
+    for name, text in prompts.items():
+        if not isinstance(text, str) or not text:
+            raise ParameterError(f"prompt {name!r} must be a non-empty string", name="prompts", value=text)
+    return dict(prompts)
+
+
+def _grid(grid: Mapping[str, Sequence[Any]], fixed: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+    for name, values in grid.items():
+        if name not in PARAM_NAMES or name == "seed":
+            why = "use seeds= for seeds" if name == "seed" else f"valid parameters are: {', '.join(PARAM_NAMES)}"
+            raise ParameterError(f"grid has unknown parameter {name!r}; {why}", name=name)
+        if name in fixed:
+            raise ParameterError(f"{name!r} is both in the grid and fixed; give it in one place", name=name)
+        if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+            raise ParameterError(f"grid[{name!r}] must be a non-empty list of values, not {values!r}", name=name)
+        for i, value in enumerate(values):
+            try:
+                validate_params({**fixed, name: value})
+            except ParameterError as exc:
+                raise ParameterError(f"grid[{name!r}][{i}]: {exc}", name=name, value=value) from None
+    names = list(grid)
+    return [tuple(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def _seeds(seeds: int | Sequence[int]) -> list[int]:
+    values = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not values:
+        raise ParameterError("a sweep needs at least one seed", name="seeds", value=seeds)
+    for seed in values:
+        validate_params(seed=seed)
+    return values
+
+
+def plan(
+    prompts: str | Sequence[str] | Mapping[str, str],
+    *,
+    grid: Mapping[str, Sequence[Any]],
+    seeds: int | Sequence[int] = 3,
+    model: ModelArg | Sequence[ModelArg] = None,
+    **fixed_params: Any,
+) -> list[Job]:
+    """Every run a sweep would make, checked before anything is generated."""
+    validate_params(fixed_params)
+    prompt_map = _prompts(prompts)
+    cells = _grid(grid, fixed_params)
+    seed_list = _seeds(seeds)
+    models = [model] if model is None or isinstance(model, str | os.PathLike) else list(model)
+    if not models:
+        raise ParameterError("a sweep needs at least one model", name="model")
+    model_names = [os.fspath(m) if m is not None else str(resolve_model(None)) for m in models]
+    return [
+        Job(m, name, text, cell, seed)
+        for m in model_names
+        for cell in cells
+        for name, text in prompt_map.items()
+        for seed in seed_list
+    ]
+
+
+def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixed: dict[str, Any]) -> str:
+    """A stable id: from the sweep's name, or else from everything that defines the sweep."""
+    identity = {"name": name} if name else {"experiment": experiment, "jobs": [j.key() for j in jobs], "fixed": fixed}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def sweep(
+    prompts: str | Sequence[str] | Mapping[str, str],
+    *,
+    grid: Mapping[str, Sequence[Any]],
+    seeds: int | Sequence[int] = 3,
+    model: ModelArg | Sequence[ModelArg] = None,
+    experiment: str | None = None,
+    name: str | None = None,
+    metrics: str | Sequence[str] | None = "default",
+    progress: bool = True,
+    store: str | os.PathLike[str] | Store | None = None,
+    **fixed_params: Any,
+) -> pd.DataFrame:
+    """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
+
+    Seeds: a count n means seeds 0..n-1. Every run is recorded as it finishes; running the same
+    sweep again (same ``name``, or same experiment, grid, prompts, seeds, models and fixed
+    parameters) only runs what is missing. Token log-probabilities are recorded by default
+    (``logprobs=0``) for the log-probability metrics. Returns one row per run with the grid
+    parameters, ``prompt_name``, ``model`` and metric columns (group metrics per grid cell).
+    """
+    fixed_params.setdefault("logprobs", 0)
+    jobs = plan(prompts, grid=grid, seeds=seeds, model=model, **fixed_params)
+    run_metrics = metrics_mod.select(metrics, "run")
+    group_metrics = metrics_mod.select(metrics, "group")
+    target = get_store(store)
+    sweep_id = sweep_id_for(name, experiment, jobs, fixed_params)
+    done = _finished_keys(target, sweep_id)
+    todo = [j for j in jobs if j.key() not in done]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run", disable=not progress)
+    started, tokens = time.perf_counter(), 0
+    try:
+        for model_name, model_jobs in itertools.groupby(todo, key=lambda j: j.model):
+            engine, loaded_now = load_engine(model_name)
+            for job in model_jobs:
+                params: GenerationParams = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
+                run, interruption = execute(
+                    engine,
+                    job.prompt,
+                    params,
+                    load_s=engine.load_s if loaded_now else 0.0,
+                    experiment=experiment,
+                    source="sweep",
+                    sweep_id=sweep_id,
+                    sweep_coords=job.coords,
+                    run_id=hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest(),
+                )
+                loaded_now = False
+                run.metrics = metrics_mod.compute(run, run_metrics)
+                target.record(run)
+                if interruption is not None:
+                    raise interruption
+                tokens += run.completion_tokens
+                bar.update()
+                bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+    finally:
+        bar.close()
+    return sweep_frame(sweep_id, store=target, jobs=jobs, metrics=group_metrics)
+
+
+def _finished_keys(store: Store, sweep_id: str) -> set[str]:
+    frame = store.runs(sweep_id=sweep_id)
+    finished = frame[frame.finish_reason.isin(FINISHED)]
+    return {json.dumps(json.loads(c), sort_keys=True) for c in finished.sweep_coords.dropna()}
+
+
+def sweep_frame(
+    sweep_id: str,
+    *,
+    store: str | os.PathLike[str] | Store | None = None,
+    jobs: list[Job] | None = None,
+    metrics: Sequence[metrics_mod.Metric] | None = None,
+) -> pd.DataFrame:
+    """The runs of a sweep with its coordinates as columns and group metrics per grid cell."""
+    frame = get_store(store).runs(sweep_id=sweep_id)
+    coords = pd.DataFrame([json.loads(c) for c in frame.sweep_coords], index=frame.index)
+    frame["model"] = coords["model"]
+    frame["prompt_name"] = coords["prompt_name"]
+    if jobs is not None:
+        wanted = {j.key() for j in jobs}
+        keep = [json.dumps(json.loads(c), sort_keys=True) in wanted for c in frame.sweep_coords]
+        frame = frame[keep].reset_index(drop=True)
+        coords = coords[keep].reset_index(drop=True)
+    cell_columns = ["model", "prompt_name", *[c for c in coords.columns if c not in ("model", "prompt_name", "seed")]]
+    group_metrics = metrics_mod.available("group").values() if metrics is None else metrics
+    if len(frame) and group_metrics:
+        rows = [
+            {**dict(zip(cell_columns, key, strict=True)), **metrics_mod.compute_group(list(texts), list(group_metrics))}
+            for key, texts in frame.groupby(cell_columns, dropna=False, sort=False)["text"]
+        ]
+        frame = frame.merge(pd.DataFrame(rows), on=cell_columns, how="left")
+    frame.attrs["grid"] = [c for c in cell_columns if c not in ("model", "prompt_name")]
+    frame.attrs["sweep_id"] = sweep_id
+    return frame

@@ -1,0 +1,60 @@
+"""The notebooks run headless with papermill, exactly as the README says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+from conftest import REPO, TEST_MODEL
+
+
+def _errors(path: Path) -> list[str]:
+    notebook = nbformat.read(path, as_version=4)
+    return [
+        o.get("ename", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
+
+
+def test_readme_sweep_command(tmp_path: Path) -> None:
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "LMBENCH_MODEL": ""}
+    env["LMBENCH_MODEL_PATH"] = str(TEST_MODEL.parent)
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "papermill", str(REPO / "notebooks" / "temperature_sweep.ipynb"), str(out),
+            "-p", "temperatures", "[0.1, 0.7, 1.3]", "-p", "seeds", "2", "-p", "output_dir", str(tmp_path / "results"),
+        ],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _errors(out) == []
+    results = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert "sweep.csv" in results and "temperature_vs_distinct_2.html" in results
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "results" / "sweep.csv")
+    assert len(table) == 6 and sorted(table.temperature.unique()) == [0.1, 0.7, 1.3]
+
+
+def test_summarize_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "summarize.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "summarize.ipynb"),
+        str(out),
+        parameters={"seeds": 1},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    notebook = nbformat.read(out, as_version=4)
+    html = [o["data"].get("text/html", "") for c in notebook.cells for o in c.get("outputs", []) if "data" in o]
+    assert any("lmbench-compare" in h for h in html)
+    assert any("lmbench-run" in h for h in html)
