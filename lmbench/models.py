@@ -187,7 +187,9 @@ def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str
     _gguf.read(local)
     expected = _catalog[alias].sha256 if alias in _catalog else None
     if expected and sha256(local) != expected:
+        blob = local.resolve()
         local.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
         raise ModelLoadError(local, f"downloaded file's sha256 does not match the catalogue ({expected})")
     if alias and alias not in _catalog:
         register_alias(alias, repo_id, filename)
