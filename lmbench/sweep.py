@@ -179,7 +179,12 @@ def sweep(
 def _finished_keys(store: Store, sweep_id: str) -> set[str]:
     frame = store.runs(sweep_id=sweep_id)
     finished = frame[frame.finish_reason.isin(FINISHED)]
-    return {json.dumps(json.loads(c), sort_keys=True) for c in finished.sweep_coords.dropna()}
+    return {_canonical(c) for c in finished.sweep_coords.dropna()}
+
+
+def _canonical(coords_json: str) -> str:
+    """A stored sweep_coords value in the same form as ``Job.key()``."""
+    return json.dumps(json.loads(coords_json), sort_keys=True)
 
 
 def sweep_frame(
@@ -196,7 +201,7 @@ def sweep_frame(
     frame["prompt_name"] = coords["prompt_name"]
     if jobs is not None:
         wanted = {j.key() for j in jobs}
-        keep = [json.dumps(json.loads(c), sort_keys=True) in wanted for c in frame.sweep_coords]
+        keep = [_canonical(c) in wanted for c in frame.sweep_coords]
         frame = frame[keep].reset_index(drop=True)
         coords = coords[keep].reset_index(drop=True)
     cell_columns = ["model", "prompt_name", *[c for c in coords.columns if c not in ("model", "prompt_name", "seed")]]
