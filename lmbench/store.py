@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
+from . import _table
 from ._config import home
 from .errors import StoreError
 from .run import Run
@@ -83,6 +85,17 @@ MIGRATIONS: list[tuple[str, str]] = [
             value REAL,
             PRIMARY KEY (run_id, name)
         ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        "0003_change_counter",
+        """
+        CREATE TABLE _changes (id INTEGER PRIMARY KEY CHECK (id = 1), rewrites INTEGER NOT NULL);
+        INSERT INTO _changes VALUES (1, 0);
+        CREATE TRIGGER runs_updated AFTER UPDATE ON runs BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        CREATE TRIGGER runs_deleted AFTER DELETE ON runs BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        CREATE TRIGGER metrics_updated AFTER UPDATE ON metrics BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        CREATE TRIGGER metrics_deleted AFTER DELETE ON metrics BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
         """,
     ),
 ]
@@ -165,58 +178,31 @@ class Store:
         last: int | None = None,
         heavy: bool = False,
     ) -> pd.DataFrame:
-        """One row per run, newest last: a column per parameter, timing and metric."""
+        """One row per run, newest last: a column per parameter, timing and metric.
+
+        ``heavy=True`` adds the per-token log-probabilities and chat messages (JSON text).
+        """
         with self.connect() as conn:
             declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
-        selected = [c for c in declared if heavy or c not in HEAVY_COLUMNS]
-        where, args = [], []
+            columns = {c: kind for c, kind in declared.items() if heavy or c not in HEAVY_COLUMNS}
+            table = _table.read(conn, columns, None if heavy else _table.snapshot_path(self.path))
         if experiment is not None:
-            where.append("experiment = ?")
-            args.append(experiment)
+            table = table.filter(pc.equal(table["experiment"], experiment))
         if sweep_id is not None:
-            where.append("sweep_id = ?")
-            args.append(sweep_id)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ORDER BY created_at, rowid"
-        if last is not None:
-            order = f"ORDER BY created_at DESC, rowid DESC LIMIT {int(last)}"
-        sql = f"SELECT {', '.join(selected)} FROM runs {clause} {order}"
-        frame = self._query(sql, args)
-        metrics = self._query(
-            f"SELECT m.run_id, m.name, m.value FROM metrics m JOIN ({sql}) r ON r.id = m.run_id", args
-        )
-        for column, kind in declared.items():
-            if kind == "TEXT" and column in frame and frame[column].isna().all():
-                frame[column] = pd.Series([None] * len(frame), dtype=object)
-        if last is not None:
-            frame = frame.iloc[::-1].reset_index(drop=True)
+            table = table.filter(pc.equal(table["sweep_id"], sweep_id))
+        frame = table.to_pandas()
         frame["created_at"] = pd.to_datetime(frame["created_at"], format="ISO8601")
+        frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
+        if last is not None:
+            frame = frame.iloc[max(len(frame) - int(last), 0) :]
+        frame = frame.reset_index(drop=True)
         for col in ("tags", "stop"):
-            parsed = {v: json.loads(v) if v else [] for v in frame[col].dropna().unique()}
-            frame[col] = [parsed.get(v, []) if isinstance(v, str) else [] for v in frame[col]]
-        if not metrics.empty:
-            wide = metrics.pivot(index="run_id", columns="name", values="value")
-            frame = frame.join(wide, on="id")
+            codes, uniques = pd.factorize(frame[col])
+            parsed = np.empty(len(uniques) + 1, dtype=object)
+            for i, value in enumerate([*map(json.loads, uniques), []]):  # code -1 (missing) takes the last: []
+                parsed[i] = value
+            frame[col] = parsed[codes]
         return frame
-
-    def _query(self, sql: str, args: list[object], declared: dict[str, str] | None = None) -> pd.DataFrame:
-        """Run a read query into a DataFrame whose column types follow the declared schema."""
-        with self.connect() as conn:
-            cursor = conn.execute(sql, args)
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        data: dict[str, object] = {}
-        for name, values in zip(names, columns, strict=True):
-            kind = (declared or {}).get(name, "")
-            if kind in ("REAL", "INTEGER"):
-                array = np.array(values, dtype=float)
-                data[name] = array.astype(np.int64) if kind == "INTEGER" and not np.isnan(array).any() else array
-            else:
-                array = np.empty(len(values), dtype=object)
-                array[:] = values
-                data[name] = pd.Series(array, dtype=object, copy=False)
-        return pd.DataFrame(data, columns=names, copy=False)
 
     def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
         """Write the runs table to CSV, JSON lines (.jsonl) or Parquet, chosen by the suffix."""
@@ -242,6 +228,17 @@ def _finite_or_none(value: float) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of ``script`` (a trigger body holds ``;`` of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply the migrations this database has not seen yet, in order; return their names."""
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
@@ -252,7 +249,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
-            for statement in filter(str.strip, sql.split(";")):
+            for statement in _statements(sql):
                 conn.execute(statement)
             conn.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
             applied.append(name)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import lmbench
+from lmbench import _table
 from lmbench.store import MIGRATIONS, Store, migrate
 
 
@@ -114,18 +115,51 @@ def test_concurrent_writer_processes_lose_no_row(tmp_path: Path) -> None:
     assert table.groupby("experiment").size().to_dict() == {f"w{i}": each for i in range(writers)}
 
 
-def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = Store(tmp_path / "big.db")
-    template = lmbench.generate("Once upon a time", max_tokens=20, store=store).to_record()
+def _bulk_insert(store: Store, template: dict[str, object], n: int) -> None:
+    """``n`` copies of a recorded run with fresh ids, inserted in one transaction (fast, no engine)."""
     with store.connect() as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
-        rows = [[uuid.uuid4().hex if c == "id" else template.get(c) for c in columns] for _ in range(99_999)]
+        rows = [[uuid.uuid4().hex if c == "id" else template.get(c) for c in columns] for _ in range(n)]
         conn.execute("BEGIN")
         conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(columns))})", rows)
         conn.execute("COMMIT")
-    started = time.perf_counter()
-    table = store.runs()
-    elapsed = time.perf_counter() - started
-    assert len(table) == 100_000
+
+
+def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(tmp_path / "big.db")
+    template = lmbench.generate("Once upon a time", max_tokens=20, store=store).to_record()
+    _bulk_insert(store, template, 99_999)
+    timings = []
+    for reader in (store, Store(store.path)):  # the first read writes the snapshot; a new Store reuses it
+        started = time.perf_counter()
+        table = reader.runs()
+        timings.append(time.perf_counter() - started)
+        assert len(table) == 100_000
+    pd.testing.assert_frame_equal(table, store.runs())
     with capsys.disabled():
-        print(f"\n[timing] lmbench.runs() read 100,000 rows in {elapsed:.3f}s ({len(table) / elapsed:,.0f} rows/s)")
+        first, again = timings
+        print(f"\n[timing] lmbench.runs() of 100,000 rows: {first:.3f}s first read, {again:.3f}s from the snapshot")
+
+
+def test_snapshot_follows_appends_rewrites_and_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_table, "SNAPSHOT_MIN_ROWS", 2)
+    store = Store(tmp_path / "runs.db")
+    snapshot = _table.snapshot_path(store.path)
+    first = [lmbench.generate("Once", seed=s, max_tokens=4, store=store) for s in range(3)]
+    assert len(store.runs()) == 3 and snapshot.exists()
+
+    later = lmbench.generate("Once", seed=9, max_tokens=4, store=store, experiment="later")
+    table = store.runs()
+    assert list(table.id) == [r.id for r in [*first, later]], "rows added since the snapshot are read"
+    assert list(store.runs("later").id) == [later.id]
+
+    store.record(dataclasses.replace(first[0], text="edited"))
+    table = store.runs()
+    assert len(table) == 4 and table.set_index("id").text[first[0].id] == "edited", "re-recorded, not duplicated"
+
+    with store.connect() as conn:
+        conn.execute("DELETE FROM runs WHERE id = ?", (first[1].id,))
+    assert first[1].id not in set(store.runs().id), "a delete invalidates the snapshot"
+
+    snapshot.write_bytes(b"not arrow")
+    assert len(store.runs()) == 3, "a damaged snapshot is rebuilt from the database"
