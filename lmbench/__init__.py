@@ -18,6 +18,7 @@ from .errors import (
     StoreError,
 )
 from .generation import generate
+from .panel import Panel, panel
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .run import Run
@@ -58,6 +59,7 @@ __all__ = [
     "LmbenchError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "Panel",
     "ParameterError",
     "Run",
     "Store",
@@ -72,6 +74,7 @@ __all__ = [
     "loaded",
     "metrics",
     "models",
+    "panel",
     "param_specs",
     "plot_heatmap",
     "plot_sweep",

@@ -21,6 +21,7 @@ from .presets import presets
 
 HELP = """lmbench magics
 
+  %lmbench panel                                           show the workbench panel
   %lmbench model PATH_OR_ALIAS [--n-ctx N] [--threads N]   load (or switch to) a model for this session
   %lmbench runs [--experiment E] [--last N]                show recorded runs as a table
   %lmbench compare RUN_ID [RUN_ID ...] [--by PARAM]        show runs side by side
@@ -117,6 +118,12 @@ class LmbenchMagics(Magics):
             self.engine = engine_mod.load(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
             print(f"lmbench: using {self.engine.name} ({self.engine.info.get('parameters', 0):,} parameters)")
             return self.engine
+        if command == "panel":
+            if rest:
+                raise _UsageError("usage: %lmbench panel   (takes no arguments; the panel uses %lmbench model's model)")
+            from .panel import panel
+
+            return panel(self.engine)
         if command == "runs":
             args = _runs_parser().parse(rest)
             return store.runs(args.experiment, last=args.last)

@@ -1,0 +1,526 @@
+"""The notebook panel: prompt, sliders, Generate/Stop with streaming, stats, history, log, debug, compare.
+
+A thin layer of ipywidgets over ``generate``, ``compare``, presets and the run store. Work runs
+in a worker thread so the kernel stays responsive and Stop can cancel between tokens; every
+failure is shown inside the panel as the ``LmbenchError`` message.
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import ipywidgets as w
+
+from . import models
+from .compare import compare
+from .engine import Engine, load_engine, physical_cores
+from .errors import LmbenchError, ParameterError
+from .generation import generate, random_seed
+from .params import MAX_SEED, ParamSpec, param_specs
+from .presets import presets, resolve_preset, save_preset
+from .run import Run
+from .store import Store, get_store
+
+# Streamed text reaches the front end at most this often, however fast the model is.
+STREAM_INTERVAL_S = 0.05
+# Top alternatives recorded per token for the debug view.
+DEBUG_TOP = 5
+HISTORY_SIZE = 25
+
+
+def _slider(spec: ParamSpec) -> w.Widget:
+    kind = w.IntSlider if spec.type is int else w.FloatSlider
+    extra = {} if spec.type is int else {"readout_format": ".2f"}
+    slider = kind(
+        value=spec.default,
+        min=spec.ui_min,
+        max=spec.ui_max,
+        step=spec.ui_step,
+        description=spec.name,
+        description_allow_html=False,
+        tooltip=f"{spec.description} ({spec.range_text()})",
+        continuous_update=False,
+        style={"description_width": "9em"},
+        layout=w.Layout(width="24em"),
+        **extra,
+    )
+    slider.add_class(f"lmbench-param-{spec.name}")
+    return slider
+
+
+def _button(text: str, style: str, tooltip: str, css: str) -> w.Button:
+    button = w.Button(description=text, button_style=style, tooltip=tooltip, layout=w.Layout(width="8em"))
+    button.add_class(css)
+    return button
+
+
+def _probability_colour(p: float) -> str:
+    """Red for unlikely tokens through yellow to green for near-certain ones."""
+    return f"hsl({120 * max(0.0, min(1.0, p)):.0f}, 75%, 82%)"
+
+
+class Panel:
+    """The workbench panel; display it in a notebook (``lmbench.panel()`` or ``%lmbench panel``)."""
+
+    def __init__(
+        self,
+        model: str | Engine | None = None,
+        *,
+        store: str | Store | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        self.store = get_store(store)
+        self.engine: Engine | None = model if isinstance(model, Engine) else None
+        self.last_run: Run | None = None
+        self.events: collections.deque[str] = collections.deque(maxlen=500)
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._restoring = False
+
+        # Model and load settings.
+        self.model = w.Combobox(
+            value=str(self.engine.path if self.engine else model or ""),
+            options=self._model_choices(),
+            placeholder="model: path, file name or alias (empty: $LMBENCH_MODEL or the default)",
+            ensure_option=False,
+            layout=w.Layout(width="36em"),
+        )
+        self.model.add_class("lmbench-model")
+        self.n_ctx = w.BoundedIntText(
+            self.engine.n_ctx if self.engine else 2048, min=16, max=1 << 20, description="context length"
+        )
+        self.n_threads = w.BoundedIntText(
+            self.engine.n_threads if self.engine else physical_cores(), min=1, max=512, description="threads"
+        )
+        self.load_button = _button("Load", "", "Load the model now (Generate also loads it)", "lmbench-load")
+        self.load_button.on_click(lambda _: self._start(self._load_job))
+        load_settings = w.Accordion([w.HBox([self.n_ctx, self.n_threads])], titles=("Load settings",))
+        load_settings.selected_index = None
+
+        # Prompt and parameters, from the one parameter definition.
+        self.prompt = w.Textarea(placeholder="Prompt", rows=4, layout=w.Layout(width="100%"))
+        self.prompt.add_class("lmbench-prompt")
+        self.sliders: dict[str, w.Widget] = {s.name: _slider(s) for s in param_specs() if s.ui_min is not None}
+        self.n_ctx.observe(self._on_n_ctx, names="value")
+        self._on_n_ctx({"new": self.n_ctx.value})
+        self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description="seed", disabled=True)
+        self.random_seed = w.Checkbox(True, description="random seed", indent=False)
+        self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
+        self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
+        self.debug_tokens = w.Checkbox(True, description="record token probabilities", indent=False)
+        self.experiment = w.Text(experiment or "", placeholder="experiment (optional)", description="experiment")
+
+        # Presets.
+        self.preset = w.Dropdown(options=[], description="preset")
+        self.preset.observe(self._on_preset, names="value")
+        self.preset_values = w.HTML()
+        self.preset_name = w.Text(placeholder="name", layout=w.Layout(width="10em"))
+        self.save_preset_button = _button("Save preset", "", "Save the current sampler values", "lmbench-save-preset")
+        self.save_preset_button.on_click(lambda _: self._save_preset())
+        self._refresh_presets()
+
+        # Actions and output.
+        self.generate_button = _button("Generate", "primary", "Generate from the prompt", "lmbench-generate")
+        self.generate_button.on_click(lambda _: self._start(self._generate_job))
+        self.stop_button = _button("Stop", "danger", "Stop the generation", "lmbench-stop")
+        self.stop_button.disabled = True
+        self.stop_button.on_click(lambda _: self._cancel.set())
+        self.status = w.HTML()
+        self.error = w.HTML()
+        self.error.add_class("lmbench-error")
+        self.output = w.HTML(layout=w.Layout(width="100%"))
+        self.output.add_class("lmbench-output")
+        self.stats = w.HTML()
+        self.stats.add_class("lmbench-stats")
+
+        # Tabs: history, log, debug, compare.
+        self.history = w.Select(options=[], rows=10, layout=w.Layout(width="100%"))
+        self.history.add_class("lmbench-history")
+        self.history.observe(self._on_history, names="value")
+        refresh = _button("Refresh", "", "Reload the history from the store", "lmbench-refresh")
+        refresh.on_click(lambda _: self.refresh_history())
+        self.log = w.HTML()
+        self.log.add_class("lmbench-log")
+        self.log_debug = w.Checkbox(False, description="show llama.cpp debug lines", indent=False)
+        self.log_debug.observe(lambda _: self._refresh_log(), names="value")
+        self.debug = w.HTML()
+        self.debug.add_class("lmbench-debug")
+        self.debug_token = w.Dropdown(options=[], description="token")
+        self.debug_token.observe(lambda _: self._show_alternatives(), names="value")
+        self.alternatives = w.HTML()
+        numeric = [name for name in self.sliders if name != "max_tokens"]
+        self.compare_param = w.Dropdown(options=numeric, value="temperature", description="parameter")
+        self.compare_values = w.Text("0.2, 0.7, 1.2", description="values", tooltip="2 to 4 values, comma-separated")
+        self.compare_button = _button("Compare", "info", "Run the prompt at each value", "lmbench-compare")
+        self.compare_button.on_click(lambda _: self._start(self._compare_job))
+        self.compare_output = w.HTML()
+        self.compare_output.add_class("lmbench-compare-output")
+
+        output_tab = w.VBox([self.output, self.stats])
+        tabs = w.Tab(
+            [
+                output_tab,
+                w.VBox([refresh, self.history]),
+                w.VBox([self.log_debug, self.log]),
+                w.VBox([self.debug, self.debug_token, self.alternatives]),
+                w.VBox([w.HBox([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
+            ],
+            titles=("Output", "History", "Log", "Debug", "Compare"),
+        )
+        self.tabs = tabs
+        params = w.GridBox(
+            [*self.sliders.values()],
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(24em, 1fr))"),
+        )
+        self.widget = w.VBox(
+            [
+                w.HBox([self.model, self.load_button]),
+                load_settings,
+                self.prompt,
+                params,
+                w.HBox([self.seed, self.random_seed, self.debug_tokens]),
+                w.HBox([w.Label("stop strings"), self.stop]),
+                w.HBox([self.preset, self.preset_name, self.save_preset_button]),
+                self.preset_values,
+                w.HBox([self.generate_button, self.stop_button, self.experiment, self.status]),
+                self.error,
+                tabs,
+            ],
+            layout=w.Layout(border="1px solid #ddd", padding="8px", width="100%"),
+        )
+        self.widget.add_class("lmbench-panel")
+        self.refresh_history()
+        self._refresh_log()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # Parameters --------------------------------------------------------------------------
+
+    def values(self) -> dict[str, Any]:
+        """The generation parameters the controls describe now."""
+        values: dict[str, Any] = {name: slider.value for name, slider in self.sliders.items()}
+        values["seed"] = None if self.random_seed.value else self.seed.value
+        values["stop"] = list(self.stop.value)
+        values["logprobs"] = DEBUG_TOP if self.debug_tokens.value else None
+        return values
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Put parameter values into the controls (unknown names are ignored)."""
+        for name, value in values.items():
+            if name in self.sliders and value is not None and not (isinstance(value, float) and math.isnan(value)):
+                slider = self.sliders[name]
+                slider.max = max(slider.max, value)
+                slider.min = min(slider.min, value)
+                slider.value = value
+        if "seed" in values and values["seed"] is not None:
+            self.random_seed.value = False
+            self.seed.value = int(values["seed"])
+        if "stop" in values:
+            self.stop.value = list(values["stop"] or [])
+
+    def _on_n_ctx(self, change: dict[str, Any]) -> None:
+        slider = self.sliders["max_tokens"]
+        slider.max = max(int(change["new"]), slider.min)
+
+    def _refresh_presets(self, select: str | None = None) -> None:
+        self._restoring = True
+        try:
+            self.preset.options = [("—", None), *((name, name) for name in presets())]
+            self.preset.value = select
+        finally:
+            self._restoring = False
+
+    def _on_preset(self, change: dict[str, Any]) -> None:
+        name = change["new"]
+        if name is None:
+            self.preset_values.value = ""
+            return
+        values = resolve_preset(name)
+        self.preset_values.value = (
+            f"<span style='color:#666'>{html.escape(name)}: "
+            + html.escape(" · ".join(f"{k} {v}" for k, v in values.items()))
+            + "</span>"
+        )
+        if not self._restoring:
+            self.set_values(values)
+
+    def _save_preset(self) -> None:
+        try:
+            name = self.preset_name.value.strip()
+            sampler = {k: v for k, v in self.values().items() if k in self.sliders and k != "max_tokens"}
+            save_preset(name, **sampler)
+        except LmbenchError as exc:
+            self._show_error(exc)
+            return
+        self._event(f"saved preset {name!r}")
+        self._refresh_presets(select=name)
+
+    # The worker ---------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether a generation (or load, or comparison) is running."""
+        return self._worker is not None and self._worker.is_alive()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running job, if any, has finished."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def _start(self, job: Callable[[], None]) -> None:
+        if self.busy:
+            return
+        self._cancel.clear()
+        self.error.value = ""
+        for button in (self.generate_button, self.compare_button, self.load_button):
+            button.disabled = True
+        self.stop_button.disabled = False
+        self._worker = threading.Thread(target=self._run_job, args=(job,), name="lmbench-panel", daemon=True)
+        self._worker.start()
+
+    def _run_job(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except LmbenchError as exc:
+            self._show_error(exc)
+        except Exception as exc:  # noqa: BLE001 - the panel must stay usable whatever happens
+            self._show_error(exc)
+        finally:
+            self.status.value = ""
+            for button in (self.generate_button, self.compare_button, self.load_button):
+                button.disabled = False
+            self.stop_button.disabled = True
+            self.refresh_history()
+            self._refresh_log()
+
+    def _show_error(self, exc: BaseException) -> None:
+        message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
+        self.error.value = f"<div style='color:#b00020;white-space:pre-wrap'>{html.escape(message)}</div>"
+        self._event(f"error: {message}")
+
+    def _event(self, message: str) -> None:
+        self.events.append(f"{datetime.now():%H:%M:%S} {message}")
+        self._refresh_log()
+
+    # Jobs ----------------------------------------------------------------------------------
+
+    def _load(self) -> Engine:
+        model = self.model.value.strip() or None
+        self.status.value = "<i>loading…</i>"
+        engine, loaded_now = load_engine(model, n_ctx=self.n_ctx.value, n_threads=self.n_threads.value)
+        if loaded_now or engine is not self.engine:
+            self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
+        self.engine = engine
+        return engine
+
+    def _load_job(self) -> None:
+        self._load()
+
+    def _generate_job(self) -> None:
+        params = self.values()
+        prompt = self.prompt.value
+        engine = self._load()
+        self.status.value = "<i>generating…</i>"
+        self.stats.value = ""
+        self.tabs.selected_index = 0
+        pieces: list[str] = []
+        shown = [0.0]
+
+        def on_token(piece: str) -> None:
+            pieces.append(piece)
+            now = time.monotonic()
+            if now - shown[0] >= STREAM_INTERVAL_S:
+                shown[0] = now
+                self._render_output(prompt, "".join(pieces))
+
+        try:
+            run = generate(
+                prompt,
+                model=engine,
+                on_token=on_token,
+                cancel=self._cancel,
+                store=self.store,
+                source="panel",
+                experiment=self.experiment.value.strip() or None,
+                **params,
+            )
+        finally:
+            self._render_output(prompt, "".join(pieces))
+        self._show_run(run)
+
+    def _compare_job(self) -> None:
+        name = self.compare_param.value
+        try:
+            values = [self.sliders[name].value.__class__(v) for v in self.compare_values.value.split(",") if v.strip()]
+        except ValueError:
+            raise ParameterError(
+                f"compare values must be numbers separated by commas, not {self.compare_values.value!r}",
+                name=name,
+                value=self.compare_values.value,
+            ) from None
+        if not 2 <= len(values) <= 4:
+            raise ParameterError(f"compare needs 2 to 4 values of {name}, got {len(values)}", name=name, value=values)
+        params = self.values()
+        if params["seed"] is None:  # one seed for all, so only the compared parameter differs
+            params["seed"] = random_seed()
+        engine = self._load()
+        self.tabs.selected_index = 4
+        ids = []
+        for i, value in enumerate(values):
+            if self._cancel.is_set():
+                break
+            self.status.value = f"<i>comparing {name}: {i + 1}/{len(values)}…</i>"
+            run = generate(
+                self.prompt.value,
+                model=engine,
+                cancel=self._cancel,
+                store=self.store,
+                source="panel",
+                experiment=self.experiment.value.strip() or None,
+                **{**params, name: value},
+            )
+            ids.append(run.id)
+        if ids:
+            self.compare_output.value = compare(ids, by=name, store=self.store).to_html()
+
+    # Showing results ----------------------------------------------------------------------------
+
+    def _render_output(self, prompt: str, text: str) -> None:
+        self.output.value = (
+            "<div style='white-space:pre-wrap;word-wrap:break-word;font-family:var(--jp-code-font-family,monospace);"
+            "padding:6px;min-height:3em'>"
+            f"<span style='color:#888'>{html.escape(prompt)}</span>{html.escape(text)}</div>"
+        )
+
+    def _show_run(self, run: Run) -> None:
+        self.last_run = run
+        if self.random_seed.value:  # show the seed drawn, so it can be kept by unticking "random"
+            self.seed.value = run.seed
+        parts = [
+            f"{run.prompt_tokens} prompt tokens",
+            f"{run.completion_tokens} completion tokens",
+            f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
+            f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
+            f"finish: {run.finish_reason}",
+            f"seed {run.seed}",
+        ]
+        self.stats.value = (
+            f"<div class='lmbench-stats-line' style='color:#555;font-size:90%'>{html.escape(' · '.join(parts))}"
+            f" · run {run.id[:8]}</div>"
+        )
+        self._show_debug(run)
+
+    def _show_debug(self, run: Run) -> None:
+        entries = run.token_logprobs or []
+        if not entries:
+            self.debug.value = "<i>No token probabilities: tick “record token probabilities” and generate.</i>"
+            self.debug_token.options = []
+            self.alternatives.value = ""
+            return
+        spans = []
+        for i, entry in enumerate(entries):
+            p = math.exp(entry["logprob"])
+            spans.append(
+                f"<span title='#{i} p={p:.3f}' style='background:{_probability_colour(p)}'>"
+                f"{html.escape(entry['token'])}</span>"
+            )
+        self.debug.value = (
+            "<div style='white-space:pre-wrap;font-family:var(--jp-code-font-family,monospace);line-height:1.6'>"
+            + "".join(spans)
+            + "</div><div style='color:#666;font-size:85%'>colour: probability of the chosen token "
+            "(red unlikely, green near-certain)</div>"
+        )
+        self.debug_token.options = [
+            (f"#{i} {entry['token']!r} p={math.exp(entry['logprob']):.3f}", i) for i, entry in enumerate(entries)
+        ]
+        self.debug_token.value = 0
+
+    def _show_alternatives(self) -> None:
+        run, index = self.last_run, self.debug_token.value
+        if run is None or index is None or not run.token_logprobs:
+            self.alternatives.value = ""
+            return
+        entry = run.token_logprobs[index]
+        rows = "".join(
+            f"<tr><td><code>{html.escape(repr(alt['token']))}</code></td><td>{math.exp(alt['logprob']):.4f}</td>"
+            f"<td>{alt['logprob']:.3f}</td></tr>"
+            for alt in entry.get("top", [])
+        )
+        self.alternatives.value = (
+            f"<div>token #{index} <code>{html.escape(repr(entry['token']))}</code> "
+            f"p={math.exp(entry['logprob']):.4f}, entropy {entry.get('entropy', float('nan')):.3f} nats</div>"
+            "<table class='lmbench-alternatives'><tr><th>alternative</th><th>probability</th><th>logprob</th></tr>"
+            f"{rows}</table>"
+        )
+
+    def refresh_history(self) -> None:
+        """Reload the last runs from the store into the history list."""
+        try:
+            frame = self.store.runs(last=HISTORY_SIZE)
+        except LmbenchError as exc:
+            self._show_error(exc)
+            return
+        options = [
+            (
+                f"{row.created_at:%H:%M:%S} · {row.id[:8]} · t={row.temperature:g} p={row.top_p:g} "
+                f"n={row.max_tokens} · {row.finish_reason} · {str(row.prompt)[:40]!r}",
+                row.id,
+            )
+            for row in frame.iloc[::-1].itertuples()
+        ]
+        self._restoring = True
+        try:
+            self.history.options = options
+            self.history.value = None
+        finally:
+            self._restoring = False
+
+    def _on_history(self, change: dict[str, Any]) -> None:
+        if self._restoring or change["new"] is None:
+            return
+        try:
+            run = self.store.get(change["new"])
+        except LmbenchError as exc:
+            self._show_error(exc)
+            return
+        self.prompt.value = run.prompt
+        self.set_values(run.params.model_dump())
+        self.debug_tokens.value = run.params.logprobs is not None
+        self.last_run = run
+        self._render_output(run.prompt, run.text)
+        self._show_run(run)
+
+    def _refresh_log(self) -> None:
+        engine_lines = [*self.engine.logs] if self.engine is not None else []
+        if not self.log_debug.value:
+            engine_lines = [line for line in engine_lines if not line.startswith("[DEBUG]")]
+        engine_lines = engine_lines[-300:]
+        own = "\n".join(self.events) or "(nothing yet)"
+        llama = "\n".join(line.rstrip("\n") for line in engine_lines) or "(no model loaded)"
+        self.log.value = (
+            "<div style='max-height:24em;overflow:auto;font-family:var(--jp-code-font-family,monospace);"
+            "font-size:85%;white-space:pre-wrap'>"
+            f"<b>lmbench</b>\n{html.escape(own)}\n\n<b>llama.cpp</b>\n{html.escape(llama)}</div>"
+        )
+
+    def _model_choices(self) -> list[str]:
+        try:
+            found = models.list()
+        except (LmbenchError, OSError):
+            return []
+        return sorted({*found.alias.dropna(), *(e.path.as_posix() for e in [self.engine] if e is not None)})
+
+
+def panel(
+    model: str | Engine | None = None, *, store: str | Store | None = None, experiment: str | None = None
+) -> Panel:
+    """The workbench panel for a model (default: ``$LMBENCH_MODEL`` or the default model)."""
+    return Panel(model, store=store, experiment=experiment)

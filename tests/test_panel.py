@@ -1,0 +1,190 @@
+"""The panel driven in Python (set widget values, click, wait for the worker) against the real test model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import lmbench
+from lmbench.params import param_specs
+
+
+@pytest.fixture
+def panel(model_path: Path) -> lmbench.Panel:
+    p = lmbench.panel(str(model_path))
+    yield p
+    p._cancel.set()
+    p.wait(60)
+
+
+def _generate(panel: lmbench.Panel) -> lmbench.Run:
+    panel.generate_button.click()
+    panel.wait(120)
+    assert not panel.busy
+    assert panel.error.value == "", panel.error.value
+    assert panel.last_run is not None
+    return panel.last_run
+
+
+def test_sliders_come_from_the_parameter_definition(panel: lmbench.Panel) -> None:
+    specs = {s.name: s for s in param_specs() if s.ui_min is not None}
+    assert set(panel.sliders) == set(specs)
+    for name, spec in specs.items():
+        slider = panel.sliders[name]
+        assert (slider.value, slider.min, slider.step) == (spec.default, spec.ui_min, spec.ui_step)
+        assert spec.description in slider.tooltip
+    assert panel.sliders["max_tokens"].max == panel.n_ctx.value, "max tokens reaches the context length"
+
+
+def test_generate_records_exactly_the_slider_values(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "Once upon a time"
+    values = {"temperature": 0.35, "top_p": 0.8, "top_k": 12, "min_p": 0.1, "repeat_penalty": 1.2, "max_tokens": 24}
+    for name, value in values.items():
+        panel.sliders[name].value = value
+    panel.random_seed.value = False
+    panel.seed.value = 1234
+    panel.stop.value = ["zebra"]
+    run = _generate(panel)
+
+    stored = lmbench.runs().iloc[-1]
+    assert stored.id == run.id and stored.source == "panel" and stored.seed == 1234
+    for name, value in values.items():
+        assert stored[name] == pytest.approx(value), name
+    assert list(stored.stop) == ["zebra"]
+    assert run.text in panel.output.value.replace("&#x27;", "'").replace("&quot;", '"')
+    for part in ("prompt tokens", "completion tokens", "TTFT", "tok/s", "finish: ", "seed 1234"):
+        assert part in panel.stats.value
+    assert panel.generate_button.disabled is False and panel.stop_button.disabled is True
+    assert panel.history.options[0][1] == run.id, "the new run leads the history"
+
+
+def test_random_seed_is_shown_after_the_run(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "Once"
+    panel.sliders["max_tokens"].value = 4
+    run = _generate(panel)
+    assert panel.seed.value == run.seed and panel.random_seed.value is True
+
+
+def test_stop_cancels_a_long_generation(panel: lmbench.Panel) -> None:
+    panel.n_ctx.value = 16384
+    panel.sliders["max_tokens"].value = 16000
+    panel.prompt.value = "Once upon a time"
+    panel.generate_button.click()
+    assert panel.generate_button.disabled, "Generate is disabled while running"
+    deadline = time.monotonic() + 60
+    while "there" not in panel.output.value and "," not in panel.output.value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    panel.stop_button.click()
+    panel.wait(60)
+    run = panel.last_run
+    assert run is not None and run.finish_reason == "cancelled"
+    assert 0 < run.completion_tokens < 16000
+    assert lmbench.runs().iloc[-1].finish_reason == "cancelled"
+    assert "finish: cancelled" in panel.stats.value
+
+
+def test_bad_model_shows_an_error_and_the_panel_stays_usable(panel: lmbench.Panel, tmp_path: Path) -> None:
+    good = panel.model.value
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 12)
+    panel.model.value = str(bad)
+    panel.prompt.value = "Once"
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "broken.gguf" in panel.error.value and "cannot load model" in panel.error.value
+    assert "error: cannot load model" in panel.log.value
+    assert not panel.generate_button.disabled
+    assert lmbench.runs().empty
+
+    panel.model.value = good
+    panel.sliders["max_tokens"].value = 5
+    run = _generate(panel)
+    assert run.completion_tokens > 0 and panel.error.value == ""
+
+
+def test_invalid_values_show_the_parameter_error(panel: lmbench.Panel) -> None:
+    panel.compare_param.value = "temperature"
+    panel.compare_values.value = "hot, cold"
+    panel.compare_button.click()
+    panel.wait(30)
+    assert "compare values must be numbers" in panel.error.value
+
+
+def test_history_selection_restores_prompt_and_parameters(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "The dog"
+    panel.sliders["temperature"].value = 1.5
+    panel.sliders["max_tokens"].value = 6
+    first = _generate(panel)
+    panel.prompt.value = "Something else"
+    panel.sliders["temperature"].value = 0.1
+    panel.random_seed.value = True
+    panel.history.value = first.id
+    assert panel.prompt.value == "The dog"
+    assert panel.sliders["temperature"].value == pytest.approx(1.5)
+    assert panel.random_seed.value is False and panel.seed.value == first.seed
+    again = _generate(panel)
+    assert again.text == first.text, "restored settings reproduce the run"
+
+
+def test_presets_apply_and_save(panel: lmbench.Panel) -> None:
+    panel.preset.value = "creative"
+    assert panel.sliders["temperature"].value == pytest.approx(1.2)
+    assert "temperature 1.2" in panel.preset_values.value
+    panel.sliders["temperature"].value = 0.45
+    panel.preset_name.value = "mine"
+    panel.save_preset_button.click()
+    assert lmbench.presets()["mine"]["temperature"] == pytest.approx(0.45)
+    assert panel.preset.value == "mine"
+    assert lmbench.generate("Once", preset="mine", max_tokens=3).temperature == pytest.approx(0.45)
+
+
+def test_debug_tab_colours_every_token_and_lists_alternatives(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "Once upon a time"
+    panel.sliders["max_tokens"].value = 10
+    run = _generate(panel)
+    assert run.token_logprobs is not None and len(run.token_logprobs) == run.completion_tokens
+    assert panel.debug.value.count("<span title='#") == run.completion_tokens
+    panel.debug_token.value = 2
+    assert "token #2" in panel.alternatives.value
+    assert panel.alternatives.value.count("<tr>") == 1 + 5, "header plus the top 5 alternatives"
+
+
+def test_compare_runs_each_value_with_one_seed(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "Once upon a time"
+    panel.sliders["max_tokens"].value = 8
+    panel.compare_param.value = "temperature"
+    panel.compare_values.value = "0, 1.5"
+    panel.compare_button.click()
+    panel.wait(60)
+    assert panel.error.value == ""
+    table = lmbench.runs()
+    assert list(table.temperature) == [0.0, 1.5]
+    assert table.seed.nunique() == 1
+    assert "temperature = 0.0" in panel.compare_output.value and "temperature = 1.5" in panel.compare_output.value
+
+
+def test_log_tab_shows_llama_cpp_lines_and_events(panel: lmbench.Panel) -> None:
+    panel.load_button.click()
+    panel.wait(60)
+    assert "loaded stories260K.gguf" in panel.log.value
+    assert "llama" in panel.log.value.split("llama.cpp</b>")[1]
+    assert "[DEBUG]" not in panel.log.value
+    panel.log_debug.value = True
+    assert "[DEBUG]" in panel.log.value
+
+
+def test_panel_magic_displays_the_panel(model_path: Path) -> None:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lmbench")
+    try:
+        shell.run_line_magic("lmbench", f"model {model_path}")
+        shown = shell.run_line_magic("lmbench", "panel")
+        assert isinstance(shown, lmbench.Panel)
+        assert shown.engine is not None and shown.model.value == str(model_path)
+        bundle = shown._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+    finally:
+        shell.run_line_magic("unload_ext", "lmbench")
