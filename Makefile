@@ -20,6 +20,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $@
 
+# The browser test drives Debian's Chromium (no browser download); installed here when we may.
+CHROMIUM ?= $(or $(LMBENCH_CHROMIUM),$(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
+export LMBENCH_CHROMIUM := $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null); \
+	else \
+		echo "Chromium not found at $(CHROMIUM): install it (Debian: apt-get install chromium) or set LMBENCH_CHROMIUM"; \
+		exit 1; \
+	fi
+
 setup: $(VENV)/.installed
 
 sweep: setup
@@ -39,7 +51,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 # Tests use a throw-away $LMBENCH_HOME so they never touch your run store.
-test: setup lint
+test: setup lint $(CHROMIUM)
 	LMBENCH_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 clean:

@@ -47,8 +47,8 @@ def _slider(spec: ParamSpec) -> w.Widget:
         description_allow_html=False,
         tooltip=f"{spec.description} ({spec.range_text()})",
         continuous_update=False,
-        style={"description_width": "9em"},
-        layout=w.Layout(width="24em"),
+        style={"description_width": "10.5em"},
+        layout=w.Layout(width="26em"),
         **extra,
     )
     slider.add_class(f"lmbench-param-{spec.name}")
@@ -94,10 +94,18 @@ class Panel:
         )
         self.model.add_class("lmbench-model")
         self.n_ctx = w.BoundedIntText(
-            self.engine.n_ctx if self.engine else 2048, min=16, max=1 << 20, description="context length"
+            self.engine.n_ctx if self.engine else 2048,
+            min=16,
+            max=1 << 20,
+            description="context length",
+            style={"description_width": "initial"},
         )
         self.n_threads = w.BoundedIntText(
-            self.engine.n_threads if self.engine else physical_cores(), min=1, max=512, description="threads"
+            self.engine.n_threads if self.engine else physical_cores(),
+            min=1,
+            max=512,
+            description="threads",
+            style={"description_width": "initial"},
         )
         self.load_button = _button("Load", "", "Load the model now (Generate also loads it)", "lmbench-load")
         self.load_button.on_click(lambda _: self._start(self._load_job))
@@ -177,7 +185,7 @@ class Panel:
         self.tabs = tabs
         params = w.GridBox(
             [*self.sliders.values()],
-            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(24em, 1fr))"),
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(26em, 1fr))"),
         )
         self.widget = w.VBox(
             [

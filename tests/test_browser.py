@@ -1,0 +1,148 @@
+"""End to end in a real browser: JupyterLab on 127.0.0.1, quickstart.ipynb in headless Chromium (Playwright).
+
+Needs Debian's ``chromium`` (``make setup`` installs it where it can; ``LMBENCH_CHROMIUM`` names
+another binary). Playwright drives it through ``executable_path``: no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TEST_MODEL
+
+import lmbench
+
+CHROMIUM = os.environ.get("LMBENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# The flags these machines need: no sandbox as root, and no background calls to Google's hosts.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path, lmbench_home: Path) -> Iterator[str]:
+    """A JupyterLab server on 127.0.0.1 with a random token, serving a copy of the notebooks; its URL."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(REPO / "notebooks" / "quickstart.ipynb", root)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "LMBENCH_HOME": str(lmbench_home), "LMBENCH_MODEL": str(TEST_MODEL)}
+    env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "jupyter-config")
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "jupyter-runtime")
+    log = (tmp_path / "jupyterlab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield f"{url}/lab/tree/quickstart.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (make setup does) or set LMBENCH_CHROMIUM")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            page.goto(jupyterlab)
+            page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.wait_for_function(
+                "window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status === 'idle'",
+                timeout=120_000,
+            )
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            panel = page.locator(".lmbench-panel")
+            expect(panel).to_be_visible(timeout=120_000)
+            expect(page.locator(".jp-OutputArea-output .lmbench-run").first).to_be_visible()
+
+            # A prompt typed into the panel, Generate, streamed text, then the stats line.
+            prompt = "The little dragon"
+            panel.locator(".lmbench-prompt textarea").fill(prompt)
+            panel.locator("button.lmbench-generate").click()
+            stats = panel.locator(".lmbench-stats")
+            expect(stats).to_contain_text("finish:", timeout=60_000)
+            for part in ("prompt tokens", "completion tokens", "TTFT", "tok/s", "seed"):
+                expect(stats).to_contain_text(part)
+            output = panel.locator(".lmbench-output")
+            expect(output).to_contain_text(prompt)
+            assert len(output.inner_text()) > len(prompt) + 20
+
+            # A long generation (context 16384, max tokens 16000), stopped once text is streaming.
+            panel.locator(".jp-Collapse-header, .lm-AccordionPanel-title, .widget-accordion").first.click()
+            context = panel.locator(".widget-inline-hbox:has(label:text('context length')) input")
+            context.fill("16384")
+            context.press("Enter")
+            readout = panel.locator(".lmbench-param-max_tokens .widget-readout")
+            for _ in range(40):  # the slider's maximum follows the context length once the kernel has seen it
+                readout.fill("16000")
+                readout.press("Enter")
+                if readout.inner_text().strip() == "16000":
+                    break
+                page.wait_for_timeout(250)
+            expect(readout).to_have_text("16000")
+            panel.locator("button.lmbench-generate").click()
+            expect(panel.locator("button.lmbench-stop")).to_be_enabled(timeout=30_000)
+            page.wait_for_function(
+                "el => el.innerText.length > 400", arg=output.element_handle(), timeout=60_000, polling=50
+            )
+            panel.locator("button.lmbench-stop").click()
+            expect(stats).to_contain_text("finish: cancelled", timeout=60_000)
+            page.screenshot(path=str(tmp_path / "quickstart-panel.png"), full_page=True)
+        finally:
+            browser.close()
+
+    table = lmbench.runs()
+    panel_runs = table[table.source == "panel"]
+    assert list(panel_runs.finish_reason)[-1] == "cancelled"
+    assert 0 < panel_runs.completion_tokens.iloc[-1] < 16000 and panel_runs.max_tokens.iloc[-1] == 16000
+    assert panel_runs.prompt.iloc[0] == prompt and panel_runs.finish_reason.iloc[0] in ("stop", "length")
+    assert (tmp_path / "quickstart-panel.png").stat().st_size > 10_000
