@@ -28,12 +28,37 @@ class CatalogEntry:
     sha256: str | None = None
 
 
-_catalog: dict[str, CatalogEntry] = {}
+_builtin: dict[str, CatalogEntry] = {}
 
 
-def register_alias(alias: str, repo_id: str, filename: str, sha256: str | None = None) -> None:
-    """Make ``alias`` name a file on the Hugging Face hub (downloaded on first use)."""
-    _catalog[alias] = CatalogEntry(repo_id, filename, sha256)
+def _aliases_file() -> Path:
+    return home() / "aliases.json"
+
+
+def _saved_aliases() -> dict[str, CatalogEntry]:
+    try:
+        saved = json.loads(_aliases_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: CatalogEntry(**entry) for name, entry in saved.items()}
+
+
+def register_alias(alias: str, repo_id: str, filename: str, sha256: str | None = None, *, save: bool = True) -> None:
+    """Make ``alias`` name a file on the Hugging Face hub (downloaded on first use).
+
+    Saved aliases live in ``$LMBENCH_HOME/aliases.json``; ``save=False`` registers for this
+    process only (how the built-in catalogue is registered).
+    """
+    entry = CatalogEntry(repo_id, filename, sha256)
+    if not save:
+        _builtin[alias] = entry
+        return
+    saved = {name: e.__dict__ for name, e in _saved_aliases().items()}
+    saved[alias] = entry.__dict__
+    tmp = _aliases_file().with_suffix(f".{os.getpid()}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(saved, indent=2, sort_keys=True))
+    tmp.replace(_aliases_file())
 
 
 register_alias(
@@ -41,12 +66,13 @@ register_alias(
     "ggml-org/tiny-llamas",
     "stories260K.gguf",
     "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d",
+    save=False,
 )
 
 
 def catalog() -> dict[str, CatalogEntry]:
-    """The known aliases."""
-    return dict(_catalog)
+    """The known aliases: the built-in catalogue, then the user's saved ones."""
+    return {**_builtin, **_saved_aliases()}
 
 
 def search_dirs() -> list[Path]:
@@ -76,6 +102,11 @@ def _find_local(filename: str) -> Path | None:
     return None
 
 
+def _absolute(path: Path) -> Path:
+    """An absolute path that keeps a symlink's own name (the hub cache links file names to blobs)."""
+    return Path(os.path.abspath(path))
+
+
 def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     """Turn a path, an alias, a bare file name or ``None`` into an existing model path.
 
@@ -87,17 +118,18 @@ def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.exists() or path.suffix.lower() == ".gguf" or os.sep in text:
-        return path.resolve()
-    entry = _catalog.get(text)
+        return _absolute(path)
+    known = catalog()
+    entry = known.get(text)
     found = _find_local(entry.filename if entry else f"{text}.gguf")
     if found is not None:
-        return found.resolve()
+        return _absolute(found)
     if entry is not None:
         return pull(entry.repo_id, entry.filename, alias=text)
     raise ModelNotFoundError(
         text,
         "not a file and not a known alias; give a path to a .gguf file, set LMBENCH_MODEL, "
-        f"or use one of: {', '.join(sorted(_catalog))}",
+        f"or use one of: {', '.join(sorted(known))}",
     )
 
 
@@ -137,7 +169,7 @@ def info(model: str | os.PathLike[str]) -> pd.Series:
 def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.list()
     """Every GGUF file in the model folders, with its main metadata."""
     rows: dict[Path, dict[str, Any]] = {}
-    aliases = {e.filename: a for a, e in _catalog.items()}
+    aliases = {e.filename: a for a, e in catalog().items()}
     for folder in search_dirs():
         for path in sorted(folder.rglob("*.gguf")):
             real = path.resolve()
@@ -171,11 +203,14 @@ def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.li
 def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str | None = None) -> Path:
     """Download a GGUF file from the Hugging Face hub into its cache (resumable), verify it, return its path.
 
-    ``HF_ENDPOINT`` selects another hub (a mirror, or a local test server).
+    The file is registered under ``alias`` (default: the file name without ``.gguf``) so that
+    ``lmbench.load(alias)`` finds it; a catalogue alias's SHA-256 is checked. ``HF_ENDPOINT``
+    selects another hub (a mirror, or a local test server).
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    alias = alias or Path(filename).stem
     try:
         local = Path(
             hf_hub_download(
@@ -184,13 +219,17 @@ def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise ModelNotFoundError(f"{repo_id}/{filename}", f"download failed: {exc}") from None
-    _gguf.read(local)
-    expected = _catalog[alias].sha256 if alias in _catalog else None
-    if expected and sha256(local) != expected:
-        blob = local.resolve()
+    known = catalog()
+    expected = known[alias].sha256 if alias in known else None
+    try:
+        _gguf.read(local)
+        if expected and sha256(local) != expected:
+            raise ModelLoadError(local, f"downloaded file's sha256 does not match the catalogue ({expected})")
+    except ModelLoadError:
+        blob = local.resolve()  # a bad download must not stay in the cache, where it would be found again
         local.unlink(missing_ok=True)
         blob.unlink(missing_ok=True)
-        raise ModelLoadError(local, f"downloaded file's sha256 does not match the catalogue ({expected})")
-    if alias and alias not in _catalog:
-        register_alias(alias, repo_id, filename)
-    return local.resolve()
+        raise
+    if alias not in known:
+        register_alias(alias, repo_id, filename, sha256(local))
+    return _absolute(local)
