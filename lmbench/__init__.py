@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics, models
+from .chat import chat
 from .compare import Comparison, compare
 from .engine import Engine, load, loaded, set_max_models, unload
 from .errors import (
@@ -65,6 +66,7 @@ __all__ = [
     "Store",
     "StoreError",
     "__version__",
+    "chat",
     "compare",
     "delete_preset",
     "export",

@@ -104,9 +104,9 @@ class Engine:
             raise EngineClosedError(f"the engine for {self.name} was closed; call lmbench.load() again")
         return self._llama
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Token ids of ``text`` as this model sees it."""
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of ``text`` as this model sees it (``special``: parse special-token text such as ``<s>``)."""
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def piece(self, token: int) -> bytes:
         """The raw bytes of one token (may be part of a multi-byte character)."""

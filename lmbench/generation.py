@@ -114,9 +114,14 @@ def execute(
     cancel: Cancel = None,
     load_s: float = 0.0,
     run_id: str | None = None,
+    special: bool = False,
+    add_bos: bool = True,
     **run_fields: Any,
 ) -> tuple[Run, BaseException | None]:
-    """Generate without recording: the run (complete, cancelled or failed) and what interrupted it, if anything."""
+    """Generate without recording: the run (complete, cancelled or failed) and what interrupted it, if anything.
+
+    ``special`` parses special-token text in the prompt (chat templates write them as text).
+    """
     if params.seed is None:
         params = params.model_copy(update={"seed": random_seed()})
     assert params.seed is not None
@@ -127,7 +132,7 @@ def execute(
     n_generated, ttft = 0, None
     with engine.lock:
         started = time.perf_counter()
-        prompt_tokens = engine.tokenize(prompt)
+        prompt_tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
         tokens = engine.sample_tokens(prompt_tokens, params, params.seed, with_logits=logprobs is not None)
         try:
             with closing(tokens):
@@ -216,17 +221,31 @@ def generate(
         raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
-    run, interruption = execute(
+    return complete(
         engine,
         prompt,
         values,
+        loaded_now=loaded_now,
+        store=store,
         on_token=on_token,
         cancel=cancel,
-        load_s=engine.load_s if loaded_now else 0.0,
         experiment=experiment,
         tags=list(tags or []),
         source=source,
     )
+
+
+def complete(
+    engine: Engine,
+    prompt: str,
+    params: GenerationParams,
+    *,
+    loaded_now: bool,
+    store: str | os.PathLike[str] | Store | None,
+    **execute_options: Any,
+) -> Run:
+    """Execute, measure and record one run; then re-raise whatever interrupted it."""
+    run, interruption = execute(engine, prompt, params, load_s=engine.load_s if loaded_now else 0.0, **execute_options)
     run.metrics = metrics.compute(run)
     get_store(store).record(run)
     if interruption is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import models
+from .chat import chat
 from .compare import compare
 from .engine import Engine, load_engine, physical_cores
 from .errors import LmbenchError, ParameterError
@@ -171,6 +172,18 @@ class Panel:
         self.compare_output = w.HTML()
         self.compare_output.add_class("lmbench-compare-output")
 
+        self.conversation: list[dict[str, str]] = []
+        self.chat_system = w.Text(placeholder="system message (optional)", layout=w.Layout(width="100%"))
+        self.chat_transcript = w.HTML()
+        self.chat_transcript.add_class("lmbench-chat")
+        self.chat_input = w.Textarea(placeholder="Message", rows=2, layout=w.Layout(width="100%"))
+        self.chat_input.add_class("lmbench-chat-input")
+        self.send_button = _button("Send", "primary", "Send the message", "lmbench-send")
+        self.send_button.on_click(lambda _: self._start(self._chat_job))
+        new_chat = _button("New chat", "", "Forget the conversation", "lmbench-new-chat")
+        new_chat.on_click(lambda _: self.new_chat())
+        self._render_chat()
+
         output_tab = w.VBox([self.output, self.stats])
         tabs = w.Tab(
             [
@@ -179,8 +192,9 @@ class Panel:
                 w.VBox([self.log_debug, self.log]),
                 w.VBox([self.debug, self.debug_token, self.alternatives]),
                 w.VBox([w.HBox([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
+                w.VBox([self.chat_system, self.chat_transcript, self.chat_input, w.HBox([self.send_button, new_chat])]),
             ],
-            titles=("Output", "History", "Log", "Debug", "Compare"),
+            titles=("Output", "History", "Log", "Debug", "Compare", "Chat"),
         )
         self.tabs = tabs
         params = w.GridBox(
@@ -288,11 +302,14 @@ class Panel:
             return
         self._cancel.clear()
         self.error.value = ""
-        for button in (self.generate_button, self.compare_button, self.load_button):
+        for button in self._action_buttons():
             button.disabled = True
         self.stop_button.disabled = False
         self._worker = threading.Thread(target=self._run_job, args=(job,), name="lmbench-panel", daemon=True)
         self._worker.start()
+
+    def _action_buttons(self) -> tuple[w.Button, ...]:
+        return (self.generate_button, self.compare_button, self.load_button, self.send_button)
 
     def _run_job(self, job: Callable[[], None]) -> None:
         try:
@@ -303,7 +320,7 @@ class Panel:
             self._show_error(exc)
         finally:
             self.status.value = ""
-            for button in (self.generate_button, self.compare_button, self.load_button):
+            for button in self._action_buttons():
                 button.disabled = False
             self.stop_button.disabled = True
             self.refresh_history()
@@ -398,6 +415,61 @@ class Panel:
             ids.append(run.id)
         if ids:
             self.compare_output.value = compare(ids, by=name, store=self.store).to_html()
+
+    def _chat_job(self) -> None:
+        text = self.chat_input.value.strip()
+        if not text:
+            raise ParameterError("type a message first", name="messages", value=text)
+        system = self.chat_system.value.strip()
+        user = {"role": "user", "content": text}
+        messages = [*([{"role": "system", "content": system}] if system else []), *self.conversation, user]
+        engine = self._load()
+        self.status.value = "<i>replying…</i>"
+        pieces: list[str] = []
+        shown = [0.0]
+
+        def on_token(piece: str) -> None:
+            pieces.append(piece)
+            if time.monotonic() - shown[0] >= STREAM_INTERVAL_S:
+                shown[0] = time.monotonic()
+                self._render_chat(pending=(text, "".join(pieces)))
+
+        try:
+            run = chat(
+                messages,
+                model=engine,
+                on_token=on_token,
+                cancel=self._cancel,
+                store=self.store,
+                source="panel",
+                experiment=self.experiment.value.strip() or None,
+                **self.values(),
+            )
+        except BaseException:
+            self._render_chat()
+            raise
+        self.conversation += [user, {"role": "assistant", "content": run.text.strip()}]
+        self.chat_input.value = ""
+        self._render_chat()
+        self._show_run(run)
+
+    def new_chat(self) -> None:
+        """Forget the conversation (its runs stay in the store)."""
+        self.conversation = []
+        self._render_chat()
+
+    def _render_chat(self, pending: tuple[str, str] | None = None) -> None:
+        turns = [(m["role"], m["content"]) for m in self.conversation]
+        if pending is not None:
+            turns += [("user", pending[0]), ("assistant", pending[1] + " …")]
+        bubbles = "".join(
+            f"<div class='lmbench-chat-{role}' style='margin:4px 0;padding:6px 10px;border-radius:8px;"
+            f"white-space:pre-wrap;background:{'#e8f0fe' if role == 'user' else '#f1f3f4'};"
+            f"{'margin-left:15%' if role == 'user' else 'margin-right:15%'}'>"
+            f"<b>{role}</b><br>{html.escape(content)}</div>"
+            for role, content in turns
+        )
+        self.chat_transcript.value = bubbles or "<i style='color:#888'>No messages yet.</i>"
 
     # Showing results ----------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class Run:
     llama_cpp_version: str = ""
     token_logprobs: list[dict[str, Any]] | None = None
     messages: list[dict[str, Any]] | None = None
+    chat_format: str | None = None
     sweep_id: str | None = None
     sweep_coords: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)

@@ -98,6 +98,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TRIGGER metrics_deleted AFTER DELETE ON metrics BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
         """,
     ),
+    ("0004_chat_format", "ALTER TABLE runs ADD COLUMN chat_format TEXT;"),
 ]
 
 # Columns left out of tables by default: large, and only needed for one run at a time.

@@ -55,7 +55,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
 
-        def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        def do_HEAD(self) -> None:
             hub.requests.append(("HEAD", self.path, None))
             found = self._file()
             if found is None:
@@ -66,7 +66,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return
             self._headers(200, found[1], len(found[1]))
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             byte_range = self.headers.get("Range")
             hub.requests.append(("GET", self.path, byte_range))
             found = self._file()

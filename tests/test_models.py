@@ -90,7 +90,7 @@ def test_wrong_digest_is_rejected_and_not_kept(hub: FakeHub, tmp_path: Path) -> 
 
 def test_a_file_that_is_not_gguf_is_rejected_and_not_kept(hub: FakeHub, tmp_path: Path) -> None:
     hub.add("someone/models", "fake.gguf", b"<html>not a model</html>" * 100)
-    with pytest.raises(lmbench.ModelLoadError, match="fake.gguf"):
+    with pytest.raises(lmbench.ModelLoadError, match=r"fake\.gguf"):
         models.pull("someone/models", "fake.gguf")
     assert _cached_ggufs(tmp_path) == []
     assert "fake" not in models.catalog()

@@ -188,3 +188,23 @@ def test_panel_magic_displays_the_panel(model_path: Path) -> None:
         assert "application/vnd.jupyter.widget-view+json" in bundle
     finally:
         shell.run_line_magic("unload_ext", "lmbench")
+
+
+def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
+    panel.sliders["max_tokens"].value = 12
+    panel.chat_system.value = "You tell stories."
+    panel.chat_input.value = "Tell me about a dog."
+    panel.send_button.click()
+    panel.wait(60)
+    assert panel.error.value == "", panel.error.value
+    assert [m["role"] for m in panel.conversation] == ["user", "assistant"]
+    panel.chat_input.value = "And then?"
+    panel.send_button.click()
+    panel.wait(60)
+    second = panel.last_run
+    assert second is not None and second.chat_format == "plain"
+    assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
+    assert "And then?" in panel.chat_transcript.value and panel.chat_input.value == ""
+    assert lmbench.runs().source.tolist() == ["panel", "panel"]
+    panel.new_chat()
+    assert panel.conversation == [] and "No messages yet" in panel.chat_transcript.value

@@ -1,0 +1,133 @@
+"""Chat: OpenAI-style messages through the model's own chat template, recorded like any run.
+
+The template is the GGUF file's ``tokenizer.chat_template``, rendered by llama-cpp-python's
+Jinja2 chat formatter. A model without one (such as the stories260K test model) gets the
+``plain`` fallback, a transcript any base model can continue::
+
+    <system message>
+
+    User: <message>
+    Assistant: <message>
+    User: <message>
+    Assistant:
+
+with ``"\\nUser:"`` added to the stop strings. ``Run.chat_format`` records which was used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_cpp import llama_chat_format
+
+from .engine import Engine, load_engine
+from .errors import ParameterError
+from .generation import Cancel, complete
+from .params import validate_params
+from .presets import resolve_preset
+from .run import Run
+from .store import Store
+
+ROLES = ("system", "user", "assistant")
+PLAIN = "plain"
+PLAIN_STOP = "\nUser:"
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A conversation rendered to the text the model continues."""
+
+    prompt: str
+    stop: tuple[str, ...]
+    chat_format: str
+    added_special: bool
+
+
+def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The messages as plain ``{"role", "content"}`` dicts, or ``ParameterError`` naming what is wrong."""
+    if isinstance(messages, str) or not isinstance(messages, Sequence) or not messages:
+        raise ParameterError(
+            'messages must be a non-empty list of {"role": ..., "content": ...} dicts', name="messages", value=messages
+        )
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) - {"role", "content", "name"}:
+            raise ParameterError(
+                f'messages[{i}] must be a dict with "role" and "content", got {message!r}',
+                name="messages",
+                value=message,
+            )
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise ParameterError(
+                f"messages[{i}] has role {role!r}; roles are: {', '.join(ROLES)}", name="messages", value=message
+            )
+        if not isinstance(content, str):
+            raise ParameterError(f"messages[{i}] content must be a string", name="messages", value=message)
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+def render(engine: Engine, messages: list[dict[str, str]]) -> ChatPrompt:
+    """The prompt for ``messages`` in the model's chat template, or the plain fallback."""
+    llama = engine.llama
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"]
+        prompt = (f"{system}\n\n" if system else "") + "\n".join([*turns, "Assistant:"])
+        return ChatPrompt(prompt, (PLAIN_STOP,), PLAIN, added_special=False)
+    eos, bos = llama.token_eos(), llama.token_bos()
+    formatter = llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+    )
+    result = formatter(messages=messages)
+    stop = (result.stop,) if isinstance(result.stop, str) else tuple(result.stop or ())
+    return ChatPrompt(result.prompt, stop, "gguf", added_special=bool(result.added_special))
+
+
+def chat(
+    messages: Sequence[dict[str, Any]],
+    *,
+    model: str | os.PathLike[str] | Engine | None = None,
+    experiment: str | None = None,
+    tags: list[str] | None = None,
+    on_token: Callable[[str], Any] | None = None,
+    cancel: Cancel = None,
+    preset: str | None = None,
+    store: str | os.PathLike[str] | Store | None = None,
+    source: str = "python",
+    **params: Any,
+) -> Run:
+    """Reply to a conversation (OpenAI-style messages); the reply is ``run.text``, the messages are recorded.
+
+    Takes the same parameters as ``generate``; the template's stop strings are added to ``stop``.
+    """
+    turns = check_messages(messages)
+    values = validate_params({**resolve_preset(preset), **params})
+    engine, loaded_now = load_engine(model)
+    rendered = render(engine, turns)
+    extra_stop = tuple(s for s in rendered.stop if s and s not in values.stop)
+    if extra_stop:
+        values = values.model_copy(update={"stop": (*values.stop, *extra_stop)})
+    return complete(
+        engine,
+        rendered.prompt,
+        values,
+        loaded_now=loaded_now,
+        store=store,
+        on_token=on_token,
+        cancel=cancel,
+        experiment=experiment,
+        tags=list(tags or []),
+        source=source,
+        special=rendered.chat_format != PLAIN,
+        add_bos=not rendered.added_special,
+        messages=turns,
+        chat_format=rendered.chat_format,
+    )
