@@ -7,18 +7,13 @@ another binary). Playwright drives it through ``executable_path``: no browser is
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import jupyterserver
 import pytest
-from conftest import REPO, TEST_MODEL
+from conftest import REPO
 
 import lmbench
 
@@ -35,51 +30,14 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def jupyterlab(tmp_path: Path, lmbench_home: Path) -> Iterator[str]:
-    """A JupyterLab server on 127.0.0.1 with a random token, serving a copy of the notebooks; its URL."""
+    """JupyterLab serving a copy of the quickstart notebook; the notebook's URL."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(REPO / "notebooks" / "quickstart.ipynb", root)
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "LMBENCH_HOME": str(lmbench_home), "LMBENCH_MODEL": str(TEST_MODEL)}
-    env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "jupyter-config")
-    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "jupyter-runtime")
-    log = (tmp_path / "jupyterlab.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            *(["--allow-root"] if os.geteuid() == 0 else []),
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield f"{url}/lab/tree/quickstart.ipynb?token={token}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    with jupyterserver.running(tmp_path, lmbench_home, root) as server:
+        yield f"{server.url}/lab/tree/quickstart.ipynb?token={server.token}"
 
 
 def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path) -> None:

@@ -1,0 +1,60 @@
+"""Jupyter server extension: the lmbench HTTP API inside a running Jupyter server, under ``/lmbench/``.
+
+Enabled automatically when lmbench is installed (``etc/jupyter/jupyter_server_config.d``);
+protected by Jupyter's own token authentication. Routes, request and answer formats are those of
+``lmbench serve`` (see ``lmbench.api``); the default model is ``$LMBENCH_MODEL`` or lmbench's
+default, resolved on the first request so that starting Jupyter never loads or downloads a model.
+lmbench itself is imported when the extension loads, not when Jupyter lists its extensions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "lmbench_server"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tornado.web
+    from jupyter_server.base.handlers import APIHandler
+    from jupyter_server.utils import url_path_join
+
+    from lmbench.api import Service, Settings
+    from lmbench.server import ROUTES, WORKERS, ApiRoutes
+
+    class LmbenchApiHandler(ApiRoutes, APIHandler):
+        """The API's routes behind Jupyter's authentication."""
+
+        def initialize(self, get_service: Any, executor: ThreadPoolExecutor) -> None:
+            self.get_service = get_service
+            self.executor = executor
+
+        @tornado.web.authenticated
+        async def get(self, route: str) -> None:
+            await self.dispatch("GET", route)
+
+        @tornado.web.authenticated
+        async def post(self, route: str) -> None:
+            await self.dispatch("POST", route)
+
+    lock = threading.Lock()
+    services: list[Service] = []
+
+    def get_service() -> Service:
+        with lock:
+            if not services:
+                services.append(Service(Settings(model=os.environ.get("LMBENCH_MODEL") or None)))
+            return services[0]
+
+    executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="lmbench-api")
+    base = url_path_join(serverapp.web_app.settings["base_url"], "lmbench")
+    serverapp.web_app.add_handlers(
+        ".*$", [(url_path_join(base, ROUTES), LmbenchApiHandler, {"get_service": get_service, "executor": executor})]
+    )
+    serverapp.log.info(f"lmbench API at {base}/")

@@ -1,0 +1,311 @@
+"""The ``lmbench`` command line: run, sweep, runs, export, models, serve.
+
+A thin layer over the Python API. Generation options come from the parameter definition. Exit
+codes: 0 success, 1 an error while working (one line on stderr), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import LmbenchError
+from .params import PARAM_SPECS
+
+# Short flags for the parameters users reach for most (as in the magics).
+SHORT_FLAGS = {"temperature": "-t", "top_p": "-p", "max_tokens": "-n", "top_k": "-k", "seed": "-s"}
+TABLE_COLUMNS = ["created_at", "id", "experiment", "source", "model_name", "temperature", "top_p", "max_tokens",
+                 "seed", "completion_tokens", "finish_reason", "tokens_per_s", "text"]  # fmt: skip
+
+
+class UsageError(Exception):
+    """Bad command-line input found after parsing (exit code 2)."""
+
+
+def _add_param_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generation parameters")
+    for spec in PARAM_SPECS.values():
+        flags = [f"--{spec.name.replace('_', '-')}", *([SHORT_FLAGS[spec.name]] if spec.name in SHORT_FLAGS else [])]
+        help_text = f"{spec.description} ({spec.range_text()}; default {spec.default!r})"
+        if spec.name == "stop":
+            group.add_argument(*flags, action="append", default=None, metavar="TEXT", help=help_text + "; repeatable")
+        else:
+            group.add_argument(*flags, type=spec.type, default=None, metavar=spec.type.__name__.upper(), help=help_text)
+
+
+def _given_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in PARAM_SPECS if getattr(args, name, None) is not None}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmbench", description="Experiment with local GGUF models (llama.cpp).")
+    parser.add_argument("--version", action="version", version=f"lmbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="one recorded generation, streamed to stdout")
+    run.add_argument("prompt", help='the prompt ("-" reads it from stdin)')
+    run.add_argument("--model", "-m", help="a .gguf path or alias (default: $LMBENCH_MODEL, then stories260K)")
+    run.add_argument("--experiment", "-e")
+    run.add_argument("--tag", action="append", dest="tags", help="a tag for the run; repeatable")
+    run.add_argument("--preset", help="saved parameter values to start from")
+    run.add_argument("--json", action="store_true", help="print the recorded run as JSON instead of streaming text")
+    _add_param_options(run)
+
+    sweep = sub.add_parser("sweep", help="run and record a parameter sweep")
+    sweep.add_argument("config", nargs="?", help="a .json, .yaml or .toml file with prompts, grid, seeds, ...")
+    sweep.add_argument("--prompt", action="append", dest="prompts", help="a prompt; repeatable")
+    sweep.add_argument("--grid", action="append", default=[], metavar="PARAM=V1,V2,...", help="repeatable")
+    sweep.add_argument("--seeds", help="a count n (seeds 0..n-1) or a comma-separated list")
+    sweep.add_argument("--model", "-m", action="append", dest="models", help="repeatable: the grid runs on each")
+    sweep.add_argument("--experiment", "-e")
+    sweep.add_argument("--name", help="the sweep's name (re-running it only runs what is missing)")
+    sweep.add_argument("--output", "-o", help="write the sweep table to this .csv, .jsonl or .parquet file")
+    sweep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_param_options(sweep)
+
+    runs = sub.add_parser("runs", help="show recorded runs")
+    runs.add_argument("--experiment", "-e")
+    runs.add_argument("--last", "-l", type=int, default=20, help="how many of the newest runs (default 20)")
+    runs.add_argument("--format", "-f", choices=["table", "csv", "json"], default="table")
+
+    export = sub.add_parser("export", help="export recorded runs to .csv, .jsonl or .parquet")
+    export.add_argument("path")
+    export.add_argument("--experiment", "-e")
+
+    models = sub.add_parser("models", help="list, inspect and download models")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models_sub.add_parser("list", help="GGUF files in the model folders (the default action)")
+    info = models_sub.add_parser("info", help="a model's GGUF metadata")
+    info.add_argument("model")
+    pull = models_sub.add_parser("pull", help="download a GGUF file from the Hugging Face hub")
+    pull.add_argument("repo_id")
+    pull.add_argument("filename")
+    pull.add_argument("--alias", help="the name to load it by (default: the file name without .gguf)")
+
+    serve = sub.add_parser("serve", help="the local HTTP API (LM Studio-style and OpenAI-compatible)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--model", "-m", help="the default model (requests may name any listed model)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
+    serve.add_argument("--n-ctx", type=int, default=2048, help="context length to load models with")
+    serve.add_argument("--max-tokens-cap", type=int, default=4096, help="the most tokens one request may generate")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="the largest request body accepted")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from .generation import generate
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    stream = None if args.json else (lambda text: print(text, end="", flush=True))
+    run = generate(
+        prompt, model=args.model, experiment=args.experiment, tags=args.tags, preset=args.preset,
+        on_token=stream, source="cli", **_given_params(args),
+    )  # fmt: skip
+    if args.json:
+        record = {**run.to_record(), "metrics": run.metrics}
+        for key in ("tags", "stop", "token_logprobs", "messages", "sweep_coords"):
+            record[key] = json.loads(record[key]) if isinstance(record[key], str) else record[key]
+        print(json.dumps(record, indent=2))
+    else:
+        print()
+        print(
+            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, run {run.id[:8]}]", file=sys.stderr
+        )
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    source = Path(path)
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read sweep config {path}: {exc.strerror}") from None
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".json":
+            config = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            config = yaml.safe_load(text)
+        elif suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+
+            config = tomllib.loads(text)
+        else:
+            raise UsageError(f"sweep config {path}: use a .json, .yaml or .toml file")
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"sweep config {path} is not valid {suffix[1:]}: {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"sweep config {path} must hold a mapping (prompts, grid, seeds, ...)")
+    return config
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
+    spec = _load_config(args.config) if args.config else {}
+    known = {"prompts", "prompt", "grid", "seeds", "model", "models", "experiment", "name", "params", "output"}
+    known.add("metrics")
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise UsageError(f"unknown key {unknown[0]!r} in the sweep config; known keys: {', '.join(sorted(known))}")
+    prompts = args.prompts or spec.get("prompts") or spec.get("prompt")
+    if not prompts:
+        raise UsageError("a sweep needs a prompt: --prompt TEXT or 'prompts' in the config file")
+    grid = dict(spec.get("grid") or {})
+    for item in args.grid:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--grid takes PARAM=V1,V2,..., not {item!r}")
+        grid[name.strip().replace("-", "_")] = [_number(v.strip()) for v in values.split(",")]
+    if not grid:
+        raise UsageError("a sweep needs a grid: --grid temperature=0.2,0.7,1.2 or 'grid' in the config file")
+    seeds: Any = spec.get("seeds", 3)
+    if args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
+    models = args.models or spec.get("models") or spec.get("model")
+    fixed = {**(spec.get("params") or {}), **_given_params(args)}
+    return {
+        "prompts": prompts, "grid": grid, "seeds": seeds, "model": models,
+        "experiment": args.experiment or spec.get("experiment"), "name": args.name or spec.get("name"),
+        "metrics": spec.get("metrics", "default"), "output": args.output or spec.get("output"), "fixed": fixed,
+    }  # fmt: skip
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import sweep
+
+    spec = _sweep_spec(args)
+    frame = sweep(
+        spec["prompts"], grid=spec["grid"], seeds=spec["seeds"], model=spec["model"], experiment=spec["experiment"],
+        name=spec["name"], metrics=spec["metrics"], progress=not args.quiet, **spec["fixed"],
+    )  # fmt: skip
+    wanted = [*spec["grid"], "seed", "completion_tokens", "finish_reason", "distinct_2", "text"]
+    columns = [c for c in wanted if c in frame]
+    _print_table(frame[columns])
+    if spec["output"]:
+        _write_table(frame, Path(spec["output"]))
+        print(f"wrote {len(frame)} runs to {spec['output']}", file=sys.stderr)
+
+
+def _write_table(frame: Any, target: Path) -> None:
+    suffix = target.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(target, index=False)
+    elif suffix in (".jsonl", ".json"):
+        frame.to_json(target, orient="records", lines=suffix == ".jsonl", date_format="iso")
+    elif suffix == ".parquet":
+        frame.to_parquet(target, index=False)
+    else:
+        raise UsageError(f"cannot write {target.name}: use .csv, .jsonl, .json or .parquet")
+
+
+def _print_table(frame: Any) -> None:
+    import pandas as pd
+
+    shown = frame.copy()
+    if "text" in shown:
+        shown["text"] = shown["text"].str.replace("\n", " ").str.slice(0, 60)
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
+        print(shown.to_string(index=False) if len(shown) else "(no runs)")
+
+
+def _cmd_runs(args: argparse.Namespace) -> None:
+    from .store import runs
+
+    frame = runs(args.experiment, last=args.last)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        frame = frame[[c for c in TABLE_COLUMNS if c in frame]].assign(id=lambda f: f["id"].str.slice(0, 8))
+        _print_table(frame)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .store import export
+
+    print(f"exported runs to {export(args.path, args.experiment)}")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from . import models
+
+    if args.models_command == "info":
+        print(models.info(args.model).to_string())
+    elif args.models_command == "pull":
+        print(models.pull(args.repo_id, args.filename, alias=args.alias))
+    else:
+        table = models.list()
+        if table.empty:
+            print("no GGUF files found in: " + ", ".join(str(d) for d in models.search_dirs()))
+        else:
+            _print_table(table[[c for c in ["alias", "size", "architecture", "parameters", "quantization",
+                                            "context_length", "path"] if c in table]])  # fmt: skip
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from .api import Settings
+    from .server import Server
+
+    settings = Settings(
+        model=args.model, n_ctx=args.n_ctx, max_tokens_cap=args.max_tokens_cap,
+        max_body_bytes=args.max_body_bytes, api_key=args.api_key,
+    )  # fmt: skip
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(
+            f"lmbench: warning: serving on {args.host} without --api-key: anyone who can reach this machine can use it",
+            file=sys.stderr,
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    server = Server(settings, host=args.host, port=args.port)
+    server.start()
+    print(f"lmbench API on {server.url} (model {server.service.default_path.stem}); Ctrl-C stops", flush=True)
+    server.serve_forever()
+
+
+COMMANDS = {"run": _cmd_run, "sweep": _cmd_sweep, "runs": _cmd_runs, "export": _cmd_export,
+            "models": _cmd_models, "serve": _cmd_serve}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lmbench`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"lmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except LmbenchError as exc:
+        print(f"lmbench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nlmbench: interrupted (finished runs are recorded)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
