@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,7 +134,10 @@ def _load_config(path: str) -> dict[str, Any]:
         elif suffix in (".yaml", ".yml"):
             import yaml
 
-            config = yaml.safe_load(text)
+            try:
+                config = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(str(exc).replace("\n", " ")) from None
         elif suffix == ".toml":
             try:
                 import tomllib
@@ -262,6 +266,13 @@ def _cmd_models(args: argparse.Namespace) -> None:
                                             "context_length", "path"] if c in table]])  # fmt: skip
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell someone who serves beyond this machine without an API key."""
+    if host in ("127.0.0.1", "localhost", "::1") or api_key:
+        return None
+    return f"serving on {host} without --api-key: anyone who can reach this machine can use it"
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     from .api import Settings
     from .server import Server
@@ -270,11 +281,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         model=args.model, n_ctx=args.n_ctx, max_tokens_cap=args.max_tokens_cap,
         max_body_bytes=args.max_body_bytes, api_key=args.api_key,
     )  # fmt: skip
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
-        print(
-            f"lmbench: warning: serving on {args.host} without --api-key: anyone who can reach this machine can use it",
-            file=sys.stderr,
-        )
+    warning = exposure_warning(args.host, args.api_key)
+    if warning:
+        print(f"lmbench: warning: {warning}", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     server = Server(settings, host=args.host, port=args.port)
     server.start()
@@ -304,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        if os.environ.get("LMBENCH_DEBUG"):
+            raise
+        print(f"lmbench: error: {type(exc).__name__}: {exc} (LMBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 
