@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
@@ -18,6 +18,9 @@ from . import _gguf, _llama_log, models
 from ._sampling import SamplerChain
 from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError
 from .params import GenerationParams
+
+if TYPE_CHECKING:
+    from ._batch import BatchContext
 
 _llama_log.install()
 
@@ -85,6 +88,7 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._piece_buf = ctypes.create_string_buffer(256)
         self.prompt_cached_tokens = 0
+        self._batch: BatchContext | None = None
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (n_ctx={self.n_ctx}, threads={n_threads})"
         )
@@ -168,9 +172,26 @@ class Engine:
         finally:
             sampler.close()
 
+    def batch_context(self, *, n_ctx: int, n_seq: int, n_batch: int) -> BatchContext:
+        """A context for batched sweeps with room for ``n_seq`` sequences in ``n_ctx`` KV cells.
+
+        Kept and reused while it is big enough; the caller must hold ``self.lock``.
+        """
+        from ._batch import BatchContext
+
+        if self._batch is None or not self._batch.fits(n_ctx, n_seq, n_batch):
+            if self._batch is not None:
+                self._batch.close()
+                self._batch = None
+            self._batch = BatchContext(self, n_ctx=n_ctx, n_seq=n_seq, n_batch=n_batch)
+        return self._batch
+
     def close(self) -> None:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
+            if self._batch is not None:
+                self._batch.close()
+                self._batch = None
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None

@@ -77,7 +77,7 @@ class TextStream:
         return new
 
 
-def _logprob_entry(engine: Engine, token: int, logits: np.ndarray, top: int) -> dict[str, Any]:
+def logprob_entry(engine: Engine, token: int, logits: np.ndarray, top: int) -> dict[str, Any]:
     x = logits.astype(np.float64)
     x -= x.max()
     lp = x - np.log(np.exp(x).sum())
@@ -97,7 +97,46 @@ def _logprob_entry(engine: Engine, token: int, logits: np.ndarray, top: int) -> 
     return entry
 
 
-def _stopper(cancel: Cancel) -> Callable[[], bool]:
+def build_run(
+    engine: Engine,
+    prompt: str,
+    params: GenerationParams,
+    *,
+    text: str,
+    finish: str,
+    prompt_tokens: int,
+    n_generated: int,
+    ttft: float | None,
+    total: float,
+    run_id: str | None = None,
+    **run_fields: Any,
+) -> Run:
+    """A ``Run`` from what one generation produced, with the engine's facts and library versions."""
+    return Run(
+        id=run_id or uuid.uuid4().hex,
+        created_at=datetime.now(timezone.utc),
+        prompt=prompt,
+        text=text,
+        params=params,
+        model_path=str(engine.path),
+        model_name=engine.name,
+        model_size=engine.size,
+        model_sha256=engine.sha256,
+        finish_reason=finish,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=n_generated,
+        ttft_s=ttft,
+        total_s=total,
+        tokens_per_s=(n_generated - 1) / (total - ttft) if ttft is not None and n_generated > 1 else None,
+        n_ctx=engine.n_ctx,
+        n_threads=engine.n_threads,
+        lmbench_version=__version__,
+        llama_cpp_version=llama_cpp.__version__,
+        **run_fields,
+    )
+
+
+def stopper(cancel: Cancel) -> Callable[[], bool]:
     if cancel is None:
         return lambda: False
     if isinstance(cancel, threading.Event):
@@ -126,7 +165,7 @@ def execute(
         params = params.model_copy(update={"seed": random_seed()})
     assert params.seed is not None
     stream = TextStream(params.stop)
-    should_stop = _stopper(cancel)
+    should_stop = stopper(cancel)
     logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
     finish, error, interruption = "length", None, None
     n_generated, ttft = 0, None
@@ -144,7 +183,7 @@ def execute(
                         break
                     n_generated += 1
                     if logprobs is not None:
-                        logprobs.append(_logprob_entry(engine, token, logits, params.logprobs or 0))
+                        logprobs.append(logprob_entry(engine, token, logits, params.logprobs or 0))
                     hit_stop = stream.add(engine.piece(token))
                     if on_token is not None and (new := stream.take()):
                         on_token(new)
@@ -165,29 +204,20 @@ def execute(
     stream.finish()
     if on_token is not None and (rest := stream.take()):
         on_token(rest)
-    run = Run(
-        id=run_id or uuid.uuid4().hex,
-        created_at=datetime.now(timezone.utc),
-        prompt=prompt,
+    run = build_run(
+        engine,
+        prompt,
+        params,
         text=stream.text,
-        params=params,
-        model_path=str(engine.path),
-        model_name=engine.name,
-        model_size=engine.size,
-        model_sha256=engine.sha256,
-        finish_reason=finish,
+        finish=finish,
         prompt_tokens=len(prompt_tokens),
-        completion_tokens=n_generated,
+        n_generated=n_generated,
+        ttft=ttft,
+        total=total,
+        run_id=run_id,
         prompt_cached_tokens=cached,
         load_s=load_s,
-        ttft_s=ttft,
-        total_s=total,
-        tokens_per_s=(n_generated - 1) / (total - ttft) if ttft is not None and n_generated > 1 else None,
-        n_ctx=engine.n_ctx,
-        n_threads=engine.n_threads,
         error=error,
-        lmbench_version=__version__,
-        llama_cpp_version=llama_cpp.__version__,
         token_logprobs=logprobs,
         **run_fields,
     )

@@ -15,11 +15,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
+from ._batch import BatchJob, run_batched
 from .engine import load_engine
 from .errors import ParameterError
-from .generation import execute
+from .generation import Cancel, execute, stopper
 from .models import resolve as resolve_model
-from .params import PARAM_NAMES, GenerationParams, validate_params
+from .params import PARAM_NAMES, validate_params
+from .run import Run
 from .store import Store, get_store
 
 FINISHED = ("stop", "length")
@@ -125,6 +127,9 @@ def sweep(
     experiment: str | None = None,
     name: str | None = None,
     metrics: str | Sequence[str] | None = "default",
+    batch: bool = True,
+    batch_size: int | None = None,
+    cancel: Cancel = None,
     progress: bool = True,
     store: str | os.PathLike[str] | Store | None = None,
     **fixed_params: Any,
@@ -133,9 +138,14 @@ def sweep(
 
     Seeds: a count n means seeds 0..n-1. Every run is recorded as it finishes; running the same
     sweep again (same ``name``, or same experiment, grid, prompts, seeds, models and fixed
-    parameters) only runs what is missing. Token log-probabilities are recorded by default
-    (``logprobs=0``) for the log-probability metrics. Returns one row per run with the grid
-    parameters, ``prompt_name``, ``model`` and metric columns (group metrics per grid cell).
+    parameters) only runs what is missing, and a cancelled or interrupted sweep keeps every
+    finished run. Token log-probabilities are recorded by default (``logprobs=0``) for the
+    log-probability metrics. Returns one row per run with the grid parameters, ``prompt_name``,
+    ``model`` and metric columns (group metrics per grid cell).
+
+    ``batch=True`` decodes the runs of each prompt together (the prompt is evaluated once; up to
+    ``batch_size`` runs share each decode, 32 by default); ``batch=False`` runs them one at a
+    time. ``cancel`` (a ``threading.Event`` or callable) stops the sweep between tokens.
     """
     fixed_params.setdefault("logprobs", 0)
     jobs = plan(prompts, grid=grid, seeds=seeds, model=model, **fixed_params)
@@ -147,30 +157,51 @@ def sweep(
     todo = [j for j in jobs if j.key() not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run", disable=not progress)
     started, tokens = time.perf_counter(), 0
+    should_stop = stopper(cancel)
+
+    def save(run: Run) -> None:
+        nonlocal tokens
+        run.metrics = metrics_mod.compute(run, run_metrics)
+        target.record(run)
+        if run.finish_reason in FINISHED:
+            tokens += run.completion_tokens
+            bar.update()
+            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+
+    def batch_job(job: Job) -> BatchJob:
+        params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
+        run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
+        fields = {"experiment": experiment, "source": "sweep", "sweep_id": sweep_id, "sweep_coords": job.coords}
+        return BatchJob(params, {**fields, "run_id": run_id})
+
     try:
         for model_name, model_jobs in itertools.groupby(todo, key=lambda j: j.model):
+            if should_stop():
+                break
             engine, loaded_now = load_engine(model_name)
+            load_s = engine.load_s if loaded_now else 0.0
+            if batch:
+                by_prompt: dict[str, list[Job]] = {}
+                for job in model_jobs:
+                    by_prompt.setdefault(job.prompt, []).append(job)
+                for prompt, prompt_jobs in by_prompt.items():
+                    batch_jobs = [batch_job(j) for j in prompt_jobs]
+                    run_batched(engine, prompt, batch_jobs, on_finished=save, batch_size=batch_size, cancel=cancel,
+                                load_s=load_s)  # fmt: skip
+                    load_s = 0.0
+                    if should_stop():
+                        break
+                continue
             for job in model_jobs:
-                params: GenerationParams = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
-                run, interruption = execute(
-                    engine,
-                    job.prompt,
-                    params,
-                    load_s=engine.load_s if loaded_now else 0.0,
-                    experiment=experiment,
-                    source="sweep",
-                    sweep_id=sweep_id,
-                    sweep_coords=job.coords,
-                    run_id=hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest(),
-                )
-                loaded_now = False
-                run.metrics = metrics_mod.compute(run, run_metrics)
-                target.record(run)
+                planned = batch_job(job)
+                run, interruption = execute(engine, job.prompt, planned.params, cancel=cancel, load_s=load_s,
+                                            **planned.fields)  # fmt: skip
+                load_s = 0.0
+                save(run)
                 if interruption is not None:
                     raise interruption
-                tokens += run.completion_tokens
-                bar.update()
-                bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+                if run.finish_reason == "cancelled":
+                    break
     finally:
         bar.close()
     return sweep_frame(sweep_id, store=target, jobs=jobs, metrics=group_metrics)

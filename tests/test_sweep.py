@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -79,18 +78,30 @@ def test_models_list_runs_the_grid_on_every_model(model_path: Path, tmp_path: Pa
     assert len(lmbench.loaded()) == 1, "one model resident at a time"
 
 
-def test_keyboard_interrupt_keeps_finished_runs_and_rerun_completes() -> None:
+@pytest.mark.parametrize("batch", [True, False])
+def test_keyboard_interrupt_keeps_finished_runs_and_rerun_completes(batch: bool) -> None:
     kwargs = {"grid": {"temperature": [0.3, 0.8, 1.3]}, "seeds": 20, "max_tokens": 200}
     total = len(plan("Once upon a time", **kwargs))
-    kwargs["progress"] = False
-    timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        lmbench.sweep("Once upon a time", name="ki", **kwargs)
-    timer.cancel()
+    kwargs.update(progress=False, batch=batch, batch_size=4)
+    scored = []
+
+    def tripwire(run: lmbench.Run) -> float:
+        """Ctrl-C once five runs are scored (``interrupt_main`` runs the SIGINT handler in the main thread)."""
+        scored.append(run.id)
+        if len(scored) == 5:
+            _thread.interrupt_main()
+        return 0.0
+
+    lmbench.metrics.register("tripwire", tripwire)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lmbench.sweep("Once upon a time", name="ki", **kwargs)
+    finally:
+        lmbench.metrics.unregister("tripwire")
     partial = lmbench.runs()
     assert 0 < len(partial) < total
     finished = partial[partial.finish_reason != "cancelled"]
+    assert len(finished) >= 4
     df = lmbench.sweep("Once upon a time", name="ki", **kwargs)
     assert len(df) == total and df.id.is_unique
     assert len(lmbench.runs()) == total, "the cancelled run was replaced, not duplicated"
