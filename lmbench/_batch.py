@@ -162,7 +162,7 @@ def run_batched(
                 active[slot] = _Sequence(
                     slot=slot,
                     job=job,
-                    sampler=SamplerChain(params, params.seed, engine.n_vocab),
+                    sampler=SamplerChain(params, params.seed, engine.n_vocab, engine.eog_tokens),
                     stream=TextStream(params.stop),
                     logprobs=[] if params.logprobs is not None else None,
                     next_token=prompt_tokens[-1],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import llama_cpp
 
 from .params import GenerationParams
@@ -12,11 +15,17 @@ PENALTY_LAST_N = 64
 class SamplerChain:
     """A llama.cpp sampler chain owning its native memory; call ``close()`` when done."""
 
-    def __init__(self, params: GenerationParams, seed: int, n_vocab: int) -> None:
+    def __init__(self, params: GenerationParams, seed: int, n_vocab: int, eog_tokens: Sequence[int] = ()) -> None:
+        """``eog_tokens`` are banned when ``params.ignore_eos`` is set."""
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
         add = llama_cpp.llama_sampler_chain_add
+        if params.ignore_eos and eog_tokens:
+            biases = (llama_cpp.llama_logit_bias * len(eog_tokens))(
+                *(llama_cpp.llama_logit_bias(token, -math.inf) for token in eog_tokens)
+            )
+            add(self.ptr, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(eog_tokens), biases))
         add(
             self.ptr,
             llama_cpp.llama_sampler_init_penalties(

@@ -36,6 +36,8 @@ def _add_param_options(parser: argparse.ArgumentParser) -> None:
         help_text = f"{spec.description} ({spec.range_text()}; default {spec.default!r})"
         if spec.name == "stop":
             group.add_argument(*flags, action="append", default=None, metavar="TEXT", help=help_text + "; repeatable")
+        elif spec.type is bool:
+            group.add_argument(*flags, action="store_const", const=True, default=None, help=spec.description)
         else:
             group.add_argument(*flags, type=spec.type, default=None, metavar=spec.type.__name__.upper(), help=help_text)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -48,10 +50,56 @@ def physical_cores() -> int:
         return max(1, (os.cpu_count() or 2) // 2)
 
 
-class Engine:
-    """A GGUF model loaded into llama.cpp, with its captured log and a lock for thread safety."""
+def cpu_has_amx() -> bool:
+    """Whether the CPU offers Intel AMX, which llama.cpp uses to repack quantized weights."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " amx_int8" in line for line in fh)
+    except OSError:
+        return False
 
-    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, n_gpu_layers: int, **load_options: Any) -> None:
+
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load."""
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    with _params_lock:
+        module.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
+
+
+class Engine:
+    """A GGUF model loaded into llama.cpp, with its captured log and a lock for thread safety.
+
+    ``weight_repack`` lets llama.cpp repack quantized weights for the CPU's extra instructions.
+    ``None`` (the default) turns it off on CPUs with AMX: there, llama.cpp's AMX path (as bundled
+    with llama-cpp-python 0.3.36) was seen to crash the process on Q8_0 models.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_gpu_layers: int,
+        weight_repack: bool | None = None,
+        **load_options: Any,
+    ) -> None:
         self.path = path
         self.logs: collections.deque[str] = collections.deque(maxlen=2000)
         self.lock = threading.RLock()
@@ -63,7 +111,8 @@ class Engine:
         self.n_threads = n_threads
         self.load_options = dict(load_options)
         started = time.perf_counter()
-        with _llama_log.capture(self.logs):
+        self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
+        with _llama_log.capture(self.logs), _model_params(use_extra_bufts=self.weight_repack):
             try:
                 self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
                     model_path=str(path),
@@ -121,6 +170,11 @@ class Engine:
             return buf.raw[:n]
         return self._piece_buf.raw[:n]
 
+    @functools.cached_property
+    def eog_tokens(self) -> tuple[int, ...]:
+        """Every token that ends generation (end of sequence, end of turn, ...)."""
+        return tuple(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+
     def is_end(self, token: int) -> bool:
         """Whether ``token`` ends generation (end of sequence / turn)."""
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
@@ -145,7 +199,7 @@ class Engine:
         cached = _cached_prefix(llama, prompt_tokens)
         self.prompt_cached_tokens = cached
         llama.n_tokens = cached
-        sampler = SamplerChain(params, seed, self.n_vocab)
+        sampler = SamplerChain(params, seed, self.n_vocab, self.eog_tokens)
         ctx = llama.ctx
         try:
             with _llama_log.capture(self.logs):

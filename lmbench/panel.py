@@ -124,6 +124,11 @@ class Panel:
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
         self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
         self.debug_tokens = w.Checkbox(True, description="record token probabilities", indent=False)
+        self.toggles = {
+            s.name: w.Checkbox(s.default, description=s.name.replace("_", " "), tooltip=s.description, indent=False)
+            for s in param_specs()
+            if s.type is bool
+        }
         self.experiment = w.Text(experiment or "", placeholder="experiment (optional)", description="experiment")
 
         # Presets.
@@ -207,7 +212,7 @@ class Panel:
                 load_settings,
                 self.prompt,
                 params,
-                w.HBox([self.seed, self.random_seed, self.debug_tokens]),
+                w.HBox([self.seed, self.random_seed, self.debug_tokens, *self.toggles.values()]),
                 w.HBox([w.Label("stop strings"), self.stop]),
                 w.HBox([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,
@@ -229,6 +234,7 @@ class Panel:
     def values(self) -> dict[str, Any]:
         """The generation parameters the controls describe now."""
         values: dict[str, Any] = {name: slider.value for name, slider in self.sliders.items()}
+        values.update({name: toggle.value for name, toggle in self.toggles.items()})
         values["seed"] = None if self.random_seed.value else self.seed.value
         values["stop"] = list(self.stop.value)
         values["logprobs"] = DEBUG_TOP if self.debug_tokens.value else None
@@ -242,6 +248,9 @@ class Panel:
                 slider.max = max(slider.max, value)
                 slider.min = min(slider.min, value)
                 slider.value = value
+        for name, toggle in self.toggles.items():
+            if values.get(name) is not None:
+                toggle.value = bool(values[name])
         if "seed" in values and values["seed"] is not None:
             self.random_seed.value = False
             self.seed.value = int(values["seed"])

@@ -89,6 +89,10 @@ class GenerationParams(BaseModel):
         (),
         description="Strings that end the generation when they appear (not included in the text).",
     )
+    ignore_eos: bool = Field(
+        False,
+        description="Never end at the end-of-sequence token: always generate max_tokens (for benchmarks).",
+    )
     logprobs: int | None = Field(
         None,
         ge=0,
@@ -152,7 +156,7 @@ def _spec(name: str) -> ParamSpec:
         elif isinstance(meta, annotated_types.Lt):
             bounds.update(maximum=meta.lt, exclusive_maximum=True)
     ui = (field.json_schema_extra or {}).get("ui", {})  # type: ignore[union-attr]
-    kind = {"stop": tuple}.get(name) or (float if field.annotation is float else int)
+    kind = {"stop": tuple}.get(name) or {float: float, bool: bool}.get(field.annotation, int)
     return ParamSpec(
         name=name,
         type=kind,

@@ -84,7 +84,8 @@ class Run:
     def from_record(cls, record: dict[str, Any], metrics: dict[str, float] | None = None) -> Run:
         """Rebuild a run from a store row."""
         data = dict(record)
-        params = {name: data.pop(name) for name in PARAM_NAMES}
+        params = {name: data.pop(name, None) for name in PARAM_NAMES}
+        params = {k: v for k, v in params.items() if v is not None or k in ("seed", "logprobs", "stop")}
         params["stop"] = json.loads(params["stop"] or "[]")
         data["created_at"] = datetime.fromisoformat(data["created_at"])
         for key in ("tags", "token_logprobs", "messages", "sweep_coords"):

@@ -34,6 +34,14 @@ def lmbench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def synthetic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama with Q8_0 weights and the test model's tokenizer (it ends stories at random)."""
+    from bench.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synthetic") / "tiny-q8.gguf", n_embd=64, n_layer=2, n_head=4, n_ff=128)
+
+
 @pytest.fixture
 def model_path() -> Path:
     return TEST_MODEL

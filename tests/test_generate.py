@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import lmbench
+from lmbench.engine import cpu_has_amx
 from lmbench.generation import TextStream
 
 PROMPT = "Once upon a time"
@@ -208,3 +209,28 @@ def test_done_when_story_in_one_process_table_in_another(lmbench_home: Path) -> 
         check=True,
     ).stdout
     assert table.startswith("1\n") and story.strip()[:30] in table
+
+
+def test_ignore_eos_always_generates_max_tokens(synthetic_model: Path) -> None:
+    ended = [lmbench.generate("Once upon a time", model=synthetic_model, max_tokens=2000, seed=s) for s in range(5)]
+    stopped = [r for r in ended if r.finish_reason == "stop"]
+    assert stopped, "a random model samples the end-of-sequence token now and then"
+    for run in stopped:
+        forced = lmbench.generate(
+            "Once upon a time", model=synthetic_model, max_tokens=2000, seed=run.seed, ignore_eos=True
+        )
+        assert forced.completion_tokens == 2000 and forced.finish_reason == "length" and forced.ignore_eos
+    table = lmbench.runs()
+    assert table.ignore_eos.tolist() == [0] * 5 + [1] * len(stopped)
+
+
+def test_quantized_models_load_and_generate_in_a_subprocess(synthetic_model: Path) -> None:
+    """Q8_0 weights crashed llama.cpp's AMX path on AMX CPUs; lmbench turns weight repacking off there."""
+    code = (
+        "import sys, lmbench; e = lmbench.load(sys.argv[1]); "
+        "print(e.weight_repack, lmbench.generate('Once', model=e, max_tokens=5).completion_tokens)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(synthetic_model)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    repack, tokens = result.stdout.split()
+    assert repack == str(not cpu_has_amx()) and tokens == "5"
