@@ -31,7 +31,7 @@ from . import _llama_log
 from ._sampling import SamplerChain
 from .engine import Engine
 from .errors import ContextOverflowError, GenerationError
-from .generation import Cancel, TextStream, build_run, logprob_entry, stopper
+from .generation import Cancel, TextStream, build_run, log_softmax, logprob_entry, stopper
 from .params import GenerationParams
 from .run import Run
 
@@ -207,8 +207,12 @@ def run_batched(
                         break
                     order = [*active.values()]
                     context.decode([(s.next_token, s.pos, s.slot, True) for s in order])
+                    scores = None
+                    if any(s.logprobs is not None for s in order):  # one vectorised pass for the whole batch
+                        rows = llama_cpp.llama_get_logits(context.ctx)
+                        scores = log_softmax(np.ctypeslib.as_array(rows, shape=(len(order), engine.n_vocab)))
                     for i, seq in enumerate(order):
-                        _step(engine, context, seq, i, n_prompt, finish)
+                        _step(engine, context, seq, i, n_prompt, finish, scores)
                     join(time.perf_counter())
         except KeyboardInterrupt:
             waiting.clear()
@@ -229,6 +233,7 @@ def _step(
     index: int,
     n_prompt: int,
     finish: Callable[[_Sequence, str], None],
+    scores: tuple[np.ndarray, np.ndarray] | None,
 ) -> None:
     """Sample one sequence's next token from row ``index`` of the last decode, and end it when it is done."""
     token = seq.sampler.sample(context.ctx, index)
@@ -239,9 +244,9 @@ def _step(
         return
     seq.n_generated += 1
     params = seq.job.params
-    if seq.logprobs is not None:
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(context.ctx, index), shape=(engine.n_vocab,))
-        seq.logprobs.append(logprob_entry(engine, token, logits, params.logprobs or 0))
+    if seq.logprobs is not None and scores is not None:
+        lp, entropy = scores
+        seq.logprobs.append(logprob_entry(engine, token, lp[index], entropy[index], params.logprobs or 0))
     if seq.stream.add(engine.piece(token)):
         finish(seq, "stop")
     elif seq.n_generated >= params.max_tokens or n_prompt + seq.n_generated >= engine.n_ctx:

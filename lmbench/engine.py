@@ -63,7 +63,7 @@ _params_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _model_params(**fields: Any) -> Iterator[None]:
+def model_params(**fields: Any) -> Iterator[None]:
     """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load."""
     module = llama_cpp.llama_cpp
     original = module.llama_model_default_params
@@ -112,7 +112,7 @@ class Engine:
         self.load_options = dict(load_options)
         started = time.perf_counter()
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
-        with _llama_log.capture(self.logs), _model_params(use_extra_bufts=self.weight_repack):
+        with _llama_log.capture(self.logs), model_params(use_extra_bufts=self.weight_repack):
             try:
                 self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
                     model_path=str(path),

@@ -77,15 +77,21 @@ class TextStream:
         return new
 
 
-def logprob_entry(engine: Engine, token: int, logits: np.ndarray, top: int) -> dict[str, Any]:
+def log_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities and entropies (nats) of each row of ``logits`` (one row per token)."""
     x = logits.astype(np.float64)
-    x -= x.max()
-    lp = x - np.log(np.exp(x).sum())
+    x -= x.max(axis=-1, keepdims=True)
+    lp = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return lp, -(np.exp(lp) * lp).sum(axis=-1)
+
+
+def logprob_entry(engine: Engine, token: int, lp: np.ndarray, entropy: float, top: int) -> dict[str, Any]:
+    """The record of one generated token: its log-probability, the entropy, and the ``top`` alternatives."""
     entry: dict[str, Any] = {
         "id": token,
         "token": engine.piece(token).decode("utf-8", errors="replace"),
         "logprob": float(lp[token]),
-        "entropy": float(-(np.exp(lp) * lp).sum()),
+        "entropy": float(entropy),
     }
     if top:
         best = np.argpartition(lp, -top)[-top:]
@@ -183,7 +189,8 @@ def execute(
                         break
                     n_generated += 1
                     if logprobs is not None:
-                        logprobs.append(logprob_entry(engine, token, logits, params.logprobs or 0))
+                        lp, entropy = log_softmax(logits)
+                        logprobs.append(logprob_entry(engine, token, lp, entropy, params.logprobs or 0))
                     hit_stop = stream.add(engine.piece(token))
                     if on_token is not None and (new := stream.take()):
                         on_token(new)

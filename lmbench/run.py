@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -70,9 +70,8 @@ class Run:
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict: one key per column of the store."""
-        record = asdict(self)
-        params = record.pop("params")
-        record.update(params)
+        record = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: JSON-encoded below anyway
+        record.update(record.pop("params").model_dump())
         record["stop"] = json.dumps(list(self.params.stop))
         record["created_at"] = self.created_at.isoformat()
         for key in ("tags", "token_logprobs", "messages", "sweep_coords"):

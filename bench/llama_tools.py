@@ -1,0 +1,73 @@
+"""llama.cpp's own ``llama-batched-bench``, built from the llama.cpp sources inside llama-cpp-python's source package.
+
+The build lands in ``bench/.build`` (not committed) and takes a few minutes on two cores, once.
+``LMBENCH_BATCHED_BENCH`` may name an already built binary instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import llama_cpp
+
+from lmbench.engine import cpu_has_amx
+
+BUILD = Path(__file__).resolve().parent / ".build"
+
+
+def batched_bench() -> Path | None:
+    """The llama-batched-bench binary, building it on first use; None (with the reason printed) if that fails."""
+    given = os.environ.get("LMBENCH_BATCHED_BENCH")
+    if given:
+        return Path(given)
+    binary = BUILD / "llama.cpp" / "bin" / "llama-batched-bench"
+    if binary.exists():
+        return binary
+    version = llama_cpp.__version__
+    BUILD.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = next(BUILD.glob(f"llama_cpp_python-{version}.tar.gz"), None)
+        if archive is None:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
+                 "--no-deps", "--no-build-isolation", "-d", str(BUILD)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            archive = next(BUILD.glob(f"llama_cpp_python-{version}.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(BUILD, filter="data")
+        source = BUILD / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+        options = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                   "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON",
+                   "-DBUILD_SHARED_LIBS=OFF"]  # fmt: skip
+        subprocess.run(["cmake", "-S", str(source), "-B", str(BUILD / "llama.cpp"), *options], check=True,
+                       capture_output=True)  # fmt: skip
+        jobs = str(os.cpu_count() or 2)
+        subprocess.run(["cmake", "--build", str(BUILD / "llama.cpp"), "--target", "llama-batched-bench", "-j", jobs],
+                       check=True, capture_output=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError, StopIteration, tarfile.TarError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        print(f"B4 skipped: could not build llama-batched-bench: {exc} {detail.decode(errors='replace')[-500:]}")
+        return None
+    return binary
+
+
+def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, threads: int, reps: int) -> float:
+    """Median S_TG (generated tokens/s over all sequences) for ``n_seq`` sequences sharing one prompt."""
+    command = [
+        str(binary), "-m", str(model), "-c", str(n_prompt + n_seq * (n_gen + 1) + 256), "-b", "2048", "-ub", "512",
+        "-npp", str(n_prompt), "-ntg", str(n_gen), "-npl", str(n_seq), "-t", str(threads), "-pps",
+        *(["--no-repack"] if cpu_has_amx() else []),
+    ]  # fmt: skip
+    speeds = []
+    for _ in range(reps):
+        out = subprocess.run(command, check=True, capture_output=True, text=True)
+        rows = [line for line in (out.stdout + out.stderr).splitlines() if re.match(r"\|\s+\d", line)]
+        speeds.append(float(rows[-1].split("|")[8]))
+    return statistics.median(speeds)

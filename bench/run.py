@@ -1,0 +1,357 @@
+"""lmbench's benchmark suite: ``python bench/run.py`` prints a table and records it in bench/RESULTS.md.
+
+Each comparison runs its two sides in one process, alternating A and B every repetition to
+cancel machine noise, and reports medians. Models: the test model (stories260K) and a synthetic
+85M-parameter Llama that ``bench/synth.py`` writes on first use (kept out of git).
+
+B1 overhead      lmbench.generate (recorded) vs a bare llama_cpp.Llama.create_completion loop
+B2 sweep         a 32-run sweep (8 temperatures x 4 seeds, 64 tokens) batched vs a sequential create_completion loop
+B3 shared prompt a ~400-token prompt x 16 runs: prompt tokens evaluated and their time, batched vs re-evaluated
+B4 ceiling       the batched sweep's generation speed as a fraction of llama.cpp's llama-batched-bench S_TG
+B5 store         10,000 runs recorded; lmbench.runs() of 100,000 rows (first read and from the snapshot)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import llama_cpp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lmbench
+from bench import llama_tools
+from bench.synth import TOKENIZER_SOURCE, synthesize
+from lmbench.engine import cpu_has_amx, model_params, physical_cores
+from lmbench.store import Store
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+SYNTHETIC = HERE / ".models" / "synthetic-85M-q8_0.gguf"
+PROMPT = "Once upon a time"
+SAMPLING = {"temperature": 0.8, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
+
+
+@dataclasses.dataclass
+class Result:
+    bench: str
+    model: str
+    measure: str
+    lmbench: float
+    baseline: float | None
+    unit: str
+    target: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.lmbench / self.baseline if self.baseline else None
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float], reps: int) -> tuple[float, float]:
+    """Median of ``a()`` and of ``b()`` over ``reps`` rounds, alternating which goes first."""
+    results_a, results_b = [], []
+    for rep in range(reps):
+        first, second = ((a, results_a), (b, results_b)) if rep % 2 == 0 else ((b, results_b), (a, results_a))
+        for fn, bucket in (first, second):
+            bucket.append(fn())
+    return statistics.median(results_a), statistics.median(results_b)
+
+
+def baseline_llama(path: Path) -> llama_cpp.Llama:
+    """The bare llama-cpp-python model the comparisons run against (same threads and context as lmbench's)."""
+    threads = physical_cores()
+    with model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine)
+        return llama_cpp.Llama(
+            model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+
+
+def b1_overhead(name: str, path: Path, reps: int) -> Result:
+    engine = lmbench.load(path)
+    bare = baseline_llama(path)
+    store = Store(Path(tempfile.mkdtemp()) / "b1.db")
+    max_tokens = 256 if name == "stories260K" else 128
+
+    def ours() -> float:
+        run = lmbench.generate(PROMPT, model=engine, max_tokens=max_tokens, seed=1, store=store, **SAMPLING)
+        return run.completion_tokens / run.total_s
+
+    def theirs() -> float:
+        started = time.perf_counter()
+        out = bare.create_completion(PROMPT, max_tokens=max_tokens, seed=1, **SAMPLING)
+        return out["usage"]["completion_tokens"] / (time.perf_counter() - started)
+
+    ours(), theirs()  # warm up both
+    a, b = alternate(ours, theirs, reps)
+    bare.close()
+    return Result("B1 overhead", name, "tokens/s, one generation", a, b, "tok/s", ">= 0.95")
+
+
+def b2_sweep(name: str, path: Path, reps: int) -> Result:
+    engine = lmbench.load(path)
+    bare = baseline_llama(path)
+    grid = {"temperature": [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]}
+    store = Store(Path(tempfile.mkdtemp()) / "b2.db")
+
+    def ours() -> float:
+        started = time.perf_counter()
+        df = lmbench.sweep(
+            PROMPT,
+            grid=grid,
+            seeds=4,
+            max_tokens=64,
+            ignore_eos=True,
+            model=engine.path,
+            name=uuid.uuid4().hex,
+            progress=False,
+            store=store,
+        )
+        return df.completion_tokens.sum() / (time.perf_counter() - started)
+
+    def theirs() -> float:
+        started, tokens = time.perf_counter(), 0
+        for temperature in grid["temperature"]:
+            for seed in range(4):
+                settings = {**SAMPLING, "temperature": temperature}
+                out = bare.create_completion(PROMPT, max_tokens=64, seed=seed, **settings)
+                tokens += out["usage"]["completion_tokens"]
+        return tokens / (time.perf_counter() - started)
+
+    ours(), theirs()
+    a, b = alternate(ours, theirs, reps)
+    bare.close()
+    target = ">= 1.5" if name == "stories260K" else ">= 2.5"
+    return Result("B2 sweep", name, "generated tokens/s, 32 runs", a, b, "tok/s", target)
+
+
+def b3_shared_prompt(name: str, path: Path, reps: int) -> list[Result]:
+    engine = lmbench.load(path)
+    sentence = "The little dog ran to the park and played with a red ball in the sun. "
+    prompt = sentence * 25
+    n_prompt = len(engine.tokenize(prompt))
+    store = Store(Path(tempfile.mkdtemp()) / "b3.db")
+    evaluated: list[int] = []
+
+    def batched() -> float:
+        df = lmbench.sweep(
+            prompt,
+            grid={"temperature": [0.5, 1.0]},
+            seeds=8,
+            max_tokens=32,
+            ignore_eos=True,
+            model=engine.path,
+            name=uuid.uuid4().hex,
+            progress=False,
+            store=store,
+        )
+        evaluated.append(int((df.prompt_tokens - df.prompt_cached_tokens).sum()))
+        first = df.sort_values("prompt_cached_tokens").iloc[0]
+        return float(first.ttft_s)  # the one prompt evaluation (plus the first step)
+
+    def every_run() -> float:
+        llama = engine.llama
+        tokens = engine.tokenize(prompt)
+        total = 0.0
+        with engine.lock:
+            for _ in range(16):
+                llama.reset()
+                started = time.perf_counter()
+                llama.eval(tokens)
+                total += time.perf_counter() - started
+            llama.reset()
+        return total
+
+    batched(), every_run()
+    a, b = alternate(batched, every_run, reps)
+    return [
+        Result(
+            "B3 shared prompt",
+            name,
+            f"prompt evaluation s per 16-run sweep ({n_prompt} tokens)",
+            a,
+            b,
+            "s",
+            "< 1/16 of re-evaluating",
+        ),
+        Result(
+            "B3 shared prompt",
+            name,
+            "prompt tokens evaluated per sweep",
+            evaluated[-1],
+            16 * n_prompt,
+            "tokens",
+            f"{n_prompt} (once)",
+        ),
+    ]
+
+
+def b4_ceiling(name: str, path: Path, reps: int) -> Result | None:
+    binary = llama_tools.batched_bench()
+    if binary is None:
+        return None
+    engine = lmbench.load(path)
+    n_prompt = len(engine.tokenize(PROMPT))
+    store = Store(Path(tempfile.mkdtemp()) / "b4.db")
+    generation: list[float] = []
+    for _ in range(reps):
+        df = lmbench.sweep(
+            PROMPT,
+            grid={"temperature": [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]},
+            seeds=4,
+            max_tokens=64,
+            ignore_eos=True,
+            model=engine.path,
+            name=uuid.uuid4().hex,
+            progress=False,
+            store=store,
+        )
+        # Generation speed as llama-batched-bench counts it: all tokens after the first step, over that time.
+        span = (df.total_s - df.ttft_s).max()
+        generation.append(float((df.completion_tokens - 1).sum() / span))
+    s_tg = llama_tools.s_tg(binary, path, n_prompt=n_prompt, n_gen=64, n_seq=32, threads=engine.n_threads, reps=reps)
+    return Result(
+        "B4 ceiling",
+        name,
+        "batch 32: generation tok/s vs llama-batched-bench S_TG",
+        statistics.median(generation),
+        s_tg,
+        "tok/s",
+        ">= 0.8",
+    )
+
+
+def b5_store(reps: int) -> list[Result]:
+    folder = Path(tempfile.mkdtemp())
+    template = lmbench.generate(PROMPT, max_tokens=20, store=Store(folder / "t.db"))
+    one_by_one, together = [], []
+    for rep in range(reps):
+        runs = [dataclasses.replace(template, id=uuid.uuid4().hex) for _ in range(10_000)]
+        store = Store(folder / f"w{rep}.db")
+        started = time.perf_counter()
+        for run in runs[:1000]:
+            store.record(run)
+        one_by_one.append(1000 / (time.perf_counter() - started))
+        started = time.perf_counter()
+        store.record(runs)
+        together.append(10_000 / (time.perf_counter() - started))
+    big = Store(folder / "big.db")
+    for _ in range(10):
+        big.record([dataclasses.replace(template, id=uuid.uuid4().hex) for _ in range(10_000)])
+    first_started = time.perf_counter()
+    assert len(big.runs()) == 100_000
+    first = time.perf_counter() - first_started
+    again = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        Store(big.path).runs()
+        again.append(time.perf_counter() - started)
+    return [
+        Result(
+            "B5 store",
+            "-",
+            "runs recorded per second, one transaction each",
+            statistics.median(one_by_one),
+            None,
+            "runs/s",
+        ),
+        Result(
+            "B5 store", "-", "runs recorded per second, 10,000 in one call", statistics.median(together), None, "runs/s"
+        ),
+        Result("B5 store", "-", "lmbench.runs() of 100,000 rows, first read (builds the snapshot)", first, None, "s"),
+        Result(
+            "B5 store",
+            "-",
+            "lmbench.runs() of 100,000 rows, later reads",
+            statistics.median(again),
+            None,
+            "s",
+            "well under 1 s",
+        ),
+    ]
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as fh:
+        cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    cores = physical_cores()
+    return f"{cpu}, {os.cpu_count()} logical CPUs ({cores} physical cores used), Python {platform.python_version()}"
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| bench | model | measure | lmbench | baseline | ratio | target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        base = f"{r.baseline:,.3f}" if r.baseline is not None else ""
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+        lines.append(
+            f"| {r.bench} | {r.model} | {r.measure} | {r.lmbench:,.3f} {r.unit} | {base} | {ratio} | {r.target} |"
+        )
+    return "\n".join(lines)
+
+
+def record(results: list[Result], notes: str) -> None:
+    """Put this run's table at the top of RESULTS.md, above the older ones."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"## {stamp}\n\n{machine()}; lmbench {lmbench.__version__}, llama-cpp-python {llama_cpp.__version__}.\n"
+        f"{notes}\n\n{table(results)}\n"
+    )
+    header = "# Benchmark results\n\nNewest first. Produced by `python bench/run.py` (see its docstring).\n"
+    old = RESULTS.read_text() if RESULTS.exists() else header
+    body = old[len(header) :] if old.startswith(header) else old
+    RESULTS.write_text(f"{header}\n{section}{body}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="lmbench benchmarks (see the module docstring)")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5", help="comma-separated: B1,B2,B3,B4,B5")
+    parser.add_argument("--models", default="stories260K,synthetic-85M")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
+    parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    os.environ.setdefault("LMBENCH_HOME", tempfile.mkdtemp(prefix="lmbench-bench-"))
+    wanted = set(args.only.split(","))
+    paths = {"stories260K": TOKENIZER_SOURCE, "synthetic-85M": SYNTHETIC}
+    if "synthetic-85M" in args.models and not SYNTHETIC.exists():
+        print(f"writing {SYNTHETIC} ...", flush=True)
+        synthesize(SYNTHETIC)
+    steps: dict[str, Callable[[str, Path, int], list[Result]]] = {
+        "B1": lambda name, path, reps: [b1_overhead(name, path, reps)],
+        "B2": lambda name, path, reps: [b2_sweep(name, path, reps)],
+        "B3": b3_shared_prompt,
+        "B4": lambda name, path, reps: [r for r in [b4_ceiling(name, path, reps)] if r],
+    }
+    results: list[Result] = []
+    for name in args.models.split(","):
+        for key, step in steps.items():
+            if key in wanted:
+                print(f"{key} on {name} ...", flush=True)
+                results += step(name, paths[name], args.reps)
+                lmbench.unload()
+    if "B5" in wanted:
+        print("B5 ...", flush=True)
+        results += b5_store(args.reps)
+    print(table(results))
+    if not args.no_record:
+        notes = f"{args.reps} repetitions per side, alternating; medians. Models: {args.models}."
+        record(results, notes)
+        print(f"recorded in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
