@@ -59,15 +59,25 @@ def batched_bench() -> Path | None:
 
 
 def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, threads: int, reps: int) -> float:
-    """Median S_TG (generated tokens/s over all sequences) for ``n_seq`` sequences sharing one prompt."""
+    """Median S_TG (generated tokens/s over all sequences) for ``n_seq`` sequences sharing one prompt.
+
+    The tool skips its first configuration's numbers, so a 1-sequence run goes first.
+    """
     command = [
-        str(binary), "-m", str(model), "-c", str(n_prompt + n_seq * (n_gen + 1) + 256), "-b", "2048", "-ub", "512",
-        "-npp", str(n_prompt), "-ntg", str(n_gen), "-npl", str(n_seq), "-t", str(threads), "-pps",
+        str(binary), "-m", str(model), "-c", str(1 << (n_prompt + n_seq * (n_gen + 1)).bit_length()), "-b", "2048",
+        "-ub", "512",
+        "-npp", str(n_prompt), "-ntg", str(n_gen), "-npl", f"1,{n_seq}", "-t", str(threads), "-pps",
         *(["--no-repack"] if cpu_has_amx() else []),
     ]  # fmt: skip
     speeds = []
     for _ in range(reps):
         out = subprocess.run(command, check=True, capture_output=True, text=True)
-        rows = [line for line in (out.stdout + out.stderr).splitlines() if re.match(r"\|\s+\d", line)]
-        speeds.append(float(rows[-1].split("|")[8]))
+        rows = [
+            cells
+            for line in (out.stdout + out.stderr).splitlines()
+            if re.match(r"\|\s+\d", line) and int((cells := line.split("|"))[3]) == n_seq
+        ]
+        if not rows:
+            raise RuntimeError(f"llama-batched-bench gave no result:\n{out.stdout}\n{out.stderr}")
+        speeds.append(float(rows[-1][8]))
     return statistics.median(speeds)

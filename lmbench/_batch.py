@@ -1,8 +1,8 @@
 """Batched decoding for sweeps: the runs of one prompt advance together, one ``llama_decode`` per step.
 
 The prompt is evaluated once into sequence 0; each run gets its own sequence (a copy of the
-prompt's KV cells, shared in llama.cpp's unified KV cache) and its own sampler chain, and joins
-the batch by decoding the prompt's last token. Finished runs leave at once and waiting ones take
+prompt's KV cells; see ``plan_batch`` for when they are shared) and its own sampler chain, and
+joins the batch by decoding the prompt's last token. Finished runs leave at once and waiting ones take
 their place (continuous batching), so the batch stays full.
 
 Timings are per run and wall-clock: a run's clock starts when it joins the batch (the first wave
@@ -52,24 +52,28 @@ class BatchJob:
 class BatchContext:
     """A llama.cpp context on an engine's model with KV room for several sequences."""
 
-    def __init__(self, engine: Engine, *, n_ctx: int, n_seq: int, n_batch: int) -> None:
+    def __init__(self, engine: Engine, *, n_ctx: int, n_seq: int, n_batch: int, unified: bool) -> None:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = n_seq
         params.n_threads = params.n_threads_batch = engine.n_threads
-        params.kv_unified = True
+        params.kv_unified = unified
         params.no_perf = True
         with _llama_log.capture(engine.logs):
             self.ctx = llama_cpp.llama_init_from_model(engine.llama.model, params)
         if not self.ctx:
             raise GenerationError(f"llama.cpp could not make a context of {n_ctx} tokens for {n_seq} sequences")
-        self.n_ctx, self.n_seq, self.n_batch = llama_cpp.llama_n_ctx(self.ctx), n_seq, n_batch
+        self.n_ctx, self.n_seq, self.n_batch, self.unified = llama_cpp.llama_n_ctx(self.ctx), n_seq, n_batch, unified
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
 
-    def fits(self, n_ctx: int, n_seq: int, n_batch: int) -> bool:
-        return self.n_ctx >= n_ctx and self.n_seq >= n_seq and self.n_batch >= n_batch
+    def fits(self, n_ctx: int, n_seq: int, n_batch: int, unified: bool) -> bool:
+        if self.unified != unified or self.n_batch < n_batch:
+            return False
+        if unified:
+            return self.n_ctx >= n_ctx and self.n_seq >= n_seq
+        return self.n_seq == n_seq and self.n_ctx >= n_ctx  # split caches give each sequence n_ctx / n_seq
 
     def decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """One ``llama_decode`` of (token, position, sequence, wants logits) entries."""
@@ -107,15 +111,36 @@ class _Sequence:
     n_generated: int = 0
 
 
-def plan_batch(engine: Engine, n_prompt: int, jobs: Sequence[BatchJob], batch_size: int | None) -> tuple[int, int]:
-    """The batch size and the KV cells a batch of ``jobs`` needs; raises before anything runs if it cannot fit."""
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a batch is laid out: how many runs at once, and the KV cache that holds them."""
+
+    size: int
+    n_ctx: int
+    unified: bool
+
+    @property
+    def n_seq(self) -> int:
+        return self.size + 1  # sequence 0 holds the prompt
+
+
+def plan_batch(engine: Engine, n_prompt: int, jobs: Sequence[BatchJob], batch_size: int | None) -> BatchPlan:
+    """The batch for ``jobs``; raises before anything runs if the prompt cannot fit.
+
+    A long shared prompt goes into a unified KV cache, where every sequence shares the prompt's
+    cells; otherwise each sequence gets a cache of its own (a copy of the prompt), so attention
+    only looks at that sequence's cells, which is faster.
+    """
     if n_prompt >= engine.n_ctx:
         raise ContextOverflowError(n_prompt, engine.n_ctx)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     size = min(batch_size or MAX_BATCH, len(jobs))
     longest = max(min(job.params.max_tokens, engine.n_ctx - n_prompt) for job in jobs)
-    return size, n_prompt + size * (longest + 1)
+    if n_prompt > longest:
+        return BatchPlan(size, n_prompt + size * (longest + 1), unified=True)
+    per_sequence = -(-(n_prompt + longest + 1) // 256) * 256
+    return BatchPlan(size, per_sequence * (size + 1), unified=False)
 
 
 def run_batched(
@@ -139,8 +164,9 @@ def run_batched(
     with engine.lock:
         prompt_tokens = engine.tokenize(prompt)
         n_prompt = len(prompt_tokens)
-        size, n_cells = plan_batch(engine, n_prompt, jobs, batch_size)
-        context = engine.batch_context(n_ctx=n_cells, n_seq=size + 1, n_batch=max(size, PROMPT_CHUNK))
+        plan = plan_batch(engine, n_prompt, jobs, batch_size)
+        size = plan.size
+        context = engine.batch_context(plan, n_batch=max(size, PROMPT_CHUNK))
         llama_cpp.llama_memory_clear(context.memory, True)
         started = time.perf_counter()
         head = prompt_tokens[:-1]

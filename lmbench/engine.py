@@ -22,7 +22,7 @@ from .errors import ContextOverflowError, EngineClosedError, GenerationError, Mo
 from .params import GenerationParams
 
 if TYPE_CHECKING:
-    from ._batch import BatchContext
+    from ._batch import BatchContext, BatchPlan
 
 _llama_log.install()
 
@@ -136,6 +136,7 @@ class Engine:
         self.n_vocab = llama.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
         self.prompt_cached_tokens = 0
         self._batch: BatchContext | None = None
         self.logs.append(
@@ -162,22 +163,32 @@ class Engine:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def piece(self, token: int) -> bytes:
-        """The raw bytes of one token (may be part of a multi-byte character)."""
+        """The raw bytes of one token (may be part of a multi-byte character); cached per token."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-            return buf.raw[:n]
-        return self._piece_buf.raw[:n]
+            piece = buf.raw[:n]
+        else:
+            piece = self._piece_buf.raw[:n]
+        self._pieces[token] = piece
+        return piece
 
     @functools.cached_property
     def eog_tokens(self) -> tuple[int, ...]:
         """Every token that ends generation (end of sequence, end of turn, ...)."""
         return tuple(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
 
+    @functools.cached_property
+    def _eog_set(self) -> frozenset[int]:
+        return frozenset(self.eog_tokens)
+
     def is_end(self, token: int) -> bool:
         """Whether ``token`` ends generation (end of sequence / turn)."""
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return token in self._eog_set
 
     def sample_tokens(
         self, prompt_tokens: list[int], params: GenerationParams, seed: int, *, with_logits: bool = False
@@ -226,18 +237,18 @@ class Engine:
         finally:
             sampler.close()
 
-    def batch_context(self, *, n_ctx: int, n_seq: int, n_batch: int) -> BatchContext:
-        """A context for batched sweeps with room for ``n_seq`` sequences in ``n_ctx`` KV cells.
+    def batch_context(self, plan: BatchPlan, *, n_batch: int) -> BatchContext:
+        """A context for batched sweeps laid out as ``plan`` says.
 
-        Kept and reused while it is big enough; the caller must hold ``self.lock``.
+        Kept and reused while it fits; the caller must hold ``self.lock``.
         """
         from ._batch import BatchContext
 
-        if self._batch is None or not self._batch.fits(n_ctx, n_seq, n_batch):
+        if self._batch is None or not self._batch.fits(plan.n_ctx, plan.n_seq, n_batch, plan.unified):
             if self._batch is not None:
                 self._batch.close()
                 self._batch = None
-            self._batch = BatchContext(self, n_ctx=n_ctx, n_seq=n_seq, n_batch=n_batch)
+            self._batch = BatchContext(self, n_ctx=plan.n_ctx, n_seq=plan.n_seq, n_batch=n_batch, unified=plan.unified)
         return self._batch
 
     def close(self) -> None:
