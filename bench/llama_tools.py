@@ -36,7 +36,7 @@ def batched_bench() -> Path | None:
         if archive is None:
             subprocess.run(
                 [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
-                 "--no-deps", "--no-build-isolation", "-d", str(BUILD)],
+                 "--no-deps", "-d", str(BUILD)],
                 check=True, capture_output=True,
             )  # fmt: skip
             archive = next(BUILD.glob(f"llama_cpp_python-{version}.tar.gz"))

@@ -55,7 +55,9 @@ def main() -> None:
     exec(sweep, namespace)  # warm up
     print(f"model {engine.name}, {engine.n_threads} threads")
     profile("batched sweep, 32 runs x 64 tokens (logprobs recorded)", sweep, namespace, 32 * 64)
-    single = "for s in range(8): lmbench.generate('Once upon a time', model=engine, max_tokens=128, seed=s, ignore_eos=True)"  # noqa: E501
+    single = (
+        "for s in range(8): lmbench.generate('Once upon a time', model=engine, max_tokens=128, seed=s, ignore_eos=True)"
+    )
     profile("single generations, 8 x 128 tokens", single, namespace, 8 * 128)
 
 

@@ -65,7 +65,10 @@ def _rows(conn: sqlite3.Connection, columns: dict[str, str], since: int) -> pa.T
     metrics: dict[str, list[float | None]] = {}
     query = "SELECT m.run_id, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.rowid > ?"
     for run_id, name, value in conn.execute(query, (since,)):
-        metrics.setdefault(name, [None] * len(rows))[position[run_id]] = value
+        column = metrics.get(name)
+        if column is None:
+            column = metrics[name] = [None] * len(rows)
+        column[position[run_id]] = value
     for name in sorted(metrics):
         if name not in arrays:
             arrays[name] = pa.array(metrics[name], pa.float64())

@@ -7,6 +7,7 @@ Routes (under ``/`` for ``lmbench serve``, under ``/lmbench/`` inside Jupyter):
 - ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``: OpenAI-compatible
   (``"stream": true`` answers with server-sent events)
 - ``GET /api/runs?experiment=&limit=``: recorded runs
+- ``GET /api/params``: the generation parameters (names, types, defaults, ranges, descriptions)
 - ``GET /api/status``: the default model and the server's limits
 
 Every generation is recorded with ``source="api"``. Requests may only name models the model
@@ -30,6 +31,7 @@ from .chat import chat
 from .engine import load_engine
 from .errors import LmbenchError, ModelLoadError, ModelNotFoundError, ParameterError
 from .generation import generate
+from .params import GenerationParams, param_specs
 from .run import Run
 from .store import Store, get_store
 
@@ -118,6 +120,25 @@ class Service:
             {"id": i, "object": "model", "created": self.started, "owned_by": "lmbench"} for i in dict.fromkeys(ids)
         ]
         return {"object": "list", "data": data}
+
+    @staticmethod
+    def params() -> dict[str, Any]:
+        """``GET /api/params``: every generation parameter (the same definition the UI and CLI use)."""
+        return {
+            "parameters": [
+                {
+                    "name": s.name,
+                    "type": s.type.__name__,
+                    "default": list(s.default) if isinstance(s.default, tuple) else s.default,
+                    "minimum": s.minimum,
+                    "maximum": s.maximum,
+                    "allowed": s.range_text(),
+                    "description": s.description,
+                }
+                for s in param_specs()
+            ],
+            "json_schema": GenerationParams.model_json_schema(),
+        }
 
     def status(self) -> dict[str, Any]:
         """``GET /api/status``."""

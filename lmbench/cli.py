@@ -17,10 +17,8 @@ from typing import Any
 
 from . import __version__
 from .errors import LmbenchError
-from .params import PARAM_SPECS
+from .params import given_params, option_specs
 
-# Short flags for the parameters users reach for most (as in the magics).
-SHORT_FLAGS = {"temperature": "-t", "top_p": "-p", "max_tokens": "-n", "top_k": "-k", "seed": "-s"}
 TABLE_COLUMNS = ["created_at", "id", "experiment", "source", "model_name", "temperature", "top_p", "max_tokens",
                  "seed", "completion_tokens", "finish_reason", "tokens_per_s", "text"]  # fmt: skip
 
@@ -31,19 +29,8 @@ class UsageError(Exception):
 
 def _add_param_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation parameters")
-    for spec in PARAM_SPECS.values():
-        flags = [f"--{spec.name.replace('_', '-')}", *([SHORT_FLAGS[spec.name]] if spec.name in SHORT_FLAGS else [])]
-        help_text = f"{spec.description} ({spec.range_text()}; default {spec.default!r})"
-        if spec.name == "stop":
-            group.add_argument(*flags, action="append", default=None, metavar="TEXT", help=help_text + "; repeatable")
-        elif spec.type is bool:
-            group.add_argument(*flags, action="store_const", const=True, default=None, help=spec.description)
-        else:
-            group.add_argument(*flags, type=spec.type, default=None, metavar=spec.type.__name__.upper(), help=help_text)
-
-
-def _given_params(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in PARAM_SPECS if getattr(args, name, None) is not None}
+    for flags, options in option_specs():
+        group.add_argument(*flags, **options)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     run = generate(
         prompt, model=args.model, experiment=args.experiment, tags=args.tags, preset=args.preset,
-        on_token=stream, source="cli", **_given_params(args),
+        on_token=stream, source="cli", **given_params(args),
     )  # fmt: skip
     if args.json:
         record = {**run.to_record(), "metrics": run.metrics}
@@ -187,7 +174,7 @@ def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
     models = args.models or spec.get("models") or spec.get("model")
-    fixed = {**(spec.get("params") or {}), **_given_params(args)}
+    fixed = {**(spec.get("params") or {}), **given_params(args)}
     return {
         "prompts": prompts, "grid": grid, "seeds": seeds, "model": models,
         "experiment": args.experiment or spec.get("experiment"), "name": args.name or spec.get("name"),

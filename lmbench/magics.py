@@ -17,6 +17,7 @@ from . import engine as engine_mod
 from . import generation, store
 from .compare import compare
 from .errors import LmbenchError
+from .params import given_params, option_specs
 from .presets import presets
 
 HELP = """lmbench magics
@@ -29,8 +30,9 @@ HELP = """lmbench magics
   %lmbench help                                            this help
 
   %%lmbench [-t TEMP] [-p TOP_P] [-n MAX_TOKENS] [-s SEED] [-k TOP_K] [-e EXPERIMENT]
-            [--preset NAME] [--stream/--no-stream]
+            [--preset NAME] [--stream/--no-stream] [--min-p ...] [--stop TEXT] ...
   <prompt>                                                 generate from the cell body, record the run
+                                                           (every generation parameter has an option)
 """
 
 
@@ -76,6 +78,13 @@ def _compare_parser() -> _Parser:
     return p
 
 
+def _param_arguments(fn: Any) -> Any:
+    """``%%lmbench`` options for every generation parameter, from the one parameter definition."""
+    for flags, options in reversed(option_specs()):
+        fn = argument(*flags, **options)(fn)
+    return fn
+
+
 @magics_class
 class LmbenchMagics(Magics):
     """``%lmbench`` and ``%%lmbench``; the session's model is kept on this object."""
@@ -85,15 +94,11 @@ class LmbenchMagics(Magics):
         self.engine: engine_mod.Engine | None = None
 
     @magic_arguments()
-    @argument("-t", "--temperature", type=float, default=None)
-    @argument("-p", "--top-p", type=float, default=None)
-    @argument("-n", "--max-tokens", type=int, default=None)
-    @argument("-s", "--seed", type=int, default=None)
-    @argument("-k", "--top-k", type=int, default=None)
     @argument("-e", "--experiment", default=None)
     @argument("--preset", default=None)
     @argument("--stream", dest="stream", action="store_true", default=True)
     @argument("--no-stream", dest="stream", action="store_false")
+    @_param_arguments
     @argument("command", nargs="*")
     @line_cell_magic
     def lmbench(self, line: str, cell: str | None = None) -> Any:
@@ -140,17 +145,7 @@ class LmbenchMagics(Magics):
         except Exception as exc:  # noqa: BLE001 - argparse errors become a usage line
             usage = self.lmbench.parser.format_usage().lstrip(":").strip()
             raise _UsageError(f"usage: {usage}\n{exc}") from None
-        params = {
-            name: value
-            for name, value in {
-                "temperature": args.temperature,
-                "top_p": args.top_p,
-                "max_tokens": args.max_tokens,
-                "seed": args.seed,
-                "top_k": args.top_k,
-            }.items()
-            if value is not None
-        }
+        params = given_params(args)
         on_token = (lambda text: print(text, end="", flush=True)) if args.stream else None
         run = generation.generate(
             cell.strip("\n"),

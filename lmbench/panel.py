@@ -67,6 +67,24 @@ def _probability_colour(p: float) -> str:
     return f"hsl({120 * max(0.0, min(1.0, p)):.0f}, 75%, 82%)"
 
 
+class _Throttled:
+    """An ``on_token`` callback that collects the text and shows it at most every ``STREAM_INTERVAL_S``."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self.show, self.pieces, self.shown = show, [], 0.0
+
+    def __call__(self, piece: str) -> None:
+        self.pieces.append(piece)
+        now = time.monotonic()
+        if now - self.shown >= STREAM_INTERVAL_S:
+            self.shown = now
+            self.show(self.text)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
 class Panel:
     """The workbench panel; display it in a notebook (``lmbench.panel()`` or ``%lmbench panel``)."""
 
@@ -358,6 +376,12 @@ class Panel:
     def _load_job(self) -> None:
         self._load()
 
+    def _recorded(self, fn: Callable[..., Run], first: Any, engine: Engine, **options: Any) -> Run:
+        """``generate`` or ``chat`` the panel's way: its store, its Stop button, its experiment."""
+        experiment = self.experiment.value.strip() or None
+        return fn(first, model=engine, cancel=self._cancel, store=self.store, source="panel", experiment=experiment,
+                  **options)  # fmt: skip
+
     def _generate_job(self) -> None:
         params = self.values()
         prompt = self.prompt.value
@@ -365,29 +389,11 @@ class Panel:
         self.status.value = "<i>generating…</i>"
         self.stats.value = ""
         self.tabs.selected_index = 0
-        pieces: list[str] = []
-        shown = [0.0]
-
-        def on_token(piece: str) -> None:
-            pieces.append(piece)
-            now = time.monotonic()
-            if now - shown[0] >= STREAM_INTERVAL_S:
-                shown[0] = now
-                self._render_output(prompt, "".join(pieces))
-
+        stream = _Throttled(lambda text: self._render_output(prompt, text))
         try:
-            run = generate(
-                prompt,
-                model=engine,
-                on_token=on_token,
-                cancel=self._cancel,
-                store=self.store,
-                source="panel",
-                experiment=self.experiment.value.strip() or None,
-                **params,
-            )
+            run = self._recorded(generate, prompt, engine, on_token=stream, **params)
         finally:
-            self._render_output(prompt, "".join(pieces))
+            self._render_output(prompt, stream.text)
         self._show_run(run)
 
     def _compare_job(self) -> None:
@@ -412,16 +418,7 @@ class Panel:
             if self._cancel.is_set():
                 break
             self.status.value = f"<i>comparing {name}: {i + 1}/{len(values)}…</i>"
-            run = generate(
-                self.prompt.value,
-                model=engine,
-                cancel=self._cancel,
-                store=self.store,
-                source="panel",
-                experiment=self.experiment.value.strip() or None,
-                **{**params, name: value},
-            )
-            ids.append(run.id)
+            ids.append(self._recorded(generate, self.prompt.value, engine, **{**params, name: value}).id)
         if ids:
             self.compare_output.value = compare(ids, by=name, store=self.store).to_html()
 
@@ -434,26 +431,9 @@ class Panel:
         messages = [*([{"role": "system", "content": system}] if system else []), *self.conversation, user]
         engine = self._load()
         self.status.value = "<i>replying…</i>"
-        pieces: list[str] = []
-        shown = [0.0]
-
-        def on_token(piece: str) -> None:
-            pieces.append(piece)
-            if time.monotonic() - shown[0] >= STREAM_INTERVAL_S:
-                shown[0] = time.monotonic()
-                self._render_chat(pending=(text, "".join(pieces)))
-
+        stream = _Throttled(lambda reply: self._render_chat(pending=(text, reply)))
         try:
-            run = chat(
-                messages,
-                model=engine,
-                on_token=on_token,
-                cancel=self._cancel,
-                store=self.store,
-                source="panel",
-                experiment=self.experiment.value.strip() or None,
-                **self.values(),
-            )
+            run = self._recorded(chat, messages, engine, on_token=stream, **self.values())
         except BaseException:
             self._render_chat()
             raise

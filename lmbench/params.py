@@ -203,6 +203,34 @@ def validate_params(values: dict[str, Any] | None = None, /, **kwargs: Any) -> G
         ) from None
 
 
+# Short flags for the parameters reached for most, on the command line and in the magics.
+SHORT_FLAGS = {"temperature": "-t", "top_p": "-p", "max_tokens": "-n", "top_k": "-k", "seed": "-s"}
+
+
+def option_specs() -> list[tuple[list[str], dict[str, Any]]]:
+    """argparse ``add_argument`` flags and options for every parameter (command line and magics).
+
+    Every option defaults to None, meaning "not given", so only what the user typed is passed on.
+    """
+    options = []
+    for spec in param_specs():
+        flags = [f"--{spec.name.replace('_', '-')}", *([SHORT_FLAGS[spec.name]] if spec.name in SHORT_FLAGS else [])]
+        text = f"{spec.description} ({spec.range_text()}; default {spec.default!r})"
+        if spec.name == "stop":
+            kwargs = {"action": "append", "metavar": "TEXT", "help": text + "; repeatable"}
+        elif spec.type is bool:
+            kwargs = {"action": "store_const", "const": True, "help": spec.description}
+        else:
+            kwargs = {"type": spec.type, "metavar": spec.type.__name__.upper(), "help": text}
+        options.append((flags, {"dest": spec.name, "default": None, **kwargs}))
+    return options
+
+
+def given_params(namespace: Any) -> dict[str, Any]:
+    """The parameters an argparse namespace built from ``option_specs`` was given."""
+    return {name: getattr(namespace, name) for name in PARAM_NAMES if getattr(namespace, name, None) is not None}
+
+
 def describe_params() -> str:
     """One line per parameter, for docstrings and help texts."""
     return "\n".join(f"    {s.name} (default {s.default!r}; {s.range_text()}): {s.description}" for s in param_specs())

@@ -21,7 +21,9 @@ class Run:
     Timings: ``load_s`` is the model load this call caused (0 when the model was already
     loaded), ``ttft_s`` the time from start to the first generated token (prompt evaluation
     included), ``total_s`` the whole generation, and ``tokens_per_s`` the decode speed after the
-    first token, ``(completion_tokens - 1) / (total_s - ttft_s)``.
+    first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. In a batched sweep the clock
+    starts when the run joins the batch (see ``lmbench._batch``) and ``batch_size`` says how
+    many runs shared each decode.
     """
 
     id: str

@@ -29,7 +29,7 @@ log = logging.getLogger("lmbench.api")
 WORKERS = 4
 POST_ROUTES = {"api/generate": "generate", "v1/completions": "completion", "v1/chat/completions": "chat_completion"}
 # The route names, as a regex group; each transport puts its own prefix before it.
-ROUTES = r"(api/generate|api/runs|api/status|v1/models|v1/completions|v1/chat/completions)/?"
+ROUTES = r"(api/generate|api/runs|api/params|api/status|v1/models|v1/completions|v1/chat/completions)/?"
 
 
 class ApiRoutes:
@@ -49,7 +49,7 @@ class ApiRoutes:
             service = self.get_service()
             if method == "GET":
                 query = {k: self.get_query_argument(k) for k in self.request.query_arguments}  # type: ignore[attr-defined]
-                answers = {"v1/models": service.list_models, "api/status": service.status}
+                answers = {"v1/models": service.list_models, "api/status": service.status, "api/params": service.params}
                 if route == "api/runs":
                     return self._json(200, await self._in_thread(lambda: service.runs(query)))
                 if route not in answers:

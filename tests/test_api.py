@@ -199,3 +199,11 @@ def test_the_api_inside_jupyter_as_a_server_extension(tmp_path: Path, lmbench_ho
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_p"
     table = lmbench.runs()
     assert table.source.tolist() == ["api", "api"] and table.id.iloc[0] == answer.json()["run_id"]
+
+
+def test_params_endpoint_describes_every_parameter(server: Server) -> None:
+    answer = requests.get(f"{server.url}/api/params", timeout=10).json()
+    by_name = {p["name"]: p for p in answer["parameters"]}
+    assert set(by_name) == set(lmbench.GenerationParams.model_fields)
+    assert by_name["temperature"]["default"] == 0.7 and by_name["top_p"]["allowed"] == "0 < top_p <= 1"
+    assert answer["json_schema"]["additionalProperties"] is False

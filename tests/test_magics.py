@@ -69,3 +69,9 @@ def test_bad_arguments_give_usage_not_traceback(ip, capsys) -> None:
     assert ip.run_line_magic("lmbench", "model /no/such/model.gguf") is None
     assert "no such file" in capsys.readouterr().err.lower()
     assert lmbench.runs().empty
+
+
+def test_cell_magic_takes_every_generation_parameter(ip, model_path: Path) -> None:
+    ip.run_line_magic("lmbench", f"model {model_path}")
+    run = ip.run_cell_magic("lmbench", "--min-p 0.2 --repeat-penalty 1.3 --stop zz -n 6 --no-stream", "Once")
+    assert (run.min_p, run.repeat_penalty, run.stop, run.max_tokens) == (0.2, 1.3, ("zz",), 6)

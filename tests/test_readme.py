@@ -18,8 +18,8 @@ from lmbench.server import Server
 
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 # Lines of shell blocks run elsewhere: the Makefile targets (CI), papermill (test_notebooks),
-# the API server (test_cli), and the models line, which lists alternatives.
-NOT_HERE = ("make ", ".venv/bin/papermill", "lmbench serve", "lmbench models list |")
+# the API server (test_cli), the benchmarks (test_bench), and the models line, which lists alternatives.
+NOT_HERE = ("make ", ".venv/bin/papermill", "lmbench serve", "lmbench models list |", ".venv/bin/python bench/")
 
 
 @pytest.fixture

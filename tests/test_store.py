@@ -115,26 +115,28 @@ def test_concurrent_writer_processes_lose_no_row(tmp_path: Path) -> None:
     assert table.groupby("experiment").size().to_dict() == {f"w{i}": each for i in range(writers)}
 
 
-def _bulk_insert(store: Store, template: dict[str, object], n: int) -> None:
-    """``n`` copies of a recorded run with fresh ids, inserted in one transaction (fast, no engine)."""
+def _bulk_insert(store: Store, template: dict[str, object], metrics: dict[str, float], n: int) -> None:
+    """``n`` copies of a recorded run (and its metrics) with fresh ids, in one transaction (fast, no engine)."""
     with store.connect() as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
         rows = [[uuid.uuid4().hex if c == "id" else template.get(c) for c in columns] for _ in range(n)]
         conn.execute("BEGIN")
         conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(columns))})", rows)
+        values = [(row[columns.index("id")], name, value) for row in rows for name, value in metrics.items()]
+        conn.executemany("INSERT INTO metrics VALUES (?, ?, ?)", values)
         conn.execute("COMMIT")
 
 
 def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = Store(tmp_path / "big.db")
-    template = lmbench.generate("Once upon a time", max_tokens=20, store=store).to_record()
-    _bulk_insert(store, template, 99_999)
+    run = lmbench.generate("Once upon a time", max_tokens=20, store=store)
+    _bulk_insert(store, run.to_record(), run.metrics, 99_999)
     timings = []
     for reader in (store, Store(store.path)):  # the first read writes the snapshot; a new Store reuses it
         started = time.perf_counter()
         table = reader.runs()
         timings.append(time.perf_counter() - started)
-        assert len(table) == 100_000
+        assert len(table) == 100_000 and table.distinct_2.notna().all(), "every run has its metrics"
     pd.testing.assert_frame_equal(table, store.runs())
     with capsys.disabled():
         first, again = timings

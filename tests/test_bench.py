@@ -1,0 +1,42 @@
+"""The benchmark scripts run (quick settings: one repetition, the test model); timings are printed, never asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+from conftest import REPO
+
+import lmbench
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_synth_writes_a_llama_that_loads(tmp_path: Path) -> None:
+    out = tmp_path / "small.gguf"
+    _run("bench/synth.py", str(out), "--n-embd", "128", "--n-layer", "2", "--n-head", "4", "--n-ff", "256")
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["general.architecture"].contents() == "llama"
+    engine = lmbench.load(out)
+    assert engine.info["layers"] == 2 and engine.info["quantization"] == "Q8_0"
+    run = lmbench.generate("Once", model=engine, max_tokens=20, ignore_eos=True)
+    assert run.completion_tokens == 20
+
+
+def test_bench_run_quick() -> None:
+    out = _run("bench/run.py", "--reps", "1", "--models", "stories260K", "--only", "B1,B2,B3,B5", "--no-record")
+    for bench in ("B1 overhead", "B2 sweep", "B3 shared prompt", "B5 store"):
+        assert f"| {bench} |" in out
+    print(out)
+
+
+def test_per_token_profile() -> None:
+    out = _run("bench/per_token.py")
+    assert "llama.cpp decode (batched)" in out and "sampler chain" in out
+    print(out)
