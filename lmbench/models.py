@@ -218,7 +218,11 @@ def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str
             )
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        raise ModelNotFoundError(f"{repo_id}/{filename}", f"download failed: {exc}") from None
+        raise ModelNotFoundError(
+            f"{repo_id}/{filename}",
+            f"download failed: {exc} (no network? put {filename} into {home() / 'models'}, "
+            "add its folder to LMBENCH_MODEL_PATH, or set LMBENCH_MODEL to a .gguf file)",
+        ) from None
     known = catalog()
     expected = known[alias].sha256 if alias in known else None
     try:

@@ -93,10 +93,13 @@ def test_keyboard_interrupt_keeps_finished_runs_and_rerun_completes(batch: bool)
         return 0.0
 
     lmbench.metrics.register("tripwire", tripwire)
+    # Python's own Ctrl-C handler, as in a terminal or kernel (a background job starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             lmbench.sweep("Once upon a time", name="ki", **kwargs)
     finally:
+        signal.signal(signal.SIGINT, previous)
         lmbench.metrics.unregister("tripwire")
     partial = lmbench.runs()
     assert 0 < len(partial) < total
