@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,20 @@ def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.li
     return frame.reindex(columns=[*columns, *(c for c in frame.columns if c not in columns)])
 
 
+def _resolvable(url: str) -> bool:
+    """Whether the host of ``url`` resolves; a proxy, if one is set, is trusted to reach it.
+
+    Checked before downloading because huggingface_hub retries an unreachable host for ~20 s.
+    """
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.getaddrinfo(urllib.parse.urlsplit(url).hostname, None)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
 def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str | None = None) -> Path:
     """Download a GGUF file from the Hugging Face hub into its cache (resumable), verify it, return its path.
 
@@ -207,21 +223,29 @@ def pull(repo_id: str, filename: str, *, alias: str | None = None, revision: str
     ``lmbench.load(alias)`` finds it; a catalogue alias's SHA-256 is checked. ``HF_ENDPOINT``
     selects another hub (a mirror, or a local test server).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     alias = alias or Path(filename).stem
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    online = _resolvable(endpoint)
     try:
         local = Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, endpoint=os.environ.get("HF_ENDPOINT"), cache_dir=_hub_cache()
+                repo_id,
+                filename,
+                revision=revision,
+                endpoint=endpoint,
+                cache_dir=_hub_cache(),
+                local_files_only=not online,  # offline: the cache or a clear error, at once
             )
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        why = str(exc) if online else f"cannot reach {endpoint} and the file is not in the Hugging Face cache"
         raise ModelNotFoundError(
             f"{repo_id}/{filename}",
-            f"download failed: {exc} (no network? put {filename} into {home() / 'models'}, "
-            "add its folder to LMBENCH_MODEL_PATH, or set LMBENCH_MODEL to a .gguf file)",
+            f"download failed: {why} (to use a copy you have: put {filename} into {home() / 'models'}, "
+            "add its folder to LMBENCH_MODEL_PATH, or set LMBENCH_MODEL to the .gguf file)",
         ) from None
     known = catalog()
     expected = known[alias].sha256 if alias in known else None

@@ -99,3 +99,13 @@ def test_a_file_that_is_not_gguf_is_rejected_and_not_kept(hub: FakeHub, tmp_path
 def test_missing_file_on_the_hub(hub: FakeHub) -> None:
     with pytest.raises(lmbench.ModelNotFoundError, match="download failed"):
         models.pull("someone/models", "absent.gguf")
+
+
+def test_an_unreachable_hub_fails_at_once_with_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with pytest.raises(lmbench.ModelNotFoundError) as caught:
+        lmbench.load("stories260K")
+    message = str(caught.value)
+    assert "cannot reach https://hub.invalid" in message, "decided before any (retried) request"
+    assert "LMBENCH_MODEL_PATH" in message and "stories260K.gguf" in message
