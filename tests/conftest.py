@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,21 @@ def model_path() -> Path:
 @pytest.fixture
 def engine() -> lmbench.Engine:
     return lmbench.load(TEST_MODEL)
+
+
+@contextmanager
+def when_scored(n: int, action: Callable[[], object]) -> Iterator[None]:
+    """Call ``action`` once ``n`` runs have been scored, from a registered metric: a way to act mid-sweep."""
+    scored: list[str] = []
+
+    def hook(run: lmbench.Run) -> float:
+        scored.append(run.id)
+        if len(scored) == n:
+            action()
+        return 0.0
+
+    lmbench.metrics.register("when_scored", hook)
+    try:
+        yield
+    finally:
+        lmbench.metrics.unregister("when_scored")

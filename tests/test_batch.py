@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import when_scored
 
 import lmbench
 
@@ -71,20 +72,9 @@ def test_bad_batch_size_is_refused() -> None:
 
 def test_cancel_keeps_finished_runs_and_records_the_rest_as_cancelled() -> None:
     stop = threading.Event()
-    done: list[str] = []
-
-    def canceller(run: lmbench.Run) -> float:
-        done.append(run.id)
-        if len(done) == 3:
-            stop.set()
-        return 0.0
-
-    lmbench.metrics.register("canceller", canceller)
     kwargs = {"grid": {"max_tokens": [2, 500]}, "seeds": 4, "batch_size": 8, "progress": False, "name": "cx"}
-    try:
+    with when_scored(3, stop.set):
         df = lmbench.sweep(PROMPT, cancel=stop, **kwargs)
-    finally:
-        lmbench.metrics.unregister("canceller")
     table = lmbench.runs().set_index("max_tokens")
     assert set(table.loc[2].finish_reason) == {"length"}, "the short runs finished"
     cancelled = table.loc[500]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import when_scored
 
 import lmbench
 from lmbench.sweep import plan
@@ -83,24 +84,14 @@ def test_keyboard_interrupt_keeps_finished_runs_and_rerun_completes(batch: bool)
     kwargs = {"grid": {"temperature": [0.3, 0.8, 1.3]}, "seeds": 20, "max_tokens": 200}
     total = len(plan("Once upon a time", **kwargs))
     kwargs.update(progress=False, batch=batch, batch_size=4)
-    scored = []
-
-    def tripwire(run: lmbench.Run) -> float:
-        """Ctrl-C once five runs are scored (``interrupt_main`` runs the SIGINT handler in the main thread)."""
-        scored.append(run.id)
-        if len(scored) == 5:
-            _thread.interrupt_main()
-        return 0.0
-
-    lmbench.metrics.register("tripwire", tripwire)
-    # Python's own Ctrl-C handler, as in a terminal or kernel (a background job starts with SIGINT ignored).
+    # Ctrl-C once five runs are scored, with Python's own handler as in a terminal or kernel
+    # (``interrupt_main`` runs it in the main thread; a background job starts with SIGINT ignored).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with when_scored(5, _thread.interrupt_main), pytest.raises(KeyboardInterrupt):
             lmbench.sweep("Once upon a time", name="ki", **kwargs)
     finally:
         signal.signal(signal.SIGINT, previous)
-        lmbench.metrics.unregister("tripwire")
     partial = lmbench.runs()
     assert 0 < len(partial) < total
     finished = partial[partial.finish_reason != "cancelled"]
