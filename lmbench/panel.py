@@ -34,6 +34,11 @@ STREAM_INTERVAL_S = 0.05
 # Top alternatives recorded per token for the debug view.
 DEBUG_TOP = 5
 HISTORY_SIZE = 25
+# The history list is a small table: monospaced rows under this header (select a row to restore it).
+HISTORY_HEADER = (
+    "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
+    "<pre style='margin:0;font-size:90%'>time      run        temp top_p    max tokens  finish     prompt</pre>"
+)
 
 
 def _slider(spec: ParamSpec) -> w.Widget:
@@ -211,7 +216,7 @@ class Panel:
         tabs = w.Tab(
             [
                 output_tab,
-                w.VBox([refresh, self.history]),
+                w.VBox([refresh, w.HTML(HISTORY_HEADER), self.history]),
                 w.VBox([self.log_debug, self.log]),
                 w.VBox([self.debug, self.debug_token, self.alternatives]),
                 w.VBox([w.HBox([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
@@ -539,8 +544,8 @@ class Panel:
             return
         options = [
             (
-                f"{row.created_at:%H:%M:%S} · {row.id[:8]} · t={row.temperature:g} p={row.top_p:g} "
-                f"n={row.max_tokens} · {row.finish_reason} · {str(row.prompt)[:40]!r}",
+                f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {row.temperature:>5g} {row.top_p:>5g} {row.max_tokens:>6} "
+                f"{row.completion_tokens:>6}  {row.finish_reason:<9}  {str(row.prompt)[:48]!r}",
                 row.id,
             )
             for row in frame.iloc[::-1].itertuples()
