@@ -65,10 +65,23 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
             raise ParameterError(
                 f"messages[{i}] has role {role!r}; roles are: {', '.join(ROLES)}", name="messages", value=message
             )
-        if not isinstance(content, str):
-            raise ParameterError(f"messages[{i}] content must be a string", name="messages", value=message)
-        checked.append({"role": role, "content": content})
+        checked.append({"role": role, "content": _text_of(content, i, message)})
     return checked
+
+
+def _text_of(content: Any, i: int, message: Any) -> str:
+    """A message's text: a string, or OpenAI-style content parts of type "text" (joined)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise ParameterError(
+        f'messages[{i}] content must be a string or a list of {{"type": "text", "text": ...}} parts',
+        name="messages",
+        value=message,
+    )
 
 
 def render(engine: Engine, messages: list[dict[str, str]]) -> ChatPrompt:

@@ -61,6 +61,7 @@ def test_chat_continues_a_conversation() -> None:
         ([], "non-empty list"),
         ([{"role": "wizard", "content": "x"}], "roles are: system, user, assistant"),
         ([{"role": "user"}], "content must be a string"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "content must be a string"),
         ([{"role": "user", "content": "x", "extra": 1}], 'must be a dict with "role" and "content"'),
     ],
 )
@@ -76,3 +77,9 @@ def test_chat_uses_the_models_own_template(chatml_model: Path) -> None:
     assert run.chat_format == "gguf"
     assert run.prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert run.completion_tokens > 0
+
+
+def test_content_parts_are_joined() -> None:
+    parts = [{"type": "text", "text": "Tell me "}, {"type": "text", "text": "a story."}]
+    run = lmbench.chat([{"role": "user", "content": parts}], max_tokens=4, seed=1)
+    assert run.prompt == "User: Tell me a story.\nAssistant:"
