@@ -8,7 +8,6 @@ failure is shown inside the panel as the ``LmbenchError`` message.
 from __future__ import annotations
 
 import collections
-import html
 import math
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from . import _panel_html as view
 from . import models
 from .chat import chat
 from .compare import compare
@@ -34,11 +34,6 @@ STREAM_INTERVAL_S = 0.05
 # Top alternatives recorded per token for the debug view.
 DEBUG_TOP = 5
 HISTORY_SIZE = 25
-# The history list is a small table: monospaced rows under this header (select a row to restore it).
-HISTORY_HEADER = (
-    "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
-    "<pre style='margin:0;font-size:90%'>time      run        temp top_p    max tokens  finish     prompt</pre>"
-)
 
 
 def _slider(spec: ParamSpec) -> w.Widget:
@@ -65,11 +60,6 @@ def _button(text: str, style: str, tooltip: str, css: str) -> w.Button:
     button = w.Button(description=text, button_style=style, tooltip=tooltip, layout=w.Layout(width="8em"))
     button.add_class(css)
     return button
-
-
-def _probability_colour(p: float) -> str:
-    """Red for unlikely tokens through yellow to green for near-certain ones."""
-    return f"hsl({120 * max(0.0, min(1.0, p)):.0f}, 75%, 82%)"
 
 
 class _Throttled:
@@ -216,7 +206,7 @@ class Panel:
         tabs = w.Tab(
             [
                 output_tab,
-                w.VBox([refresh, w.HTML(HISTORY_HEADER), self.history]),
+                w.VBox([refresh, w.HTML(view.HISTORY_HEADER), self.history]),
                 w.VBox([self.log_debug, self.log]),
                 w.VBox([self.debug, self.debug_token, self.alternatives]),
                 w.VBox([w.HBox([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
@@ -298,11 +288,7 @@ class Panel:
             self.preset_values.value = ""
             return
         values = resolve_preset(name)
-        self.preset_values.value = (
-            f"<span style='color:#666'>{html.escape(name)}: "
-            + html.escape(" · ".join(f"{k} {v}" for k, v in values.items()))
-            + "</span>"
-        )
+        self.preset_values.value = view.preset(name, values)
         if not self._restoring:
             self.set_values(values)
 
@@ -360,7 +346,7 @@ class Panel:
 
     def _show_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
-        self.error.value = f"<div style='color:#b00020;white-space:pre-wrap'>{html.escape(message)}</div>"
+        self.error.value = view.error(message)
         self._event(f"error: {message}")
 
     def _event(self, message: str) -> None:
@@ -456,84 +442,30 @@ class Panel:
         turns = [(m["role"], m["content"]) for m in self.conversation]
         if pending is not None:
             turns += [("user", pending[0]), ("assistant", pending[1] + " …")]
-        bubbles = "".join(
-            f"<div class='lmbench-chat-{role}' style='margin:4px 0;padding:6px 10px;border-radius:8px;"
-            f"white-space:pre-wrap;background:{'#e8f0fe' if role == 'user' else '#f1f3f4'};"
-            f"{'margin-left:15%' if role == 'user' else 'margin-right:15%'}'>"
-            f"<b>{role}</b><br>{html.escape(content)}</div>"
-            for role, content in turns
-        )
-        self.chat_transcript.value = bubbles or "<i style='color:#888'>No messages yet.</i>"
+        self.chat_transcript.value = view.chat(turns)
 
     # Showing results ----------------------------------------------------------------------------
 
     def _render_output(self, prompt: str, text: str) -> None:
-        self.output.value = (
-            "<div style='white-space:pre-wrap;word-wrap:break-word;font-family:var(--jp-code-font-family,monospace);"
-            "padding:6px;min-height:3em'>"
-            f"<span style='color:#888'>{html.escape(prompt)}</span>{html.escape(text)}</div>"
-        )
+        self.output.value = view.output(prompt, text)
 
     def _show_run(self, run: Run) -> None:
         self.last_run = run
         if self.random_seed.value:  # show the seed drawn, so it can be kept by unticking "random"
             self.seed.value = run.seed
-        parts = [
-            f"{run.prompt_tokens} prompt tokens",
-            f"{run.completion_tokens} completion tokens",
-            f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
-            f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
-            f"finish: {run.finish_reason}",
-            f"seed {run.seed}",
-        ]
-        self.stats.value = (
-            f"<div class='lmbench-stats-line' style='color:#555;font-size:90%'>{html.escape(' · '.join(parts))}"
-            f" · run {run.id[:8]}</div>"
-        )
-        self._show_debug(run)
-
-    def _show_debug(self, run: Run) -> None:
+        self.stats.value = view.stats(run)
         entries = run.token_logprobs or []
-        if not entries:
-            self.debug.value = "<i>No token probabilities: tick “record token probabilities” and generate.</i>"
-            self.debug_token.options = []
-            self.alternatives.value = ""
-            return
-        spans = []
-        for i, entry in enumerate(entries):
-            p = math.exp(entry["logprob"])
-            spans.append(
-                f"<span title='#{i} p={p:.3f}' style='background:{_probability_colour(p)}'>"
-                f"{html.escape(entry['token'])}</span>"
-            )
-        self.debug.value = (
-            "<div style='white-space:pre-wrap;font-family:var(--jp-code-font-family,monospace);line-height:1.6'>"
-            + "".join(spans)
-            + "</div><div style='color:#666;font-size:85%'>colour: probability of the chosen token "
-            "(red unlikely, green near-certain)</div>"
-        )
+        self.debug.value = view.tokens(entries)
         self.debug_token.options = [
             (f"#{i} {entry['token']!r} p={math.exp(entry['logprob']):.3f}", i) for i, entry in enumerate(entries)
         ]
-        self.debug_token.value = 0
+        self.debug_token.value = 0 if entries else None
+        self._show_alternatives()
 
     def _show_alternatives(self) -> None:
         run, index = self.last_run, self.debug_token.value
-        if run is None or index is None or not run.token_logprobs:
-            self.alternatives.value = ""
-            return
-        entry = run.token_logprobs[index]
-        rows = "".join(
-            f"<tr><td><code>{html.escape(repr(alt['token']))}</code></td><td>{math.exp(alt['logprob']):.4f}</td>"
-            f"<td>{alt['logprob']:.3f}</td></tr>"
-            for alt in entry.get("top", [])
-        )
-        self.alternatives.value = (
-            f"<div>token #{index} <code>{html.escape(repr(entry['token']))}</code> "
-            f"p={math.exp(entry['logprob']):.4f}, entropy {entry.get('entropy', float('nan')):.3f} nats</div>"
-            "<table class='lmbench-alternatives'><tr><th>alternative</th><th>probability</th><th>logprob</th></tr>"
-            f"{rows}</table>"
-        )
+        entries = run.token_logprobs if run is not None else None
+        self.alternatives.value = view.alternatives(entries[index], index) if entries and index is not None else ""
 
     def refresh_history(self) -> None:
         """Reload the last runs from the store into the history list."""
@@ -542,14 +474,7 @@ class Panel:
         except LmbenchError as exc:
             self._show_error(exc)
             return
-        options = [
-            (
-                f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {row.temperature:>5g} {row.top_p:>5g} {row.max_tokens:>6} "
-                f"{row.completion_tokens:>6}  {row.finish_reason:<9}  {str(row.prompt)[:48]!r}",
-                row.id,
-            )
-            for row in frame.iloc[::-1].itertuples()
-        ]
+        options = [(view.history_row(row), row.id) for row in frame.iloc[::-1].itertuples()]
         self._restoring = True
         try:
             self.history.options = options
@@ -576,14 +501,7 @@ class Panel:
         engine_lines = [*self.engine.logs] if self.engine is not None else []
         if not self.log_debug.value:
             engine_lines = [line for line in engine_lines if not line.startswith("[DEBUG]")]
-        engine_lines = engine_lines[-300:]
-        own = "\n".join(self.events) or "(nothing yet)"
-        llama = "\n".join(line.rstrip("\n") for line in engine_lines) or "(no model loaded)"
-        self.log.value = (
-            "<div style='max-height:24em;overflow:auto;font-family:var(--jp-code-font-family,monospace);"
-            "font-size:85%;white-space:pre-wrap'>"
-            f"<b>lmbench</b>\n{html.escape(own)}\n\n<b>llama.cpp</b>\n{html.escape(llama)}</div>"
-        )
+        self.log.value = view.log(self.events, engine_lines[-300:])
 
     def _model_choices(self) -> list[str]:
         try:
