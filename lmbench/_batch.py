@@ -177,6 +177,7 @@ def run_batched(
         waiting = deque(jobs)
         free = list(range(size, 0, -1))
         active: dict[int, _Sequence] = {}
+        done: list[Run] = []
 
         def join(now: float) -> None:
             while free and waiting and not should_stop():
@@ -220,7 +221,12 @@ def run_batched(
                 batch_size=size,
                 **seq.job.fields,
             )
-            on_finished(run)
+            done.append(run)
+
+        def hand_over() -> None:
+            """Pass on the runs that finished, after the step: recording one must not stretch the next's clock."""
+            while done:
+                on_finished(done.pop(0))
 
         join(started)  # the first wave's clocks include the prompt's evaluation
         try:
@@ -230,6 +236,7 @@ def run_batched(
                         waiting.clear()
                         for seq in [*active.values()]:
                             finish(seq, "cancelled")
+                        hand_over()
                         break
                     order = [*active.values()]
                     context.decode([(s.next_token, s.pos, s.slot, True) for s in order])
@@ -239,16 +246,19 @@ def run_batched(
                         scores = log_softmax(np.ctypeslib.as_array(rows, shape=(len(order), engine.n_vocab)))
                     for i, seq in enumerate(order):
                         _step(engine, context, seq, i, n_prompt, finish, scores)
+                    hand_over()
                     join(time.perf_counter())
         except KeyboardInterrupt:
             waiting.clear()
             for seq in [*active.values()]:
                 finish(seq, "cancelled")
+            hand_over()
             raise
         except Exception as exc:
             waiting.clear()
             for seq in [*active.values()]:
                 finish(seq, "error", str(exc))
+            hand_over()
             raise
 
 
