@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection
 
 import llama_cpp
 
@@ -15,7 +15,7 @@ PENALTY_LAST_N = 64
 class SamplerChain:
     """A llama.cpp sampler chain owning its native memory; call ``close()`` when done."""
 
-    def __init__(self, params: GenerationParams, seed: int, n_vocab: int, eog_tokens: Sequence[int] = ()) -> None:
+    def __init__(self, params: GenerationParams, seed: int, n_vocab: int, eog_tokens: Collection[int] = ()) -> None:
         """``eog_tokens`` are banned when ``params.ignore_eos`` is set."""
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True

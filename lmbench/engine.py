@@ -178,17 +178,13 @@ class Engine:
         return piece
 
     @functools.cached_property
-    def eog_tokens(self) -> tuple[int, ...]:
+    def eog_tokens(self) -> frozenset[int]:
         """Every token that ends generation (end of sequence, end of turn, ...)."""
-        return tuple(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
-
-    @functools.cached_property
-    def _eog_set(self) -> frozenset[int]:
-        return frozenset(self.eog_tokens)
+        return frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
 
     def is_end(self, token: int) -> bool:
         """Whether ``token`` ends generation (end of sequence / turn)."""
-        return token in self._eog_set
+        return token in self.eog_tokens
 
     def sample_tokens(
         self, prompt_tokens: list[int], params: GenerationParams, seed: int, *, with_logits: bool = False
@@ -247,7 +243,6 @@ class Engine:
         if self._batch is None or not self._batch.fits(plan.n_ctx, plan.n_seq, n_batch, plan.unified):
             if self._batch is not None:
                 self._batch.close()
-                self._batch = None
             self._batch = BatchContext(self, n_ctx=plan.n_ctx, n_seq=plan.n_seq, n_batch=n_batch, unified=plan.unified)
         return self._batch
 

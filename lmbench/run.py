@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from .params import PARAM_NAMES, GenerationParams
+from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
 
@@ -86,8 +86,9 @@ class Run:
         """Rebuild a run from a store row."""
         data = dict(record)
         params = {name: data.pop(name, None) for name in PARAM_NAMES}
-        params = {k: v for k, v in params.items() if v is not None or k in ("seed", "logprobs", "stop")}
-        params["stop"] = json.loads(params["stop"] or "[]")
+        # A column added by a later migration is NULL in older rows: those parameters take their default.
+        params = {k: v for k, v in params.items() if v is not None or PARAM_SPECS[k].default is None}
+        params["stop"] = json.loads(params.get("stop") or "[]")
         data["created_at"] = datetime.fromisoformat(data["created_at"])
         for key in ("tags", "token_logprobs", "messages", "sweep_coords"):
             data[key] = None if data.get(key) is None else json.loads(data[key])

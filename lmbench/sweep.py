@@ -168,7 +168,8 @@ def sweep(
             bar.update()
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
 
-    def batch_job(job: Job) -> BatchJob:
+    def prepared(job: Job) -> BatchJob:
+        """A job's parameters (its seed included) and the fields recorded with its run, in either mode."""
         params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
         run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
         fields = {"experiment": experiment, "source": "sweep", "sweep_id": sweep_id, "sweep_coords": job.coords}
@@ -185,7 +186,7 @@ def sweep(
                 for job in model_jobs:
                     by_prompt.setdefault(job.prompt, []).append(job)
                 for prompt, prompt_jobs in by_prompt.items():
-                    batch_jobs = [batch_job(j) for j in prompt_jobs]
+                    batch_jobs = [prepared(j) for j in prompt_jobs]
                     run_batched(engine, prompt, batch_jobs, on_finished=save, batch_size=batch_size, cancel=cancel,
                                 load_s=load_s)  # fmt: skip
                     load_s = 0.0
@@ -193,7 +194,7 @@ def sweep(
                         break
                 continue
             for job in model_jobs:
-                planned = batch_job(job)
+                planned = prepared(job)
                 run, interruption = execute(engine, job.prompt, planned.params, cancel=cancel, load_s=load_s,
                                             **planned.fields)  # fmt: skip
                 load_s = 0.0
