@@ -152,8 +152,13 @@ def run_batched(
     batch_size: int | None = None,
     cancel: Cancel = None,
     load_s: float = 0.0,
+    special: bool = False,
+    add_bos: bool = True,
 ) -> None:
     """Generate every job's run of ``prompt``; ``on_finished(run)`` gets each run as soon as it is done.
+
+    ``special`` and ``add_bos`` tokenize the prompt as ``generate`` does (a chat template's text
+    holds special tokens and its own BOS).
 
     On cancel, every unfinished run is handed over as ``cancelled`` and waiting jobs are left
     out. A KeyboardInterrupt or a failure does the same (``error`` for a failure), then re-raises.
@@ -162,7 +167,7 @@ def run_batched(
         return
     should_stop = stopper(cancel)
     with engine.lock:
-        prompt_tokens = engine.tokenize(prompt)
+        prompt_tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
         n_prompt = len(prompt_tokens)
         plan = plan_batch(engine, n_prompt, jobs, batch_size)
         size = plan.size

@@ -67,7 +67,18 @@ def summary(reader: GGUFReader) -> dict[str, Any]:
         if reader.get_field("tokenizer.ggml.tokens")
         else None,
         "has_chat_template": reader.get_field("tokenizer.chat_template") is not None,
+        "chat_template": field(reader, "tokenizer.chat_template"),
     }
+
+
+def readable_count(n: int | None) -> str:
+    """A parameter count as people write it: 135M, 1.7B, 260K."""
+    if n is None:
+        return "?"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
 
 
 # llama.cpp's LLAMA_FTYPE values for the common file types.

@@ -74,20 +74,22 @@ class Service:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.default_path = models.resolve(self.settings.model)
+        self.default_id = models.model_id(self.default_path)
         self.started = int(time.time())
         self._available: tuple[float, dict[str, Path]] = (0.0, {})
 
     # Models -----------------------------------------------------------------------------------
 
-    def available_models(self) -> dict[str, Path]:
-        """Model ids a request may name: the default model and everything the model manager lists.
+    def available_models(self, *, rescan: bool = True) -> dict[str, Path]:
+        """Model ids a request may name: the server's model and everything the model manager lists.
 
-        The model folders are scanned at most every few seconds, not on every request.
+        ``rescan`` looks at the model folders again (at most every few seconds); requests naming a
+        model seen before pay no scan.
         """
         scanned, cached = self._available
-        if time.monotonic() - scanned < MODEL_SCAN_INTERVAL_S:
+        if cached and (not rescan or time.monotonic() - scanned < MODEL_SCAN_INTERVAL_S):
             return cached
-        available = {self.default_path.stem: self.default_path, self.default_path.name: self.default_path}
+        available = {self.default_id: self.default_path, self.default_path.name: self.default_path}
         if self.settings.model and os.sep not in self.settings.model:
             available[self.settings.model] = self.default_path
         listed = models.list()
@@ -103,22 +105,29 @@ class Service:
             return self.default_path
         if not isinstance(name, str):
             raise ApiError(400, "model must be a string", param="model")
-        available = self.available_models()
+        available = self.available_models(rescan=False)
+        if name not in available:
+            available = self.available_models()
         if name not in available:
             raise ApiError(
                 404 if os.sep not in name else 400,
-                f"unknown model {name!r}; available models: {', '.join(sorted(available))}",
+                f"unknown model {name!r}; available models: {', '.join(sorted(self._ids()))}",
                 kind="invalid_request_error",
                 param="model",
             )
         return available[name]
 
+    def _ids(self) -> list[str]:
+        """One id per model: its alias (the first name it was listed under)."""
+        by_path: dict[Path, str] = {}
+        for name, path in self.available_models().items():
+            if not name.endswith(".gguf"):
+                by_path.setdefault(path.resolve(), name)
+        return [*by_path.values()]
+
     def list_models(self) -> dict[str, Any]:
-        """``GET /v1/models``."""
-        ids = [self.default_path.stem, *(k for k in self.available_models() if not k.endswith(".gguf"))]
-        data = [
-            {"id": i, "object": "model", "created": self.started, "owned_by": "lmbench"} for i in dict.fromkeys(ids)
-        ]
+        """``GET /v1/models``: each model once, by its alias."""
+        data = [{"id": i, "object": "model", "created": self.started, "owned_by": "lmbench"} for i in self._ids()]
         return {"object": "list", "data": data}
 
     @staticmethod
@@ -145,7 +154,7 @@ class Service:
         return {
             "status": "ok",
             "lmbench_version": __version__,
-            "model": self.default_path.stem,
+            "model": self.default_id,
             "n_ctx": self.settings.n_ctx,
             "max_tokens_cap": self.settings.max_tokens_cap,
             "max_body_bytes": self.settings.max_body_bytes,
@@ -202,7 +211,7 @@ class Service:
         return {
             "text": run.text,
             "run_id": run.id,
-            "model": engine.path.stem,
+            "model": models.model_id(engine.path),
             "finish_reason": run.finish_reason,
             "seed": run.seed,
             "usage": _usage(run),
@@ -225,7 +234,7 @@ class Service:
         )
         text = (prompt if body.get("echo") else "") + run.text
         choice = {"text": text, "index": 0, "logprobs": _completion_logprobs(run), "finish_reason": _finish(run)}
-        head = self._head(run, "cmpl", "text_completion", engine.path.stem)
+        head = self._head(run, "cmpl", "text_completion", models.model_id(engine.path))
         return {**head, "choices": [choice], "usage": _usage(run)}
 
     def chat_completion(
@@ -245,7 +254,7 @@ class Service:
         )
         message = {"role": "assistant", "content": run.text}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(run)}
-        head = self._head(run, "chatcmpl", "chat.completion", engine.path.stem)
+        head = self._head(run, "chatcmpl", "chat.completion", models.model_id(engine.path))
         return {**head, "choices": [choice], "usage": _usage(run)}
 
     def runs(self, query: dict[str, str]) -> dict[str, Any]:

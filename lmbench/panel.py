@@ -8,7 +8,9 @@ failure is shown inside the panel as the ``LmbenchError`` message.
 from __future__ import annotations
 
 import collections
+import html
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +109,8 @@ class Panel:
             layout=w.Layout(width="36em"),
         )
         self.model.add_class("lmbench-model")
+        self.model_info = w.HTML(self._describe(self.engine.path if self.engine else model))
+        self.model_info.add_class("lmbench-model-info")
         self.n_ctx = w.BoundedIntText(
             self.engine.n_ctx if self.engine else 2048,
             min=16,
@@ -222,6 +226,7 @@ class Panel:
         self.widget = w.VBox(
             [
                 w.HBox([self.model, self.load_button]),
+                self.model_info,
                 load_settings,
                 self.prompt,
                 params,
@@ -361,6 +366,7 @@ class Panel:
         engine, loaded_now = load_engine(model, n_ctx=self.n_ctx.value, n_threads=self.n_threads.value)
         if loaded_now or engine is not self.engine:
             self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
+            self.model_info.value = self._describe(engine.path)
         self.engine = engine
         return engine
 
@@ -502,6 +508,14 @@ class Panel:
         if not self.log_debug.value:
             engine_lines = [line for line in engine_lines if not line.startswith("[DEBUG]")]
         self.log.value = view.log(self.events, engine_lines[-300:])
+
+    @staticmethod
+    def _describe(model: str | os.PathLike[str] | None) -> str:
+        """Which model the panel uses (and, for the default, why), as one line of HTML."""
+        try:
+            return f"<small>model: {html.escape(models.describe(model))}</small>"
+        except LmbenchError as exc:
+            return f"<small>model: {html.escape(str(exc))}</small>"
 
     def _model_choices(self) -> list[str]:
         try:

@@ -22,6 +22,7 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
+from . import models
 from .api import ApiError, Service, Settings, parse_body, stream_chunks
 from .errors import LmbenchError
 
@@ -79,7 +80,10 @@ class ApiRoutes:
         assert cancel is not None
 
         def push(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+            except RuntimeError:  # the server's loop has ended: nobody listens any more, so stop generating
+                cancel.set()
 
         def work() -> None:
             try:
@@ -89,7 +93,7 @@ class ApiRoutes:
             except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
                 push("error", ApiError(500, f"{type(exc).__name__}: {exc}", kind="server_error"))
 
-        model = service.model_path(body.get("model")).stem
+        model = models.model_id(service.model_path(body.get("model")))
         make = stream_chunks("chat" if "chat" in route else "text", model, int(time.time()), uuid.uuid4().hex)
         job = loop.run_in_executor(self.executor, work)
         started = False
@@ -226,7 +230,7 @@ class Server:
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(30)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)  # generations in flight end (cancelled) and are recorded
 
     def __enter__(self) -> Server:
         self.start()

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
 from ._batch import BatchJob, run_batched
-from .engine import load_engine
+from .chat import ChatPrompt, has_template, user_turn
+from .engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, execute, stopper
 from .models import resolve as resolve_model
@@ -114,7 +115,11 @@ def plan(
 
 def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixed: dict[str, Any]) -> str:
     """A stable id: from the sweep's name, or else from everything that defines the sweep."""
-    identity = {"name": name} if name else {"experiment": experiment, "jobs": [j.key() for j in jobs], "fixed": fixed}
+    if name:
+        identity: dict[str, Any] = {"name": name}
+    else:
+        prompts = {j.prompt_name: j.prompt for j in jobs}  # the texts too: the same names can hold other prompts
+        identity = {"experiment": experiment, "jobs": [j.key() for j in jobs], "prompts": prompts, "fixed": fixed}
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -132,6 +137,7 @@ def sweep(
     cancel: Cancel = None,
     progress: bool = True,
     store: str | os.PathLike[str] | Store | None = None,
+    chat: bool | None = None,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -146,13 +152,17 @@ def sweep(
     ``batch=True`` decodes the runs of each prompt together (the prompt is evaluated once; up to
     ``batch_size`` runs share each decode, 32 by default); ``batch=False`` runs them one at a
     time. ``cancel`` (a ``threading.Event`` or callable) stops the sweep between tokens.
+
+    ``chat``: send each prompt as a user message through the model's chat template (its stop
+    strings added; ``messages`` and ``chat_format`` recorded). ``None`` (the default) does so for
+    models that carry a template (instruct models) and sends the raw prompt to the others.
     """
     fixed_params.setdefault("logprobs", 0)
     jobs = plan(prompts, grid=grid, seeds=seeds, model=model, **fixed_params)
     run_metrics = metrics_mod.select(metrics, "run")
     group_metrics = metrics_mod.select(metrics, "group")
     target = get_store(store)
-    sweep_id = sweep_id_for(name, experiment, jobs, fixed_params)
+    sweep_id = sweep_id_for(name, experiment, jobs, fixed_params if chat is None else {**fixed_params, "chat": chat})
     done = _finished_keys(target, sweep_id)
     todo = [j for j in jobs if j.key() not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run", disable=not progress)
@@ -168,12 +178,23 @@ def sweep(
             bar.update()
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
 
-    def prepared(job: Job) -> BatchJob:
+    def prepared(job: Job, turn: ChatPrompt | None) -> BatchJob:
         """A job's parameters (its seed included) and the fields recorded with its run, in either mode."""
         params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
         run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
         fields = {"experiment": experiment, "source": "sweep", "sweep_id": sweep_id, "sweep_coords": job.coords}
+        if turn is not None:
+            params = turn.with_stops(params)
+            fields.update(messages=[{"role": "user", "content": job.prompt}], chat_format=turn.chat_format)
         return BatchJob(params, {**fields, "run_id": run_id})
+
+    def as_sent(engine: Engine, prompt: str) -> tuple[str, ChatPrompt | None, dict[str, bool]]:
+        """The text the model gets for ``prompt``, its chat rendering (if any) and how to tokenize it."""
+        use_chat = has_template(engine) if chat is None else chat
+        if not use_chat:
+            return prompt, None, {}
+        turn = user_turn(engine, prompt)
+        return turn.prompt, turn, turn.tokenize_options
 
     try:
         for model_name, model_jobs in itertools.groupby(todo, key=lambda j: j.model):
@@ -186,17 +207,19 @@ def sweep(
                 for job in model_jobs:
                     by_prompt.setdefault(job.prompt, []).append(job)
                 for prompt, prompt_jobs in by_prompt.items():
-                    batch_jobs = [prepared(j) for j in prompt_jobs]
-                    run_batched(engine, prompt, batch_jobs, on_finished=save, batch_size=batch_size, cancel=cancel,
-                                load_s=load_s)  # fmt: skip
+                    text, turn, options = as_sent(engine, prompt)
+                    batch_jobs = [prepared(j, turn) for j in prompt_jobs]
+                    run_batched(engine, text, batch_jobs, on_finished=save, batch_size=batch_size, cancel=cancel,
+                                load_s=load_s, **options)  # fmt: skip
                     load_s = 0.0
                     if should_stop():
                         break
                 continue
             for job in model_jobs:
-                planned = prepared(job)
-                run, interruption = execute(engine, job.prompt, planned.params, cancel=cancel, load_s=load_s,
-                                            **planned.fields)  # fmt: skip
+                text, turn, options = as_sent(engine, job.prompt)
+                planned = prepared(job, turn)
+                run, interruption = execute(engine, text, planned.params, cancel=cancel, load_s=load_s,
+                                            **options, **planned.fields)  # fmt: skip
                 load_s = 0.0
                 save(run)
                 if interruption is not None:
@@ -231,11 +254,12 @@ def sweep_frame(
     coords = pd.DataFrame([json.loads(c) for c in frame.sweep_coords], index=frame.index)
     frame["model"] = coords["model"]
     frame["prompt_name"] = coords["prompt_name"]
-    if jobs is not None:
-        wanted = {j.key() for j in jobs}
-        keep = [_canonical(c) in wanted for c in frame.sweep_coords]
-        frame = frame[keep].reset_index(drop=True)
-        coords = coords[keep].reset_index(drop=True)
+    if jobs is not None:  # the plan's runs only, in the plan's (grid) order rather than the order they finished
+        position = {j.key(): i for i, j in enumerate(jobs)}
+        rank = pd.Series([position.get(_canonical(c), -1) for c in frame.sweep_coords], index=frame.index)
+        order = rank[rank >= 0].sort_values(kind="stable").index
+        frame = frame.loc[order].reset_index(drop=True)
+        coords = coords.loc[order].reset_index(drop=True)
     cell_columns = ["model", "prompt_name", *[c for c in coords.columns if c not in ("model", "prompt_name", "seed")]]
     group_metrics = metrics_mod.available("group").values() if metrics is None else metrics
     if len(frame) and group_metrics:
