@@ -274,6 +274,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> None:
     from . import models
+    from ._gguf import readable_count
 
     if args.models_command == "info":
         print(models.info(args.model).to_string())
@@ -283,9 +284,18 @@ def _cmd_models(args: argparse.Namespace) -> None:
         table = models.list()
         if table.empty:
             print("no GGUF files found in: " + ", ".join(str(d) for d in models.search_dirs()))
-        else:
-            _print_table(table[[c for c in ["alias", "size", "architecture", "parameters", "quantization",
-                                            "context_length", "path"] if c in table]])  # fmt: skip
+            return
+        _print_table(table.assign(
+            origin=[f"{d} {v}" if s == "package" else "folder" for s, d, v in
+                    zip(table.source, table.distribution, table.version, strict=True)],
+            size=[f"{n / 1e6:.1f} MB" for n in table["size"]],
+            parameters=[readable_count(n) if n == n else "?" for n in table.parameters],
+            chat=["yes" if c is True else "no" for c in table.has_chat_template],
+        )[["alias", "origin", "size", "parameters", "quantization", "context_length", "chat", "path"]])  # fmt: skip
+        try:
+            print(f"when no model is named: {models.describe()}")
+        except LmbenchError as exc:
+            print(f"when no model is named: {exc}")
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:

@@ -11,6 +11,7 @@ from lmbench import metrics
 from lmbench.metrics import distinct_n, repetition_rate, self_similarity
 
 
+@pytest.mark.no_test_model
 def test_distinct_n_known_values() -> None:
     assert distinct_n("the cat the cat", 1) == 0.5
     assert distinct_n("the cat the cat", 2) == pytest.approx(2 / 3)
@@ -18,12 +19,14 @@ def test_distinct_n_known_values() -> None:
     assert math.isnan(distinct_n("one", 2))
 
 
+@pytest.mark.no_test_model
 def test_repetition_rate_known_values() -> None:
     assert repetition_rate("a b c d e f") == 0.0
     assert repetition_rate("a b c a b c") == pytest.approx(2 / 4)
     assert repetition_rate("x x x x x") == 1.0
 
 
+@pytest.mark.no_test_model
 def test_self_similarity_bounds() -> None:
     assert self_similarity(["same text", "same text", "same text"]) == 1.0
     assert self_similarity(["aaaa", "zzzz"]) == 0.0
@@ -57,6 +60,7 @@ def test_custom_metric_and_failing_metric_keep_the_run() -> None:
         metrics.unregister("broken")
 
 
+@pytest.mark.no_test_model
 def test_group_summary_has_mean_and_confidence_interval() -> None:
     import pandas as pd
 

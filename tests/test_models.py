@@ -109,3 +109,45 @@ def test_an_unreachable_hub_fails_at_once_with_what_to_do(monkeypatch: pytest.Mo
     message = str(caught.value)
     assert "cannot reach https://hub.invalid" in message, "decided before any (retried) request"
     assert "LMBENCH_MODEL_PATH" in message and "stories260K.gguf" in message
+
+
+@pytest.mark.parametrize("which", ["test model", "instruct model"])
+def test_the_header_scan_agrees_with_gguf_reader(which: str) -> None:
+    from gguf import GGUFReader
+
+    from lmbench import _gguf
+
+    path = (
+        TEST_MODEL if which == "test model" else next(m.path for m in models.packaged() if m.alias.startswith("smol"))
+    )
+    header, reader = _gguf.read(path), GGUFReader(path)
+    expected = [(t.name, int(t.n_elements), t.tensor_type.name, int(t.n_bytes), t.data_offset) for t in reader.tensors]
+    assert [(t.name, t.n_elements, t.type, t.n_bytes, t.offset) for t in header.tensors] == expected
+    assert header.array_lengths["tokenizer.ggml.tokens"] == len(reader.get_field("tokenizer.ggml.tokens").data)
+    assert header.field("general.architecture") == reader.get_field("general.architecture").contents()
+
+
+def test_metadata_is_read_once_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmbench import _gguf
+
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(TEST_MODEL.read_bytes())
+    reads: list[Path] = []
+    real_read = _gguf.read
+    monkeypatch.setattr(_gguf, "read", lambda path: reads.append(path) or real_read(path))
+    assert models.metadata(copy)["layers"] == 5 and len(reads) == 1
+    models._meta_memo.clear()  # as a new process would start
+    assert models.metadata(copy)["layers"] == 5 and len(reads) == 1, "from $LMBENCH_HOME's cache"
+    copy.write_bytes(TEST_MODEL.read_bytes()[:4096])  # the same file name, other contents
+    with pytest.raises(lmbench.ModelLoadError, match="truncated"):
+        models.metadata(copy)
+    assert len(reads) == 2
+
+
+def test_damaged_files_in_lmbench_home(lmbench_home: Path) -> None:
+    (lmbench_home / "gguf-metadata.json").write_text("{not json")
+    assert models.metadata(TEST_MODEL)["architecture"] == "llama", "a damaged cache is rebuilt"
+    assert json.loads((lmbench_home / "gguf-metadata.json").read_text())
+    (lmbench_home / "aliases.json").write_text("[1, 2")
+    with pytest.raises(lmbench.LmbenchError, match=r"aliases\.json"):
+        models.catalog()

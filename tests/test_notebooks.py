@@ -38,10 +38,18 @@ def test_readme_sweep_command(tmp_path: Path) -> None:
     assert _errors(out) == []
     results = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert "sweep.csv" in results and "temperature_vs_distinct_2.html" in results
+    assert "plotly.min.js" in results, "the plots open offline"
+    html = (tmp_path / "results" / "temperature_vs_distinct_2.html").read_text()
+    assert "cdn.plot.ly" not in html and 'src="plotly.min.js"' in html
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "results" / "sweep.csv")
     assert len(table) == 6 and sorted(table.temperature.unique()) == [0.1, 0.7, 1.3]
+    # The default model: the packaged instruct model, asked through its chat template, answering in English.
+    assert set(table.model_name) == {"SmolLM2-135M-Instruct.Q4_1.gguf"} and set(table.chat_format) == {"gguf"}
+    calm = table[table.temperature == 0.1].text
+    assert all("sea" in text.lower() or "ocean" in text.lower() for text in calm), calm.tolist()
+    assert all(len(text.split()) >= 4 for text in table.text), table.text.tolist()
 
 
 def test_summarize_notebook(tmp_path: Path) -> None:

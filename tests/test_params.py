@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 import lmbench
 from lmbench.params import MAX_SEED, PARAM_NAMES, param_specs, validate_params
 
+pytestmark = pytest.mark.no_test_model  # pure checks (the one that generates asks for the model fixture)
+
 
 def test_defaults_are_the_guides_values() -> None:
     params = validate_params()

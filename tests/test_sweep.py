@@ -151,3 +151,14 @@ def test_higher_temperature_raises_distinct_2() -> None:
     assert means[1.5] > means[0.1]
     similarity = df.groupby("temperature").self_similarity.first()
     assert similarity[1.5] < similarity[0.1]
+
+
+def test_another_prompt_is_another_sweep_and_rows_come_in_grid_order() -> None:
+    grid = {"temperature": [0.1, 0.9, 1.5]}
+    first = lmbench.sweep("Once upon a time", grid=grid, seeds=[5, 1], max_tokens=6, progress=False)
+    second = lmbench.sweep("The dog ran", grid=grid, seeds=[5, 1], max_tokens=6, progress=False)
+    assert first.attrs["sweep_id"] != second.attrs["sweep_id"], "same prompt names, other texts: not a resume"
+    assert set(second.prompt) == {"The dog ran"} and len(lmbench.runs()) == 12
+    assert list(zip(second.temperature, second.seed, strict=True)) == [
+        (0.1, 5), (0.1, 1), (0.9, 5), (0.9, 1), (1.5, 5), (1.5, 1)
+    ], "the plan's order, not the order runs finished in"  # fmt: skip
