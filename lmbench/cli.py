@@ -291,7 +291,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
             size=[f"{n / 1e6:.1f} MB" for n in table["size"]],
             parameters=[readable_count(n) if n == n else "?" for n in table.parameters],
             chat=["yes" if c is True else "no" for c in table.has_chat_template],
-        )[["alias", "origin", "size", "parameters", "quantization", "context_length", "chat", "path"]])  # fmt: skip
+        )[["alias", "origin", "size", "architecture", "parameters", "quantization", "context_length", "chat",
+            "path"]])  # fmt: skip
         try:
             print(f"when no model is named: {models.describe()}")
         except LmbenchError as exc:
