@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 from . import metrics, models
 from .chat import chat
 from .compare import Comparison, compare
-from .engine import Engine, load, loaded, set_max_models, unload
+from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
 from .errors import (
     ContextOverflowError,
     EngineClosedError,
@@ -69,6 +69,7 @@ __all__ = [
     "chat",
     "compare",
     "delete_preset",
+    "detokenize",
     "export",
     "generate",
     "get_store",
@@ -85,6 +86,7 @@ __all__ = [
     "save_preset",
     "set_max_models",
     "sweep",
+    "tokenize",
     "unload",
     "use_store",
     "validate_params",

@@ -43,10 +43,11 @@ PROMPT_CHUNK = 512
 
 @dataclass
 class BatchJob:
-    """One run to make: its parameters (seed included) and the fields to record with it."""
+    """One run to make: its parameters (seed included), the fields to record with it, and who hears its text."""
 
     params: GenerationParams
     fields: dict[str, Any] = field(default_factory=dict)
+    on_token: Callable[[str], Any] | None = None
 
 
 class BatchContext:
@@ -209,6 +210,8 @@ def run_batched(
             seq.sampler.close()
             free.append(seq.slot)
             seq.stream.finish()
+            if seq.job.on_token is not None and (rest := seq.stream.take()):
+                seq.job.on_token(rest)
             run = build_run(
                 engine,
                 prompt,
@@ -223,6 +226,7 @@ def run_batched(
                 load_s=load_s if seq.first else 0.0,
                 error=error,
                 token_logprobs=seq.logprobs,
+                stop_word=seq.stream.stop_word,
                 batch_size=size,
                 **seq.job.fields,
             )
@@ -288,7 +292,10 @@ def _step(
     if seq.logprobs is not None and scores is not None:
         lp, entropy = scores
         seq.logprobs.append(logprob_entry(engine, token, lp[index], entropy[index], params.logprobs or 0))
-    if seq.stream.add(engine.piece(token)):
+    hit_stop = seq.stream.add(engine.piece(token))
+    if seq.job.on_token is not None and (new := seq.stream.take()):
+        seq.job.on_token(new)
+    if hit_stop:
         finish(seq, "stop")
     elif seq.n_generated >= params.max_tokens or n_prompt + seq.n_generated >= engine.n_ctx:
         finish(seq, "length")

@@ -67,7 +67,11 @@ def user_turn(engine: Engine, prompt: str) -> ChatPrompt:
 
 
 def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """The messages as plain ``{"role", "content"}`` dicts, or ``ParameterError`` naming what is wrong."""
+    """The messages as plain ``{"role", "content"}`` dicts, or ``ParameterError`` naming what is wrong.
+
+    Consecutive messages of one role are merged (their texts joined by a blank line), so every
+    template sees alternating turns.
+    """
     if isinstance(messages, str) or not isinstance(messages, Sequence) or not messages:
         raise ParameterError(
             'messages must be a non-empty list of {"role": ..., "content": ...} dicts', name="messages", value=messages
@@ -85,7 +89,11 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
             raise ParameterError(
                 f"messages[{i}] has role {role!r}; roles are: {', '.join(ROLES)}", name="messages", value=message
             )
-        checked.append({"role": role, "content": _text_of(content, i, message)})
+        text = _text_of(content, i, message)
+        if checked and checked[-1]["role"] == role:  # one turn per role change, whatever the template expects
+            checked[-1]["content"] += f"\n\n{text}"
+        else:
+            checked.append({"role": role, "content": text})
     return checked
 
 

@@ -99,6 +99,25 @@ def _parser() -> argparse.ArgumentParser:
         "--model", "-m", help=f"the server's model (requests may name any listed model); default: {DEFAULT_HELP}"
     )
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (localhost and IP addresses always are); repeatable",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. https://app.example) call the API; repeatable",
+    )
+    serve.add_argument(
+        "--strict-models",
+        action="store_true",
+        help="answer requests naming an unknown model with 404 (default: the server's model answers)",
+    )
     serve.add_argument("--n-ctx", type=int, default=2048, help="context length to load models with")
     serve.add_argument("--max-tokens-cap", type=int, default=4096, help="the most tokens one request may generate")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="the largest request body accepted")
@@ -313,7 +332,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     _announce_model(args.model)
     settings = Settings(
         model=args.model, n_ctx=args.n_ctx, max_tokens_cap=args.max_tokens_cap,
-        max_body_bytes=args.max_body_bytes, api_key=args.api_key,
+        max_body_bytes=args.max_body_bytes, api_key=args.api_key, strict_models=args.strict_models,
+        allow_hosts=tuple(args.allow_host), cors_origins=tuple(args.cors_origin),
     )  # fmt: skip
     warning = exposure_warning(args.host, args.api_key)
     if warning:

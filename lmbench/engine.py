@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _llama_log, models
 from ._sampling import SamplerChain
-from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError
+from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from .params import GenerationParams
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
         self.prompt_cached_tokens = 0
         self._batch: BatchContext | None = None
         self.logs.append(
@@ -160,19 +161,33 @@ class Engine:
         """Token ids of ``text`` as this model sees it (``special``: parse special-token text such as ``<s>``)."""
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
-    def piece(self, token: int) -> bytes:
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens`` (special tokens written out); ids outside the vocabulary raise ``ParameterError``."""
+        bad = next(
+            (t for t in tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.n_vocab), None
+        )
+        if bad is not None or not isinstance(tokens, list):
+            raise ParameterError(
+                f"tokens must be a list of token ids from 0 to {self.n_vocab - 1}; got {bad!r}",
+                name="tokens",
+                value=bad,
+            )
+        return b"".join(self.piece(t, special=True) for t in tokens).decode("utf-8", errors="replace")
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
         """The raw bytes of one token (may be part of a multi-byte character); cached per token."""
-        cached = self._pieces.get(token)
+        cache = self._special_pieces if special else self._pieces
+        cached = cache.get(token)
         if cached is not None:
             return cached
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
             piece = buf.raw[:n]
         else:
             piece = self._piece_buf.raw[:n]
-        self._pieces[token] = piece
+        cache[token] = piece
         return piece
 
     @functools.cached_property
@@ -337,6 +352,31 @@ def load(
     ``ModelLoadError`` with the reason; they never reach llama.cpp.
     """
     return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
+
+
+def tokenize(
+    text: str,
+    model: str | os.PathLike[str] | Engine | None = None,
+    *,
+    add_special: bool = True,
+    parse_special: bool = False,
+) -> list[int]:
+    """The token ids of ``text`` for a model (loaded if needed): what counts against its context.
+
+    ``add_special`` adds the model's BOS token; ``parse_special`` reads special-token text such
+    as ``<|im_start|>`` as those tokens.
+    """
+    if not isinstance(text, str):
+        raise ParameterError(f"text must be a string, not {type(text).__name__}", name="text", value=text)
+    engine = load_engine(model)[0]
+    with engine.lock:
+        return engine.tokenize(text, add_bos=add_special, special=parse_special)
+
+
+def detokenize(tokens: list[int], model: str | os.PathLike[str] | Engine | None = None) -> str:
+    """The text of token ids for a model (loaded if needed)."""
+    engine = load_engine(model)[0]
+    return engine.detokenize(tokens)
 
 
 def unload(model: str | os.PathLike[str] | None = None) -> None:

@@ -44,6 +44,7 @@ class TextStream:
         self._stops = stops
         self._longest = max((len(s) for s in stops), default=0)
         self.text = ""
+        self.stop_word: str | None = None  # the stop string that ended the text, if one did
         self._shown = 0
 
     def add(self, piece: bytes) -> bool:
@@ -53,9 +54,10 @@ class TextStream:
         if not self._stops:
             return False
         start = max(0, before - self._longest + 1)
-        hits = [i for i in (self.text.find(s, start) for s in self._stops) if i >= 0]
+        hits = [(i, s) for s in self._stops if (i := self.text.find(s, start)) >= 0]
         if hits:
-            self.text = self.text[: min(hits)]
+            at, self.stop_word = min(hits)
+            self.text = self.text[:at]
             return True
         return False
 
@@ -228,6 +230,7 @@ def execute(
         load_s=load_s,
         error=error,
         token_logprobs=logprobs,
+        stop_word=stream.stop_word,
         **run_fields,
     )
     return run, interruption
@@ -274,6 +277,13 @@ def generate(
     )
 
 
+def record(run: Run, store: str | os.PathLike[str] | Store | None = None) -> Run:
+    """Measure ``run`` with the registered run metrics and write it to the store."""
+    run.metrics = metrics.compute(run)
+    get_store(store).record(run)
+    return run
+
+
 def complete(
     engine: Engine,
     prompt: str,
@@ -285,8 +295,7 @@ def complete(
 ) -> Run:
     """Execute, measure and record one run; then re-raise whatever interrupted it."""
     run, interruption = execute(engine, prompt, params, load_s=engine.load_s if loaded_now else 0.0, **execute_options)
-    run.metrics = metrics.compute(run)
-    get_store(store).record(run)
+    record(run, store)
     if interruption is not None:
         if isinstance(interruption, KeyboardInterrupt | GenerationError):
             raise interruption

@@ -55,6 +55,7 @@ class Run:
     token_logprobs: list[dict[str, Any]] | None = None
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
+    stop_word: str | None = None
     sweep_id: str | None = None
     sweep_coords: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)

@@ -1,18 +1,19 @@
 """The HTTP transport for ``lmbench.api``: tornado handlers shared by ``lmbench serve`` and the Jupyter extension.
 
-Generation runs in a small thread pool; the engine's lock queues concurrent requests on the one
-model. Streaming answers are server-sent events; a client that disconnects cancels its run
-(which is still recorded, as cancelled).
+Routes come from ``lmbench.api.ROUTES``. Generation runs in a small thread pool; the engine's lock
+queues concurrent requests on the one model. Streaming answers are server-sent events; a client
+that disconnects cancels its run (which is still recorded, as cancelled). ``lmbench serve`` checks
+every request's Host, Origin and API key before routing (``lmbench._http_guard``); inside Jupyter,
+Jupyter's own checks and token do that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,58 +23,59 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from . import models
-from .api import ApiError, Service, Settings, parse_body, stream_chunks
+from . import _http_guard
+from .api import ApiError, Route, Service, Settings, api_error, find_route, parse_body
 from .errors import LmbenchError
 
 log = logging.getLogger("lmbench.api")
 WORKERS = 4
-POST_ROUTES = {"api/generate": "generate", "v1/completions": "completion", "v1/chat/completions": "chat_completion"}
-# The route names, as a regex group; each transport puts its own prefix before it.
-ROUTES = r"(api/generate|api/runs|api/params|api/status|v1/models|v1/completions|v1/chat/completions)/?"
 
 
-class ApiRoutes:
-    """Mixed into a ``tornado.web.RequestHandler``: dispatches to a ``Service`` and writes JSON or events."""
+class ApiRoutes(tornado.web.RequestHandler):
+    """Answers the API's routes for a ``Service``: JSON, or server-sent events for streams.
+
+    Subclasses say where the service and the thread pool come from (``initialize``).
+    """
 
     get_service: Callable[[], Service]
     executor: ThreadPoolExecutor
     _cancel: threading.Event | None = None
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
-        self.set_status(status)  # type: ignore[attr-defined]
-        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
-        self.finish(json.dumps(body))  # type: ignore[attr-defined]
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
 
-    async def dispatch(self, method: str, route: str) -> None:
+    async def dispatch(self, method: str, path: str) -> None:
         try:
             service = self.get_service()
+            routes = find_route(path.rstrip("/"))
+            if not routes:
+                raise ApiError(404, f"no route {self.request.path}")
+            route = routes.get(method)
+            if route is None:
+                raise ApiError(405, f"use {' or '.join(routes)} for {self.request.path}")
+            handler = getattr(service, route.handler)
             if method == "GET":
-                query = {k: self.get_query_argument(k) for k in self.request.query_arguments}  # type: ignore[attr-defined]
-                answers = {"v1/models": service.list_models, "api/status": service.status, "api/params": service.params}
-                if route == "api/runs":
-                    return self._json(200, await self._in_thread(lambda: service.runs(query)))
-                if route not in answers:
-                    raise ApiError(405, f"use POST for /{route}")
-                return self._json(200, answers[route]())
-            if route not in POST_ROUTES:
-                raise ApiError(405, f"use GET for /{route}")
-            body = parse_body(self.request.body, service.settings.max_body_bytes)  # type: ignore[attr-defined]
-            handler = getattr(service, POST_ROUTES[route])
+                query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+                return self._json(200, await self._in_thread(lambda: handler(query)))
+            if not _http_guard.is_json(self.request.headers.get("Content-Type")):
+                raise ApiError(415, "send the request body as JSON (Content-Type: application/json)")
+            body = parse_body(self.request.body, service.settings.max_body_bytes)
             self._cancel = threading.Event()
-            if body.get("stream"):
-                return await self._stream(service, route, handler, body)
-            result = await self._in_thread(lambda: handler(body, None, self._cancel))
-            self._json(200, result)
+            if body.get("stream") and route.streams:
+                return await self._stream(route, handler, body)
+            self._json(200, await self._in_thread(lambda: handler(body, None, self._cancel)))
         except ApiError as exc:
             self._json(exc.status, exc.body())
         except LmbenchError as exc:
-            self._json(500, ApiError(500, str(exc), kind="server_error").body())
+            error = api_error(exc)
+            self._json(error.status, error.body())
 
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
-    async def _stream(self, service: Service, route: str, handler: Callable, body: dict[str, Any]) -> None:
+    async def _stream(self, route: Route, handler: Callable[..., Any], body: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = self._cancel
@@ -87,14 +89,14 @@ class ApiRoutes:
 
         def work() -> None:
             try:
-                push("done", handler(body, lambda piece: push("token", piece), cancel))
+                push("done", handler(body, lambda event: push("event", event), cancel))
             except ApiError as exc:
                 push("error", exc)
+            except LmbenchError as exc:
+                push("error", api_error(exc))
             except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
                 push("error", ApiError(500, f"{type(exc).__name__}: {exc}", kind="server_error"))
 
-        model = models.model_id(service.model_path(body.get("model")))
-        make = stream_chunks("chat" if "chat" in route else "text", model, int(time.time()), uuid.uuid4().hex)
         job = loop.run_in_executor(self.executor, work)
         started = False
         try:
@@ -103,21 +105,20 @@ class ApiRoutes:
                 if kind == "error" and not started:
                     return self._json(value.status, value.body())
                 if not started:
-                    self.set_header("Content-Type", "text/event-stream")  # type: ignore[attr-defined]
-                    self.set_header("Cache-Control", "no-cache")  # type: ignore[attr-defined]
+                    self.set_header("Content-Type", "text/event-stream")
+                    self.set_header("Cache-Control", "no-cache")
                     started = True
-                if kind == "token":
-                    event = {"text": value} if route == "api/generate" else make(value, None)
-                elif kind == "done":
-                    event = {**value, "done": True} if route == "api/generate" else make(None, _finish_of(value))
-                else:
-                    event = value.body()
-                self.write(f"data: {json.dumps(event)}\n\n")  # type: ignore[attr-defined]
-                if kind != "token":
-                    self.write("data: [DONE]\n\n")  # type: ignore[attr-defined]
-                    self.finish()  # type: ignore[attr-defined]
-                    return
-                await self.flush()  # type: ignore[attr-defined]
+                if kind == "event":
+                    self.write(f"data: {json.dumps(value)}\n\n")
+                    await self.flush()
+                    continue
+                final = value.body() if kind == "error" else value
+                if final is not None:
+                    self.write(f"data: {json.dumps(final)}\n\n")
+                if route.done_marker:
+                    self.write("data: [DONE]\n\n")
+                self.finish()
+                return
         except tornado.iostream.StreamClosedError:
             cancel.set()
         finally:
@@ -127,37 +128,59 @@ class ApiRoutes:
         if self._cancel is not None:
             self._cancel.set()
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(ApiError(status_code, self._reason).body()))
+
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     request = handler.request
     took = 1000 * request.request_time()
-    log.info("%s %s %s %.1fms", handler.get_status(), request.method, request.uri, took)
+    log.info("%s %s %s %.1fms", handler.get_status(), request.method, request.path, took)
 
 
-def _finish_of(result: dict[str, Any]) -> str:
-    return result["choices"][0]["finish_reason"]
+class StandaloneHandler(ApiRoutes):
+    """``lmbench serve``'s handler for every path: Host, Origin and API key are checked before routing."""
 
-
-class StandaloneHandler(ApiRoutes, tornado.web.RequestHandler):
-    """``lmbench serve``'s handler: an optional bearer API key guards every route."""
-
-    def initialize(self, service: Service, executor: ThreadPoolExecutor) -> None:
+    def initialize(self, service: Service, executor: ThreadPoolExecutor, bound_host: str) -> None:
         self.get_service = lambda: service
         self.executor = executor
+        self.bound_host = bound_host
 
     def prepare(self) -> None:
-        key = self.get_service().settings.api_key
-        if key and self.request.headers.get("Authorization", "") != f"Bearer {key}":
-            self._json(401, ApiError(401, "missing or wrong API key (Authorization: Bearer ...)").body())
+        settings = self.get_service().settings
+        headers = self.request.headers
+        origin = headers.get("Origin")
+        route = find_route(self.path_args[0].rstrip("/")) if self.path_args else {}
+        public = self.request.method == "OPTIONS" or any(r.public for r in route.values())
+        refusal = _http_guard.check(
+            host=headers.get("Host"), origin=origin, authorization=headers.get("Authorization"),
+            settings=settings if not public else _without_key(settings), bound_host=self.bound_host,
+        )  # fmt: skip
+        if refusal is not None:
+            self._json(refusal.status, refusal.body())
+            return
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
 
-    async def get(self, route: str) -> None:
-        await self.dispatch("GET", route)
+    async def get(self, path: str) -> None:
+        await self.dispatch("GET", path)
 
-    async def post(self, route: str) -> None:
-        await self.dispatch("POST", route)
+    async def post(self, path: str) -> None:
+        await self.dispatch("POST", path)
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.finish(json.dumps(ApiError(status_code, self._reason).body()))
+    def options(self, path: str) -> None:
+        """CORS preflight: answered without the API key, for allowed origins only (checked in ``prepare``)."""
+        self.set_status(204)
+        self.set_header("Access-Control-Allow-Methods", _http_guard.CORS_METHODS)
+        self.set_header("Access-Control-Allow-Headers", _http_guard.CORS_HEADERS)
+        self.set_header("Access-Control-Max-Age", "600")
+        self.finish()
+
+
+def _without_key(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, api_key=None)
 
 
 class Server:
@@ -176,8 +199,8 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     def _application(self) -> tornado.web.Application:
-        routes = [(f"/{ROUTES}", StandaloneHandler, {"service": self.service, "executor": self.executor})]
-        return tornado.web.Application(routes, default_handler_class=_NotFound, log_function=_log_request)
+        options = {"service": self.service, "executor": self.executor, "bound_host": self.host}
+        return tornado.web.Application([(r"/(.*)", StandaloneHandler, options)], log_function=_log_request)
 
     async def _main(self, ready: threading.Event) -> None:
         sockets = tornado.netutil.bind_sockets(self.port, address=self.host)
@@ -238,10 +261,3 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class _NotFound(tornado.web.RequestHandler):
-    def prepare(self) -> None:
-        self.set_status(404)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(ApiError(404, f"no route {self.request.path}").body()))

@@ -100,6 +100,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     ("0004_chat_format", "ALTER TABLE runs ADD COLUMN chat_format TEXT;"),
     ("0005_ignore_eos", "ALTER TABLE runs ADD COLUMN ignore_eos INTEGER;"),
+    ("0006_stop_word", "ALTER TABLE runs ADD COLUMN stop_word TEXT;"),
 ]
 
 # Columns left out of tables by default: large, and only needed for one run at a time.

@@ -148,8 +148,8 @@ def test_cli_lists_the_packaged_model_and_answers_with_it_by_default() -> None:
 
 def test_the_api_names_the_packaged_model_by_its_alias_once() -> None:
     service = Service(Settings(store=None))
-    assert service.default_id == INSTRUCT and service.status()["model"] == INSTRUCT
-    ids = [m["id"] for m in service.list_models()["data"]]
+    assert service.default_id == INSTRUCT and service.status({})["model"] == INSTRUCT
+    ids = [m["id"] for m in service.list_models({})["data"]]
     assert ids.count(INSTRUCT) == 1 and not any(i.startswith("SmolLM2-135M-Instruct") for i in ids)
     answer = service.chat_completion({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8})
     assert answer["model"] == INSTRUCT

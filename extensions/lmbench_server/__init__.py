@@ -25,8 +25,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.base.handlers import APIHandler
     from jupyter_server.utils import url_path_join
 
-    from lmbench.api import Service, Settings
-    from lmbench.server import ROUTES, WORKERS, ApiRoutes
+    from lmbench.api import Service, Settings, route_pattern
+    from lmbench.server import WORKERS, ApiRoutes
 
     class LmbenchApiHandler(ApiRoutes, APIHandler):
         """The API's routes behind Jupyter's authentication."""
@@ -55,6 +55,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="lmbench-api")
     base = url_path_join(serverapp.web_app.settings["base_url"], "lmbench")
     serverapp.web_app.add_handlers(
-        ".*$", [(url_path_join(base, ROUTES), LmbenchApiHandler, {"get_service": get_service, "executor": executor})]
+        ".*$",
+        [(url_path_join(base, route_pattern()), LmbenchApiHandler, {"get_service": get_service, "executor": executor})],
     )
     serverapp.log.info(f"lmbench API at {base}/")
