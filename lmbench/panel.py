@@ -133,6 +133,9 @@ class Panel:
         # Prompt and parameters, from the one parameter definition.
         self.prompt = w.Textarea(placeholder="Prompt", rows=4, layout=w.Layout(width="100%"))
         self.prompt.add_class("lmbench-prompt")
+        self.token_count = w.HTML()
+        self.token_count.add_class("lmbench-token-count")
+        self.prompt.observe(lambda _: self._count_tokens(), names="value")
         self.sliders: dict[str, w.Widget] = {s.name: _slider(s) for s in param_specs() if s.ui_min is not None}
         self.n_ctx.observe(self._on_n_ctx, names="value")
         self._on_n_ctx({"new": self.n_ctx.value})
@@ -229,6 +232,7 @@ class Panel:
                 self.model_info,
                 load_settings,
                 self.prompt,
+                self.token_count,
                 params,
                 w.HBox([self.seed, self.random_seed, self.debug_tokens, *self.toggles.values()]),
                 w.HBox([w.Label("stop strings"), self.stop]),
@@ -368,6 +372,7 @@ class Panel:
             self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
             self.model_info.value = self._describe(engine.path)
         self.engine = engine
+        self._count_tokens()
         return engine
 
     def _load_job(self) -> None:
@@ -508,6 +513,15 @@ class Panel:
         if not self.log_debug.value:
             engine_lines = [line for line in engine_lines if not line.startswith("[DEBUG]")]
         self.log.value = view.log(self.events, engine_lines[-300:])
+
+    def _count_tokens(self) -> None:
+        """The prompt's length in the loaded model's tokens, against its context (as LM Studio shows it)."""
+        engine = self.engine
+        if engine is None or engine.closed or not self.prompt.value:
+            self.token_count.value = ""
+            return
+        n = len(engine.tokenize(self.prompt.value))
+        self.token_count.value = f"<small>{n} tokens of {engine.n_ctx}</small>"
 
     @staticmethod
     def _describe(model: str | os.PathLike[str] | None) -> str:

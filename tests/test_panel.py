@@ -208,3 +208,13 @@ def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
     assert lmbench.runs().source.tolist() == ["panel", "panel"]
     panel.new_chat()
     assert panel.conversation == [] and "No messages yet" in panel.chat_transcript.value
+
+
+def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
+    panel.load_button.click()
+    panel.wait(60)
+    panel.prompt.value = "Once upon a time"
+    expected = len(lmbench.tokenize("Once upon a time", panel.engine))
+    assert panel.token_count.value == f"<small>{expected} tokens of {panel.engine.n_ctx}</small>"
+    panel.prompt.value = ""
+    assert panel.token_count.value == ""
