@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +23,8 @@ import pyarrow.feather as feather
 SNAPSHOT_MIN_ROWS = 1000
 
 ROWID = "_rowid"
+# A temporary snapshot file this old was left by a process that died while writing it.
+STALE_TMP_S = 600
 _ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64()}
 
 
@@ -38,7 +41,8 @@ def read(conn: sqlite3.Connection, columns: dict[str, str], snapshot: Path | Non
     """
     conn.execute("BEGIN")  # one consistent view across the queries below
     try:
-        key = f"{conn.execute('SELECT rewrites FROM _changes').fetchone()[0]}|{','.join(columns)}"
+        identity = conn.execute("SELECT store_id FROM _identity").fetchone()[0]  # not another database's snapshot
+        key = f"{identity}|{conn.execute('SELECT rewrites FROM _changes').fetchone()[0]}|{','.join(columns)}"
         count = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
         base = _load(snapshot, key) if snapshot is not None else None
         since = pc.max(base[ROWID]).as_py() if base is not None and base.num_rows else -1
@@ -96,6 +100,7 @@ def _load(path: Path, key: str) -> pa.Table | None:
 def _save(table: pa.Table, path: Path, key: str) -> None:
     """Replace the snapshot atomically; a failure only costs speed, never data."""
     table = table.replace_schema_metadata({"lmbench_key": key})
+    _remove_stale(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     except OSError:
@@ -106,3 +111,14 @@ def _save(table: pa.Table, path: Path, key: str) -> None:
         os.replace(tmp, path)
     except (OSError, pa.ArrowException):
         Path(tmp).unlink(missing_ok=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete half-written snapshot files that a killed process left (older than any write in progress)."""
+    cutoff = time.time() - STALE_TMP_S
+    for leftover in path.parent.glob(f"{path.name}*.tmp"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except OSError:
+            continue

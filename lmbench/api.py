@@ -754,6 +754,8 @@ def parse_body(raw: bytes, limit: int) -> dict[str, Any]:
         body = json.loads(raw or b"{}")
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body

@@ -26,7 +26,7 @@ from llama_cpp import llama_chat_format
 from .engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, complete
-from .params import GenerationParams, validate_params
+from .params import GenerationParams, check_labels, check_text, validate_params
 from .presets import resolve_preset
 from .run import Run
 from .store import Store
@@ -100,11 +100,11 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
 def _text_of(content: Any, i: int, message: Any) -> str:
     """A message's text: a string, or OpenAI-style content parts of type "text" (joined)."""
     if isinstance(content, str):
-        return content
+        return check_text(f"messages[{i}] content", content)
     if isinstance(content, list) and all(
         isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
     ):
-        return "".join(p["text"] for p in content)
+        return check_text(f"messages[{i}] content", "".join(p["text"] for p in content))
     raise ParameterError(
         f'messages[{i}] content must be a string or a list of {{"type": "text", "text": ...}} parts',
         name="messages",
@@ -150,6 +150,7 @@ def chat(
     Takes the same parameters as ``generate``; the template's stop strings are added to ``stop``.
     """
     turns = check_messages(messages)
+    labels = check_labels(experiment, tags, source)
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
     rendered = render(engine, turns)
@@ -162,7 +163,7 @@ def chat(
         on_token=on_token,
         cancel=cancel,
         experiment=experiment,
-        tags=list(tags or []),
+        tags=labels,
         source=source,
         **rendered.tokenize_options,
         messages=turns,

@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__, metrics
 from .engine import Engine, load_engine
 from .errors import GenerationError
-from .params import MAX_SEED, GenerationParams, describe_params, validate_params
+from .params import MAX_SEED, GenerationParams, check_labels, check_text, describe_params, validate_params
 from .presets import resolve_preset
 from .run import Run
 from .store import Store, get_store
@@ -259,8 +259,8 @@ def generate(
 
     Generation parameters:
     """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
+    check_text("prompt", prompt)
+    labels = check_labels(experiment, tags, source)
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
     return complete(
@@ -272,7 +272,7 @@ def generate(
         on_token=on_token,
         cancel=cancel,
         experiment=experiment,
-        tags=list(tags or []),
+        tags=labels,
         source=source,
     )
 

@@ -10,12 +10,50 @@ from dataclasses import dataclass
 from typing import Any
 
 import annotated_types
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ParameterError
 
 # llama.cpp reads 0xFFFFFFFF as "pick a random seed", so the largest usable seed is one less.
 MAX_SEED = 2**32 - 2
+# The most tokens one generation may ask for (far beyond any context; generation also ends at the context).
+MAX_TOKENS = 1 << 20
+# The longest label (experiment, tag, source) kept with a run.
+MAX_LABEL_CHARS = 1000
+
+
+def text_problem(value: Any, what: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is text that can be stored and sent anywhere (valid Unicode)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode text (it holds a lone surrogate)") from None
+
+
+def check_text(name: str, value: Any, *, max_chars: int | None = None) -> str:
+    """``value`` if it is valid Unicode text (of at most ``max_chars``), else ``ParameterError`` naming ``name``."""
+    try:
+        text_problem(value, name)
+    except ValueError as exc:
+        raise ParameterError(str(exc), name=name, value=value) from None
+    if max_chars is not None and len(value) > max_chars:
+        raise ParameterError(f"{name} is {len(value)} characters; the limit is {max_chars}", name=name)
+    return value
+
+
+def check_labels(experiment: Any, tags: Any, source: Any) -> list[str]:
+    """Check the labels kept with a run (before anything is generated); returns the tags as a list."""
+    if experiment is not None:
+        check_text("experiment", experiment, max_chars=MAX_LABEL_CHARS)
+    check_text("source", source, max_chars=MAX_LABEL_CHARS)
+    if tags is None:
+        return []
+    if isinstance(tags, str) or not isinstance(tags, list | tuple):
+        raise ParameterError(f"tags must be a list of strings, not {type(tags).__name__}", name="tags", value=tags)
+    return [check_text("tags", t, max_chars=MAX_LABEL_CHARS) for t in tags]
 
 
 def _ui(minimum: float, maximum: float, step: float) -> dict[str, Any]:
@@ -25,11 +63,13 @@ def _ui(minimum: float, maximum: float, step: float) -> dict[str, Any]:
 class GenerationParams(BaseModel):
     """Sampling settings for one generation; unknown names are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Strict: a number is a number ("0.5", True or 3.0 for an integer are refused, never coerced).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False)
 
     max_tokens: int = Field(
         100,
         ge=1,
+        le=MAX_TOKENS,
         description="Maximum number of tokens to generate.",
         json_schema_extra=_ui(1, 2048, 1),
     )
@@ -49,6 +89,7 @@ class GenerationParams(BaseModel):
     top_k: int = Field(
         40,
         ge=0,
+        le=2**31 - 1,
         description="Keep only the k likeliest tokens (0 keeps all).",
         json_schema_extra=_ui(0, 200, 1),
     )
@@ -100,6 +141,14 @@ class GenerationParams(BaseModel):
         description="Record each token's log-probability and this many top alternatives (None: off).",
     )
 
+    @field_validator("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
+                     mode="before")  # fmt: skip
+    @classmethod
+    def _plain_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"input should be a number (int or float), not {type(value).__name__}")
+        return value
+
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_as_tuple(cls, value: Any) -> Any:
@@ -107,13 +156,15 @@ class GenerationParams(BaseModel):
             return ()
         if isinstance(value, str):
             return (value,)
-        return value
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("stop")
     @classmethod
     def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(s == "" for s in value):
             raise ValueError("stop strings must not be empty")
+        for s in value:
+            text_problem(s, "stop string")
         return value
 
 
@@ -137,10 +188,16 @@ class ParamSpec:
     ui_step: float | None = None
 
     def range_text(self) -> str:
-        """The allowed range in words, e.g. ``0 < top_p <= 1``."""
-        lo = "" if self.minimum is None else f"{self.minimum:g} {'<' if self.exclusive_minimum else '<='} "
-        hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {self.maximum:g}"
-        return f"{lo}{self.name}{hi}" if (lo or hi) else f"any {self.type.__name__}"
+        """The allowed range as people write it, e.g. ``0 < top_p <= 1`` or ``0 <= seed <= 4294967294``."""
+        lo = "" if self.minimum is None else f"{_number(self.minimum)} {'<' if self.exclusive_minimum else '<='} "
+        hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {_number(self.maximum)}"
+        if lo or hi:
+            return f"{lo}{self.name}{hi}"
+        return {bool: "true or false", tuple: "a list of non-empty strings"}.get(self.type, f"any {self.type.__name__}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _spec(name: str) -> ParamSpec:
@@ -182,7 +239,7 @@ def validate_params(values: dict[str, Any] | None = None, /, **kwargs: Any) -> G
 
     Raises ``ParameterError`` naming the first bad parameter, its value and the allowed range.
     """
-    merged = {**(values or {}), **kwargs}
+    merged = {k: v.item() if isinstance(v, np.generic) else v for k, v in {**(values or {}), **kwargs}.items()}
     unknown = sorted(set(merged) - set(PARAM_NAMES))
     if unknown:
         raise ParameterError(

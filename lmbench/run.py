@@ -89,6 +89,7 @@ class Run:
         params = {name: data.pop(name, None) for name in PARAM_NAMES}
         # A column added by a later migration is NULL in older rows: those parameters take their default.
         params = {k: v for k, v in params.items() if v is not None or PARAM_SPECS[k].default is None}
+        params.update({k: bool(v) for k, v in params.items() if PARAM_SPECS[k].type is bool})  # SQLite's 0/1
         params["stop"] = json.loads(params.get("stop") or "[]")
         data["created_at"] = datetime.fromisoformat(data["created_at"])
         for key in ("tags", "token_logprobs", "messages", "sweep_coords"):

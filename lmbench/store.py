@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,13 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0004_chat_format", "ALTER TABLE runs ADD COLUMN chat_format TEXT;"),
     ("0005_ignore_eos", "ALTER TABLE runs ADD COLUMN ignore_eos INTEGER;"),
     ("0006_stop_word", "ALTER TABLE runs ADD COLUMN stop_word TEXT;"),
+    (
+        "0007_identity",
+        """
+        CREATE TABLE _identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL);
+        INSERT INTO _identity VALUES (1, lower(hex(randomblob(16))));
+        """,
+    ),
 ]
 
 # Columns left out of tables by default: large, and only needed for one run at a time.
@@ -130,7 +138,7 @@ class Store:
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise StoreError(f"run store {self.path}: {exc}") from exc
+            raise StoreError(f"run store {self.path}: {_reason(exc)}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         local = self._local
@@ -144,10 +152,11 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             if not self._migrated:
                 with self._lock:
+                    _check_integrity(conn, self.path)
                     migrate(conn)
                     self._migrated = True
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the run store {self.path}: {exc}") from None
+            raise StoreError(f"cannot open the run store {self.path}: {_reason(exc)}") from None
         local.conn, local.pid = conn, os.getpid()
         return conn
 
@@ -164,20 +173,22 @@ class Store:
         if not batch:
             return
         with self.connect() as conn:
-            columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+            declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
+            rows = [_checked_row(run.to_record(), declared) for run in batch]
+            columns = list(declared)
             sql = f"INSERT OR REPLACE INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for run in batch:
-                    record = run.to_record()
-                    conn.execute(sql, [record.get(c) for c in columns])
+                for run, row in zip(batch, rows, strict=True):
+                    conn.execute(sql, [row.get(c) for c in columns])
                     conn.executemany(
                         "INSERT OR REPLACE INTO metrics (run_id, name, value) VALUES (?, ?, ?)",
                         [(run.id, k, _finite_or_none(v)) for k, v in run.metrics.items()],
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
 
     def get(self, run_id: str) -> Run:
@@ -241,6 +252,50 @@ class Store:
         return target
 
 
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {"TEXT": (str,), "INTEGER": (int,), "REAL": (float, int)}
+
+
+def _checked_row(row: dict[str, Any], declared: dict[str, str]) -> dict[str, Any]:
+    """A run's row if every value fits its column (type, valid Unicode), else ``StoreError`` naming the column.
+
+    Checked before writing, so no value can make the store unreadable later (SQLite itself stores
+    any type in any column and accepts lone surrogates nowhere consistently).
+    """
+    missing = sorted(set(row) - set(declared))
+    if missing:
+        raise StoreError(f"the run store has no column {missing[0]!r}: a migration is missing for it")
+    for column, value in row.items():
+        if value is None:
+            continue
+        kinds = _PYTHON_TYPES.get(declared[column], (str,))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and kinds == (str,)):
+            raise StoreError(f"cannot store {column}={value!r}: the column holds {declared[column]} values")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise StoreError(f"cannot store {column}: it is not valid Unicode text") from None
+    return row
+
+
+def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged database at once rather than answer from its snapshot while writes fail."""
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise StoreError(
+            f"the run store {path} is damaged ({'; '.join(problems)}); "
+            "copy what can be read with the sqlite3 shell's .recover, or move the file away to start a new store"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """SQLite's words, made plain where they mislead."""
+    text = str(exc)
+    if "disk is full" in text or "database or disk is full" in text:
+        return "the disk is full"
+    return text
+
+
 def _finite_or_none(value: float) -> float | None:
     try:
         value = float(value)
@@ -276,7 +331,8 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             applied.append(name)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return applied
 

@@ -7,10 +7,11 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -21,7 +22,7 @@ from .engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, execute, stopper
 from .models import resolve as resolve_model
-from .params import PARAM_NAMES, validate_params
+from .params import PARAM_NAMES, check_labels, check_text, validate_params
 from .run import Run
 from .store import Store, get_store
 
@@ -55,31 +56,43 @@ def _prompts(prompts: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]
     if not prompts:
         raise ParameterError("a sweep needs at least one prompt")
     for name, text in prompts.items():
+        check_text("prompt name", name)
         if not isinstance(text, str) or not text:
             raise ParameterError(f"prompt {name!r} must be a non-empty string", name="prompts", value=text)
+        check_text(f"prompt {name!r}", text)
     return dict(prompts)
 
 
-def _grid(grid: Mapping[str, Sequence[Any]], fixed: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+def _grid(grid: Mapping[str, Iterable[Any]], fixed: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+    """Every grid cell; values may be lists, tuples or NumPy arrays (their items become Python numbers)."""
+    checked: dict[str, list[Any]] = {}
     for name, values in grid.items():
         if name not in PARAM_NAMES or name == "seed":
             why = "use seeds= for seeds" if name == "seed" else f"valid parameters are: {', '.join(PARAM_NAMES)}"
             raise ParameterError(f"grid has unknown parameter {name!r}; {why}", name=name)
         if name in fixed:
             raise ParameterError(f"{name!r} is both in the grid and fixed; give it in one place", name=name)
-        if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
             raise ParameterError(f"grid[{name!r}] must be a non-empty list of values, not {values!r}", name=name)
-        for i, value in enumerate(values):
+        checked[name] = [v.item() if isinstance(v, np.generic) else v for v in values]
+        if not checked[name]:
+            raise ParameterError(f"grid[{name!r}] must be a non-empty list of values, not {values!r}", name=name)
+        for i, value in enumerate(checked[name]):
             try:
                 validate_params({**fixed, name: value})
             except ParameterError as exc:
                 raise ParameterError(f"grid[{name!r}][{i}]: {exc}", name=name, value=value) from None
-    names = list(grid)
-    return [tuple(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
+    names = list(checked)
+    return [tuple(zip(names, combo, strict=True)) for combo in itertools.product(*(checked[n] for n in names))]
 
 
-def _seeds(seeds: int | Sequence[int]) -> list[int]:
-    values = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+def _seeds(seeds: int | Iterable[int]) -> list[int]:
+    if isinstance(seeds, np.integer):
+        seeds = int(seeds)
+    if isinstance(seeds, bool | str | bytes | Mapping) or not isinstance(seeds, int | Iterable):
+        raise ParameterError(f"seeds must be a count or a list of seeds, not {seeds!r}", name="seeds", value=seeds)
+    values = list(range(seeds)) if isinstance(seeds, int) else [s.item() if isinstance(s, np.generic) else s
+                                                                 for s in seeds]  # fmt: skip
     if not values:
         raise ParameterError("a sweep needs at least one seed", name="seeds", value=seeds)
     for seed in values:
@@ -91,7 +104,7 @@ def plan(
     prompts: str | Sequence[str] | Mapping[str, str],
     *,
     grid: Mapping[str, Sequence[Any]],
-    seeds: int | Sequence[int] = 3,
+    seeds: int | Iterable[int] = 3,
     model: ModelArg | Sequence[ModelArg] = None,
     **fixed_params: Any,
 ) -> list[Job]:
@@ -100,9 +113,16 @@ def plan(
     prompt_map = _prompts(prompts)
     cells = _grid(grid, fixed_params)
     seed_list = _seeds(seeds)
+    if model is not None and not isinstance(model, str | os.PathLike | Sequence):
+        raise ParameterError(f"model must be a path, an alias or a list of them, not {model!r}", name="model")
     models = [model] if model is None or isinstance(model, str | os.PathLike) else list(model)
     if not models:
         raise ParameterError("a sweep needs at least one model", name="model")
+    for m in models:
+        if m is not None and not isinstance(m, str | os.PathLike):
+            raise ParameterError(f"model must be a path or an alias, not {m!r}", name="model", value=m)
+        if m is not None:
+            check_text("model", os.fspath(m))
     model_names = [os.fspath(m) if m is not None else str(resolve_model(None)) for m in models]
     return [
         Job(m, name, text, cell, seed)
@@ -127,7 +147,7 @@ def sweep(
     prompts: str | Sequence[str] | Mapping[str, str],
     *,
     grid: Mapping[str, Sequence[Any]],
-    seeds: int | Sequence[int] = 3,
+    seeds: int | Iterable[int] = 3,
     model: ModelArg | Sequence[ModelArg] = None,
     experiment: str | None = None,
     name: str | None = None,
@@ -158,6 +178,15 @@ def sweep(
     models that carry a template (instruct models) and sends the raw prompt to the others.
     """
     fixed_params.setdefault("logprobs", 0)
+    check_labels(experiment, None, "sweep")
+    if name is not None:
+        check_text("name", name)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ParameterError(f"batch_size must be a whole number >= 1, not {batch_size!r}", name="batch_size")
+    if not isinstance(grid, Mapping):
+        raise ParameterError(f"grid must map parameter names to lists of values, not {grid!r}", name="grid")
+    if metrics is not None and metrics != "default" and not isinstance(metrics, str | Sequence):
+        raise ParameterError(f"metrics must be 'default', None or a list of names, not {metrics!r}", name="metrics")
     jobs = plan(prompts, grid=grid, seeds=seeds, model=model, **fixed_params)
     run_metrics = metrics_mod.select(metrics, "run")
     group_metrics = metrics_mod.select(metrics, "group")
