@@ -9,6 +9,7 @@ from .chat import chat
 from .compare import Comparison, compare
 from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
 from .errors import (
+    ChatTemplateError,
     ContextOverflowError,
     EngineClosedError,
     GenerationError,
@@ -51,6 +52,7 @@ def unload_ipython_extension(ipython: object) -> None:
 
 
 __all__ = [
+    "ChatTemplateError",
     "Comparison",
     "ContextOverflowError",
     "Engine",

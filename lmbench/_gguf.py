@@ -7,6 +7,7 @@ costs milliseconds where ``gguf.GGUFReader``, which builds an object per element
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ class Tensor:
     """One tensor's entry in the header."""
 
     name: str
-    n_elements: int
+    dims: tuple[int, ...]  # llama.cpp's order: the first is the row length
     type: str
     n_bytes: int
     offset: int  # from the start of the file
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.dims)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Header:
     fields: dict[str, Any]
     array_lengths: dict[str, int]
     tensors: list[Tensor]
+    empty_tokens: int  # entries of tokenizer.ggml.tokens that are empty strings
 
     def field(self, key: str) -> Any:
         """A metadata value, or None when absent."""
@@ -87,17 +93,20 @@ class _Cursor:
             raise ValueError(f"unknown value type {kind}")
         return self.unpack(fmt)
 
-    def skip_array(self) -> int:
-        """Step over an array value; its length."""
+    def skip_array(self) -> tuple[int, int]:
+        """Step over an array value; its length and how many of its strings are empty."""
         kind, count = self.unpack("<I"), self.unpack("<Q")
+        empty = 0
         if kind == GGUFValueType.STRING:
             if count * 8 > len(self.data) - self.at:
                 raise ValueError(f"an array of {count} strings cannot fit in the file")
             for _ in range(count):
-                self.at += 8 + struct.unpack_from("<Q", self.data, self.at)[0]
+                length = struct.unpack_from("<Q", self.data, self.at)[0]
+                empty += length == 0
+                self.at += 8 + length
         elif kind == GGUFValueType.ARRAY:
             for _ in range(count):
-                self.skip_array()
+                empty += self.skip_array()[1]
         else:
             fmt = _SCALAR.get(GGUFValueType(kind))
             if fmt is None:
@@ -105,7 +114,7 @@ class _Cursor:
             self.at += count * struct.calcsize(fmt)
         if self.at > len(self.data):
             raise ValueError("an array runs past the end of the file")
-        return int(count)
+        return int(count), empty
 
 
 def _parse(data: mmap.mmap) -> Header:
@@ -117,10 +126,12 @@ def _parse(data: mmap.mmap) -> Header:
     n_tensors, n_kv = cur.unpack("<Q"), cur.unpack("<Q")
     fields: dict[str, Any] = {}
     arrays: dict[str, int] = {}
+    empty_tokens = 0
     for _ in range(n_kv):
         key, kind = cur.string(), cur.unpack("<I")
         if kind == GGUFValueType.ARRAY:
-            arrays[key] = cur.skip_array()
+            arrays[key], empty = cur.skip_array()
+            empty_tokens += empty if key == "tokenizer.ggml.tokens" else 0
         else:
             fields[key] = cur.value(kind)
     if n_tensors * 24 > len(data) - cur.at:
@@ -130,23 +141,65 @@ def _parse(data: mmap.mmap) -> Header:
         name, n_dims = cur.string(), cur.unpack("<I")
         if n_dims > 8:
             raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
-        n_elements = 1
-        for _ in range(n_dims):
-            n_elements *= cur.unpack("<Q")
-        entries.append((name, n_elements, cur.unpack("<I"), cur.unpack("<Q")))
+        dims = tuple(cur.unpack("<Q") for _ in range(n_dims))
+        entries.append((name, dims, cur.unpack("<I"), cur.unpack("<Q")))
     alignment = fields.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise ValueError(f"general.alignment is {alignment!r}, not a power of two")
     start = -(-cur.at // alignment) * alignment
     tensors = []
-    for name, n_elements, kind, offset in entries:
+    for name, dims, kind, offset in entries:
         try:
             quant = GGMLQuantizationType(kind)
         except ValueError:
             raise ValueError(f"tensor {name!r} has unknown type {kind}") from None
         block, type_size = GGML_QUANT_SIZES[quant]
-        tensors.append(Tensor(name, n_elements, quant.name, n_elements * type_size // block, start + offset))
-    return Header(version, fields, arrays, tensors)
+        if dims and dims[0] % block:
+            raise ValueError(f"tensor {name!r} rows of {dims[0]} do not divide into {quant.name} blocks of {block}")
+        n_bytes = math.prod(dims) * type_size // block
+        tensors.append(Tensor(name, dims, quant.name, n_bytes, start + offset))
+    return Header(version, fields, arrays, tensors, empty_tokens)
+
+
+# Tokenizer models llama.cpp knows (llama-vocab.cpp); another name makes it abort.
+KNOWN_TOKENIZERS = ("llama", "gpt2", "bert", "t5", "rwkv", "plamo2", "no_vocab", "none")
+
+
+def _consistency(header: Header) -> str | None:
+    """What in a well-formed header would make llama.cpp abort, or None.
+
+    The metadata must agree with the tensors (layer count, vocabulary and width), numbers llama.cpp
+    divides by or takes logarithms of must be sane, and the tokenizer must be one it knows.
+    """
+    arch = header.field("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        return "general.architecture is missing"
+    tokenizer = header.field("tokenizer.ggml.model")
+    if tokenizer is not None and tokenizer not in KNOWN_TOKENIZERS:
+        return f"unknown tokenizer model {tokenizer!r} (llama.cpp knows: {', '.join(KNOWN_TOKENIZERS)})"
+    if header.empty_tokens:
+        return f"the vocabulary holds {header.empty_tokens} empty token strings"
+    layers = header.field(f"{arch}.block_count")
+    blocks = {int(t.name.split(".")[1]) for t in header.tensors if t.name.startswith("blk.") and
+              t.name.split(".")[1].isdigit()}  # fmt: skip
+    if blocks and (not isinstance(layers, int) or layers != max(blocks) + 1):
+        return f"{arch}.block_count is {layers!r} but the file has tensors for {max(blocks) + 1} layers"
+    for key, value in header.fields.items():
+        if key.endswith(("_epsilon", "_eps")) and (not isinstance(value, float) or not 0 < value < 1):
+            return f"{key} is {value!r}; a norm epsilon must be a small positive number"
+    for key in (f"{arch}.embedding_length", f"{arch}.context_length", f"{arch}.attention.head_count"):
+        value = header.field(key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            return f"{key} is {value!r}; it must be a positive whole number"
+    n_vocab = header.array_lengths.get("tokenizer.ggml.tokens")
+    embedding = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+    if embedding is not None and len(embedding.dims) == 2:
+        width, rows = embedding.dims
+        if n_vocab is not None and rows != n_vocab:
+            return f"token_embd.weight has {rows} rows but the vocabulary has {n_vocab} tokens"
+        if header.field(f"{arch}.embedding_length") not in (None, width):
+            return f"{arch}.embedding_length does not match token_embd.weight's width {width}"
+    return None
 
 
 def read(path: Path) -> Header:
@@ -171,6 +224,9 @@ def read(path: Path) -> Header:
         raise ModelLoadError(path, f"corrupt or truncated GGUF header ({exc})") from None
     if not header.tensors:
         raise ModelLoadError(path, "the GGUF file holds no tensors")
+    problem = _consistency(header)
+    if problem:
+        raise ModelLoadError(path, f"inconsistent model file: {problem}")
     end = max(t.offset + t.n_bytes for t in header.tensors)
     if end > size:
         raise ModelLoadError(path, f"truncated: tensor data needs {end} bytes but the file has {size}")

@@ -1,8 +1,9 @@
 """Chat: OpenAI-style messages through the model's own chat template, recorded like any run.
 
-The template is the GGUF file's ``tokenizer.chat_template``, rendered by llama-cpp-python's
-Jinja2 chat formatter. A model without one (such as the stories260K test model) gets the
-``plain`` fallback, a transcript any base model can continue::
+The template is the GGUF file's ``tokenizer.chat_template``, rendered in lmbench's Jinja sandbox
+with limits on work and size (``lmbench._template``): a template is code from the model file.
+A model without one (such as the stories260K test model) gets the ``plain`` fallback, a
+transcript any base model can continue::
 
     <system message>
 
@@ -19,10 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from llama_cpp import llama_chat_format
-
+from . import _template
 from .engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, complete
@@ -113,7 +114,7 @@ def _text_of(content: Any, i: int, message: Any) -> str:
 
 
 def render(engine: Engine, messages: list[dict[str, str]]) -> ChatPrompt:
-    """The prompt for ``messages`` in the model's chat template, or the plain fallback."""
+    """The prompt for ``messages`` in the model's chat template (rendered in a sandbox), or the plain fallback."""
     llama = engine.llama
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
@@ -122,14 +123,16 @@ def render(engine: Engine, messages: list[dict[str, str]]) -> ChatPrompt:
         prompt = (f"{system}\n\n" if system else "") + "\n".join([*turns, "Assistant:"])
         return ChatPrompt(prompt, (PLAIN_STOP,), PLAIN, added_special=False)
     eos, bos = llama.token_eos(), llama.token_bos()
-    formatter = llama_chat_format.Jinja2ChatFormatter(
-        template=template,
-        eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+    eos_text = llama._model.token_get_text(eos) if eos != -1 else ""
+    prompt = _template.render(
+        template,
+        messages=messages,
+        eos_token=eos_text,
         bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+        add_generation_prompt=True,
+        strftime_now=lambda fmt: datetime.now().strftime(fmt),
     )
-    result = formatter(messages=messages)
-    stop = (result.stop,) if isinstance(result.stop, str) else tuple(result.stop or ())
-    return ChatPrompt(result.prompt, stop, "gguf", added_special=bool(result.added_special))
+    return ChatPrompt(prompt, (eos_text,) if eos_text else (), "gguf", added_special=True)
 
 
 def chat(

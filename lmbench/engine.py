@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from . import _llama_log, models
+from . import _llama_log, _probe, models
 from ._sampling import SamplerChain
 from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from .params import GenerationParams
@@ -62,11 +62,31 @@ def cpu_has_amx() -> bool:
 _params_lock = threading.Lock()
 
 
+class _NoChatFormatter:
+    """Stands in for llama-cpp-python's chat-template compiler while lmbench loads a model.
+
+    ``llama_cpp.Llama()`` compiles the file's chat templates with Jinja's constant folding on, so a
+    hostile template (``{{ 'x' * 3000000000 }}``) hangs the load; lmbench renders templates itself,
+    in a sandbox with limits (``lmbench._template``), and never uses llama-cpp-python's chat handlers.
+    """
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def to_chat_handler(self) -> Any:
+        def refuse(*_: Any, **__: Any) -> Any:
+            raise GenerationError("chat through lmbench.chat(); llama-cpp-python's chat handler is not set up")
+
+        return refuse
+
+
 @contextlib.contextmanager
 def model_params(**fields: Any) -> Iterator[None]:
-    """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load."""
+    """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load
+    (and keep it from compiling the file's chat templates)."""
     module = llama_cpp.llama_cpp
     original = module.llama_model_default_params
+    formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter
 
     def patched() -> Any:
         params = original()
@@ -76,10 +96,12 @@ def model_params(**fields: Any) -> Iterator[None]:
 
     with _params_lock:
         module.llama_model_default_params = patched
+        llama_cpp.llama_chat_format.Jinja2ChatFormatter = _NoChatFormatter  # type: ignore[misc, assignment]
         try:
             yield
         finally:
             module.llama_model_default_params = original
+            llama_cpp.llama_chat_format.Jinja2ChatFormatter = formatter  # type: ignore[misc]
 
 
 class Engine:
@@ -110,6 +132,7 @@ class Engine:
         self.load_options = dict(load_options)
         started = time.perf_counter()
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
+        _probe.verify(path, self.sha256, repack=self.weight_repack)  # a file that crashes llama.cpp crashes a child
         with _llama_log.capture(self.logs), model_params(use_extra_bufts=self.weight_repack):
             try:
                 self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
@@ -158,8 +181,21 @@ class Engine:
         return self._llama
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
-        """Token ids of ``text`` as this model sees it (``special``: parse special-token text such as ``<s>``)."""
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+        """Token ids of ``text`` as this model sees it (``special``: parse special-token text such as ``<s>``).
+
+        The buffer is sized from the text (a token covers at least one byte), not from the model's
+        trained context, which a model file can set to anything.
+        """
+        self.llama  # noqa: B018 - raises once the engine is closed
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buffer = (llama_cpp.llama_token * size)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, size, add_bos, special)
+        if n < 0:
+            size = -n
+            buffer = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, size, add_bos, special)
+        return list(buffer[:n])
 
     def detokenize(self, tokens: list[int]) -> str:
         """The text of ``tokens`` (special tokens written out); ids outside the vocabulary raise ``ParameterError``."""

@@ -52,3 +52,7 @@ class EngineClosedError(LmbenchError):
 
 class StoreError(LmbenchError):
     """The run store cannot be opened, migrated or written."""
+
+
+class ChatTemplateError(LmbenchError):
+    """A model's chat template does not compile, fails, or breaks a rendering limit (it is untrusted code)."""
