@@ -9,7 +9,7 @@ OUT ?= out
 export LMBENCH_MODEL_PATH ?= $(abspath ../shared/models)
 export LMBENCH_TEST_MODEL ?= $(abspath ../shared/models/stories260K.gguf)
 
-.PHONY: setup sweep demo test lint format clean
+.PHONY: setup sweep demo test lint typecheck format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,12 +48,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+typecheck: setup
+	$(BIN)/mypy
+
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 # Tests use a throw-away $LMBENCH_HOME so they never touch your run store.
-test: setup lint $(CHROMIUM)
+test: setup lint typecheck $(CHROMIUM)
 	LMBENCH_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 clean:

@@ -27,7 +27,7 @@ def _emit(line: str) -> None:
         sink.append(line)
 
 
-@llama_cpp.llama_log_callback
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes callback type
 def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     pending: list[str] = _local.__dict__.setdefault("pending", [])
     if level != 5:

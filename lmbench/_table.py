@@ -69,10 +69,10 @@ def _rows(conn: sqlite3.Connection, columns: dict[str, str], since: int) -> pa.T
     metrics: dict[str, list[float | None]] = {}
     query = "SELECT m.run_id, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.rowid > ?"
     for run_id, name, value in conn.execute(query, (since,)):
-        column = metrics.get(name)
-        if column is None:
-            column = metrics[name] = [None] * len(rows)
-        column[position[run_id]] = value
+        values_of = metrics.get(name)
+        if values_of is None:
+            values_of = metrics[name] = [None] * len(rows)
+        values_of[position[run_id]] = value
     for name in sorted(metrics):
         if name not in arrays:
             arrays[name] = pa.array(metrics[name], pa.float64())

@@ -15,6 +15,7 @@ know is answered by the server's model (the name echoed), unless ``strict_models
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -215,8 +216,9 @@ class Service:
             available[self.settings.model] = self.default_path
         for row in models.list().itertuples():
             if not isinstance(getattr(row, "error", None), str):
-                available.setdefault(str(row.alias), Path(row.path))
-                available.setdefault(Path(row.path).name, Path(row.path))
+                path = Path(str(row.path))
+                available.setdefault(str(row.alias), path)
+                available.setdefault(path.name, path)
         self._available = (time.monotonic(), available)
         return available
 
@@ -380,7 +382,7 @@ class Service:
         engine = self._engine(request)
         try:
             if request.n == 1:
-                stream = None if on_piece is None else (lambda text: on_piece(0, text))
+                stream = None if on_piece is None else functools.partial(on_piece, 0)
                 options = {"model": engine, "on_token": stream, "cancel": cancel, **request.labels, **request.params}
                 if messages is not None:
                     return engine, [chat_reply(messages, **options)]
@@ -415,7 +417,7 @@ class Service:
             BatchJob(
                 params.model_copy(update={"seed": seed}),
                 fields,
-                None if on_piece is None else (lambda text, i=i: on_piece(i, text)),
+                None if on_piece is None else functools.partial(on_piece, i),
             )
             for i, seed in enumerate(seeds)
         ]
@@ -436,7 +438,12 @@ class Service:
         """``POST /api/generate``: the LM Studio guides' request and a plain JSON answer."""
         prompt = _text(body, "prompt")
         request = self._request(body, {k: v for k, v in body.items() if k not in _COMMON | {"prompt"}})
-        on_piece = None if emit is None else (lambda i, text: emit({"text": text}))
+        on_piece: OnPiece | None = None
+        if emit is not None:
+
+            def on_piece(i: int, text: str | None) -> None:
+                emit({"text": text or ""})
+
         _, (run,) = self._choices(request, prompt=prompt, on_piece=on_piece, cancel=cancel)
         answer = {
             "text": run.text,
@@ -466,8 +473,8 @@ class Service:
         on_piece = None
         if emit is not None:
 
-            def on_piece(i: int, text: str) -> None:
-                emit({"id": stream_id, **head, "choices": [_text_choice(i, text, None, None)]})
+            def on_piece(i: int, text: str | None) -> None:
+                emit({"id": stream_id, **head, "choices": [_text_choice(i, text or "", None, None)]})
 
         _, runs = self._choices(request, prompt=prompt, on_piece=on_piece, cancel=cancel)
         if emit is not None:
@@ -510,7 +517,7 @@ class Service:
                 if text:
                     emit({"id": stream_id, **head, "choices": [_delta(i, {"content": text}, None)]})
 
-        engine, runs = self._choices(request, messages=messages, on_piece=on_piece, cancel=cancel)  # type: ignore[arg-type]
+        engine, runs = self._choices(request, messages=messages, on_piece=on_piece, cancel=cancel)
         if on_piece is not None and emit is not None:
             for i, run in enumerate(runs):
                 on_piece(i, None)
@@ -556,8 +563,8 @@ class Service:
         on_piece = None
         if emit is not None:
 
-            def on_piece(i: int, text: str) -> None:
-                emit({"index": i, "content": text, "tokens": [], "stop": False, "id_slot": i})
+            def on_piece(i: int, text: str | None) -> None:
+                emit({"index": i, "content": text or "", "tokens": [], "stop": False, "id_slot": i})
 
         engine, runs = self._choices(request, prompt=prompt, on_piece=on_piece, cancel=cancel)
         answers = [_native_answer(engine, request, run, i, n_probs) for i, run in enumerate(runs)]

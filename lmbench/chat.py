@@ -77,7 +77,7 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
         raise ParameterError(
             'messages must be a non-empty list of {"role": ..., "content": ...} dicts', name="messages", value=messages
         )
-    checked = []
+    checked: list[dict[str, str]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or set(message) - {"role", "content", "name"}:
             raise ParameterError(

@@ -7,6 +7,7 @@ codes: 0 success, 1 an error while working (one line on stderr), 2 a usage error
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -178,12 +179,8 @@ def _load_config(path: str) -> dict[str, Any]:
             except yaml.YAMLError as exc:
                 raise ValueError(str(exc).replace("\n", " ")) from None
         elif suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-
-            config = tomllib.loads(text)
+            toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+            config = toml.loads(text)
         else:
             raise UsageError(f"sweep config {path}: use a .json, .yaml or .toml file")
     except (ValueError, ImportError) as exc:

@@ -9,7 +9,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,7 +237,7 @@ class Engine:
 
     def sample_tokens(
         self, prompt_tokens: list[int], params: GenerationParams, seed: int, *, with_logits: bool = False
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
+    ) -> Generator[tuple[int, np.ndarray | None], None, None]:
         """Yield sampled token ids (with the raw logits they came from when asked) until the caller stops.
 
         The caller must hold ``self.lock``. A prompt that shares a prefix with the previous one
@@ -250,7 +250,7 @@ class Engine:
 
     def _sample_tokens(
         self, prompt_tokens: list[int], params: GenerationParams, seed: int, with_logits: bool
-    ) -> Iterator[tuple[int, np.ndarray | None]]:
+    ) -> Generator[tuple[int, np.ndarray | None], None, None]:
         llama = self.llama
         cached = _cached_prefix(llama, prompt_tokens)
         self.prompt_cached_tokens = cached

@@ -177,7 +177,8 @@ def execute(
     stream = TextStream(params.stop)
     should_stop = stopper(cancel)
     logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
-    finish, error, interruption = "length", None, None
+    finish, error = "length", None
+    interruption: BaseException | None = None
     n_generated, ttft = 0, None
     with engine.lock:
         started = time.perf_counter()
@@ -192,9 +193,9 @@ def execute(
                         finish = "stop"
                         break
                     n_generated += 1
-                    if logprobs is not None:
+                    if logprobs is not None and logits is not None:
                         lp, entropy = log_softmax(logits)
-                        logprobs.append(logprob_entry(engine, token, lp, entropy, params.logprobs or 0))
+                        logprobs.append(logprob_entry(engine, token, lp, float(entropy), params.logprobs or 0))
                     hit_stop = stream.add(engine.piece(token))
                     if on_token is not None and (new := stream.take()):
                         on_token(new)

@@ -16,6 +16,7 @@ Built-ins, one line each (range; which way means "more diverse"):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -159,10 +160,16 @@ def self_similarity(texts: Sequence[str]) -> float:
 
 register("chars", lambda run: len(run.text), description="Characters in the output.")
 register("words", lambda run: len(words_of(run.text)), description="Words in the output.")
+
+
+def _distinct_of_run(run: Run, n: int) -> float:
+    return distinct_n(run.text, n)
+
+
 for _n in (1, 2, 3):
     register(
         f"distinct_{_n}",
-        lambda run, n=_n: distinct_n(run.text, n),
+        functools.partial(_distinct_of_run, n=_n),
         description=f"Unique word {_n}-grams / all word {_n}-grams (0..1, higher is more diverse).",
     )
 register("repetition_rate", lambda run: repetition_rate(run.text), description=repetition_rate.__doc__ or "")

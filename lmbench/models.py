@@ -4,6 +4,7 @@ read metadata (cached per file version), pick the default model, download from t
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.metadata
 import os
@@ -79,7 +80,7 @@ def catalog() -> dict[str, CatalogEntry]:
     return {**_builtin, **_saved_aliases()}
 
 
-def search_dirs() -> list[Path]:
+def search_dirs() -> builtins.list[Path]:
     """Folders searched for GGUF files, in order; only those that exist."""
     candidates = [home() / "models"]
     candidates += [Path(p).expanduser() for p in os.environ.get("LMBENCH_MODEL_PATH", "").split(os.pathsep) if p]
@@ -153,7 +154,7 @@ def _site_state() -> tuple[tuple[str, int], ...]:
     return tuple(state)
 
 
-def packaged() -> list[PackagedModel]:
+def packaged() -> builtins.list[PackagedModel]:
     """GGUF files inside installed Python distributions, found from their file lists (nothing is imported).
 
     Read again only when a folder on the import path changes.

@@ -68,7 +68,9 @@ class _Throttled:
     """An ``on_token`` callback that collects the text and shows it at most every ``STREAM_INTERVAL_S``."""
 
     def __init__(self, show: Callable[[str], None]) -> None:
-        self.show, self.pieces, self.shown = show, [], 0.0
+        self.show = show
+        self.pieces: list[str] = []
+        self.shown = 0.0
 
     def __call__(self, piece: str) -> None:
         self.pieces.append(piece)
@@ -109,7 +111,9 @@ class Panel:
             layout=w.Layout(width="36em"),
         )
         self.model.add_class("lmbench-model")
-        self.model_info = w.HTML(self._describe(self.engine.path if self.engine else model))
+        self.model_info = w.HTML(
+            self._describe(self.engine.path if self.engine else model if isinstance(model, str) else None)
+        )
         self.model_info.add_class("lmbench-model-info")
         self.n_ctx = w.BoundedIntText(
             self.engine.n_ctx if self.engine else 2048,

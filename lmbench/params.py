@@ -7,7 +7,7 @@ Each field carries its name, type, default, allowed range and description; the U
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import annotated_types
 import numpy as np
@@ -193,7 +193,8 @@ class ParamSpec:
         hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {_number(self.maximum)}"
         if lo or hi:
             return f"{lo}{self.name}{hi}"
-        return {bool: "true or false", tuple: "a list of non-empty strings"}.get(self.type, f"any {self.type.__name__}")
+        words: dict[type, str] = {bool: "true or false", tuple: "a list of non-empty strings"}
+        return words.get(self.type, f"any {self.type.__name__}")
 
 
 def _number(value: float) -> str:
@@ -212,8 +213,11 @@ def _spec(name: str) -> ParamSpec:
             bounds.update(maximum=meta.le)
         elif isinstance(meta, annotated_types.Lt):
             bounds.update(maximum=meta.lt, exclusive_maximum=True)
-    ui = (field.json_schema_extra or {}).get("ui", {})  # type: ignore[union-attr]
-    kind = {"stop": tuple}.get(name) or {float: float, bool: bool}.get(field.annotation, int)
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    ui = cast("dict[str, float]", extra.get("ui") or {})
+    kind: type = (
+        tuple if name == "stop" else bool if field.annotation is bool else float if field.annotation is float else int
+    )
     return ParamSpec(
         name=name,
         type=kind,
@@ -269,10 +273,11 @@ def option_specs() -> list[tuple[list[str], dict[str, Any]]]:
 
     Every option defaults to None, meaning "not given", so only what the user typed is passed on.
     """
-    options = []
+    options: list[tuple[list[str], dict[str, Any]]] = []
     for spec in param_specs():
         flags = [f"--{spec.name.replace('_', '-')}", *([SHORT_FLAGS[spec.name]] if spec.name in SHORT_FLAGS else [])]
         text = f"{spec.description} ({spec.range_text()}; default {spec.default!r})"
+        kwargs: dict[str, Any]
         if spec.name == "stop":
             kwargs = {"action": "append", "metavar": "TEXT", "help": text + "; repeatable"}
         elif spec.type is bool:

@@ -366,7 +366,7 @@ def get_store(store: str | os.PathLike[str] | Store | None = None) -> Store:
 
 
 def runs(
-    experiment: str | None = None, *, store: str | os.PathLike[str] | Store | None = None, **kwargs
+    experiment: str | None = None, *, store: str | os.PathLike[str] | Store | None = None, **kwargs: Any
 ) -> pd.DataFrame:
     """Recorded runs as a DataFrame (see ``Store.runs``)."""
     return get_store(store).runs(experiment, **kwargs)

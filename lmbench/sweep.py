@@ -211,13 +211,14 @@ def sweep(
         """A job's parameters (its seed included) and the fields recorded with its run, in either mode."""
         params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
         run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
-        fields = {"experiment": experiment, "source": "sweep", "sweep_id": sweep_id, "sweep_coords": job.coords}
+        fields: dict[str, Any] = {"experiment": experiment, "source": "sweep", "sweep_id": sweep_id,
+                                  "sweep_coords": job.coords}  # fmt: skip
         if turn is not None:
             params = turn.with_stops(params)
             fields.update(messages=[{"role": "user", "content": job.prompt}], chat_format=turn.chat_format)
         return BatchJob(params, {**fields, "run_id": run_id})
 
-    def as_sent(engine: Engine, prompt: str) -> tuple[str, ChatPrompt | None, dict[str, bool]]:
+    def as_sent(engine: Engine, prompt: str) -> tuple[str, ChatPrompt | None, dict[str, Any]]:
         """The text the model gets for ``prompt``, its chat rendering (if any) and how to tokenize it."""
         use_chat = has_template(engine) if chat is None else chat
         if not use_chat:
