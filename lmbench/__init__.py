@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import metrics, models
+from ._version import __version__
 from .chat import chat
 from .compare import Comparison, compare
 from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
@@ -20,7 +19,6 @@ from .errors import (
     StoreError,
 )
 from .generation import generate
-from .panel import Panel, panel
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .run import Run
@@ -29,11 +27,15 @@ from .sweep import sweep
 
 
 def __getattr__(name: str) -> object:
-    """Import plotly only when a plot function is first used."""
+    """Import plotly and the panel (ipywidgets) only when first used: the CLI and the API never pay for them."""
     if name in ("plot_sweep", "plot_heatmap"):
         from . import plots
 
         return getattr(plots, name)
+    if name in ("panel", "Panel"):
+        from . import workbench
+
+        return getattr(workbench, name)
     raise AttributeError(f"module 'lmbench' has no attribute {name!r}")
 
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import llama_cpp
 
-from . import __version__, models
+from . import models
 from ._batch import BatchJob, run_batched
+from ._version import __version__
 from .chat import ChatPrompt, check_messages, render
 from .chat import chat as chat_reply
 from .engine import Engine, load_engine

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import LmbenchError
 from .params import given_params, option_specs, validate_params
 from .presets import resolve_preset

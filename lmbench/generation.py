@@ -16,7 +16,8 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from . import __version__, metrics
+from . import metrics
+from ._version import __version__
 from .engine import Engine, load_engine
 from .errors import GenerationError
 from .params import MAX_SEED, GenerationParams, check_labels, check_text, describe_params, validate_params

@@ -126,7 +126,7 @@ class LmbenchMagics(Magics):
         if command == "panel":
             if rest:
                 raise _UsageError("usage: %lmbench panel   (takes no arguments; the panel uses %lmbench model's model)")
-            from .panel import panel
+            from .workbench import panel
 
             return panel(self.engine)
         if command == "runs":

@@ -1,4 +1,4 @@
-"""The notebook panel: prompt, sliders, Generate/Stop with streaming, stats, history, log, debug, compare.
+"""The workbench panel (``lmbench.panel()``): prompt, sliders, Generate/Stop, streaming, stats, tabs.
 
 A thin layer of ipywidgets over ``generate``, ``compare``, presets and the run store. Work runs
 in a worker thread so the kernel stays responsive and Stop can cancel between tokens; every

@@ -1,0 +1,3 @@
+"""The version of lmbench, in one place (pyproject.toml reads it)."""
+
+__version__ = "0.2.0.dev0"
