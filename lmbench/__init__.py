@@ -22,6 +22,7 @@ from .generation import generate
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .run import Run
+from .scores import judge, leaderboard, score
 from .store import Store, export, get_store, runs, use_store
 from .sweep import sweep
 
@@ -77,6 +78,8 @@ __all__ = [
     "export",
     "generate",
     "get_store",
+    "judge",
+    "leaderboard",
     "load",
     "loaded",
     "metrics",
@@ -88,6 +91,7 @@ __all__ = [
     "presets",
     "runs",
     "save_preset",
+    "score",
     "set_max_models",
     "sweep",
     "tokenize",

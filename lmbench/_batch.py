@@ -166,6 +166,8 @@ def run_batched(
     """
     if not jobs:
         return
+    for job in jobs:
+        engine.check_constraint(job.params)
     should_stop = stopper(cancel)
     with engine.lock:
         prompt_tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
@@ -195,7 +197,7 @@ def run_batched(
                 active[slot] = _Sequence(
                     slot=slot,
                     job=job,
-                    sampler=SamplerChain(params, params.seed, engine.n_vocab, engine.eog_tokens),
+                    sampler=SamplerChain(params, params.seed, engine.n_vocab, engine.eog_tokens, engine.vocab),
                     stream=TextStream(params.stop),
                     logprobs=[] if params.logprobs is not None else None,
                     next_token=prompt_tokens[-1],

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Collection
 
 import llama_cpp
 
+from . import _llama_log
+from .errors import ParameterError
 from .params import GenerationParams
 
 PENALTY_LAST_N = 64
@@ -15,12 +18,29 @@ PENALTY_LAST_N = 64
 class SamplerChain:
     """A llama.cpp sampler chain owning its native memory; call ``close()`` when done."""
 
-    def __init__(self, params: GenerationParams, seed: int, n_vocab: int, eog_tokens: Collection[int] = ()) -> None:
-        """``eog_tokens`` are banned when ``params.ignore_eos`` is set."""
+    def __init__(
+        self,
+        params: GenerationParams,
+        seed: int,
+        n_vocab: int,
+        eog_tokens: Collection[int] = (),
+        vocab: llama_cpp.llama_vocab_p | None = None,
+    ) -> None:
+        """``eog_tokens`` are banned when ``params.ignore_eos`` is set; ``vocab`` is needed for a grammar."""
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
         add = llama_cpp.llama_sampler_chain_add
+        grammar = params.constraint()
+        if grammar is not None:  # first, so every later sampler only sees tokens the grammar allows
+            said: collections.deque[str] = collections.deque(maxlen=3)
+            with _llama_log.capture(said):
+                constrained = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            if not constrained:
+                self.close()
+                where = " ".join(line.strip() for line in said)
+                raise ParameterError(f"the grammar does not parse: {where or 'llama.cpp refused it'}", name="grammar")
+            add(self.ptr, constrained)
         if params.ignore_eos and eog_tokens:
             biases = (llama_cpp.llama_logit_bias * len(eog_tokens))(
                 *(llama_cpp.llama_logit_bias(token, -math.inf) for token in eog_tokens)

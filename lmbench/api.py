@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from . import models
 from ._batch import BatchJob, run_batched
@@ -64,7 +65,7 @@ _IGNORED_NATIVE = {
 }  # fmt: skip
 # llama-server samplers lmbench does not have: accepted only at their neutral values.
 _NEUTRAL_NATIVE = {"typical_p": 1.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0,
-                   "dynatemp_range": 0.0, "grammar": "", "json_schema": None, "logit_bias": [], "lora": []}  # fmt: skip
+                   "dynatemp_range": 0.0, "logit_bias": [], "lora": []}  # fmt: skip
 
 
 @dataclass
@@ -358,8 +359,16 @@ class Service:
             if params.pop(unsupported, None):
                 raise ApiError(400, f"{unsupported} is not supported", param=unsupported)
         response_format = params.pop("response_format", None)
-        if response_format not in (None, {"type": "text"}):
-            raise ApiError(400, "only response_format {'type': 'text'} is supported", param="response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if response_format is None or kind == "text":
+            return params
+        if kind == "json_object":
+            params["grammar"] = JSON_GBNF
+        elif kind == "json_schema" and isinstance(response_format.get("json_schema"), dict):
+            params["json_schema"] = response_format["json_schema"].get("schema") or {}
+        else:
+            raise ApiError(400, "response_format must be {'type': 'text' | 'json_object' | 'json_schema', "
+                           "'json_schema': {'name': ..., 'schema': {...}}}", param="response_format")  # fmt: skip
         return params
 
     def _engine(self, request: _Request) -> Engine:

@@ -146,11 +146,13 @@ def chat(
     preset: str | None = None,
     store: str | os.PathLike[str] | Store | None = None,
     source: str = "python",
+    run_id: str | None = None,
     **params: Any,
 ) -> Run:
     """Reply to a conversation (OpenAI-style messages); the reply is ``run.text``, the messages are recorded.
 
     Takes the same parameters as ``generate``; the template's stop strings are added to ``stop``.
+    ``run_id`` records the run under a fixed id (recording it again replaces it).
     """
     turns = check_messages(messages)
     labels = check_labels(experiment, tags, source)
@@ -171,4 +173,5 @@ def chat(
         **rendered.tokenize_options,
         messages=turns,
         chat_format=rendered.chat_format,
+        run_id=run_id,
     )

@@ -197,6 +197,17 @@ class Engine:
             n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, size, add_bos, special)
         return list(buffer[:n])
 
+    @property
+    def vocab(self) -> llama_cpp.llama_vocab_p:
+        """The model's vocabulary (llama.cpp's pointer)."""
+        self.llama  # noqa: B018 - raises once the engine is closed
+        return self._vocab
+
+    def check_constraint(self, params: GenerationParams) -> None:
+        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse."""
+        if params.constraint() is not None:
+            SamplerChain(params, 0, self.n_vocab, (), self.vocab).close()
+
     def detokenize(self, tokens: list[int]) -> str:
         """The text of ``tokens`` (special tokens written out); ids outside the vocabulary raise ``ParameterError``."""
         bad = next(
@@ -255,7 +266,7 @@ class Engine:
         cached = _cached_prefix(llama, prompt_tokens)
         self.prompt_cached_tokens = cached
         llama.n_tokens = cached
-        sampler = SamplerChain(params, seed, self.n_vocab, self.eog_tokens)
+        sampler = SamplerChain(params, seed, self.n_vocab, self.eog_tokens, self._vocab)
         ctx = llama.ctx
         try:
             with _llama_log.capture(self.logs):

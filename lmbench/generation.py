@@ -19,7 +19,7 @@ import numpy as np
 from . import metrics
 from ._version import __version__
 from .engine import Engine, load_engine
-from .errors import GenerationError
+from .errors import GenerationError, LmbenchError
 from .params import MAX_SEED, GenerationParams, check_labels, check_text, describe_params, validate_params
 from .presets import resolve_preset
 from .run import Run
@@ -296,10 +296,11 @@ def complete(
     **execute_options: Any,
 ) -> Run:
     """Execute, measure and record one run; then re-raise whatever interrupted it."""
+    engine.check_constraint(params)
     run, interruption = execute(engine, prompt, params, load_s=engine.load_s if loaded_now else 0.0, **execute_options)
     record(run, store)
     if interruption is not None:
-        if isinstance(interruption, KeyboardInterrupt | GenerationError):
+        if isinstance(interruption, KeyboardInterrupt | LmbenchError):
             raise interruption
         raise GenerationError(
             f"generation failed after {run.completion_tokens} tokens: {interruption}"

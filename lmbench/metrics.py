@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .errors import ParameterError
 from .run import Run
 
 Kind = Literal["run", "group"]
@@ -42,16 +43,22 @@ class Metric:
     fn: Callable[[Any], float]
     kind: Kind
     description: str = ""
+    default: bool = True  # part of metrics="default" (reference scores and assertions are chosen by need)
 
 
 _registry: dict[str, Metric] = {}
 
 
-def register(name: str, fn: Callable[[Any], float], *, kind: Kind = "run", description: str = "") -> None:
-    """Add a metric; ``fn(run) -> float`` for ``kind="run"``, ``fn(texts) -> float`` for ``kind="group"``."""
+def register(
+    name: str, fn: Callable[[Any], float], *, kind: Kind = "run", description: str = "", default: bool = True
+) -> None:
+    """Add a metric; ``fn(run) -> float`` for ``kind="run"``, ``fn(texts) -> float`` for ``kind="group"``.
+
+    ``default=False`` leaves it out of ``metrics="default"`` (it is computed when asked for by name).
+    """
     if kind not in ("run", "group"):
-        raise ValueError(f"metric kind must be 'run' or 'group', not {kind!r}")
-    _registry[name] = Metric(name, fn, kind, description or (fn.__doc__ or "").strip().split("\n")[0])
+        raise ParameterError(f"metric kind must be 'run' or 'group', not {kind!r}", name="kind", value=kind)
+    _registry[name] = Metric(name, fn, kind, description or (fn.__doc__ or "").strip().split("\n")[0], default)
 
 
 def unregister(name: str) -> None:
@@ -69,12 +76,10 @@ def select(names: str | Sequence[str] | None, kind: Kind) -> list[Metric]:
     if names is None:
         return []
     if names == "default":
-        return list(available(kind).values())
+        return [m for m in available(kind).values() if m.default]
     wanted = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in wanted if n not in _registry]
     if unknown:
-        from .errors import ParameterError
-
         raise ParameterError(f"unknown metric {unknown[0]!r}; registered metrics: {', '.join(_registry)}")
     return [_registry[n] for n in wanted if _registry[n].kind == kind]
 
@@ -104,7 +109,8 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] 
     from scipy import stats
 
     keys = [by] if isinstance(by, str) else list(by)
-    columns = [c for c in (metrics or [*available("run"), *available("group"), "completion_tokens"]) if c in df]
+    everything = [*available("run"), *available("group"), "completion_tokens"]
+    columns = [c for c in (metrics or everything) if c in df]
     grouped = df.groupby(keys, dropna=False)[columns]
     mean, sem, count = grouped.mean(), grouped.sem(), grouped.count()
     t = stats.t.ppf(0.975, np.maximum(count - 1, 1))

@@ -6,12 +6,16 @@ Each field carries its name, type, default, allowed range and description; the U
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import annotated_types
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParameterError
 
@@ -21,6 +25,29 @@ MAX_SEED = 2**32 - 2
 MAX_TOKENS = 1 << 20
 # The longest label (experiment, tag, source) kept with a run.
 MAX_LABEL_CHARS = 1000
+# The longest grammar (or JSON schema, as JSON) a generation may be constrained by.
+MAX_GRAMMAR_CHARS = 100_000
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_grammar_of(schema_json: str) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(schema_json)
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """A JSON schema as a GBNF grammar (llama-cpp-python's converter); ``ValueError`` if it cannot be converted."""
+    try:
+        text = json.dumps(schema, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"json_schema must be plain JSON: {exc}") from None
+    if len(text) > MAX_GRAMMAR_CHARS:
+        raise ValueError(f"json_schema is {len(text):,} characters of JSON; the limit is {MAX_GRAMMAR_CHARS:,}")
+    try:
+        return _schema_grammar_of(text)
+    except Exception as exc:  # noqa: BLE001 - the converter raises anything on a schema it cannot handle
+        raise ValueError(f"json_schema cannot be turned into a grammar: {type(exc).__name__}: {exc}") from None
 
 
 def text_problem(value: Any, what: str) -> None:
@@ -140,6 +167,14 @@ class GenerationParams(BaseModel):
         le=20,
         description="Record each token's log-probability and this many top alternatives (None: off).",
     )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description="Constrain the output to JSON matching this JSON schema (structured output).",
+    )
+    grammar: str | None = Field(
+        None,
+        description="Constrain the output to this GBNF grammar (llama.cpp's grammar format; root rule 'root').",
+    )
 
     @field_validator("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
                      mode="before")  # fmt: skip
@@ -148,6 +183,34 @@ class GenerationParams(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"input should be a number (int or float), not {type(value).__name__}")
         return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_converts(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            schema_grammar(value)
+        return value
+
+    @field_validator("grammar")
+    @classmethod
+    def _grammar_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            text_problem(value, "grammar")
+            if not value.strip() or len(value) > MAX_GRAMMAR_CHARS:
+                raise ValueError(f"a grammar must be non-empty GBNF text of at most {MAX_GRAMMAR_CHARS:,} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> GenerationParams:
+        if self.json_schema is not None and self.grammar is not None:
+            raise ValueError("give json_schema or grammar, not both")
+        return self
+
+    def constraint(self) -> str | None:
+        """The GBNF grammar the output must follow: ``grammar``, or ``json_schema`` as a grammar, or None."""
+        if self.grammar is not None:
+            return self.grammar
+        return None if self.json_schema is None else schema_grammar(self.json_schema)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -193,7 +256,8 @@ class ParamSpec:
         hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {_number(self.maximum)}"
         if lo or hi:
             return f"{lo}{self.name}{hi}"
-        words: dict[type, str] = {bool: "true or false", tuple: "a list of non-empty strings"}
+        words: dict[type, str] = {bool: "true or false", tuple: "a list of non-empty strings", dict: "a JSON schema",
+                                  str: "GBNF grammar text"}  # fmt: skip
         return words.get(self.type, f"any {self.type.__name__}")
 
 
@@ -215,9 +279,8 @@ def _spec(name: str) -> ParamSpec:
             bounds.update(maximum=meta.lt, exclusive_maximum=True)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     ui = cast("dict[str, float]", extra.get("ui") or {})
-    kind: type = (
-        tuple if name == "stop" else bool if field.annotation is bool else float if field.annotation is float else int
-    )
+    special: dict[str, type] = {"stop": tuple, "json_schema": dict, "grammar": str}
+    kind = special.get(name) or (bool if field.annotation is bool else float if field.annotation is float else int)
     return ParamSpec(
         name=name,
         type=kind,
@@ -255,13 +318,21 @@ def validate_params(values: dict[str, Any] | None = None, /, **kwargs: Any) -> G
         return GenerationParams(**merged)
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across parameters
+            raise ParameterError(message) from None
+        name = str(err["loc"][0])
         value = merged.get(name)
         spec = PARAM_SPECS.get(name)
         allowed = f" (allowed: {spec.range_text()})" if spec else ""
         raise ParameterError(
-            f"invalid {name}={value!r}: {err['msg'].lower()}{allowed}", name=name, value=value
+            f"invalid {name}={_short(value)}: {message[0].lower() + message[1:]}{allowed}", name=name, value=value
         ) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # Short flags for the parameters reached for most, on the command line and in the magics.
@@ -282,10 +353,32 @@ def option_specs() -> list[tuple[list[str], dict[str, Any]]]:
             kwargs = {"action": "append", "metavar": "TEXT", "help": text + "; repeatable"}
         elif spec.type is bool:
             kwargs = {"action": "store_const", "const": True, "help": spec.description}
+        elif spec.type is dict:
+            kwargs = {"type": json_argument, "metavar": "JSON|@FILE", "help": spec.description}
+        elif spec.type is str:
+            kwargs = {"type": text_argument, "metavar": "TEXT|@FILE", "help": spec.description}
         else:
             kwargs = {"type": spec.type, "metavar": spec.type.__name__.upper(), "help": text}
         options.append((flags, {"dest": spec.name, "default": None, **kwargs}))
     return options
+
+
+def text_argument(value: str) -> str:
+    """A command-line value given inline or as ``@path`` (read from that file)."""
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {value[1:]}: {exc.strerror or exc}") from None
+    return value
+
+
+def json_argument(value: str) -> Any:
+    """A command-line JSON value given inline or as ``@path``."""
+    try:
+        return json.loads(text_argument(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
 def given_params(namespace: Any) -> dict[str, Any]:

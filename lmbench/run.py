@@ -12,6 +12,8 @@ from typing import Any
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+# Fields kept as JSON text in the store.
+JSON_FIELDS = ("tags", "token_logprobs", "messages", "sweep_coords", "item")
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Run:
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
     stop_word: str | None = None
+    item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
     sweep_coords: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -76,8 +79,10 @@ class Run:
         record = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: JSON-encoded below anyway
         record.update(record.pop("params").model_dump())
         record["stop"] = json.dumps(list(self.params.stop))
+        if self.params.json_schema is not None:
+            record["json_schema"] = json.dumps(self.params.json_schema)
         record["created_at"] = self.created_at.isoformat()
-        for key in ("tags", "token_logprobs", "messages", "sweep_coords"):
+        for key in JSON_FIELDS:
             record[key] = None if record[key] is None else json.dumps(record[key])
         record.pop("metrics")
         return record
@@ -91,8 +96,10 @@ class Run:
         params = {k: v for k, v in params.items() if v is not None or PARAM_SPECS[k].default is None}
         params.update({k: bool(v) for k, v in params.items() if PARAM_SPECS[k].type is bool})  # SQLite's 0/1
         params["stop"] = json.loads(params.get("stop") or "[]")
+        if params.get("json_schema") is not None:
+            params["json_schema"] = json.loads(params["json_schema"])
         data["created_at"] = datetime.fromisoformat(data["created_at"])
-        for key in ("tags", "token_logprobs", "messages", "sweep_coords"):
+        for key in JSON_FIELDS:
             data[key] = None if data.get(key) is None else json.loads(data[key])
         data["tags"] = data["tags"] or []
         known = cls.__dataclass_fields__

@@ -109,10 +109,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO _identity VALUES (1, lower(hex(randomblob(16))));
         """,
     ),
+    ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
+    ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
 ]
 
 # Columns left out of tables by default: large, and only needed for one run at a time.
-HEAVY_COLUMNS = ("token_logprobs", "messages")
+HEAVY_COLUMNS = ("token_logprobs", "messages", "grammar", "item")
 
 
 class Store:
@@ -188,6 +190,22 @@ class Store:
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                    conn.execute("ROLLBACK")
+                raise
+
+    def add_metrics(self, values: dict[str, dict[str, float]]) -> None:
+        """Add or replace metric values of recorded runs (``{run_id: {name: value}}``), in one transaction."""
+        rows = [(run_id, name, _finite_or_none(v)) for run_id, named in values.items() for name, v in named.items()]
+        if not rows:
+            return
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO metrics (run_id, name, value) VALUES (?, ?, ?)", rows)
+                conn.execute("UPDATE _changes SET rewrites = rewrites + 1")  # old runs changed: not a snapshot's
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
 

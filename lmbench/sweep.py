@@ -7,8 +7,8 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
+from . import scores
 from ._batch import BatchJob, run_batched
 from .chat import ChatPrompt, has_template, user_turn
+from .datasets import DataArg, Item, fill
+from .datasets import load as load_items
 from .engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, execute, stopper
@@ -39,10 +42,12 @@ class Job:
     prompt: str
     cell: tuple[tuple[str, Any], ...]
     seed: int
+    item: Item | None = field(default=None, compare=False)  # the data-set row that filled the template
 
     @property
     def coords(self) -> dict[str, Any]:
-        return {"model": self.model, "prompt_name": self.prompt_name, **dict(self.cell), "seed": self.seed}
+        where = {"item": self.item.id} if self.item is not None else {}
+        return {"model": self.model, "prompt_name": self.prompt_name, **where, **dict(self.cell), "seed": self.seed}
 
     def key(self) -> str:
         return json.dumps(self.coords, sort_keys=True)
@@ -106,11 +111,19 @@ def plan(
     grid: Mapping[str, Sequence[Any]],
     seeds: int | Iterable[int] = 3,
     model: ModelArg | Sequence[ModelArg] = None,
+    items: Sequence[Item] | None = None,
     **fixed_params: Any,
 ) -> list[Job]:
-    """Every run a sweep would make, checked before anything is generated."""
+    """Every run a sweep would make, checked before anything is generated.
+
+    With ``items`` (a data set), each prompt is a template filled by every item.
+    """
     validate_params(fixed_params)
     prompt_map = _prompts(prompts)
+    filled: list[tuple[str, str, Item | None]] = [(name, text, None) for name, text in prompt_map.items()]
+    if items is not None:
+        filled = [(name, fill(name, text, item, row), item) for name, text in prompt_map.items()
+                  for row, item in enumerate(items)]  # fmt: skip
     cells = _grid(grid, fixed_params)
     seed_list = _seeds(seeds)
     if model is not None and not isinstance(model, str | os.PathLike | Sequence):
@@ -125,10 +138,10 @@ def plan(
             check_text("model", os.fspath(m))
     model_names = [os.fspath(m) if m is not None else str(resolve_model(None)) for m in models]
     return [
-        Job(m, name, text, cell, seed)
+        Job(m, name, text, cell, seed, item)
         for m in model_names
         for cell in cells
-        for name, text in prompt_map.items()
+        for name, text, item in filled
         for seed in seed_list
     ]
 
@@ -138,7 +151,8 @@ def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixe
     if name:
         identity: dict[str, Any] = {"name": name}
     else:
-        prompts = {j.prompt_name: j.prompt for j in jobs}  # the texts too: the same names can hold other prompts
+        # The texts too: the same names (and item ids) can hold other prompts.
+        prompts = {f"{j.prompt_name}|{j.item.id if j.item else ''}": j.prompt for j in jobs}
         identity = {"experiment": experiment, "jobs": [j.key() for j in jobs], "prompts": prompts, "fixed": fixed}
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -158,6 +172,10 @@ def sweep(
     progress: bool = True,
     store: str | os.PathLike[str] | Store | None = None,
     chat: bool | None = None,
+    data: DataArg | None = None,
+    reference: str = "reference",
+    assertions: Sequence[Mapping[str, Any] | Callable[[str], bool]] | None = None,
+    scorers: Sequence[scores.Scorer] | None = None,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -176,6 +194,14 @@ def sweep(
     ``chat``: send each prompt as a user message through the model's chat template (its stop
     strings added; ``messages`` and ``chat_format`` recorded). ``None`` (the default) does so for
     models that carry a template (instruct models) and sends the raw prompt to the others.
+
+    Evaluations: with ``data`` (a DataFrame, a list of dicts, or a .csv / .jsonl / .parquet file)
+    each prompt is a template whose ``{placeholders}`` every row fills; the row (its ``id``, its
+    variables, its ``reference`` column, named by ``reference=``, and its ``assert`` checks) is
+    recorded with the run and ``item`` is a coordinate. ``assertions`` apply to every run. Runs are
+    scored with the reference scores and assertion results that apply (see ``lmbench.scores``)
+    besides ``metrics``; ``scorers`` adds metric names, callables or ``lmbench.judge(...)`` judges
+    (which grade after generation, with their own recorded runs).
     """
     fixed_params.setdefault("logprobs", 0)
     check_labels(experiment, None, "sweep")
@@ -187,8 +213,18 @@ def sweep(
         raise ParameterError(f"grid must map parameter names to lists of values, not {grid!r}", name="grid")
     if metrics is not None and metrics != "default" and not isinstance(metrics, str | Sequence):
         raise ParameterError(f"metrics must be 'default', None or a list of names, not {metrics!r}", name="metrics")
-    jobs = plan(prompts, grid=grid, seeds=seeds, model=model, **fixed_params)
-    run_metrics = metrics_mod.select(metrics, "run")
+    items = None if data is None else load_items(data, reference=reference)
+    checks = scores.check_assertions(assertions)
+    shared_checks = [c for c in checks if c["type"] != "python"]  # data, stored with each run
+    python_checks = [c["value"] for c in checks if c["type"] == "python"]  # code, scored as metrics
+    jobs = plan(prompts, grid=grid, seeds=seeds, model=model, items=items, **fixed_params)
+    records = [_item_record(j.item, shared_checks) for j in jobs]
+    judges = [s for s in scorers or [] if isinstance(s, scores.Judge)]
+    named = [s for s in scorers or [] if not isinstance(s, scores.Judge)]
+    wanted = [n for n in scores.item_scorers([r for r in records if r]) if metrics is not None]
+    run_metrics = [*metrics_mod.select(metrics, "run"), *metrics_mod.select(wanted, "run")]
+    run_metrics += [metrics_mod.Metric(*scores.named_scorer(s), kind="run") for s in named]
+    run_metrics += [metrics_mod.Metric(*scores.python_assertion(fn), kind="run") for fn in python_checks]
     group_metrics = metrics_mod.select(metrics, "group")
     target = get_store(store)
     sweep_id = sweep_id_for(name, experiment, jobs, fixed_params if chat is None else {**fixed_params, "chat": chat})
@@ -211,8 +247,10 @@ def sweep(
         """A job's parameters (its seed included) and the fields recorded with its run, in either mode."""
         params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
         run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
-        fields: dict[str, Any] = {"experiment": experiment, "source": "sweep", "sweep_id": sweep_id,
-                                  "sweep_coords": job.coords}  # fmt: skip
+        fields: dict[str, Any] = {
+            "experiment": experiment, "source": "sweep", "sweep_id": sweep_id, "sweep_coords": job.coords,
+            "item": _item_record(job.item, shared_checks),
+        }  # fmt: skip
         if turn is not None:
             params = turn.with_stops(params)
             fields.update(messages=[{"role": "user", "content": job.prompt}], chat_format=turn.chat_format)
@@ -258,7 +296,19 @@ def sweep(
                     break
     finally:
         bar.close()
-    return sweep_frame(sweep_id, store=target, jobs=jobs, metrics=group_metrics)
+    frame = sweep_frame(sweep_id, store=target, jobs=jobs, metrics=group_metrics)
+    if judges and len(frame):
+        graded = scores.score(frame[frame.finish_reason.isin(FINISHED)], judges, store=target)
+        frame = frame.merge(graded[["id", *(j.name for j in judges)]], on="id", how="left")
+    return frame
+
+
+def _item_record(item: Item | None, checks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a run keeps of its data-set row and of the sweep's assertions (None when there is neither)."""
+    if item is None and not checks:
+        return None
+    record = item.record() if item is not None else {"id": None, "vars": {}, "reference": None, "assert": []}
+    return {**record, "assert": [*record["assert"], *checks]}
 
 
 def _finished_keys(store: Store, sweep_id: str) -> set[str]:
@@ -283,13 +333,15 @@ def sweep_frame(
     frame = get_store(store).runs(sweep_id=sweep_id)
     coords = pd.DataFrame([json.loads(c) for c in frame.sweep_coords], index=frame.index)
     frame["model"] = coords["model"]
-    frame["prompt_name"] = coords["prompt_name"]
     if jobs is not None:  # the plan's runs only, in the plan's (grid) order rather than the order they finished
         position = {j.key(): i for i, j in enumerate(jobs)}
         rank = pd.Series([position.get(_canonical(c), -1) for c in frame.sweep_coords], index=frame.index)
         order = rank[rank >= 0].sort_values(kind="stable").index
         frame = frame.loc[order].reset_index(drop=True)
         coords = coords.loc[order].reset_index(drop=True)
+    for column in coords.columns:  # coordinates that are not run columns: the item of a data set
+        if column not in frame:
+            frame[column] = coords[column]
     cell_columns = ["model", "prompt_name", *[c for c in coords.columns if c not in ("model", "prompt_name", "seed")]]
     group_metrics = metrics_mod.available("group").values() if metrics is None else metrics
     if len(frame) and group_metrics:

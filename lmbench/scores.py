@@ -1,0 +1,392 @@
+"""Scores against references, assertions, a local judge, and the leaderboard that ranks settings by them.
+
+Every score is a metric in the one registry (``lmbench.metrics``), stored beside its run:
+
+- Reference scores (0..1, higher is closer to the reference; NaN when the item has none):
+  ``rouge1``, ``rouge2``, ``rougeL`` (``rouge-score``, F1), ``chrf`` and ``bleu`` (``sacrebleu``,
+  divided by 100), ``exact_match`` (after lower-casing and dropping punctuation, articles and extra
+  space), ``token_f1`` (word overlap F1, SQuAD style).
+- Assertions (1 pass, 0 fail; NaN when the run has none of that type): ``pass`` (every check of the
+  run passes) and ``assert_<type>`` for ``contains``, ``icontains``, ``regex``, ``starts_with``,
+  ``max_words``, ``max_chars``, ``is_json``, ``json_schema`` and ``python`` (a callable). Checks
+  come from a data set's ``assert`` column or a sweep's ``assertions=``, as promptfoo's do.
+- ``judge(rubric)``: a local model grades each output on a scale, its answer constrained by a
+  grammar so it always parses; judge generations are runs (``source="judge"``) tagged with the
+  judged run's id, and re-scoring reuses them.
+
+``score(df, scorers)`` scores recorded runs after the fact; ``leaderboard(df, by)`` ranks settings
+by mean scores with bootstrap intervals and pass rates with Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .chat import chat
+from .errors import ParameterError, StoreError
+from .run import Run
+from .store import Store, get_store
+
+REFERENCE_SCORES = ("rouge1", "rouge2", "rougeL", "chrf", "bleu", "exact_match", "token_f1")
+ASSERTION_TYPES = ("contains", "icontains", "regex", "starts_with", "max_words", "max_chars", "is_json",
+                   "json_schema", "python")  # fmt: skip
+
+
+# Reference scores --------------------------------------------------------------------------------
+
+
+def _reference(run: Run) -> str | None:
+    return (run.item or {}).get("reference")
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+
+
+def _rouge_f(run: Run, kind: str) -> float:
+    reference = _reference(run)
+    return math.nan if reference is None else float(_rouge().score(reference, run.text)[kind].fmeasure)
+
+
+def _sacre(run: Run, kind: str) -> float:
+    import sacrebleu
+
+    reference = _reference(run)
+    if reference is None:
+        return math.nan
+    fn = sacrebleu.sentence_chrf if kind == "chrf" else sacrebleu.sentence_bleu
+    return float(fn(run.text, [reference]).score) / 100.0
+
+
+def normalize(text: str) -> str:
+    """Lower case, no punctuation, no English articles, single spaces (SQuAD's answer normalisation)."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+def exact_match(run: Run) -> float:
+    """1 when the output equals the reference after normalisation, else 0."""
+    reference = _reference(run)
+    return math.nan if reference is None else float(normalize(run.text) == normalize(reference))
+
+
+def token_f1(run: Run) -> float:
+    """F1 of the words the output and the reference share, after normalisation."""
+    reference = _reference(run)
+    if reference is None:
+        return math.nan
+    got, want = normalize(run.text).split(), normalize(reference).split()
+    common = sum((Counter(got) & Counter(want)).values())
+    if not got or not want or not common:
+        return float(got == want)
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+# Assertions --------------------------------------------------------------------------------------
+
+
+def _checks(run: Run) -> list[dict[str, Any]]:
+    return list((run.item or {}).get("assert") or [])
+
+
+def check(text: str, assertion: Mapping[str, Any]) -> bool:
+    """Whether ``text`` passes one assertion (``{"type": ..., "value": ...}``)."""
+    kind, value = assertion.get("type"), assertion.get("value")
+    if kind == "contains":
+        return str(value) in text
+    if kind == "icontains":
+        return str(value).lower() in text.lower()
+    if kind == "regex":
+        return re.search(str(value), text) is not None
+    if kind == "starts_with":
+        return text.lstrip().startswith(str(value))
+    if kind == "max_words":
+        return len(text.split()) <= int(value)  # type: ignore[arg-type]
+    if kind == "max_chars":
+        return len(text) <= int(value)  # type: ignore[arg-type]
+    if kind in ("is_json", "json_schema"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return False
+        if kind == "is_json":
+            return True
+        import jsonschema
+
+        return bool(jsonschema.Draft202012Validator(value).is_valid(parsed))
+    if kind == "python" and callable(value):
+        return bool(value(text))
+    raise ParameterError(f"unknown assertion type {kind!r}; types: {', '.join(ASSERTION_TYPES)}", name="assertions")
+
+
+def check_assertions(assertions: Sequence[Mapping[str, Any] | Callable[[str], bool]] | None) -> list[dict[str, Any]]:
+    """Assertions as dicts, checked before anything runs (a bare callable is a ``python`` assertion)."""
+    checked = []
+    for i, assertion in enumerate(assertions or []):
+        if callable(assertion):
+            assertion = {"type": "python", "value": assertion}
+        if not isinstance(assertion, Mapping) or assertion.get("type") not in ASSERTION_TYPES:
+            raise ParameterError(
+                f"assertions[{i}] must be {{'type': one of {', '.join(ASSERTION_TYPES)}, 'value': ...}}, "
+                f"not {assertion!r}",
+                name="assertions",
+            )
+        if assertion["type"] in ("max_words", "max_chars") and not isinstance(assertion.get("value"), int):
+            raise ParameterError(f"assertions[{i}]: {assertion['type']} needs a whole number", name="assertions")
+        if assertion["type"] == "regex":
+            try:
+                re.compile(str(assertion.get("value")))
+            except re.error as exc:
+                raise ParameterError(f"assertions[{i}]: bad regex: {exc}", name="assertions") from None
+        checked.append(dict(assertion))
+    return checked
+
+
+def passes(run: Run) -> float:
+    """1 when every assertion of the run passes, 0 when one fails (NaN without assertions)."""
+    checks = _checks(run)
+    return float(all(check(run.text, a) for a in checks)) if checks else math.nan
+
+
+def _passes_type(run: Run, kind: str) -> float:
+    checks = [a for a in _checks(run) if a.get("type") == kind]
+    return float(all(check(run.text, a) for a in checks)) if checks else math.nan
+
+
+for _kind in ("rouge1", "rouge2", "rougeL"):
+    metrics.register(_kind, functools.partial(_rouge_f, kind=_kind), default=False,
+                     description=f"{_kind.upper()} F1 against the reference (0..1, higher is closer).")  # fmt: skip
+metrics.register("chrf", functools.partial(_sacre, kind="chrf"), default=False,
+                 description="chrF against the reference (sacrebleu, 0..1, higher is closer).")  # fmt: skip
+metrics.register("bleu", functools.partial(_sacre, kind="bleu"), default=False,
+                 description="Sentence BLEU against the reference (sacrebleu, 0..1, higher is closer).")  # fmt: skip
+metrics.register("exact_match", exact_match, default=False)
+metrics.register("token_f1", token_f1, default=False)
+metrics.register("pass", passes, default=False)
+for _kind in ASSERTION_TYPES:
+    metrics.register(f"assert_{_kind}", functools.partial(_passes_type, kind=_kind), default=False,
+                     description=f"1 when the run's {_kind} assertions pass, 0 when one fails.")  # fmt: skip
+
+
+def item_scorers(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The scores a sweep over these items gets by default: reference scores and assertion results it can use."""
+    names: list[str] = []
+    if any(i.get("reference") is not None for i in items):
+        names += REFERENCE_SCORES
+    kinds = {a.get("type") for i in items for a in i.get("assert") or []}
+    if kinds:
+        names += ["pass", *(f"assert_{k}" for k in ASSERTION_TYPES if k in kinds)]
+    return names
+
+
+# The judge ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A local model that grades an output against a rubric (and the reference, when there is one)."""
+
+    rubric: str
+    model: str | None = None
+    scale: tuple[int, int] = (1, 5)
+    name: str = "judge"
+
+    def grammar(self) -> str:
+        low, high = self.scale
+        return "root ::= " + " | ".join(f'"{n}"' for n in range(low, high + 1))
+
+    def messages(self, run: Run) -> list[dict[str, str]]:
+        low, high = self.scale
+        reference = _reference(run)
+        parts = [f"Rubric: {self.rubric}"]
+        if reference is not None:
+            parts.append(f"Reference answer: {reference}")
+        question = (run.messages or [{}])[-1].get("content") if run.messages else run.prompt
+        parts += [f"Question: {question}", f"Answer to grade: {run.text}",
+                  f"Grade the answer from {low} (worst) to {high} (best). Reply with the number only."]  # fmt: skip
+        return [{"role": "system", "content": "You are a strict, fair grader."},
+                {"role": "user", "content": "\n\n".join(parts)}]  # fmt: skip
+
+    def run_id(self, run: Run) -> str:
+        identity = json.dumps([run.id, self.rubric, self.model, list(self.scale), self.name])
+        return "judge-" + hashlib.sha1(identity.encode()).hexdigest()[:24]
+
+    def __call__(self, run: Run, store: Store | None = None) -> float:
+        """The grade of ``run`` (a recorded judge run is reused)."""
+        target = get_store(store)
+        judge_id = self.run_id(run)
+        try:
+            return _grade(target.get(judge_id).text)
+        except StoreError:
+            pass
+        reply = chat(
+            self.messages(run), model=self.model, store=target, source="judge", run_id=judge_id,
+            tags=[f"judged:{run.id}", f"judge:{self.name}"], grammar=self.grammar(), temperature=0.0,
+            max_tokens=4, seed=0,
+        )  # fmt: skip
+        return _grade(reply.text)
+
+
+def _grade(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return math.nan
+
+
+def judge(rubric: str, model: str | os.PathLike[str] | None = None, scale: tuple[int, int] = (1, 5), *,
+          name: str = "judge") -> Judge:  # fmt: skip
+    """A scorer that asks a local model to grade outputs against ``rubric`` on ``scale`` (stored as ``name``)."""
+    if not isinstance(rubric, str) or not rubric.strip():
+        raise ParameterError("a judge needs a rubric: what makes an answer good", name="rubric")
+    low, high = scale
+    if not (isinstance(low, int) and isinstance(high, int) and 0 <= low < high <= 10):
+        raise ParameterError(f"scale must be two whole numbers from 0 to 10, low first, not {scale!r}", name="scale")
+    return Judge(rubric, None if model is None else os.fspath(model), (low, high), name)
+
+
+# Scoring recorded runs -------------------------------------------------------------------------------
+
+Scorer = str | Judge | Callable[[Run], float]
+
+
+def python_assertion(fn: Callable[[str], bool]) -> tuple[str, Callable[[Run], float]]:
+    """A Python callable as an assertion metric: ``assert_<its name>``, 1 when it returns true for the text."""
+    return f"assert_{getattr(fn, '__name__', 'python')}", lambda run: float(bool(fn(run.text)))
+
+
+def named_scorer(scorer: Scorer) -> tuple[str, Callable[[Run], float]]:
+    """A scorer's name and its function of a run."""
+    if isinstance(scorer, str):
+        known = metrics.available("run")
+        if scorer not in known:
+            raise ParameterError(f"unknown scorer {scorer!r}; registered: {', '.join(known)}", name="scorers")
+        return scorer, known[scorer].fn
+    if isinstance(scorer, Judge):
+        return scorer.name, scorer
+    if callable(scorer):
+        return getattr(scorer, "__name__", "score"), scorer
+    raise ParameterError(f"a scorer is a metric name, a judge or a callable, not {scorer!r}", name="scorers")
+
+
+def score(
+    runs: pd.DataFrame | Sequence[str],
+    scorers: Sequence[Scorer],
+    *,
+    store: str | os.PathLike[str] | Store | None = None,
+) -> pd.DataFrame:
+    """Score recorded runs again (nothing is generated but a judge's grades); the values are stored.
+
+    ``runs`` is a runs table (``lmbench.runs()``, a sweep's result) or run ids; returns the table
+    with a column per scorer.
+    """
+    target = get_store(store)
+    named = [named_scorer(s) for s in scorers]
+    frame = runs.copy() if isinstance(runs, pd.DataFrame) else pd.DataFrame({"id": list(runs)})
+    values: dict[str, dict[str, float]] = {}
+    for run_id in frame["id"]:
+        run = target.get(run_id)
+        values[run_id] = {name: _safe(fn, run, target) for name, fn in named}
+    target.add_metrics(values)
+    for name, _ in named:
+        frame[name] = [values[i][name] for i in frame["id"]]
+    return frame
+
+
+def _safe(fn: Callable[..., float], run: Run, store: Store) -> float:
+    try:
+        return float(fn(run, store) if isinstance(fn, Judge) else fn(run))
+    except ParameterError:
+        raise
+    except Exception:  # noqa: BLE001 - one bad score must not lose the others
+        return math.nan
+
+
+# The leaderboard ---------------------------------------------------------------------------------------
+
+
+def wilson(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a pass rate (stays within 0..1)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = passed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap(values: np.ndarray, *, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean (within the values' own range, never past it)."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(rounds, len(values)), replace=True).mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per setting: mean and 95% interval of each score, pass rates, tokens/s; best first.
+
+    Pass/fail columns (``pass``, ``assert_*``) get a pass rate with a Wilson interval; other scores
+    a mean with a bootstrap interval. Sorted by the first metric, highest first.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    missing = [k for k in keys if k not in df]
+    if missing:
+        raise ParameterError(f"cannot rank by {missing[0]!r}: not a column; columns: {', '.join(df.columns)}",
+                             name="by")  # fmt: skip
+    present = [c for c in df.columns if _is_score(c) and df[c].notna().any()]
+    chosen = list(metrics) if metrics is not None else sorted(present, key=_rank_order)
+    unknown = [m for m in chosen if m not in df]
+    if unknown:
+        raise ParameterError(f"no column {unknown[0]!r} to rank by; score the runs first", name="metrics")
+    rows = []
+    for key, group in df.groupby(keys, dropna=False, sort=False):
+        row: dict[str, Any] = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row["n"] = len(group)
+        for name in chosen:
+            values = group[name].to_numpy(dtype=float)
+            present = values[~np.isnan(values)]
+            if name == "pass" or name.startswith("assert_"):
+                low, high = wilson(int(present.sum()), len(present))
+            else:
+                low, high = bootstrap(values)
+            row[name] = float(present.mean()) if len(present) else math.nan
+            row[f"{name} low"], row[f"{name} high"] = low, high
+        if "tokens_per_s" in group:
+            row["tokens_per_s"] = float(group["tokens_per_s"].mean())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if chosen:
+        table = table.sort_values(chosen[0], ascending=False, kind="stable", na_position="last")
+    return table.reset_index(drop=True)
+
+
+_ORDER = ("pass", "judge", "rougeL", "rouge1", "rouge2", "chrf", "bleu", "token_f1", "exact_match")
+
+
+def _is_score(column: str) -> bool:
+    return column in _ORDER or column.startswith("assert_")
+
+
+def _rank_order(column: str) -> tuple[int, str]:
+    return (_ORDER.index(column) if column in _ORDER else len(_ORDER), column)
