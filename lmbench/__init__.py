@@ -29,7 +29,7 @@ from .sweep import sweep
 
 def __getattr__(name: str) -> object:
     """Import plotly and the panel (ipywidgets) only when first used: the CLI and the API never pay for them."""
-    if name in ("plot_sweep", "plot_heatmap"):
+    if name in ("plot_sweep", "plot_heatmap", "plot_items", "plot_quality_speed"):
         from . import plots
 
         return getattr(plots, name)
@@ -87,6 +87,8 @@ __all__ = [
     "panel",
     "param_specs",
     "plot_heatmap",
+    "plot_items",
+    "plot_quality_speed",
     "plot_sweep",
     "presets",
     "runs",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .errors import ParameterError
 from .store import Store, get_store
 
 KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
@@ -86,5 +87,7 @@ def compare(
         runs = [target.get(run_id) for run_id in df_or_run_ids]
         frame = pd.DataFrame([{**r.to_record(), **r.metrics, "stop": list(r.params.stop)} for r in runs])
     if by not in frame.columns:
-        raise KeyError(f"cannot compare by {by!r}: not a column; available: {', '.join(map(str, frame.columns))}")
+        raise ParameterError(
+            f"cannot compare by {by!r}: not a column; available: {', '.join(map(str, frame.columns))}", name="by"
+        )
     return Comparison(frame=frame, by=by, metrics=tuple(m for m in metrics if m != by))

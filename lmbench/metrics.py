@@ -93,14 +93,14 @@ def _safe(metric: Metric, value: Any) -> float:
 
 
 def compute(run: Run, metrics: Sequence[Metric] | None = None) -> dict[str, float]:
-    """Per-run metric values for ``run`` (all registered run metrics by default)."""
-    chosen = available("run").values() if metrics is None else metrics
+    """Per-run metric values for ``run`` (the default run metrics unless others are given)."""
+    chosen = select("default", "run") if metrics is None else metrics
     return {m.name: _safe(m, run) for m in chosen if m.kind == "run"}
 
 
 def compute_group(texts: Sequence[str], metrics: Sequence[Metric] | None = None) -> dict[str, float]:
     """Group metric values for the texts of one cell."""
-    chosen = available("group").values() if metrics is None else metrics
+    chosen = select("default", "group") if metrics is None else metrics
     return {m.name: _safe(m, list(texts)) for m in chosen if m.kind == "group"}
 
 

@@ -33,11 +33,47 @@ MAX_GRAMMAR_CHARS = 100_000
 def _schema_grammar_of(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return json_schema_to_gbnf(schema_json)
+    # The converter's string character lets raw control characters (a newline) into strings, which
+    # JSON forbids; llama.cpp's own converter excludes them, and so does this.
+    return json_schema_to_gbnf(schema_json).replace(r'char ::= [^"\\]', r'char ::= [^"\\\x7F\x00-\x1F]')
+
+
+# JSON-schema keywords llama-cpp-python's grammar converter ignores: refused, so "always valid" stays true.
+UNENFORCED_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems",
+                       "not", "if", "then", "else", "dependentSchemas", "dependentRequired", "minProperties",
+                       "maxProperties", "patternProperties", "propertyNames", "contains")  # fmt: skip
+
+
+def _unenforced(schema: Any) -> str | None:
+    """The first keyword in ``schema`` that a grammar cannot enforce, if any."""
+    if isinstance(schema, list):
+        return next((k for k in map(_unenforced, schema) if k), None)
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key in UNENFORCED_KEYWORDS:
+            return key
+        if key in ("enum", "const", "default", "examples", "title", "description"):
+            continue
+        named = key in ("properties", "$defs", "definitions") and isinstance(value, dict)
+        found = _unenforced(list(value.values()) if named else value)
+        if found:
+            return found
+    return None
 
 
 def schema_grammar(schema: dict[str, Any]) -> str:
-    """A JSON schema as a GBNF grammar (llama-cpp-python's converter); ``ValueError`` if it cannot be converted."""
+    """A JSON schema as a GBNF grammar (llama-cpp-python's converter); ``ValueError`` if it cannot be converted.
+
+    Keywords the converter cannot enforce (numeric bounds and the like) are refused rather than
+    silently ignored: an output made under a schema always validates against it.
+    """
+    unenforced = _unenforced(schema)
+    if unenforced:
+        raise ValueError(
+            f"json_schema uses {unenforced!r}, which a grammar cannot enforce; use enum (or leave it out and "
+            "check values with a json_schema assertion)"
+        )
     try:
         text = json.dumps(schema, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:

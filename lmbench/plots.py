@@ -1,14 +1,17 @@
-"""Plotly figures of sweep results: metric vs parameter with 95% CIs, and two-parameter heatmaps.
+"""Plotly figures of sweep results: metric vs parameter with 95% CIs, heatmaps, per-item scores, quality vs speed.
 
 Functions return ``plotly.graph_objects.Figure`` and have no side effects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from .errors import ParameterError
 from .metrics import summarize
 
 LABELS = {
@@ -44,7 +47,10 @@ def label(column: str) -> str:
 def _require(df: pd.DataFrame, *columns: str | None) -> None:
     missing = [c for c in columns if c is not None and c not in df.columns]
     if missing:
-        raise KeyError(f"column {missing[0]!r} is not in the table; available: {', '.join(map(str, df.columns))}")
+        raise ParameterError(
+            f"column {missing[0]!r} is not in the table; available: {', '.join(map(str, df.columns))}",
+            name=missing[0],
+        )
 
 
 def plot_sweep(
@@ -116,4 +122,54 @@ def plot_heatmap(df: pd.DataFrame, x: str = "temperature", y: str = "top_p", z: 
         yaxis_title=label(y),
         template="plotly_white",
     )
+    return fig
+
+
+def _setting(df: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """A readable label per row for the setting it was made with (``temperature=0.2, top_p=0.9``)."""
+    if len(by) == 1:
+        return df[by[0]].astype(str)
+    return df[list(by)].astype(str).apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
+
+
+def plot_items(df: pd.DataFrame, score: str = "rougeL", by: str | Sequence[str] = "temperature") -> go.Figure:
+    """Mean ``score`` per data-set item (rows) and setting (columns): which items fail where."""
+    keys = [by] if isinstance(by, str) else list(by)
+    _require(df, score, "item", *keys)
+    table = df.assign(_setting=_setting(df, keys)).pivot_table(
+        index="item", columns="_setting", values=score, aggfunc="mean", sort=False
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            x=[str(v) for v in table.columns],
+            y=[str(v) for v in table.index],
+            z=table.to_numpy(),
+            text=table.round(2).to_numpy(),
+            texttemplate="%{text}",
+            colorscale="Viridis",
+            colorbar={"title": {"text": label(score)}},
+        )
+    )
+    fig.update_layout(title=f"{label(score)} per item and setting", xaxis_title="setting", yaxis_title="item",
+                      template="plotly_white")  # fmt: skip
+    return fig
+
+
+def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequence[str] = "temperature") -> go.Figure:
+    """One point per setting: mean ``score`` against mean decode speed, for choosing settings."""
+    keys = [by] if isinstance(by, str) else list(by)
+    _require(df, score, "tokens_per_s", *keys)
+    points = df.assign(_setting=_setting(df, keys)).groupby("_setting", sort=False)[[score, "tokens_per_s"]].mean()
+    fig = go.Figure(
+        go.Scatter(
+            x=points["tokens_per_s"],
+            y=points[score],
+            mode="markers+text",
+            text=[str(s) for s in points.index],
+            textposition="top center",
+            hovertemplate=f"%{{text}}<br>{label(score)}=%{{y:.3f}}<br>%{{x:.1f}} tokens/s<extra></extra>",
+        )
+    )
+    fig.update_layout(title=f"{label(score)} against speed, per setting", xaxis_title=label("tokens_per_s"),
+                      yaxis_title=label(score), template="plotly_white")  # fmt: skip
     return fig

@@ -239,8 +239,8 @@ class Judge:
             pass
         reply = chat(
             self.messages(run), model=self.model, store=target, source="judge", run_id=judge_id,
-            tags=[f"judged:{run.id}", f"judge:{self.name}"], grammar=self.grammar(), temperature=0.0,
-            max_tokens=4, seed=0,
+            experiment=run.experiment, tags=[f"judged:{run.id}", f"judge:{self.name}"], grammar=self.grammar(),
+            temperature=0.0, max_tokens=4, seed=0,
         )  # fmt: skip
         return _grade(reply.text)
 

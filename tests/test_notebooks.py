@@ -11,6 +11,8 @@ import nbformat
 import papermill
 from conftest import REPO, TEST_MODEL
 
+import lmbench
+
 
 def _errors(path: Path) -> list[str]:
     notebook = nbformat.read(path, as_version=4)
@@ -52,17 +54,40 @@ def test_readme_sweep_command(tmp_path: Path) -> None:
     assert all(len(text.split()) >= 4 for text in table.text), table.text.tolist()
 
 
-def test_summarize_notebook(tmp_path: Path) -> None:
+def _stdout(path: Path) -> str:
+    notebook = nbformat.read(path, as_version=4)
+    return "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+
+
+def test_summarize_notebook_is_an_evaluation(tmp_path: Path) -> None:
     out = tmp_path / "summarize.ipynb"
     papermill.execute_notebook(
         str(REPO / "notebooks" / "summarize.ipynb"),
         str(out),
-        parameters={"seeds": 1},
+        parameters={"seeds": 1, "temperatures": [0.5], "top_p_values": [0.9, 0.5], "max_tokens": 24,
+                    "data": str(REPO / "notebooks" / "data" / "articles.jsonl")},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )  # fmt: skip
+    assert _errors(out) == []
+    notebook = nbformat.read(out, as_version=4)
+    html = [o["data"].get("text/html", "") for c in notebook.cells for o in c.get("outputs", []) if "data" in o]
+    assert any("lmbench-run" in h for h in html)
+    assert "8 articles" in _stdout(out) and "Best: template " in _stdout(out)
+    runs = lmbench.runs("summarize", heavy=True)
+    sweep = runs[runs.source == "sweep"]
+    assert len(sweep) == 8 * 2 * 2 and sweep.item.notna().all(), "8 articles x 2 templates x 2 top-p"
+    assert len(runs[runs.source == "judge"]) == len(sweep), "every summary graded once"
+
+
+def test_json_extraction_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "json_extraction.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "json_extraction.ipynb"),
+        str(out),
+        parameters={"seeds": 1, "data": str(REPO / "notebooks" / "data" / "people.jsonl")},
         cwd=str(tmp_path),
         progress_bar=False,
     )
     assert _errors(out) == []
-    notebook = nbformat.read(out, as_version=4)
-    html = [o["data"].get("text/html", "") for c in notebook.cells for o in c.get("outputs", []) if "data" in o]
-    assert any("lmbench-compare" in h for h in html)
-    assert any("lmbench-run" in h for h in html)
+    assert "every constrained answer matches the schema: True" in _stdout(out)

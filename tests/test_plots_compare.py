@@ -40,7 +40,7 @@ def test_plot_sweep_color_facet_and_speed(sweep_df) -> None:
     assert {t.name for t in fig.data} == {"top_p = 0.5", "top_p = 1.0"}
     faceted = lmbench.plot_sweep(sweep_df, x="temperature", y="tokens_per_s", facet="top_p")
     assert len(faceted.data) == 2 and "tokens/s" in faceted.layout.yaxis.title.text
-    with pytest.raises(KeyError, match="no_such_metric"):
+    with pytest.raises(lmbench.ParameterError, match="no_such_metric"):
         lmbench.plot_sweep(sweep_df, y="no_such_metric")
 
 
@@ -63,5 +63,5 @@ def test_compare_aligns_texts_by_seed(sweep_df) -> None:
         assert html.escape(text) in page
     by_ids = lmbench.compare(list(part.id[:2]), by="temperature")
     assert len(by_ids.frame) == 2
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(lmbench.ParameterError, match="nope"):
         lmbench.compare(part, by="nope")
