@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--prompt", action="append", dest="prompts", help="a prompt; repeatable")
     sweep.add_argument("--grid", action="append", default=[], metavar="PARAM=V1,V2,...", help="repeatable")
     sweep.add_argument("--seeds", help="a count n (seeds 0..n-1) or a comma-separated list")
+    sweep.add_argument("--data", help="a .csv, .jsonl or .parquet data set: each --prompt is a template its rows fill")
     sweep.add_argument("--model", "-m", action="append", dest="models", help="repeatable: the grid runs on each")
     sweep.add_argument("--experiment", "-e")
     sweep.add_argument("--name", help="the sweep's name (re-running it only runs what is missing)")
@@ -202,7 +203,7 @@ def _number(text: str) -> int | float | str:
 def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
     spec = _load_config(args.config) if args.config else {}
     known = {"prompts", "prompt", "grid", "seeds", "model", "models", "experiment", "name", "params", "output"}
-    known.add("metrics")
+    known |= {"metrics", "data", "reference", "assertions"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise UsageError(f"unknown key {unknown[0]!r} in the sweep config; known keys: {', '.join(sorted(known))}")
@@ -226,6 +227,8 @@ def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
         "prompts": prompts, "grid": grid, "seeds": seeds, "model": models,
         "experiment": args.experiment or spec.get("experiment"), "name": args.name or spec.get("name"),
         "metrics": spec.get("metrics", "default"), "output": args.output or spec.get("output"), "fixed": fixed,
+        "data": args.data or spec.get("data"), "reference": spec.get("reference", "reference"),
+        "assertions": spec.get("assertions"),
     }  # fmt: skip
 
 
@@ -237,9 +240,11 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     frame = sweep(
         spec["prompts"], grid=spec["grid"], seeds=spec["seeds"], model=spec["model"], experiment=spec["experiment"],
         name=spec["name"], metrics=spec["metrics"], progress=not args.quiet, chat=False if args.raw else None,
-        **spec["fixed"],
+        data=spec["data"], reference=spec["reference"], assertions=spec["assertions"], **spec["fixed"],
     )  # fmt: skip
-    wanted = [*spec["grid"], "seed", "completion_tokens", "finish_reason", "distinct_2", "text"]
+    scored = [c for c in ("rougeL", "pass") if c in frame and frame[c].notna().any()]
+    wanted = [*(["item"] if "item" in frame else []), *spec["grid"], "seed", "completion_tokens", "finish_reason",
+              *scored, "distinct_2", "text"]  # fmt: skip
     columns = [c for c in wanted if c in frame]
     _print_table(frame[columns])
     if spec["output"]:

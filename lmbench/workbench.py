@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import html
+import json
 import math
 import os
 import threading
@@ -26,7 +27,7 @@ from .compare import compare
 from .engine import Engine, load_engine, physical_cores
 from .errors import LmbenchError, ParameterError
 from .generation import generate, random_seed
-from .params import MAX_SEED, ParamSpec, param_specs
+from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs
 from .presets import presets, resolve_preset, save_preset
 from .run import Run
 from .store import Store, get_store
@@ -147,6 +148,11 @@ class Panel:
         self.random_seed = w.Checkbox(True, description="random seed", indent=False)
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
         self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
+        self.json_schema = w.Textarea(
+            placeholder='JSON schema, e.g. {"type": "object", "properties": {"answer": {"type": "string"}}}',
+            rows=3, layout=w.Layout(width="100%"), tooltip=PARAM_SPECS["json_schema"].description,
+        )  # fmt: skip
+        self.json_schema.add_class("lmbench-json-schema")
         self.debug_tokens = w.Checkbox(True, description="record token probabilities", indent=False)
         self.toggles = {
             s.name: w.Checkbox(s.default, description=s.name.replace("_", " "), tooltip=s.description, indent=False)
@@ -240,6 +246,7 @@ class Panel:
                 params,
                 w.HBox([self.seed, self.random_seed, self.debug_tokens, *self.toggles.values()]),
                 w.HBox([w.Label("stop strings"), self.stop]),
+                _folded(self.json_schema, "Structured output (JSON schema)"),
                 w.HBox([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,
                 w.HBox([self.generate_button, self.stop_button, self.experiment, self.status]),
@@ -264,6 +271,12 @@ class Panel:
         values["seed"] = None if self.random_seed.value else self.seed.value
         values["stop"] = list(self.stop.value)
         values["logprobs"] = DEBUG_TOP if self.debug_tokens.value else None
+        schema = self.json_schema.value.strip()
+        if schema:
+            try:
+                values["json_schema"] = json.loads(schema)
+            except ValueError as exc:
+                raise ParameterError(f"the JSON schema box does not hold JSON: {exc}", name="json_schema") from None
         return values
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -282,6 +295,8 @@ class Panel:
             self.seed.value = int(values["seed"])
         if "stop" in values:
             self.stop.value = list(values["stop"] or [])
+        if "json_schema" in values:
+            self.json_schema.value = json.dumps(values["json_schema"]) if values["json_schema"] else ""
 
     def _on_n_ctx(self, change: dict[str, Any]) -> None:
         slider = self.sliders["max_tokens"]
@@ -541,6 +556,12 @@ class Panel:
         except (LmbenchError, OSError):
             return []
         return sorted({*found.alias.dropna(), *(e.path.as_posix() for e in [self.engine] if e is not None)})
+
+
+def _folded(widget: w.Widget, title: str) -> w.Accordion:
+    box = w.Accordion([widget], titles=(title,))
+    box.selected_index = None
+    return box
 
 
 def panel(

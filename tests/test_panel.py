@@ -218,3 +218,20 @@ def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
     assert panel.token_count.value == f"<small>{expected} tokens of {panel.engine.n_ctx}</small>"
     panel.prompt.value = ""
     assert panel.token_count.value == ""
+
+
+def test_json_schema_box_constrains_the_output(panel: lmbench.Panel) -> None:
+    import json
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    panel.prompt.value = "Once"
+    panel.sliders["max_tokens"].value = 30
+    panel.json_schema.value = json.dumps(schema)
+    run = _generate(panel)
+    assert json.loads(run.text)["ok"] in (True, False) and run.params.json_schema == schema
+    panel.json_schema.value = "{not json"
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "JSON schema box" in panel.error.value
+    panel.set_values({"json_schema": None})
+    assert panel.json_schema.value == ""
