@@ -149,10 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
                "on_token": stream, "source": "cli", **params}  # fmt: skip
     run = chat([{"role": "user", "content": prompt}], **options) if use_chat else generate(prompt, **options)
     if args.json:
-        record = {**run.to_record(), "metrics": run.metrics}
-        for key in ("tags", "stop", "token_logprobs", "messages", "sweep_coords"):
-            record[key] = json.loads(record[key]) if isinstance(record[key], str) else record[key]
-        print(json.dumps(record, indent=2))
+        print(json.dumps(run.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
     else:
         print()
         mode = f"chat template ({run.chat_format})" if run.chat_format else "raw completion"
@@ -281,7 +278,8 @@ def _cmd_runs(args: argparse.Namespace) -> None:
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     elif args.format == "json":
-        print(frame.to_json(orient="records", date_format="iso", indent=2))
+        rows = json.loads(frame.to_json(orient="records", date_format="iso"))  # NaN already null
+        print(json.dumps(rows, indent=2, ensure_ascii=False))  # and "/" not escaped as pandas writes it
     else:
         frame = frame[[c for c in TABLE_COLUMNS if c in frame]].assign(id=lambda f: f["id"].str.slice(0, 8))
         _print_table(frame)
@@ -298,7 +296,14 @@ def _cmd_models(args: argparse.Namespace) -> None:
     from ._gguf import readable_count
 
     if args.models_command == "info":
-        print(models.info(args.model).to_string())
+        facts = models.info(args.model)
+        facts["size"] = f"{facts['size'] / 1e6:.1f} MB ({facts['size']:,} bytes)"
+        facts["parameters"] = f"{readable_count(facts['parameters'])} ({facts['parameters']:,})"
+        template = facts.get("chat_template")
+        for key, value in facts.drop("chat_template", errors="ignore").items():
+            print(f"{key:<18} {value}")
+        if template:
+            print(f"chat template ({len(template):,} characters):\n{template}")
     elif args.models_command == "pull":
         print(models.pull(args.repo_id, args.filename, alias=args.alias))
     else:

@@ -104,6 +104,17 @@ def model_params(**fields: Any) -> Iterator[None]:
             llama_cpp.llama_chat_format.Jinja2ChatFormatter = formatter  # type: ignore[misc]
 
 
+def preflight(path: Path, weight_repack: bool) -> tuple[dict[str, Any], str]:
+    """Everything that can refuse a model file before it is loaded: the header checks and the child-process test.
+
+    Returns the file's GGUF facts and digest (both cached per file version).
+    """
+    info = models.metadata(path)
+    digest = models.sha256(path)
+    _probe.verify(path, digest, repack=weight_repack)  # a file that crashes llama.cpp crashes a child
+    return info, digest
+
+
 class Engine:
     """A GGUF model loaded into llama.cpp, with its captured log and a lock for thread safety.
 
@@ -122,17 +133,20 @@ class Engine:
         weight_repack: bool | None = None,
         **load_options: Any,
     ) -> None:
+        started = time.perf_counter()
         self.path = path
         self.logs: collections.deque[str] = collections.deque(maxlen=2000)
         self.lock = threading.RLock()
-        self.info = models.metadata(path)
-        self.size = path.stat().st_size
-        self.sha256 = models.sha256(path)
         self.n_threads = n_threads
         self.load_options = dict(load_options)
-        started = time.perf_counter()
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
-        _probe.verify(path, self.sha256, repack=self.weight_repack)  # a file that crashes llama.cpp crashes a child
+        # What it takes to load this model again (after it was closed to make room for another).
+        repack_choice = {} if weight_repack is None else {"weight_repack": weight_repack}
+        self.load_args: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers,
+                                          **repack_choice, **load_options}  # fmt: skip
+        self.info, self.sha256 = preflight(path, self.weight_repack)
+        self.size = path.stat().st_size
+        checked = time.perf_counter()
         with _llama_log.capture(self.logs), model_params(use_extra_bufts=self.weight_repack):
             try:
                 self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
@@ -150,7 +164,10 @@ class Engine:
                 raise ModelLoadError(path, f"llama.cpp refused it: {exc} {tail}".strip()) from None
             except TypeError as exc:
                 raise ModelLoadError(path, f"bad load option: {exc}") from None
-        self.load_s = time.perf_counter() - started
+        done = time.perf_counter()
+        # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
+        self.load_s = done - started
+        self.load_parts = {"checks_s": checked - started, "llama_cpp_s": done - checked}
         llama = self._llama
         # llama.cpp may pad the KV cache beyond the request; the Python-side buffers keep the requested size.
         self.n_ctx = min(llama.n_ctx(), len(llama.input_ids))
@@ -162,7 +179,8 @@ class Engine:
         self.prompt_cached_tokens = 0
         self._batch: BatchContext | None = None
         self.logs.append(
-            f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (n_ctx={self.n_ctx}, threads={n_threads})"
+            f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
+            f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads={n_threads})"
         )
 
     @property
@@ -362,10 +380,15 @@ def load_engine(
     n_gpu_layers: int = 0,
     **load_options: Any,
 ) -> tuple[Engine, bool]:
-    """Like ``load`` but also says whether this call did the loading."""
+    """Like ``load`` but also says whether this call did the loading.
+
+    A closed engine (unloaded to make room for another model) is loaded again with its own settings,
+    so notebook cells that hold an engine keep working after the panel switched models.
+    """
     if isinstance(model, Engine):
-        model.llama  # noqa: B018 - raises if closed
-        return model, False
+        if not model.closed:
+            return model, False
+        return load_engine(model.path, **model.load_args)
     path = models.resolve(model)
     try:
         stat = path.stat()
@@ -379,6 +402,8 @@ def load_engine(
         if engine is not None and not engine.closed:
             _cache.move_to_end(key)
             return engine, False
+        repack = options.get("weight_repack")
+        preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
         _cache[key] = engine

@@ -12,6 +12,19 @@ from typing import Any
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, all the way down (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
 # Fields kept as JSON text in the store.
 JSON_FIELDS = ("tags", "token_logprobs", "messages", "sweep_coords", "item")
 
@@ -86,6 +99,15 @@ class Run:
             record[key] = None if record[key] is None else json.dumps(record[key])
         record.pop("metrics")
         return record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-ready values (lists and dicts rather than JSON text, NaN as None), metrics included."""
+        record = self.to_record()
+        for key in (*JSON_FIELDS, "stop", "json_schema"):
+            if isinstance(record.get(key), str):
+                record[key] = json.loads(record[key])
+        record["metrics"] = dict(self.metrics)
+        return _json_ready(record)
 
     @classmethod
     def from_record(cls, record: dict[str, Any], metrics: dict[str, float] | None = None) -> Run:

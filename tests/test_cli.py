@@ -158,3 +158,14 @@ def test_exposure_warning() -> None:
     assert exposure_warning("127.0.0.1", None) is None
     assert exposure_warning("0.0.0.0", "key") is None
     assert "without --api-key" in exposure_warning("0.0.0.0", None)
+
+
+def test_json_outputs_are_valid_json(tmp_path: Path) -> None:
+    run = cli("run", "Once", "-n", "3", "--json")
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)  # the standard library refuses NaN only when asked: check there is none
+    assert "NaN" not in run.stdout and record["metrics"]["mean_logprob"] is None and record["stop"] == []
+    listing = cli("runs", "--format", "json")
+    assert "\\/" not in listing.stdout and json.loads(listing.stdout)[0]["model_path"] == str(TEST_MODEL)
+    info = cli("models", "info", str(TEST_MODEL))
+    assert "1.2 MB" in info.stdout and "293K" in info.stdout

@@ -153,3 +153,31 @@ def test_threads_share_one_engine_safely(engine: lmbench.Engine) -> None:
         t.join()
     assert not errors
     assert results == expected
+
+
+def test_a_failed_load_leaves_the_working_model_loaded(model_path: Path, tmp_path: Path) -> None:
+    working = lmbench.load(model_path)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
+    with pytest.raises(lmbench.ModelLoadError):
+        lmbench.load(bad)
+    with pytest.raises(lmbench.ModelLoadError):
+        lmbench.load(tmp_path / "missing.gguf")
+    assert not working.closed and lmbench.loaded() == [working]
+
+
+def test_a_closed_engine_is_loaded_again_when_used(model_path: Path, synthetic_model: Path) -> None:
+    first = lmbench.load(model_path, n_ctx=512)
+    lmbench.load(synthetic_model)  # one model at a time: the first is closed to make room
+    assert first.closed
+    run = lmbench.generate("Once", model=first, max_tokens=3)
+    assert run.model_name == model_path.name and run.n_ctx == 512, "reloaded with its own settings"
+
+
+def test_load_time_is_the_whole_wait_with_its_parts(model_path: Path) -> None:
+    lmbench.unload()
+    engine = lmbench.load(model_path, n_ctx=256)
+    parts = engine.load_parts
+    assert set(parts) == {"checks_s", "llama_cpp_s"} and all(v >= 0 for v in parts.values())
+    assert engine.load_s >= parts["checks_s"] + parts["llama_cpp_s"] - 1e-6
+    assert any("checks" in line and "llama.cpp" in line for line in engine.logs)
