@@ -104,18 +104,46 @@ def compute_group(texts: Sequence[str], metrics: Sequence[Metric] | None = None)
     return {m.name: _safe(m, list(texts)) for m in chosen if m.kind == "group"}
 
 
-def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, 95% confidence interval (Student t) and count of each metric per group of rows."""
-    from scipy import stats
+def bootstrap(values: np.ndarray, *, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean: it stays within the values' own range, so a
+    bounded metric's interval never leaves its bounds (NaN with fewer than two values)."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(rounds, len(values)), replace=True).mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
+
+def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, 95% interval (``low``, ``high``) and count of each metric per group of rows.
+
+    Intervals are bootstrap intervals of the mean (``bootstrap``). A group metric such as
+    ``self_similarity`` has one value per grid cell, repeated on each seed's row of a sweep table:
+    it counts once per cell (``n`` is the number of cells, not of seeds).
+    """
     keys = [by] if isinstance(by, str) else list(by)
     everything = [*available("run"), *available("group"), "completion_tokens"]
     columns = [c for c in (metrics or everything) if c in df]
-    grouped = df.groupby(keys, dropna=False)[columns]
-    mean, sem, count = grouped.mean(), grouped.sem(), grouped.count()
-    t = stats.t.ppf(0.975, np.maximum(count - 1, 1))
-    half = (sem * t).where(count > 1)
-    out = pd.concat({"mean": mean, "ci95": half, "n": count}, axis=1).swaplevel(axis=1).sort_index(axis=1)
+    cells = [c for c in ["model", "prompt_name", *df.attrs.get("grid", [])] if c in df]
+    group_metrics = set(available("group"))
+    rows: dict[Any, dict[tuple[str, str], float]] = {}
+    for key, part in df.groupby(keys, dropna=False, sort=True):
+        row: dict[tuple[str, str], float] = {}
+        for column in columns:
+            source = part.drop_duplicates(subset=cells) if column in group_metrics and cells else part
+            values = pd.to_numeric(source[column], errors="coerce").to_numpy(dtype=float)
+            present = values[~np.isnan(values)]
+            low, high = bootstrap(present)
+            row[(column, "mean")] = float(present.mean()) if len(present) else math.nan
+            row[(column, "low")], row[(column, "high")], row[(column, "n")] = low, high, len(present)
+        rows[key if isinstance(key, tuple) else (key,)] = row
+    out = pd.DataFrame(list(rows.values()))
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    if len(keys) > 1:
+        out.index = pd.MultiIndex.from_tuples(list(rows), names=keys)
+    else:
+        out.index = pd.Index([k[0] for k in rows], name=keys[0])
     return out
 
 

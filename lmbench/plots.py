@@ -56,7 +56,7 @@ def _require(df: pd.DataFrame, *columns: str | None) -> None:
 def plot_sweep(
     df: pd.DataFrame, x: str = "temperature", y: str = "distinct_2", color: str | None = None, facet: str | None = None
 ) -> go.Figure:
-    """Mean of ``y`` against ``x`` with 95% confidence intervals over the seeds, one line per ``color``."""
+    """Mean of ``y`` against ``x`` with bootstrap 95% intervals (within the metric's range), one line per ``color``."""
     _require(df, x, y, color, facet)
     keys = [k for k in (facet, color, x) if k is not None]
     stats = summarize(df, keys, [y])[y].reset_index()
@@ -75,15 +75,21 @@ def plot_sweep(
             trace = go.Scatter(
                 x=part[x],
                 y=part["mean"],
-                error_y={"type": "data", "array": part["ci95"].fillna(0), "visible": True},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (part["high"] - part["mean"]).fillna(0),
+                    "arrayminus": (part["mean"] - part["low"]).fillna(0),
+                    "visible": True,
+                },
                 mode="lines+markers",
                 name=f"{color} = {cv}" if color is not None else label(y),
                 legendgroup=str(cv),
                 showlegend=col_i == 1 and color is not None,
                 line={"color": palette[ci % len(palette)]},
-                customdata=part["n"],
-                hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y:.4g}} ± %{{error_y.array:.3g}}<br>"
-                "n=%{customdata}<extra></extra>",
+                customdata=part[["low", "high", "n"]].to_numpy(),
+                hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y:.4g}} (95% interval %{{customdata[0]:.3g}} to "
+                "%{customdata[1]:.3g})<br>n=%{customdata[2]}<extra></extra>",
             )
             if facet is None:
                 fig.add_trace(trace)
@@ -91,7 +97,7 @@ def plot_sweep(
                 fig.add_trace(trace, row=1, col=col_i)
     fig.update_xaxes(title_text=label(x))
     fig.update_yaxes(title_text=label(y))
-    fig.update_layout(title=f"{label(y)} vs {label(x)} (mean ± 95% CI)", template="plotly_white")
+    fig.update_layout(title=f"{label(y)} vs {label(x)} (mean, bootstrap 95% interval)", template="plotly_white")
     return fig
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 from . import metrics
 from .chat import chat
 from .errors import ParameterError, StoreError
+from .metrics import bootstrap
 from .run import Run
 from .store import Store, get_store
 
@@ -331,16 +332,6 @@ def wilson(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def bootstrap(values: np.ndarray, *, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean (within the values' own range, never past it)."""
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(rounds, len(values)), replace=True).mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:

@@ -67,6 +67,20 @@ def test_group_summary_has_mean_and_confidence_interval() -> None:
     df = pd.DataFrame({"t": [0.1, 0.1, 0.1, 0.9, 0.9, 0.9], "distinct_2": [0.5, 0.6, 0.7, 0.9, 0.9, 0.9]})
     out = metrics.summarize(df, "t", ["distinct_2"])
     assert out.loc[0.1, ("distinct_2", "mean")] == pytest.approx(0.6)
-    assert out.loc[0.1, ("distinct_2", "ci95")] == pytest.approx(0.1 / math.sqrt(3) * 4.302652, rel=1e-4)
-    assert out.loc[0.9, ("distinct_2", "ci95")] == 0.0
-    assert out.loc[0.9, ("distinct_2", "n")] == 3
+    assert 0.5 <= out.loc[0.1, ("distinct_2", "low")] < 0.6 < out.loc[0.1, ("distinct_2", "high")] <= 0.7
+    assert out.loc[0.9, ("distinct_2", "low")] == out.loc[0.9, ("distinct_2", "high")] == 0.9
+    near_one = pd.DataFrame({"t": [1] * 3, "distinct_2": [1.0, 1.0, 0.9]})
+    assert metrics.summarize(near_one, "t", ["distinct_2"]).loc[1, ("distinct_2", "high")] <= 1.0, "within range"
+
+
+@pytest.mark.no_test_model
+def test_group_metrics_count_once_per_cell() -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"model": "m", "prompt_name": "p", "temperature": [0.1] * 4 + [0.9] * 4,
+                       "top_p": [0.5, 0.5, 0.9, 0.9] * 2, "seed": [0, 1] * 4,
+                       "self_similarity": [0.8, 0.8, 0.6, 0.6, 0.3, 0.3, 0.1, 0.1]})  # fmt: skip
+    df.attrs["grid"] = ["temperature", "top_p"]
+    out = metrics.summarize(df, "temperature", ["self_similarity"])
+    assert out.loc[0.1, ("self_similarity", "n")] == 2, "two cells, not four seed rows"
+    assert out.loc[0.1, ("self_similarity", "mean")] == pytest.approx(0.7)
