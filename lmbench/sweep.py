@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from . import metrics as metrics_mod
 from . import scores
 from ._batch import BatchJob, run_batched
-from .chat import ChatPrompt, has_template, user_turn
+from .chat import ChatPrompt, check_messages, has_template, render, user_turn
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
 from .engine import Engine, load_engine
@@ -43,11 +43,19 @@ class Job:
     cell: tuple[tuple[str, Any], ...]
     seed: int
     item: Item | None = field(default=None, compare=False)  # the data-set row that filled the template
+    system: str | None = None  # the name of the system-prompt variant
+    turns: tuple[tuple[str, str], ...] | None = None  # a conversation (role, text) instead of a raw prompt
 
     @property
     def coords(self) -> dict[str, Any]:
         where = {"item": self.item.id} if self.item is not None else {}
-        return {"model": self.model, "prompt_name": self.prompt_name, **where, **dict(self.cell), "seed": self.seed}
+        system = {"system": self.system} if self.system is not None else {}
+        return {"model": self.model, "prompt_name": self.prompt_name, **system, **where, **dict(self.cell),
+                "seed": self.seed}  # fmt: skip
+
+    @property
+    def messages(self) -> list[dict[str, str]] | None:
+        return None if self.turns is None else [{"role": r, "content": c} for r, c in self.turns]
 
     def key(self) -> str:
         return json.dumps(self.coords, sort_keys=True)
@@ -112,18 +120,32 @@ def plan(
     seeds: int | Iterable[int] = 3,
     model: ModelArg | Sequence[ModelArg] = None,
     items: Sequence[Item] | None = None,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    systems: str | Mapping[str, str] | None = None,
     **fixed_params: Any,
 ) -> list[Job]:
     """Every run a sweep would make, checked before anything is generated.
 
-    With ``items`` (a data set), each prompt is a template filled by every item.
+    With ``items`` (a data set), each prompt is a template filled by every item. ``messages`` is a
+    conversation template (its contents are templates too) used instead of ``prompts``; ``systems``
+    adds system-prompt variants (a grid dimension named ``system``) to either.
     """
     validate_params(fixed_params)
-    prompt_map = _prompts(prompts)
-    filled: list[tuple[str, str, Item | None]] = [(name, text, None) for name, text in prompt_map.items()]
-    if items is not None:
-        filled = [(name, fill(name, text, item, row), item) for name, text in prompt_map.items()
-                  for row, item in enumerate(items)]  # fmt: skip
+    conversation = _conversation(messages)
+    prompt_map = _prompts(prompts) if conversation is None else {"messages": json.dumps(conversation)}
+    variants = _systems(systems)
+    rows: list[tuple[int, Item | None]] = [(0, None)] if items is None else list(enumerate(items))
+    filled: list[tuple[str, str, Item | None, str | None, tuple[tuple[str, str], ...] | None]] = []
+    for (row, item), (system, system_text) in itertools.product(rows, variants.items() or [(None, None)]):
+        for name, text in prompt_map.items():
+            turns = conversation if conversation is not None else ([] if system is None else [("user", text)])
+            if system_text is not None:
+                turns = [("system", system_text), *[(r, c) for r, c in turns if r != "system"]]
+            if turns:
+                done = tuple((r, c if item is None else fill(name, c, item, row)) for r, c in turns)
+                filled.append((name, json.dumps(done), item, system, done))
+            else:
+                filled.append((name, text if item is None else fill(name, text, item, row), item, None, None))
     cells = _grid(grid, fixed_params)
     seed_list = _seeds(seeds)
     if model is not None and not isinstance(model, str | os.PathLike | Sequence):
@@ -138,12 +160,32 @@ def plan(
             check_text("model", os.fspath(m))
     model_names = [os.fspath(m) if m is not None else str(resolve_model(None)) for m in models]
     return [
-        Job(m, name, text, cell, seed, item)
+        Job(m, name, text, cell, seed, item, system, turns)
         for m in model_names
         for cell in cells
-        for name, text, item in filled
+        for name, text, item, system, turns in filled
         for seed in seed_list
     ]
+
+
+def _conversation(messages: Sequence[Mapping[str, str]] | None) -> list[tuple[str, str]] | None:
+    """A conversation template as (role, text) pairs, checked like chat messages."""
+    if messages is None:
+        return None
+    return [(m["role"], m["content"]) for m in check_messages([dict(m) for m in messages])]
+
+
+def _systems(systems: str | Mapping[str, str] | None) -> dict[str, str]:
+    """System-prompt variants by name (one text is the variant ``system``)."""
+    if systems is None:
+        return {}
+    variants = {"system": systems} if isinstance(systems, str) else dict(systems)
+    if not variants:
+        raise ParameterError("systems must name at least one system prompt", name="systems")
+    for name, text in variants.items():
+        check_text("systems name", name)
+        check_text(f"system prompt {name!r}", text)
+    return variants
 
 
 def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixed: dict[str, Any]) -> str:
@@ -158,7 +200,7 @@ def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixe
 
 
 def sweep(
-    prompts: str | Sequence[str] | Mapping[str, str],
+    prompts: str | Sequence[str] | Mapping[str, str] | None = None,
     *,
     grid: Mapping[str, Sequence[Any]],
     seeds: int | Iterable[int] = 3,
@@ -173,6 +215,8 @@ def sweep(
     store: str | os.PathLike[str] | Store | None = None,
     chat: bool | None = None,
     data: DataArg | None = None,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    systems: str | Mapping[str, str] | None = None,
     reference: str = "reference",
     assertions: Sequence[Mapping[str, Any] | Callable[[str], bool]] | None = None,
     scorers: Sequence[scores.Scorer] | None = None,
@@ -217,7 +261,11 @@ def sweep(
     checks = scores.check_assertions(assertions)
     shared_checks = [c for c in checks if c["type"] != "python"]  # data, stored with each run
     python_checks = [c["value"] for c in checks if c["type"] == "python"]  # code, scored as metrics
-    jobs = plan(prompts, grid=grid, seeds=seeds, model=model, items=items, **fixed_params)
+    if (prompts is None) == (messages is None):
+        raise ParameterError("give a sweep prompts or messages (a conversation template), one of the two",
+                             name="prompts")  # fmt: skip
+    jobs = plan(prompts or "", grid=grid, seeds=seeds, model=model, items=items, messages=messages, systems=systems,
+                **fixed_params)  # fmt: skip
     records = [_item_record(j.item, shared_checks) for j in jobs]
     judges = [s for s in scorers or [] if isinstance(s, scores.Judge)]
     named = [s for s in scorers or [] if not isinstance(s, scores.Judge)]
@@ -253,15 +301,22 @@ def sweep(
         }  # fmt: skip
         if turn is not None:
             params = turn.with_stops(params)
-            fields.update(messages=[{"role": "user", "content": job.prompt}], chat_format=turn.chat_format)
+            conversation = job.messages or [{"role": "user", "content": job.prompt}]
+            fields.update(messages=conversation, chat_format=turn.chat_format)
         return BatchJob(params, {**fields, "run_id": run_id})
 
-    def as_sent(engine: Engine, prompt: str) -> tuple[str, ChatPrompt | None, dict[str, Any]]:
-        """The text the model gets for ``prompt``, its chat rendering (if any) and how to tokenize it."""
+    def as_sent(engine: Engine, job: Job) -> tuple[str, ChatPrompt | None, dict[str, Any]]:
+        """The text the model gets for a job, its chat rendering (if any) and how to tokenize it.
+
+        A conversation always goes through the chat template; a prompt does when ``chat`` says so.
+        """
+        if job.messages is not None:
+            turn = render(engine, job.messages)
+            return turn.prompt, turn, turn.tokenize_options
         use_chat = has_template(engine) if chat is None else chat
         if not use_chat:
-            return prompt, None, {}
-        turn = user_turn(engine, prompt)
+            return job.prompt, None, {}
+        turn = user_turn(engine, job.prompt)
         return turn.prompt, turn, turn.tokenize_options
 
     try:
@@ -274,8 +329,8 @@ def sweep(
                 by_prompt: dict[str, list[Job]] = {}
                 for job in model_jobs:
                     by_prompt.setdefault(job.prompt, []).append(job)
-                for prompt, prompt_jobs in by_prompt.items():
-                    text, turn, options = as_sent(engine, prompt)
+                for prompt_jobs in by_prompt.values():
+                    text, turn, options = as_sent(engine, prompt_jobs[0])
                     batch_jobs = [prepared(j, turn) for j in prompt_jobs]
                     run_batched(engine, text, batch_jobs, on_finished=save, batch_size=batch_size, cancel=cancel,
                                 load_s=load_s, **options)  # fmt: skip
@@ -284,7 +339,7 @@ def sweep(
                         break
                 continue
             for job in model_jobs:
-                text, turn, options = as_sent(engine, job.prompt)
+                text, turn, options = as_sent(engine, job)
                 planned = prepared(job, turn)
                 run, interruption = execute(engine, text, planned.params, cancel=cancel, load_s=load_s,
                                             **options, **planned.fields)  # fmt: skip

@@ -219,3 +219,21 @@ def test_openai_response_format_json_schema() -> None:
 def test_bootstrap_is_reproducible() -> None:
     values = np.array([0.1, 0.5, 0.9, 0.4])
     assert scores.bootstrap(values) == scores.bootstrap(values)
+
+
+def test_chat_sweeps_with_conversation_templates_and_system_prompts() -> None:
+    conversation = [{"role": "user", "content": "Tell me about a {animal}."}]
+    df = lmbench.sweep(messages=conversation, systems={"short": "Be brief.", "long": "Tell long stories."}, data=DATA,
+                       grid={"temperature": [0.0]}, seeds=1, max_tokens=6, progress=False)  # fmt: skip
+    assert len(df) == 4 and sorted(df.system.unique()) == ["long", "short"] and set(df.chat_format) == {"plain"}
+    stored = lmbench.runs(heavy=True).set_index("id")
+    first = json.loads(stored.loc[df.id[0], "messages"])
+    assert first[0]["role"] == "system" and first[1] == {"role": "user", "content": "Tell me about a cat."}
+    assert "Be brief." in df.prompt[0] or "Tell long stories." in df.prompt[0], "rendered through the template"
+    plain = lmbench.sweep("Once", systems="Be brief.", grid={"temperature": [0.0]}, seeds=1, max_tokens=4,
+                          progress=False)  # fmt: skip
+    assert plain.system.tolist() == ["system"] and plain.chat_format.tolist() == ["plain"]
+    with pytest.raises(lmbench.ParameterError, match="prompts or messages"):
+        lmbench.sweep("Once", messages=conversation, grid={"temperature": [0.0]}, progress=False)
+    with pytest.raises(lmbench.ParameterError, match="role"):
+        lmbench.sweep(messages=[{"role": "wizard", "content": "x"}], grid={"temperature": [0.0]}, progress=False)
