@@ -9,7 +9,7 @@ OUT ?= out
 export LMBENCH_MODEL_PATH ?= $(abspath ../shared/models)
 export LMBENCH_TEST_MODEL ?= $(abspath ../shared/models/stories260K.gguf)
 
-.PHONY: setup sweep demo test lint typecheck format clean
+.PHONY: setup sweep demo test lint typecheck format clean lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,7 @@ test: setup lint typecheck $(CHROMIUM)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+
+# JupyterLab on this set-up (the lmbench kernel, the panel and the API under /lmbench/), on this machine only.
+lab: setup
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks

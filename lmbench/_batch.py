@@ -30,7 +30,7 @@ import numpy as np
 from . import _llama_log
 from ._sampling import SamplerChain
 from .engine import Engine
-from .errors import ContextOverflowError, GenerationError
+from .errors import ContextOverflowError, GenerationError, ParameterError
 from .generation import Cancel, TextStream, build_run, log_softmax, logprob_entry, stopper
 from .params import GenerationParams
 from .run import Run
@@ -135,7 +135,7 @@ def plan_batch(engine: Engine, n_prompt: int, jobs: Sequence[BatchJob], batch_si
     if n_prompt >= engine.n_ctx:
         raise ContextOverflowError(n_prompt, engine.n_ctx)
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        raise ParameterError(f"batch_size must be at least 1, not {batch_size}", name="batch_size", value=batch_size)
     size = min(batch_size or MAX_BATCH, len(jobs))
     longest = max(min(job.params.max_tokens, engine.n_ctx - n_prompt) for job in jobs)
     if n_prompt > longest:

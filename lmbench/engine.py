@@ -359,8 +359,8 @@ _max_models = int(os.environ.get("LMBENCH_MAX_MODELS", "1"))
 def set_max_models(n: int) -> None:
     """How many models may stay loaded at once (least recently used ones are closed first)."""
     global _max_models
-    if n < 1:
-        raise ValueError("max models must be at least 1")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ParameterError(f"max models must be a whole number of at least 1, not {n!r}", name="n", value=n)
     with _cache_lock:
         _max_models = n
         _evict(keep=n)

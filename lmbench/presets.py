@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
+from pathlib import Path
 from typing import Any
 
+from . import _jsonfile
 from ._config import home
 from .errors import ParameterError
 from .params import validate_params
@@ -17,17 +17,12 @@ BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _file() -> os.PathLike[str]:
+def _file() -> Path:
     return home() / "presets.json"
 
 
 def _saved() -> dict[str, dict[str, Any]]:
-    try:
-        return json.loads(open(_file()).read())
-    except FileNotFoundError:
-        return {}
-    except ValueError as exc:
-        raise ParameterError(f"the presets file {_file()} is not valid JSON: {exc}") from None
+    return _jsonfile.read(_file())  # a damaged file is an error that names it, never silently dropped
 
 
 def presets() -> dict[str, dict[str, Any]]:
@@ -43,9 +38,7 @@ def save_preset(name: str, **params: Any) -> dict[str, Any]:
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     saved = _saved()
     saved[name.strip()] = values
-    tmp = home() / f"presets.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(saved, indent=2, sort_keys=True))
-    tmp.replace(_file())
+    _jsonfile.write(_file(), saved)
     return values
 
 
@@ -55,7 +48,7 @@ def delete_preset(name: str) -> None:
     if name not in saved:
         raise ParameterError(f"no saved preset named {name!r}", name="preset", value=name)
     del saved[name]
-    (home() / "presets.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
+    _jsonfile.write(_file(), saved)
 
 
 def resolve_preset(name: str | None) -> dict[str, Any]:

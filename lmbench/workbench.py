@@ -406,6 +406,8 @@ class Panel:
     def _generate_job(self) -> None:
         params = self.values()
         prompt = self.prompt.value
+        if not prompt.strip():
+            raise ParameterError("type a prompt first: the prompt box is empty", name="prompt")
         engine = self._load()
         self.status.value = "<i>generating…</i>"
         self.stats.value = ""

@@ -32,7 +32,11 @@ MISSING_TEST_MODEL = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without the test model (a fresh clone with no ../shared) only the tests that do not need it run."""
+    """Tests that run the engine are ``slow`` (``pytest -m "not slow"`` is the fast tier); without the
+    test model (a fresh clone with no ../shared) only the tests that do not need it run."""
+    for item in items:
+        if item.get_closest_marker("no_test_model") is None or item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
     if MISSING_TEST_MODEL is None:
         return
     for item in items:

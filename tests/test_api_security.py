@@ -116,6 +116,7 @@ def test_the_key_is_checked_before_routing_in_any_case(server: Server, caplog: p
     assert "s3cret" not in caplog.text, "keys are never logged"
 
 
+@pytest.mark.no_test_model
 def test_the_guard_rules_one_by_one() -> None:
     settings = Settings(allow_hosts=("box.lan",), cors_origins=("https://ok.example",))
     assert _http_guard.host_name("[::1]:8080") == "::1" and _http_guard.host_name("Example.COM:80") == "example.com"

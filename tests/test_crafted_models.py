@@ -108,6 +108,7 @@ def test_the_server_lives_through_requests_for_every_crafted_file(
             assert requests.get(f"{server.url}/health", timeout=10).json() == {"status": "ok"}, name
 
 
+@pytest.mark.no_test_model
 @pytest.mark.parametrize(
     ("source", "limit"),
     [

@@ -79,10 +79,12 @@ def test_reference_scores_on_known_texts(base_run: lmbench.Run) -> None:
         ({"type": "python", "value": lambda t: t.endswith("!")}, "Wow!", True),
     ],
 )
+@pytest.mark.no_test_model
 def test_assertions(check: dict, text: str, expected: bool) -> None:
     assert scores.check(text, check) is expected
 
 
+@pytest.mark.no_test_model
 def test_bad_assertions_are_refused() -> None:
     for bad in [{"type": "nope"}, {"type": "regex", "value": "("}, {"type": "max_words", "value": "3"}, "contains"]:
         with pytest.raises(lmbench.ParameterError):
@@ -95,6 +97,7 @@ def test_pass_and_assert_metrics(base_run: lmbench.Run) -> None:
     assert _metric("assert_max_words", run) == 0.0 and math.isnan(_metric("assert_regex", run))
 
 
+@pytest.mark.no_test_model
 def test_templates_fill_from_every_kind_of_data(tmp_path: Path) -> None:
     frame = pd.DataFrame(DATA).assign(**{"assert": [json.dumps(d["assert"]) for d in DATA]})
     frame.to_csv(tmp_path / "d.csv", index=False)
@@ -152,6 +155,7 @@ def test_the_judge_always_parses_and_its_runs_are_linked_and_reused() -> None:
     assert stored.set_index("id").loc[df.id, "judge"].tolist() == graded.judge.tolist(), "scores persist"
 
 
+@pytest.mark.no_test_model
 def test_leaderboard_orders_settings_with_honest_intervals() -> None:
     df = pd.DataFrame({
         "setting": ["a"] * 6 + ["b"] * 6,
@@ -216,6 +220,7 @@ def test_openai_response_format_json_schema() -> None:
             json.loads(loose.choices[0].message.content)
 
 
+@pytest.mark.no_test_model
 def test_bootstrap_is_reproducible() -> None:
     values = np.array([0.1, 0.5, 0.9, 0.4])
     assert scores.bootstrap(values) == scores.bootstrap(values)

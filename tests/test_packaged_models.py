@@ -22,7 +22,7 @@ from lmbench import models
 from lmbench.api import Service, Settings
 
 INSTRUCT = "smollm2-135m-instruct"
-pytestmark = pytest.mark.no_test_model
+pytestmark = [pytest.mark.no_test_model, pytest.mark.slow]  # runs without stories260K, on SmolLM2
 
 
 @pytest.fixture(autouse=True)

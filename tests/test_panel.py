@@ -235,3 +235,11 @@ def test_json_schema_box_constrains_the_output(panel: lmbench.Panel) -> None:
     assert "JSON schema box" in panel.error.value
     panel.set_values({"json_schema": None})
     assert panel.json_schema.value == ""
+
+
+def test_an_empty_prompt_is_refused_with_a_message(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "   "
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "prompt box is empty" in panel.error.value and panel.last_run is None
+    assert lmbench.runs().empty

@@ -238,3 +238,12 @@ def test_sweep_arguments_are_checked_before_anything_runs() -> None:
         with pytest.raises(lmbench.ParameterError):
             lmbench.sweep(prompts, progress=False, **options)
     assert lmbench.runs().empty
+
+
+def test_damaged_presets_file_is_named_not_lost(lmbench_home: Path) -> None:
+    lmbench.save_preset("mine", temperature=0.3)
+    (lmbench_home / "presets.json").write_text("{half")
+    with pytest.raises(lmbench.LmbenchError, match=r"presets\.json is damaged"):
+        lmbench.presets()
+    with pytest.raises(lmbench.ParameterError, match="max models"):
+        lmbench.set_max_models(0)
