@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import _template
+from . import _template, models
 from .engine import Engine, load_engine
 from .errors import ParameterError
-from .generation import Cancel, complete
+from .generation import Cancel, complete, generate
 from .params import GenerationParams, check_labels, check_text, validate_params
 from .presets import resolve_preset
 from .run import Run
@@ -60,6 +60,22 @@ class ChatPrompt:
 def has_template(engine: Engine) -> bool:
     """Whether the model carries a chat template (an instruct or chat model)."""
     return bool(engine.llama.metadata.get("tokenizer.chat_template"))
+
+
+def uses_template(model: str | os.PathLike[str] | Engine | None) -> bool:
+    """Whether a model (loaded or not: read from its file's metadata) carries a chat template."""
+    if isinstance(model, Engine) and not model.closed:
+        return has_template(model)
+    path = model.path if isinstance(model, Engine) else models.resolve(model)
+    return bool(models.metadata(path).get("has_chat_template"))
+
+
+def ask(prompt: str, *, model: str | os.PathLike[str] | Engine | None = None, raw: bool = False, **options: Any) -> Run:
+    """Answer a prompt the way its model expects: an instruct model (one with a chat template) gets it
+    as a user message through the template, a base model (or ``raw=True``) completes it as it is."""
+    if raw or not uses_template(model):
+        return generate(prompt, model=model, **options)
+    return chat([{"role": "user", "content": prompt}], model=model, **options)
 
 
 def user_turn(engine: Engine, prompt: str) -> ChatPrompt:

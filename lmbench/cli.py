@@ -135,19 +135,15 @@ def _announce_model(model: str | Sequence[str] | None) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from . import models
-    from .chat import chat
-    from .generation import generate
+    from .chat import ask
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     params = given_params(args)
     validate_params({**resolve_preset(args.preset), **params})  # bad values fail before a model is chosen
     _announce_model(args.model)
-    use_chat = not args.raw and models.metadata(models.resolve(args.model)).get("has_chat_template")
-    options = {"model": args.model, "experiment": args.experiment, "tags": args.tags, "preset": args.preset,
-               "on_token": stream, "source": "cli", **params}  # fmt: skip
-    run = chat([{"role": "user", "content": prompt}], **options) if use_chat else generate(prompt, **options)
+    run = ask(prompt, model=args.model, raw=args.raw, experiment=args.experiment, tags=args.tags, preset=args.preset,
+              on_token=stream, source="cli", **params)  # fmt: skip
     if args.json:
         print(json.dumps(run.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
     else:

@@ -14,7 +14,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import engine as engine_mod
-from . import generation, store
+from . import store
+from .chat import ask
 from .compare import compare
 from .errors import LmbenchError
 from .params import given_params, option_specs
@@ -98,6 +99,8 @@ class LmbenchMagics(Magics):
     @argument("--preset", default=None)
     @argument("--stream", dest="stream", action="store_true", default=True)
     @argument("--no-stream", dest="stream", action="store_false")
+    @argument("--raw", action="store_true", help="complete the cell as it is (default for a model with a chat "
+              "template: send it as a user message through the template)")  # fmt: skip
     @_param_arguments
     @argument("command", nargs="*")
     @line_cell_magic
@@ -147,9 +150,10 @@ class LmbenchMagics(Magics):
             raise _UsageError(f"usage: {usage}\n{exc}") from None
         params = given_params(args)
         on_token = (lambda text: print(text, end="", flush=True)) if args.stream else None
-        run = generation.generate(
+        run = ask(
             cell.strip("\n"),
             model=self.engine,
+            raw=args.raw,
             experiment=args.experiment,
             preset=args.preset,
             on_token=on_token,

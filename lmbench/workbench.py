@@ -22,7 +22,7 @@ import ipywidgets as w
 
 from . import _panel_html as view
 from . import models
-from .chat import chat
+from .chat import ask, chat
 from .compare import compare
 from .engine import Engine, load_engine, physical_cores
 from .errors import LmbenchError, ParameterError
@@ -154,6 +154,13 @@ class Panel:
         )  # fmt: skip
         self.json_schema.add_class("lmbench-json-schema")
         self.debug_tokens = w.Checkbox(True, description="record token probabilities", indent=False)
+        self.raw = w.Checkbox(
+            False,
+            description="raw completion",
+            indent=False,
+            tooltip="Complete the prompt as it is; off: an instruct model gets it as a user message through its "
+            "chat template",
+        )
         self.toggles = {
             s.name: w.Checkbox(s.default, description=s.name.replace("_", " "), tooltip=s.description, indent=False)
             for s in param_specs()
@@ -244,7 +251,7 @@ class Panel:
                 self.prompt,
                 self.token_count,
                 params,
-                w.HBox([self.seed, self.random_seed, self.debug_tokens, *self.toggles.values()]),
+                w.HBox([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
                 w.HBox([w.Label("stop strings"), self.stop]),
                 _folded(self.json_schema, "Structured output (JSON schema)"),
                 w.HBox([self.preset, self.preset_name, self.save_preset_button]),
@@ -414,7 +421,7 @@ class Panel:
         self.tabs.selected_index = 0
         stream = _Throttled(lambda text: self._render_output(prompt, text))
         try:
-            run = self._recorded(generate, prompt, engine, on_token=stream, **params)
+            run = self._recorded(ask, prompt, engine, on_token=stream, raw=self.raw.value, **params)
         finally:
             self._render_output(prompt, stream.text)
         self._show_run(run)

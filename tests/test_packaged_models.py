@@ -167,3 +167,26 @@ def test_the_panel_says_which_model_it_uses() -> None:
     panel = lmbench.panel()
     assert f"{INSTRUCT} (default)" in panel.model_info.value
     assert INSTRUCT in panel.model.options
+
+
+def test_the_panel_and_the_magic_use_the_chat_template_unless_raw() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    panel = lmbench.panel()
+    panel.prompt.value = "Say hello."
+    panel.sliders["max_tokens"].value = 8
+    panel.generate_button.click()
+    panel.wait(120)
+    assert panel.error.value == "" and panel.last_run.chat_format == "gguf"
+    assert "chat template (gguf)" in panel.stats.value
+    panel.raw.value = True
+    panel.generate_button.click()
+    panel.wait(120)
+    assert panel.last_run.chat_format is None and panel.last_run.prompt == "Say hello."
+    assert "raw completion" in panel.stats.value
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lmbench")
+    shell.run_line_magic("lmbench", INSTRUCT)
+    templated = shell.run_cell_magic("lmbench", "-n 6 --no-stream", "Say hello.")
+    raw = shell.run_cell_magic("lmbench", "-n 6 --no-stream --raw", "Say hello.")
+    assert templated.chat_format == "gguf" and raw.chat_format is None
