@@ -177,6 +177,11 @@ def packaged() -> builtins.list[PackagedModel]:
     return result
 
 
+def _packaged_at(path: Path) -> PackagedModel | None:
+    """The shipped model whose file is ``path``, if it is one."""
+    return next((m for m in packaged() if m.path == path), None)
+
+
 def _packaged_named(name: str) -> PackagedModel | None:
     lowered = name.lower()
     for model in packaged():
@@ -285,7 +290,7 @@ def describe(model: str | os.PathLike[str] | None = None) -> str:
     why = "" if model is not None else (" ($LMBENCH_MODEL)" if os.environ.get("LMBENCH_MODEL") else " (default)")
     path = resolve(name)
     facts = metadata(path)
-    shipped = next((m for m in packaged() if m.path == path), None)
+    shipped = _packaged_at(path)
     template = "chat template" if facts.get("has_chat_template") else "no chat template"
     return (
         f"{model_id(path)}{why}: {path.name}, {_gguf.readable_count(facts.get('parameters'))} "
@@ -325,9 +330,9 @@ def resolve(model: str | os.PathLike[str] | None = None) -> Path:
 
 def model_id(path: Path) -> str:
     """The name a model file is known by: a shipped model's or catalogue alias, else the file name without ``.gguf``."""
-    for shipped in packaged():
-        if shipped.path == path:
-            return shipped.alias
+    shipped = _packaged_at(path)
+    if shipped is not None:
+        return shipped.alias
     aliases = {e.filename: a for a, e in catalog().items()}
     return aliases.get(path.name, path.stem)
 
@@ -336,8 +341,8 @@ def info(model: str | os.PathLike[str]) -> pd.Series:
     """GGUF metadata of a model, read without loading it into llama.cpp."""
     path = resolve(model)
     facts: dict[str, Any] = {"path": str(path), "size": path.stat().st_size, **metadata(path)}
-    shipped = _packaged_named(path.name)
-    if shipped is not None and shipped.path == path:
+    shipped = _packaged_at(path)
+    if shipped is not None:
         facts.update(alias=shipped.alias, distribution=shipped.distribution, version=shipped.version)
     return pd.Series(facts, name=path.name)
 

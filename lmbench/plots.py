@@ -111,23 +111,23 @@ def plot_heatmap(df: pd.DataFrame, x: str = "temperature", y: str = "top_p", z: 
     """Mean of ``z`` over the seeds for every (``x``, ``y``) cell of a two-parameter grid."""
     _require(df, x, y, z)
     table = df.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index()
+    return _heatmap(table, z, f"{label(z)} by {label(x)} and {label(y)}", label(x), label(y), digits=3)
+
+
+def _heatmap(table: pd.DataFrame, z: str, title: str, x_title: str, y_title: str, *, digits: int) -> go.Figure:
+    """A heatmap of a pivot table, each cell labelled with its value."""
     fig = go.Figure(
         go.Heatmap(
             x=[str(v) for v in table.columns],
             y=[str(v) for v in table.index],
             z=table.to_numpy(),
-            text=table.round(3).to_numpy(),
+            text=table.round(digits).to_numpy(),
             texttemplate="%{text}",
             colorscale="Viridis",
             colorbar={"title": {"text": label(z)}},
         )
     )
-    fig.update_layout(
-        title=f"{label(z)} by {label(x)} and {label(y)}",
-        xaxis_title=label(x),
-        yaxis_title=label(y),
-        template="plotly_white",
-    )
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white")
     return fig
 
 
@@ -145,20 +145,7 @@ def plot_items(df: pd.DataFrame, score: str = "rougeL", by: str | Sequence[str] 
     table = df.assign(_setting=_setting(df, keys)).pivot_table(
         index="item", columns="_setting", values=score, aggfunc="mean", sort=False
     )
-    fig = go.Figure(
-        go.Heatmap(
-            x=[str(v) for v in table.columns],
-            y=[str(v) for v in table.index],
-            z=table.to_numpy(),
-            text=table.round(2).to_numpy(),
-            texttemplate="%{text}",
-            colorscale="Viridis",
-            colorbar={"title": {"text": label(score)}},
-        )
-    )
-    fig.update_layout(title=f"{label(score)} per item and setting", xaxis_title="setting", yaxis_title="item",
-                      template="plotly_white")  # fmt: skip
-    return fig
+    return _heatmap(table, score, f"{label(score)} per item and setting", "setting", "item", digits=2)
 
 
 def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequence[str] = "temperature") -> go.Figure:
