@@ -105,12 +105,17 @@ def _run_child(path: Path, repack: bool) -> str:
         return f"llama.cpp did not finish loading it within {TIMEOUT_S} s in a test process"
     if result.returncode == 0 and result.stdout.strip().endswith("ok"):
         return "ok"
-    lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    telling = [line for line in lines if any(w in line.lower() for w in ("error", "assert", "failed", "abort"))]
-    last = " | ".join((telling or lines)[-3:]) or "no output"
+    last = last_words(result.stderr + result.stdout)
     if result.returncode < 0:
         return f"llama.cpp crashed on it (signal {-result.returncode}) in a test process; its last lines: {last}"
     return f"llama.cpp refused it in a test process: {last}"
+
+
+def last_words(output: str) -> str:
+    """llama.cpp's last telling lines in a process's output (errors and failed assertions first)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    telling = [line for line in lines if any(w in line.lower() for w in ("error", "assert", "failed", "abort"))]
+    return " | ".join((telling or lines)[-3:]) or "no output"
 
 
 if __name__ == "__main__":

@@ -202,6 +202,13 @@ class Service:
         self.started = int(time.time())
         self._available: tuple[float, dict[str, Path]] = (0.0, {})
 
+    def call(
+        self, method: str, handler: str, payload: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
+    ) -> Any:
+        """Answer one route in this process: GET handlers take the query, POST handlers the body."""
+        answer = getattr(self, handler)
+        return answer(payload) if method == "GET" else answer(payload, emit, cancel)
+
     # Models -----------------------------------------------------------------------------------
 
     def available_models(self, *, rescan: bool = True) -> dict[str, Path]:

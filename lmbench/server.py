@@ -1,8 +1,9 @@
 """The HTTP transport for ``lmbench.api``: tornado handlers shared by ``lmbench serve`` and the Jupyter extension.
 
-Routes come from ``lmbench.api.ROUTES``. Generation runs in a small thread pool; the engine's lock
-queues concurrent requests on the one model. Streaming answers are server-sent events; a client
-that disconnects cancels its run (which is still recorded, as cancelled). ``lmbench serve`` checks
+Routes come from ``lmbench.api.ROUTES``. Requests are answered by a backend: by default a
+``Supervisor``, which keeps each model in a worker process (``lmbench._supervisor``), so no model
+file can take the server down. Streaming answers are server-sent events; a client that
+disconnects cancels its run (which is still recorded, as cancelled). ``lmbench serve`` checks
 every request's Host, Origin and API key before routing (``lmbench._http_guard``); inside Jupyter,
 Jupyter's own checks and token do that.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import tornado.httpserver
 import tornado.iostream
@@ -24,20 +26,33 @@ import tornado.netutil
 import tornado.web
 
 from . import _http_guard
-from .api import ApiError, Route, Service, Settings, api_error, find_route, parse_body
+from ._supervisor import Supervisor
+from .api import ApiError, Emit, Route, Service, Settings, api_error, find_route, parse_body
 from .errors import LmbenchError
+from .generation import Cancel
 
 log = logging.getLogger("lmbench.api")
-WORKERS = 4
+# Threads that wait on answers (the work itself happens in the model's worker process).
+WORKERS = 32
+
+
+class Backend(Protocol):
+    """What answers the routes: a ``Service`` in this process or a ``Supervisor`` of worker processes."""
+
+    settings: Settings
+
+    def call(
+        self, method: str, handler: str, payload: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
+    ) -> Any: ...
 
 
 class ApiRoutes(tornado.web.RequestHandler):
-    """Answers the API's routes for a ``Service``: JSON, or server-sent events for streams.
+    """Answers the API's routes for a backend: JSON, or server-sent events for streams.
 
-    Subclasses say where the service and the thread pool come from (``initialize``).
+    Subclasses say where the backend and the thread pool come from (``initialize``).
     """
 
-    get_service: Callable[[], Service]
+    get_backend: Callable[[], Backend]
     executor: ThreadPoolExecutor
     _cancel: threading.Event | None = None
 
@@ -48,20 +63,20 @@ class ApiRoutes(tornado.web.RequestHandler):
 
     async def dispatch(self, method: str, path: str) -> None:
         try:
-            service = self.get_service()
+            backend = self.get_backend()
             routes = find_route(path.rstrip("/"))
             if not routes:
                 raise ApiError(404, f"no route {self.request.path}")
             route = routes.get(method)
             if route is None:
                 raise ApiError(405, f"use {' or '.join(routes)} for {self.request.path}")
-            handler = getattr(service, route.handler)
+            handler = functools.partial(backend.call, method, route.handler)
             if method == "GET":
                 query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
                 return self._json(200, await self._in_thread(lambda: handler(query)))
             if not _http_guard.is_json(self.request.headers.get("Content-Type")):
                 raise ApiError(415, "send the request body as JSON (Content-Type: application/json)")
-            body = parse_body(self.request.body, service.settings.max_body_bytes)
+            body = parse_body(self.request.body, backend.settings.max_body_bytes)
             self._cancel = threading.Event()
             if body.get("stream") and route.streams:
                 return await self._stream(route, handler, body)
@@ -142,13 +157,13 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 class StandaloneHandler(ApiRoutes):
     """``lmbench serve``'s handler for every path: Host, Origin and API key are checked before routing."""
 
-    def initialize(self, service: Service, executor: ThreadPoolExecutor, bound_host: str) -> None:
-        self.get_service = lambda: service
+    def initialize(self, backend: Backend, executor: ThreadPoolExecutor, bound_host: str) -> None:
+        self.get_backend = lambda: backend
         self.executor = executor
         self.bound_host = bound_host
 
     def prepare(self) -> None:
-        settings = self.get_service().settings
+        settings = self.get_backend().settings
         headers = self.request.headers
         origin = headers.get("Origin")
         route = find_route(self.path_args[0].rstrip("/")) if self.path_args else {}
@@ -184,10 +199,17 @@ def _without_key(settings: Settings) -> Settings:
 
 
 class Server:
-    """``lmbench serve``: the API on ``host:port`` (``port=0`` picks a free one), in the foreground or a thread."""
+    """``lmbench serve``: the API on ``host:port`` (``port=0`` picks a free one), in the foreground or a thread.
 
-    def __init__(self, settings: Settings | None = None, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self.service = Service(settings)
+    ``isolate`` (the default) keeps each model in a supervised worker process; ``False`` answers
+    in this process (a model that crashes llama.cpp then takes this process with it).
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, *, host: str = "127.0.0.1", port: int = 8080, isolate: bool = True
+    ) -> None:
+        self.backend: Supervisor | Service = Supervisor(settings) if isolate else Service(settings)
+        self.service = self.backend.service if isinstance(self.backend, Supervisor) else self.backend
         self.host, self.port = host, port
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="lmbench-api")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,7 +221,7 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     def _application(self) -> tornado.web.Application:
-        options = {"service": self.service, "executor": self.executor, "bound_host": self.host}
+        options = {"backend": self.backend, "executor": self.executor, "bound_host": self.host}
         return tornado.web.Application([(r"/(.*)", StandaloneHandler, options)], log_function=_log_request)
 
     async def _main(self, ready: threading.Event) -> None:
@@ -254,6 +276,8 @@ class Server:
         if self._thread is not None:
             self._thread.join(30)
         self.executor.shutdown(wait=True, cancel_futures=True)  # generations in flight end (cancelled) and are recorded
+        if isinstance(self.backend, Supervisor):
+            self.backend.close()
 
     def __enter__(self) -> Server:
         self.start()

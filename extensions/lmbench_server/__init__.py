@@ -4,6 +4,8 @@ Enabled automatically when lmbench is installed (``etc/jupyter/jupyter_server_co
 protected by Jupyter's own token authentication. Routes, request and answer formats are those of
 ``lmbench serve`` (see ``lmbench.api``); the default model is ``$LMBENCH_MODEL`` or lmbench's
 default, resolved on the first request so that starting Jupyter never loads or downloads a model.
+Models run in supervised worker processes (``lmbench._supervisor``): a model file that crashes
+llama.cpp fails its request, never the Jupyter server.
 lmbench itself is imported when the extension loads, not when Jupyter lists its extensions.
 """
 
@@ -25,14 +27,15 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.base.handlers import APIHandler
     from jupyter_server.utils import url_path_join
 
-    from lmbench.api import Service, Settings, route_pattern
+    from lmbench._supervisor import Supervisor
+    from lmbench.api import Settings, route_pattern
     from lmbench.server import WORKERS, ApiRoutes
 
     class LmbenchApiHandler(ApiRoutes, APIHandler):
         """The API's routes behind Jupyter's authentication."""
 
-        def initialize(self, get_service: Any, executor: ThreadPoolExecutor) -> None:
-            self.get_service = get_service
+        def initialize(self, get_backend: Any, executor: ThreadPoolExecutor) -> None:
+            self.get_backend = get_backend
             self.executor = executor
 
         @tornado.web.authenticated
@@ -44,18 +47,18 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             await self.dispatch("POST", route)
 
     lock = threading.Lock()
-    services: list[Service] = []
+    backends: list[Supervisor] = []
 
-    def get_service() -> Service:
+    def get_backend() -> Supervisor:
         with lock:
-            if not services:
-                services.append(Service(Settings(model=os.environ.get("LMBENCH_MODEL") or None)))
-            return services[0]
+            if not backends:
+                backends.append(Supervisor(Settings(model=os.environ.get("LMBENCH_MODEL") or None)))
+            return backends[0]
 
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="lmbench-api")
     base = url_path_join(serverapp.web_app.settings["base_url"], "lmbench")
     serverapp.web_app.add_handlers(
         ".*$",
-        [(url_path_join(base, route_pattern()), LmbenchApiHandler, {"get_service": get_service, "executor": executor})],
+        [(url_path_join(base, route_pattern()), LmbenchApiHandler, {"get_backend": get_backend, "executor": executor})],
     )
     serverapp.log.info(f"lmbench API at {base}/")

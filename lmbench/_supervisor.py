@@ -1,0 +1,252 @@
+"""The API's engines in supervised worker processes: a crash fails its own requests, never the server.
+
+``lmbench serve`` and the Jupyter extension answer requests that need no model (runs, parameters,
+status, the model list) in their own process, and hand every request that does (generation,
+tokenizing) to a worker process that holds that one model, as LM Studio and Ollama do. A model
+that makes llama.cpp abort or segfault kills only its worker: the requests it was answering fail
+with a clear error naming the signal and llama.cpp's last lines, requests for other models go on,
+and the next request for that model starts a new worker.
+
+Workers are started on first use, one per model (the least recently used idle one is stopped
+beyond ``MAX_WORKERS``); they write runs to the same store, which takes concurrent writers.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import queue
+import signal
+import tempfile
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from . import _probe
+from .api import ApiError, Emit, Service, Settings, api_error
+from .errors import LmbenchError
+from .generation import Cancel, stopper
+from .store import Store
+
+# Models kept in worker processes at once; idle workers beyond this are stopped, least recently used first.
+MAX_WORKERS = 2
+# How often a waiting request looks at its cancel flag (a client that went away), in seconds.
+_POLL_S = 0.1
+
+
+class _PinnedService(Service):
+    """A worker's service: every request is for the worker's model, already resolved by the front."""
+
+    def model_path(self, name: Any) -> tuple[str, Path]:
+        return (name if isinstance(name, str) and name else self.default_id), self.default_path
+
+
+def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
+    """A worker process: load the model, then answer calls, each in its own thread, until told to stop."""
+    os.dup2(os.open(log_path, os.O_WRONLY | os.O_APPEND), 2)  # llama.cpp's last words, for the supervisor
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
+    os.environ["GGML_NO_BACKTRACE"] = "1"
+    service = _PinnedService(settings)
+    send_lock = threading.Lock()
+    cancels: dict[int, threading.Event] = {}
+    threads: list[threading.Thread] = []
+
+    def send(*message: Any) -> None:
+        with send_lock, contextlib.suppress(OSError):
+            conn.send(message)
+
+    def work(rid: int, handler: str, body: dict[str, Any], streams: bool) -> None:
+        emit = (lambda event: send("event", rid, event)) if streams else None
+        try:
+            send("done", rid, getattr(service, handler)(body, emit, cancels[rid]))
+        except ApiError as exc:
+            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code)
+        except LmbenchError as exc:
+            error = api_error(exc)
+            send("error", rid, error.status, error.message, error.kind, error.param, error.code)
+        except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
+            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None)
+        finally:
+            cancels.pop(rid, None)
+
+    with contextlib.suppress(LmbenchError):  # a model that fails to load says so to each request
+        service._engine(service._request({}, {}))
+    while True:
+        try:
+            kind, rid, *rest = conn.recv()
+        except (EOFError, OSError):
+            break
+        if kind == "call":
+            cancels[rid] = threading.Event()
+            thread = threading.Thread(target=work, args=(rid, *rest), name=f"lmbench-worker-{rid}", daemon=True)
+            threads = [t for t in threads if t.is_alive()] + [thread]
+            thread.start()
+        elif kind == "cancel" and (event := cancels.get(rid)) is not None:
+            event.set()
+        elif kind == "stop":
+            break
+    for event in [*cancels.values()]:  # the server is stopping: runs in flight end as cancelled, and are recorded
+        event.set()
+    for thread in threads:
+        thread.join(30)
+
+
+class _Worker:
+    """One worker process for one model, and the requests it is answering."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        self.path = path
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or llama.cpp state
+        handle, self.log_path = tempfile.mkstemp(prefix="lmbench-worker-", suffix=".log")
+        os.close(handle)
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child, settings, self.log_path), name=f"lmbench-worker {path.name}", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self._lock = threading.Lock()
+        self._pending: dict[int, queue.Queue[tuple[str, list[Any]]]] = {}
+        self.alive = True
+        threading.Thread(target=self._read, name=f"lmbench-supervisor {path.name}", daemon=True).start()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                kind, rid, *rest = self.conn.recv()
+                if (answers := self._pending.get(rid)) is not None:
+                    answers.put((kind, rest))
+        except (EOFError, OSError):
+            pass
+        with self._lock:
+            self.alive = False
+            self.conn.close()
+        self.process.join(10)
+        reason = self._why_it_ended()
+        with self._lock:
+            for answers in self._pending.values():
+                answers.put(("ended", [reason]))
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+    def _why_it_ended(self) -> str:
+        code = self.process.exitcode
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                last = _probe.last_words(fh.read()[-20000:])
+        except OSError:
+            last = "no output"
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"stopped (exit status {code})"
+        return (
+            f"the model worker for {self.path.name} {how} while answering this request; other requests are "
+            f"unaffected and the next request for this model starts a new worker. llama.cpp's last lines: {last}"
+        )
+
+    def call(self, handler: str, body: dict[str, Any], emit: Emit | None, cancel: Cancel) -> Any:
+        """Send one request to the worker and wait for its answer, passing on streamed events."""
+        rid = next(self._ids)
+        answers: queue.Queue[tuple[str, list[Any]]] = queue.Queue()
+        with self._lock:
+            if not self.alive:
+                raise ApiError(503, f"the model worker for {self.path.name} has stopped; retry", kind="server_error")
+            self._pending[rid] = answers
+            self.conn.send(("call", rid, handler, body, emit is not None))
+        should_stop, cancelled = stopper(cancel), False
+        try:
+            while True:
+                if not cancelled and should_stop():
+                    cancelled = True
+                    with self._lock, contextlib.suppress(OSError):
+                        self.conn.send(("cancel", rid))
+                try:
+                    kind, rest = answers.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if kind == "event" and emit is not None:
+                    emit(rest[0])
+                elif kind == "done":
+                    return rest[0]
+                elif kind == "error":
+                    status, message, error_kind, param, code = rest
+                    raise ApiError(status, message, kind=error_kind, param=param, code=code)
+                elif kind == "ended":
+                    raise ApiError(500, rest[0], kind="server_error", code="model_worker_crashed")
+        finally:
+            with self._lock:
+                self._pending.pop(rid, None)
+
+    def stop(self) -> None:
+        """Ask the worker to stop (it cancels and records its runs in flight, then exits), then make sure."""
+        with self._lock, contextlib.suppress(OSError):
+            self.conn.send(("stop", 0))
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+class Supervisor:
+    """The API answered with each model in a worker process: the same ``call`` as ``Service.call``."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.service = Service(settings)  # answers what needs no model, and resolves model names
+        self.settings = self.service.settings
+        store = self.settings.store
+        self._worker_settings = dataclasses.replace(
+            self.settings, api_key=None, strict_models=False, store=store.path if isinstance(store, Store) else store
+        )
+        self._workers: collections.OrderedDict[Path, _Worker] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def call(
+        self, method: str, handler: str, payload: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
+    ) -> Any:
+        """Answer one route: GET routes here, POST routes (which use a model) in that model's worker."""
+        if method == "GET":
+            return self.service.call(method, handler, payload)
+        _, path = self.service.model_path(payload.get("model"))
+        return self._worker(path).call(handler, payload, emit, cancel)
+
+    def _worker(self, path: Path) -> _Worker:
+        with self._lock:
+            worker = self._workers.get(path)
+            if worker is not None and worker.alive:
+                self._workers.move_to_end(path)
+                return worker
+            self._workers.pop(path, None)
+            idle = [p for p, w in self._workers.items() if not w.busy or not w.alive]
+            for old in idle[: max(0, len(self._workers) + 1 - MAX_WORKERS)]:
+                threading.Thread(target=self._workers.pop(old).stop, daemon=True).start()
+            settings = dataclasses.replace(self._worker_settings, model=str(path))
+            worker = self._workers[path] = _Worker(path, settings)
+            return worker
+
+    def workers(self) -> dict[str, int]:
+        """The running workers: model file name -> process id."""
+        with self._lock:
+            return {w.path.name: w.process.pid or 0 for w in self._workers.values() if w.alive}
+
+    def close(self) -> None:
+        """Stop every worker (their runs in flight end as cancelled and are recorded)."""
+        with self._lock:
+            workers = [*self._workers.values()]
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
