@@ -29,7 +29,6 @@ import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from . import models
-from ._batch import BatchJob, run_batched
 from ._version import __version__
 from .chat import ChatPrompt, check_messages, render
 from .chat import chat as chat_reply
@@ -42,7 +41,7 @@ from .errors import (
     ModelNotFoundError,
     ParameterError,
 )
-from .generation import Cancel, random_seed, record
+from .generation import Cancel, Job, execute_many, random_seed, record
 from .generation import generate as generate_run
 from .params import MAX_SEED, GenerationParams, param_specs, validate_params
 from .run import Run
@@ -430,23 +429,22 @@ class Service:
             fields.update(messages=turns, chat_format=rendered.chat_format)
         first = params.seed if params.seed is not None else random_seed()
         seeds = [(first + i) % (MAX_SEED + 1) for i in range(request.n)]
+        text = rendered.prompt if rendered else prompt
+        assert text is not None
+        options = rendered.tokenize_options if rendered else {}
         jobs = [
-            BatchJob(
-                params.model_copy(update={"seed": seed}),
-                fields,
-                None if on_piece is None else functools.partial(on_piece, i),
-            )
+            Job(text, params.model_copy(update={"seed": seed}), fields,
+                None if on_piece is None else functools.partial(on_piece, i), **options)
             for i, seed in enumerate(seeds)
-        ]
+        ]  # fmt: skip
         runs: dict[int, Run] = {}
 
         def finished(run: Run) -> None:
             runs[seeds.index(run.seed)] = record(run, request.labels["store"])
 
-        text = rendered.prompt if rendered else prompt
-        assert text is not None
-        options = rendered.tokenize_options if rendered else {}
-        run_batched(engine, text, jobs, on_finished=finished, cancel=cancel, **options)
+        _, interruption = execute_many(engine, jobs, on_finished=finished, cancel=cancel)
+        if interruption is not None:
+            raise interruption
         return [runs[i] for i in sorted(runs)]
 
     # Handlers: lmbench ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The llama.cpp engine: one loaded model, cached per process, used under a lock."""
+"""The llama.cpp engine: one loaded model, cached per process, with the scheduler that decodes for it."""
 
 from __future__ import annotations
 
@@ -9,22 +9,21 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import llama_cpp
-import numpy as np
 
 from . import _llama_log, _probe, models
 from ._sampling import SamplerChain
-from .errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
+from ._scheduler import Scheduler
+from .errors import EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from .params import GenerationParams
 
-if TYPE_CHECKING:
-    from ._batch import BatchContext, BatchPlan
-
 _llama_log.install()
+# The context of llama-cpp-python's own Llama object: lmbench decodes in its scheduler's context.
+_UNUSED_CTX = 64
 
 
 def physical_cores() -> int:
@@ -116,8 +115,10 @@ def preflight(path: Path, weight_repack: bool) -> tuple[dict[str, Any], str]:
 
 
 class Engine:
-    """A GGUF model loaded into llama.cpp, with its captured log and a lock for thread safety.
+    """A GGUF model loaded into llama.cpp, with its captured log and its scheduler.
 
+    Every generation is a request to ``scheduler`` (``lmbench._scheduler``), which decodes
+    concurrent requests together in up to ``parallel`` sequence slots of ``n_ctx`` tokens each.
     ``weight_repack`` lets llama.cpp repack quantized weights for the CPU's extra instructions.
     ``None`` (the default) turns it off on CPUs with AMX: there, llama.cpp's AMX path (as bundled
     with llama-cpp-python 0.3.36) was seen to crash the process on Q8_0 models.
@@ -151,7 +152,7 @@ class Engine:
             try:
                 self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
                     model_path=str(path),
-                    n_ctx=n_ctx,
+                    n_ctx=_UNUSED_CTX,
                     n_threads=n_threads,
                     n_threads_batch=n_threads,
                     n_gpu_layers=n_gpu_layers,
@@ -169,15 +170,19 @@ class Engine:
         self.load_s = done - started
         self.load_parts = {"checks_s": checked - started, "llama_cpp_s": done - checked}
         llama = self._llama
-        # llama.cpp may pad the KV cache beyond the request; the Python-side buffers keep the requested size.
-        self.n_ctx = min(llama.n_ctx(), len(llama.input_ids))
+        self.n_ctx = n_ctx or llama_cpp.llama_model_n_ctx_train(llama.model)
         self.n_vocab = llama.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
-        self.prompt_cached_tokens = 0
-        self._batch: BatchContext | None = None
+        model = llama.model
+        head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
+        width = llama_cpp.llama_model_n_embd(model) // max(llama_cpp.llama_model_n_head(model), 1) * head_kv
+        self.scheduler = Scheduler(
+            model, n_ctx=self.n_ctx, n_threads=n_threads, n_vocab=self.n_vocab, end_tokens=self.eog_tokens,
+            kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width, logs=self.logs,
+        )  # fmt: skip
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
             f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads={n_threads})"
@@ -264,90 +269,35 @@ class Engine:
         """Whether ``token`` ends generation (end of sequence / turn)."""
         return token in self.eog_tokens
 
-    def sample_tokens(
-        self, prompt_tokens: list[int], params: GenerationParams, seed: int, *, with_logits: bool = False
-    ) -> Generator[tuple[int, np.ndarray | None], None, None]:
-        """Yield sampled token ids (with the raw logits they came from when asked) until the caller stops.
+    @property
+    def parallel(self) -> int:
+        """How many requests decode together (sequence slots of ``n_ctx`` tokens each); 1 by default."""
+        return self.scheduler.parallel
 
-        The caller must hold ``self.lock``. A prompt that shares a prefix with the previous one
-        reuses the KV cache (``prompt_cached_tokens`` says how many tokens came from cache).
-        Raises ``ContextOverflowError`` at once when the prompt leaves no room to generate.
-        """
-        if len(prompt_tokens) >= self.n_ctx:
-            raise ContextOverflowError(len(prompt_tokens), self.n_ctx)
-        return self._sample_tokens(prompt_tokens, params, seed, with_logits)
-
-    def _sample_tokens(
-        self, prompt_tokens: list[int], params: GenerationParams, seed: int, with_logits: bool
-    ) -> Generator[tuple[int, np.ndarray | None], None, None]:
-        llama = self.llama
-        cached = _cached_prefix(llama, prompt_tokens)
-        self.prompt_cached_tokens = cached
-        llama.n_tokens = cached
-        sampler = SamplerChain(params, seed, self.n_vocab, self.eog_tokens, self._vocab)
-        ctx = llama.ctx
-        try:
-            with _llama_log.capture(self.logs):
-                llama.eval(prompt_tokens[cached:])
-                while True:
-                    logits = (
-                        np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(self.n_vocab,))
-                        if with_logits
-                        else None
-                    )
-                    token = sampler.sample(ctx)
-                    yield token, logits
-                    if llama.n_tokens >= self.n_ctx:
-                        return
-                    llama.eval([token])
-        except RuntimeError as exc:
-            llama.n_tokens = 0
-            raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
-        except GeneratorExit:
-            raise
-        except BaseException:
-            llama.n_tokens = 0
-            raise
-        finally:
-            sampler.close()
-
-    def batch_context(self, plan: BatchPlan, *, n_batch: int) -> BatchContext:
-        """A context for batched sweeps laid out as ``plan`` says.
-
-        Kept and reused while it fits; the caller must hold ``self.lock``.
-        """
-        from ._batch import BatchContext
-
-        if self._batch is None or not self._batch.fits(plan.n_ctx, plan.n_seq, n_batch, plan.unified):
-            if self._batch is not None:
-                self._batch.close()
-            self._batch = BatchContext(self, n_ctx=plan.n_ctx, n_seq=plan.n_seq, n_batch=n_batch, unified=plan.unified)
-        return self._batch
+    @parallel.setter
+    def parallel(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+            raise ParameterError(f"parallel must be a whole number from 1 to 256, not {n!r}", name="parallel", value=n)
+        self.scheduler.parallel = n
 
     def close(self) -> None:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
-            if self._batch is not None:
-                self._batch.close()
-                self._batch = None
+            self.scheduler.close()
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
                 self.logs.append(f"[lmbench] unloaded {self.name}")
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"n_ctx={self.n_ctx}, threads={self.n_threads}"
-        return f"<lmbench.Engine {self.name} ({state})>"
-
-
-def _cached_prefix(llama: llama_cpp.Llama, tokens: list[int]) -> int:
-    """How many leading tokens of ``tokens`` are already in the KV cache (at least one is left to evaluate)."""
-    cached = llama.input_ids[: llama.n_tokens]
-    n = 0
-    limit = min(len(cached), len(tokens) - 1)
-    while n < limit and cached[n] == tokens[n]:
-        n += 1
-    return n
+        if self.closed:
+            return f"<lmbench.Engine {self.name} (closed)>"
+        status = self.scheduler.status()
+        kv = f"{status['slots']} x {status['cells_per_slot']} cells, {status['kv_cache_bytes'] / 2**20:.1f} MiB"
+        return (
+            f"<lmbench.Engine {self.name} (n_ctx={self.n_ctx}, threads={self.n_threads}, "
+            f"parallel={self.parallel}; KV cache {kv if status['slots'] else 'not made yet'})>"
+        )
 
 
 _CacheKey = tuple[str, int, int, tuple[tuple[str, Any], ...]]

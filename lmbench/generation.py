@@ -1,22 +1,21 @@
-"""``generate``: one prompt through the engine into a recorded ``Run``."""
+"""``generate``: prompts through the engine's scheduler into recorded ``Run``s."""
 
 from __future__ import annotations
 
-import codecs
 import os
 import random
 import threading
-import time
 import uuid
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import llama_cpp
-import numpy as np
 
 from . import metrics
+from ._scheduler import Request
+from ._sequence import Sequence as Progress
 from ._version import __version__
 from .engine import Engine, load_engine
 from .errors import GenerationError, LmbenchError
@@ -31,81 +30,6 @@ Cancel = threading.Event | Callable[[], bool] | None
 def random_seed() -> int:
     """A fresh seed that llama.cpp will take literally."""
     return random.SystemRandom().randint(0, MAX_SEED)
-
-
-class TextStream:
-    """Turns token bytes into text: whole UTF-8 characters only, cut at the first stop string.
-
-    ``take()`` returns the text that is safe to show: it holds back a tail that could still
-    become a stop string.
-    """
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = stops
-        self._longest = max((len(s) for s in stops), default=0)
-        self.text = ""
-        self.stop_word: str | None = None  # the stop string that ended the text, if one did
-        self._shown = 0
-
-    def add(self, piece: bytes) -> bool:
-        """Append a token's bytes; True when a stop string appeared (the text is cut before it)."""
-        before = len(self.text)
-        self.text += self._decoder.decode(piece)
-        if not self._stops:
-            return False
-        start = max(0, before - self._longest + 1)
-        hits = [(i, s) for s in self._stops if (i := self.text.find(s, start)) >= 0]
-        if hits:
-            at, self.stop_word = min(hits)
-            self.text = self.text[:at]
-            return True
-        return False
-
-    def finish(self) -> None:
-        """Flush an incomplete trailing character (as U+FFFD)."""
-        self.text += self._decoder.decode(b"", final=True)
-        self._stops = ()
-
-    def take(self) -> str:
-        """Text not yet shown that can no longer turn into a stop string."""
-        end = len(self.text)
-        for k in range(min(self._longest - 1, end - self._shown), 0, -1):
-            tail = self.text[end - k :]
-            if any(s.startswith(tail) for s in self._stops):
-                end -= k
-                break
-        new = self.text[self._shown : end]
-        self._shown = max(self._shown, end)
-        return new
-
-
-def log_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log-probabilities and entropies (nats) of each row of ``logits`` (one row per token)."""
-    x = logits.astype(np.float32)  # a copy; float32 is plenty for display and metrics, and twice as fast
-    x -= x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    total = e.sum(axis=-1, keepdims=True)
-    lp = x - np.log(total)
-    return lp, -(e / total * lp).sum(axis=-1)
-
-
-def logprob_entry(engine: Engine, token: int, lp: np.ndarray, entropy: float, top: int) -> dict[str, Any]:
-    """The record of one generated token: its log-probability, the entropy, and the ``top`` alternatives."""
-    entry: dict[str, Any] = {
-        "id": token,
-        "token": engine.piece(token).decode("utf-8", errors="replace"),
-        "logprob": float(lp[token]),
-        "entropy": float(entropy),
-    }
-    if top:
-        best = np.argpartition(lp, -top)[-top:]
-        best = best[np.argsort(lp[best])[::-1]]
-        entry["top"] = [
-            {"id": int(t), "token": engine.piece(int(t)).decode("utf-8", errors="replace"), "logprob": float(lp[t])}
-            for t in best
-        ]
-    return entry
 
 
 def build_run(
@@ -155,6 +79,99 @@ def stopper(cancel: Cancel) -> Callable[[], bool]:
     return cancel
 
 
+@dataclass
+class Job:
+    """One run to make: the prompt as sent, its parameters, the fields recorded with it, who hears its text."""
+
+    prompt: str
+    params: GenerationParams
+    fields: dict[str, Any] = field(default_factory=dict)
+    on_token: Callable[[str], Any] | None = None
+    special: bool = False  # parse special-token text in the prompt (chat templates write them as text)
+    add_bos: bool = True
+
+
+def execute_many(
+    engine: Engine,
+    jobs: Sequence[Job],
+    *,
+    on_finished: Callable[[Run], Any] | None = None,
+    cancel: Cancel = None,
+    load_s: float = 0.0,
+    slots: int | None = None,
+) -> tuple[list[Run | None], BaseException | None]:
+    """Generate every job through the engine's scheduler, without recording.
+
+    Returns each job's run (``None`` for a job cancelled before it started) and what interrupted
+    the work, if anything; ``on_finished(run)`` hears each run that started as soon as it ends.
+    ``slots`` asks for that many sequence slots, sized for these jobs, when the scheduler is idle
+    (else the engine's ``parallel`` slots of its whole context).
+    """
+    should_stop = stopper(cancel)
+    tokenized: dict[tuple[str, bool, bool], list[int]] = {}
+    requests: list[Request] = []
+    runs: list[Run | None] = [None] * len(jobs)
+    for job in jobs:
+        engine.check_constraint(job.params)
+    for job in jobs:
+        if job.params.seed is None:
+            job.params = job.params.model_copy(update={"seed": random_seed()})
+        key = (job.prompt, job.special, job.add_bos)
+        tokens = tokenized.get(key)
+        if tokens is None:
+            tokens = tokenized[key] = engine.tokenize(job.prompt, add_bos=job.add_bos, special=job.special)
+        progress = Progress(job.params, n_prompt=len(tokens), n_ctx=engine.n_ctx, piece=engine.piece,
+                            end_tokens=engine.eog_tokens, on_token=job.on_token)  # fmt: skip
+        sampler = (job.params, job.params.seed, engine.n_vocab, engine.eog_tokens, engine.vocab)
+        requests.append(Request(tokens, progress, sampler, should_stop))
+    if slots is not None and requests:
+        longest = max(len(r.tokens) + r.run.params.max_tokens for r in requests)
+        for request in requests:
+            request.layout = (slots, -(-longest // 256) * 256)
+    first = requests[0] if requests else None
+
+    def done(request: Request) -> None:
+        if not request.admitted:
+            return
+        i = requests.index(request)
+        run = runs[i] = _finished_run(engine, jobs[i], request, load_s if request is first else 0.0)
+        if on_finished is not None:
+            on_finished(run)
+
+    for request in requests:
+        request.on_done = done
+    interruption: BaseException | None = None
+    engine.scheduler.submit(requests)
+    try:
+        engine.scheduler.run(requests)
+    except KeyboardInterrupt as exc:
+        interruption = exc
+    failure = next((r.failure for r in requests if r.failure is not None), None)
+    return runs, interruption or failure
+
+
+def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> Run:
+    progress = request.run
+    return build_run(
+        engine,
+        job.prompt,
+        job.params,
+        text=progress.stream.text,
+        finish=progress.finish_reason or "error",
+        prompt_tokens=len(request.tokens),
+        n_generated=progress.n_generated,
+        ttft=progress.ttft,
+        total=progress.total,
+        prompt_cached_tokens=request.cached,
+        batch_size=max(request.batch_size, 1),
+        load_s=load_s,
+        error=progress.error,
+        token_logprobs=progress.logprobs,
+        stop_word=progress.stream.stop_word,
+        **job.fields,
+    )
+
+
 def execute(
     engine: Engine,
     prompt: str,
@@ -168,73 +185,13 @@ def execute(
     add_bos: bool = True,
     **run_fields: Any,
 ) -> tuple[Run, BaseException | None]:
-    """Generate without recording: the run (complete, cancelled or failed) and what interrupted it, if anything.
-
-    ``special`` parses special-token text in the prompt (chat templates write them as text).
-    """
-    if params.seed is None:
-        params = params.model_copy(update={"seed": random_seed()})
-    assert params.seed is not None
-    stream = TextStream(params.stop)
-    should_stop = stopper(cancel)
-    logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
-    finish, error = "length", None
-    interruption: BaseException | None = None
-    n_generated, ttft = 0, None
-    with engine.lock:
-        started = time.perf_counter()
-        prompt_tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
-        tokens = engine.sample_tokens(prompt_tokens, params, params.seed, with_logits=logprobs is not None)
-        try:
-            with closing(tokens):
-                for token, logits in tokens:
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
-                    if engine.is_end(token):
-                        finish = "stop"
-                        break
-                    n_generated += 1
-                    if logprobs is not None and logits is not None:
-                        lp, entropy = log_softmax(logits)
-                        logprobs.append(logprob_entry(engine, token, lp, float(entropy), params.logprobs or 0))
-                    hit_stop = stream.add(engine.piece(token))
-                    if on_token is not None and (new := stream.take()):
-                        on_token(new)
-                    if hit_stop:
-                        finish = "stop"
-                        break
-                    if n_generated >= params.max_tokens or len(prompt_tokens) + n_generated >= engine.n_ctx:
-                        break
-                    if should_stop():
-                        finish = "cancelled"
-                        break
-        except KeyboardInterrupt as exc:
-            finish, interruption = "cancelled", exc
-        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised by the caller
-            finish, error, interruption = "error", str(exc), exc
-        total = time.perf_counter() - started
-        cached = engine.prompt_cached_tokens
-    stream.finish()
-    if on_token is not None and (rest := stream.take()):
-        on_token(rest)
-    run = build_run(
-        engine,
-        prompt,
-        params,
-        text=stream.text,
-        finish=finish,
-        prompt_tokens=len(prompt_tokens),
-        n_generated=n_generated,
-        ttft=ttft,
-        total=total,
-        run_id=run_id,
-        prompt_cached_tokens=cached,
-        load_s=load_s,
-        error=error,
-        token_logprobs=logprobs,
-        stop_word=stream.stop_word,
-        **run_fields,
-    )
+    """Generate one run without recording: the run (complete, cancelled or failed) and what interrupted it."""
+    job = Job(prompt, params, {**run_fields, "run_id": run_id}, on_token, special, add_bos)
+    (run,), interruption = execute_many(engine, [job], cancel=cancel, load_s=load_s)
+    if run is None:  # cancelled before it started
+        tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
+        run = build_run(engine, prompt, job.params, text="", finish="cancelled", prompt_tokens=len(tokens),
+                        n_generated=0, ttft=None, total=0.0, load_s=load_s, **job.fields)  # fmt: skip
     return run, interruption
 
 

@@ -36,9 +36,9 @@ class Run:
     Timings: ``load_s`` is the model load this call caused (0 when the model was already
     loaded), ``ttft_s`` the time from start to the first generated token (prompt evaluation
     included), ``total_s`` the whole generation, and ``tokens_per_s`` the decode speed after the
-    first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. In a batched sweep the clock
-    starts when the run joins the batch (see ``lmbench._batch``) and ``batch_size`` says how
-    many runs shared each decode.
+    first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. The clock starts when the run
+    joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
+    decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
     """
 
     id: str

@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
 from . import scores
-from ._batch import BatchJob, run_batched
 from .chat import ChatPrompt, check_messages, has_template, render, user_turn
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
 from .engine import Engine, load_engine
 from .errors import ParameterError
-from .generation import Cancel, execute, stopper
+from .generation import Cancel, execute_many, stopper
+from .generation import Job as Generation
 from .models import resolve as resolve_model
 from .params import PARAM_NAMES, check_labels, check_text, validate_params
 from .run import Run
@@ -199,6 +199,10 @@ def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixe
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The most runs decoded together by default; past this a CPU gains little and the KV cache grows.
+MAX_BATCH = 32
+
+
 def sweep(
     prompts: str | Sequence[str] | Mapping[str, str] | None = None,
     *,
@@ -231,9 +235,10 @@ def sweep(
     log-probability metrics. Returns one row per run with the grid parameters, ``prompt_name``,
     ``model`` and metric columns (group metrics per grid cell).
 
-    ``batch=True`` decodes the runs of each prompt together (the prompt is evaluated once; up to
-    ``batch_size`` runs share each decode, 32 by default); ``batch=False`` runs them one at a
-    time. ``cancel`` (a ``threading.Event`` or callable) stops the sweep between tokens.
+    ``batch=True`` decodes all the runs of a model together, across prompts (continuous batching:
+    up to ``batch_size`` runs share each decode, 32 by default, and runs of one prompt share its
+    evaluation); ``batch=False`` runs them one at a time. ``cancel`` (a ``threading.Event`` or
+    callable) stops the sweep between tokens.
 
     ``chat``: send each prompt as a user message through the model's chat template (its stop
     strings added; ``messages`` and ``chat_format`` recorded). ``None`` (the default) does so for
@@ -291,8 +296,9 @@ def sweep(
             bar.update()
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
 
-    def prepared(job: Job, turn: ChatPrompt | None) -> BatchJob:
-        """A job's parameters (its seed included) and the fields recorded with its run, in either mode."""
+    def prepared(job: Job, engine: Engine) -> Generation:
+        """A job as the model gets it: the text sent, its parameters (seed included) and the fields recorded."""
+        text, turn, options = as_sent(engine, job)
         params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
         run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
         fields: dict[str, Any] = {
@@ -303,7 +309,7 @@ def sweep(
             params = turn.with_stops(params)
             conversation = job.messages or [{"role": "user", "content": job.prompt}]
             fields.update(messages=conversation, chat_format=turn.chat_format)
-        return BatchJob(params, {**fields, "run_id": run_id})
+        return Generation(text, params, {**fields, "run_id": run_id}, **options)
 
     def as_sent(engine: Engine, job: Job) -> tuple[str, ChatPrompt | None, dict[str, Any]]:
         """The text the model gets for a job, its chat rendering (if any) and how to tokenize it.
@@ -325,29 +331,19 @@ def sweep(
                 break
             engine, loaded_now = load_engine(model_name)
             load_s = engine.load_s if loaded_now else 0.0
-            if batch:
-                by_prompt: dict[str, list[Job]] = {}
-                for job in model_jobs:
-                    by_prompt.setdefault(job.prompt, []).append(job)
-                for prompt_jobs in by_prompt.values():
-                    text, turn, options = as_sent(engine, prompt_jobs[0])
-                    batch_jobs = [prepared(j, turn) for j in prompt_jobs]
-                    run_batched(engine, text, batch_jobs, on_finished=save, batch_size=batch_size, cancel=cancel,
-                                load_s=load_s, **options)  # fmt: skip
-                    load_s = 0.0
-                    if should_stop():
-                        break
-                continue
+            by_prompt: dict[str, list[Job]] = {}  # runs of one prompt next to each other: its cells are shared
             for job in model_jobs:
-                text, turn, options = as_sent(engine, job)
-                planned = prepared(job, turn)
-                run, interruption = execute(engine, text, planned.params, cancel=cancel, load_s=load_s,
-                                            **options, **planned.fields)  # fmt: skip
+                by_prompt.setdefault(json.dumps([job.prompt, job.messages], default=str), []).append(job)
+            generations = [prepared(j, engine) for js in by_prompt.values() for j in js]
+            batches = [generations] if batch else [[g] for g in generations]
+            for group in batches:
+                slots = min(batch_size or MAX_BATCH, len(group)) if batch else None
+                _, interruption = execute_many(engine, group, on_finished=save, cancel=cancel, load_s=load_s,
+                                               slots=slots)  # fmt: skip
                 load_s = 0.0
-                save(run)
                 if interruption is not None:
                     raise interruption
-                if run.finish_reason == "cancelled":
+                if should_stop():
                     break
     finally:
         bar.close()

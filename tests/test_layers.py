@@ -12,8 +12,6 @@ from conftest import REPO
 
 pytestmark = pytest.mark.no_test_model
 
-KNOWN_EXCEPTIONS = {("engine", "_batch")}  # CONTRIBUTING.md: the batched context, until the scheduler
-
 
 def _layers() -> dict[str, int]:
     text = (REPO / "CONTRIBUTING.md").read_text()
@@ -44,7 +42,7 @@ def test_every_module_is_in_the_map_and_imports_only_downwards() -> None:
         f"{name} (layer {layers[name]}) imports {dep} (layer {layers[dep]})"
         for name, path in modules.items()
         for dep in _imports(path) - {name}
-        if layers[dep] > layers[name] and (name, dep) not in KNOWN_EXCEPTIONS
+        if layers[dep] > layers[name]
     ]
     assert wrong == []
 

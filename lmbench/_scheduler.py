@@ -1,0 +1,393 @@
+"""One decoder per loaded model: every generation is a request to its scheduler, decoded in batches.
+
+The scheduler owns a llama.cpp context with a number of sequence slots, each with its own KV
+stream. Requests (a prompt's tokens, parameters and seed, a streaming callback, a cancel) wait in
+a queue and join the running batch at every step (continuous batching): one ``llama_decode``
+carries the next token of every generating sequence plus chunks of newly admitted prompts, so a
+long prompt does not freeze the other streams. A prompt that starts with tokens already in a
+slot's cache (the same prompt again, a shared instruction or system prompt) reuses them: in place
+when that slot is free, else copied from the slot that holds them; ``cached`` says how many.
+
+Whoever waits for a request drives the decoding (one thread at a time, no thread of its own):
+a single generation pays no hand-off between threads, and concurrent callers (API requests)
+share one batch. The layout (slots x cells per slot) is chosen when the scheduler is idle: the
+engine's ``parallel`` slots of its full context, or what a sweep asks for.
+
+The texts of a sweep are a function of the sweep (its requests are queued at once, in its
+order); with concurrent callers, the batch a request shares depends on arrival times, and batched
+logits can differ from one-at-a-time ones in the last bits, so a seed's text can differ too.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from ._native import Context, Entry
+from ._sampling import SamplerChain
+from ._sequence import Sequence as Run
+from ._sequence import log_softmax
+from .errors import ContextOverflowError, GenerationError, ParameterError
+
+# Tokens per llama_decode: generating sequences first, then prompt chunks.
+N_BATCH = 512
+# Shared tokens always worth copying another slot's cells for (a copy moves the whole stream); fewer
+# are worth it only when they are the whole prompt.
+MIN_SHARED = 8
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation asked of the scheduler, and (once ``done``) what came of it."""
+
+    tokens: list[int]
+    run: Run
+    sampler_args: tuple[Any, ...]  # SamplerChain(*sampler_args), made when the request is admitted
+    cancel: Callable[[], bool] = lambda: False
+    on_done: Callable[[Request], Any] | None = None
+    layout: tuple[int, int] | None = None  # (slots, cells per slot) a batch of requests would like
+    admitted: bool = False
+    done: bool = False
+    cached: int = 0  # prompt tokens that came from the KV cache
+    batch_size: int = 0  # the most sequences that shared a decode with this one
+    failure: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Slot:
+    index: int
+    cells: list[int] = field(default_factory=list)  # the tokens whose KV cells this slot holds, from position 0
+    request: Request | None = None
+    sampler: SamplerChain | None = None
+    fed: int = 0  # prompt tokens in the cache so far
+    next_token: int = -1  # the sampled token to decode next (once the prompt is in)
+
+
+class Scheduler:
+    """Batched decoding for one loaded model (see the module's text)."""
+
+    def __init__(
+        self,
+        model: llama_cpp.llama_model_p,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_vocab: int,
+        end_tokens: Collection[int],
+        kv_bytes_per_cell: int,
+        logs: collections.deque[str],
+        parallel: int = 1,
+    ) -> None:
+        self._model, self.n_ctx, self.n_threads, self.n_vocab = model, n_ctx, n_threads, n_vocab
+        self.end_tokens, self.kv_bytes_per_cell, self.logs = end_tokens, kv_bytes_per_cell, logs
+        self.parallel = parallel
+        self._context: Context | None = None
+        self._slots: list[_Slot] = []
+        self._queue: collections.deque[Request] = collections.deque()
+        self._cond = threading.Condition()
+        self._driver: int | None = None
+        self._in_step = False
+
+    # Asking ------------------------------------------------------------------------------------
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Queue ``requests`` together, in order; raises before queueing any that cannot fit."""
+        for request in requests:
+            if len(request.tokens) >= self.n_ctx:
+                raise ContextOverflowError(len(request.tokens), self.n_ctx)
+            if not request.tokens:
+                raise ParameterError("a prompt must have at least one token", name="prompt")
+        with self._cond:
+            self._queue.extend(requests)
+
+    def run(self, requests: Sequence[Request]) -> None:
+        """Decode until every one of ``requests`` is done (driving the batch while it is this thread's turn).
+
+        On KeyboardInterrupt the requests end as cancelled (with what they had), then it is re-raised.
+        """
+        try:
+            self._drive_until(requests)
+        except KeyboardInterrupt:
+            for request in requests:
+                request.cancel = _yes
+            self._drive_until(requests)
+            raise
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def status(self) -> dict[str, Any]:
+        """Slots, how many are busy, requests waiting, and the KV cache's size."""
+        context = self._context
+        slots = context.slots if context else 0
+        per_slot = context.per_slot if context else 0
+        return {
+            "parallel": self.parallel,
+            "slots": slots,
+            "cells_per_slot": per_slot,
+            "busy": sum(s.request is not None for s in self._slots),
+            "queued": len(self._queue),
+            "kv_cache_bytes": slots * per_slot * self.kv_bytes_per_cell,
+        }
+
+    # Driving -----------------------------------------------------------------------------------
+
+    def _drive_until(self, requests: Sequence[Request]) -> None:
+        while True:
+            with self._cond:
+                while self._driver is not None and not all(r.done for r in requests):
+                    self._cond.wait(0.05)
+                if all(r.done for r in requests):
+                    return
+                self._driver = threading.get_ident()
+            try:
+                while not all(r.done for r in requests):
+                    if not self._step():
+                        raise GenerationError("the scheduler stalled with requests waiting")
+            finally:
+                if self._in_step:  # a step was interrupted half-way: no running sequence's state can be trusted
+                    self._in_step = False
+                    self._end_all("cancelled")
+                with self._cond:
+                    self._driver = None
+                    self._cond.notify_all()
+
+    def _step(self) -> bool:
+        """Admit what fits, decode one batch, sample, and hand over finished requests. False if nothing moved."""
+        self._in_step = True
+        finished: list[Request] = []
+        moved = self._admit(finished)
+        context = self._context
+        active = [s for s in self._slots if s.request is not None]
+        if context is None or not active:
+            self._in_step = False
+            self._hand_over(finished)
+            return moved or bool(finished)
+        entries: list[Entry] = []
+        sampled: list[tuple[_Slot, int]] = []
+        for slot in active:
+            if slot.next_token >= 0:
+                sampled.append((slot, len(entries)))
+                entries.append((slot.next_token, len(slot.cells), slot.index, True))
+        budget = context.n_batch - len(entries)
+        feeding: list[tuple[_Slot, list[int]]] = []
+        for slot in active:
+            assert slot.request is not None
+            if slot.next_token >= 0 or budget <= 0:
+                continue
+            tokens = slot.request.tokens
+            chunk = tokens[slot.fed : slot.fed + budget]
+            last = slot.fed + len(chunk) == len(tokens)
+            start = slot.fed
+            entries.extend((t, start + i, slot.index, last and i == len(chunk) - 1) for i, t in enumerate(chunk))
+            if last:
+                sampled.append((slot, len(entries) - 1))
+            feeding.append((slot, chunk))
+            budget -= len(chunk)
+        try:
+            context.decode(entries)
+        except GenerationError as exc:
+            self._in_step = False
+            self._end_all("error", exc)
+            return True
+        for slot, chunk in feeding:
+            slot.cells.extend(chunk)
+            slot.fed += len(chunk)
+        scores = self._scores(context, sampled)
+        for slot, index in sampled:
+            request = slot.request
+            assert request is not None and slot.sampler is not None
+            if slot.next_token >= 0:
+                slot.cells.append(slot.next_token)
+            request.batch_size = max(request.batch_size, len(active))
+            token = slot.sampler.sample(context.pointer, index)
+            try:
+                ended = request.run.accept(token, scores.get(slot.index))
+            except Exception as exc:  # noqa: BLE001 - a callback failed: that run ends, the others go on
+                request.failure = exc
+                ended = request.run.end("error", f"{type(exc).__name__}: {exc}")
+            if ended:
+                finished.append(self._release(slot))
+            else:
+                slot.next_token = token
+        for slot in active:
+            if slot.request is not None and slot.request.cancel():
+                slot.request.run.end("cancelled")
+                finished.append(self._release(slot))
+        self._in_step = False
+        self._hand_over(finished)
+        return True
+
+    def _scores(self, context: Context, sampled: list[tuple[_Slot, int]]) -> dict[int, tuple[np.ndarray, float]]:
+        """Log-probabilities and entropies for the sequences that record them (one vectorised pass)."""
+        wanted = [(s, i) for s, i in sampled if s.request is not None and s.request.run.wants_logits]
+        if not wanted:
+            return {}
+        lp, entropy = log_softmax(np.stack([context.logits(i, self.n_vocab) for _, i in wanted]))
+        return {s.index: (lp[k], float(entropy[k])) for k, (s, _) in enumerate(wanted)}
+
+    def _hand_over(self, finished: list[Request]) -> None:
+        """Mark requests done and pass them on, after the step: recording one must not stretch the next's clock."""
+        for request in finished:
+            request.done = True
+            if request.on_done is not None:
+                try:
+                    request.on_done(request)
+                except Exception as exc:  # noqa: BLE001 - the caller re-raises it
+                    request.failure = request.failure or exc
+        if finished:
+            with self._cond:
+                self._cond.notify_all()
+
+    # Slots -------------------------------------------------------------------------------------
+
+    def _admit(self, finished: list[Request]) -> bool:
+        """Move waiting requests into free slots (rebuilding the context when idle and it does not fit)."""
+        moved = False
+        with self._cond:
+            gone = [r for r in self._queue if r.cancel()]
+            for request in gone:  # waiting requests whose caller went away
+                self._queue.remove(request)
+                request.run.end("cancelled")
+                finished.append(request)
+        while True:
+            with self._cond:
+                if not self._queue:
+                    return moved or bool(gone)
+                request = self._queue[0]
+                need = min(len(request.tokens) + request.run.params.max_tokens, self.n_ctx)
+                slots, per_slot = request.layout or (self.parallel, self.n_ctx)
+                layout = (slots, min(max(per_slot, need), self.n_ctx))
+                context = self._context
+                if not any(s.request is not None for s in self._slots):
+                    if context is None or (context.slots, context.per_slot) != layout:
+                        self._rebuild(layout)
+                elif context is None or context.per_slot < need:
+                    return moved or bool(gone)
+                free = [s for s in self._slots if s.request is None]
+                if not free or self._sharing_soon(request):
+                    return moved
+                self._queue.popleft()
+            self._place(request, free)
+            moved = True
+            if request.done:
+                finished.append(request)
+
+    def _sharing_soon(self, request: Request) -> bool:
+        """Whether a prompt being evaluated now will give ``request`` more to share than the cache holds:
+        then it waits a step, and the prompt is evaluated once for both."""
+        tokens = request.tokens
+        now = max((_shared(s.cells, tokens) for s in self._slots), default=0)
+        coming = max((_shared(s.request.tokens, tokens) for s in self._slots
+                      if s.request is not None and s.next_token < 0), default=0)  # fmt: skip
+        return coming > now and _worth_sharing(coming, tokens)
+
+    def _rebuild(self, layout: tuple[int, int]) -> None:
+        slots, per_slot = layout
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+        self._slots = []
+        self._context = Context(self._model, slots=slots, per_slot=per_slot, n_batch=max(N_BATCH, slots),
+                                n_threads=self.n_threads, logs=self.logs)  # fmt: skip
+        self._slots = [_Slot(i) for i in range(slots)]
+
+    def _place(self, request: Request, free: list[_Slot]) -> None:
+        """Put ``request`` in a free slot, reusing the longest cached prefix of its prompt."""
+        context = self._context
+        assert context is not None
+        tokens = request.tokens
+
+        def shared(slot: _Slot) -> int:
+            return _shared(slot.cells, tokens)
+
+        best_free = max(free, key=shared)
+        source = max(self._slots, key=shared)
+        slot, keep = best_free, shared(best_free)
+        if source is not best_free and shared(source) > keep and _worth_sharing(shared(source), tokens):
+            slot = min(free, key=lambda s: len(s.cells))
+            keep = shared(source)
+            context.copy_sequence(source.index, slot.index, keep)
+            slot.cells = source.cells[:keep]
+        else:
+            context.forget(slot.index, keep)
+            del slot.cells[keep:]
+        try:
+            sampler = SamplerChain(*request.sampler_args)
+        except ParameterError as exc:
+            request.failure = exc
+            request.run.end("error", str(exc))
+            request.done = True
+            return
+        request.admitted, request.cached = True, keep
+        request.run.restart_clock()
+        slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1
+
+    def _release(self, slot: _Slot) -> Request:
+        request = slot.request
+        assert request is not None
+        if slot.sampler is not None:
+            slot.sampler.close()
+        slot.request, slot.sampler, slot.next_token = None, None, -1
+        return request
+
+    def _end_all(self, reason: str, failure: BaseException | None = None) -> None:
+        """End every running sequence (after a failed or interrupted step) and empty the cache."""
+        finished = []
+        for slot in self._slots:
+            if slot.request is not None:
+                slot.request.failure = slot.request.failure or failure
+                slot.request.run.end(reason, None if failure is None else str(failure))
+                finished.append(self._release(slot))
+            slot.cells = []
+        if self._context is not None:
+            self._context.clear()
+        self._hand_over(finished)
+
+    def close(self) -> None:
+        """Free the context once no step is running; requests still running or queued end as errors."""
+        with self._cond:
+            while self._driver is not None:
+                self._cond.wait(0.05)
+            self._driver = threading.get_ident()
+            waiting = [*self._queue]
+            self._queue.clear()
+        try:
+            closed = GenerationError("the engine was closed")
+            self._end_all("error", closed)
+            for request in waiting:
+                request.failure = closed
+                request.run.end("error", str(closed))
+            self._hand_over(waiting)
+            if self._context is not None:
+                self._context.close()
+                self._context = None
+            self._slots = []
+        finally:
+            with self._cond:
+                self._driver = None
+                self._cond.notify_all()
+
+
+def _shared(cells: list[int], tokens: list[int]) -> int:
+    """How many leading ``tokens`` are in ``cells`` (the last token is always decoded, for its logits)."""
+    n, top = 0, min(len(cells), len(tokens) - 1)
+    while n < top and cells[n] == tokens[n]:
+        n += 1
+    return n
+
+
+def _worth_sharing(shared: int, tokens: list[int]) -> bool:
+    """Whether copying ``shared`` cells from another slot beats evaluating them (a BOS token alone does not)."""
+    return shared >= 2 and shared >= min(MIN_SHARED, len(tokens) - 1)
+
+
+def _yes() -> bool:
+    return True
