@@ -65,12 +65,12 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
         try:
             send("done", rid, getattr(service, handler)(body, emit, cancels[rid]))
         except ApiError as exc:
-            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code)
+            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code, exc.retry_after)
         except LmbenchError as exc:
             error = api_error(exc)
-            send("error", rid, error.status, error.message, error.kind, error.param, error.code)
+            send("error", rid, error.status, error.message, error.kind, error.param, error.code, None)
         except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
-            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None)
+            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None, None)
         finally:
             cancels.pop(rid, None)
 
@@ -184,8 +184,8 @@ class _Worker:
                 elif kind == "done":
                     return rest[0]
                 elif kind == "error":
-                    status, message, error_kind, param, code = rest
-                    raise ApiError(status, message, kind=error_kind, param=param, code=code)
+                    status, message, error_kind, param, code, retry_after = rest
+                    raise ApiError(status, message, kind=error_kind, param=param, code=code, retry_after=retry_after)
                 elif kind == "ended":
                     raise ApiError(500, rest[0], kind="server_error", code="model_worker_crashed")
         finally:
@@ -219,6 +219,9 @@ class Supervisor:
         self, method: str, handler: str, payload: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
     ) -> Any:
         """Answer one route: GET routes here, POST routes (which use a model) in that model's worker."""
+        if method == "GET" and handler == "status":  # with each worker's scheduler
+            engines = [e for w in self._live() for e in w.call("engines", {}, None, None)["engines"]]
+            return {**self.service.status(payload), "engines": engines}
         if method == "GET":
             return self.service.call(method, handler, payload)
         _, path = self.service.model_path(payload.get("model"))
@@ -238,10 +241,13 @@ class Supervisor:
             worker = self._workers[path] = _Worker(path, settings)
             return worker
 
+    def _live(self) -> list[_Worker]:
+        with self._lock:
+            return [w for w in self._workers.values() if w.alive]
+
     def workers(self) -> dict[str, int]:
         """The running workers: model file name -> process id."""
-        with self._lock:
-            return {w.path.name: w.process.pid or 0 for w in self._workers.values() if w.alive}
+        return {w.path.name: w.process.pid or 0 for w in self._live()}
 
     def close(self) -> None:
         """Stop every worker (their runs in flight end as cancelled and are recorded)."""

@@ -32,7 +32,7 @@ from . import models
 from ._version import __version__
 from .chat import ChatPrompt, check_messages, render
 from .chat import chat as chat_reply
-from .engine import Engine, load_engine
+from .engine import Engine, load_engine, loaded
 from .errors import (
     ContextOverflowError,
     EngineClosedError,
@@ -78,6 +78,8 @@ class Settings:
     api_key: str | None = None
     store: str | os.PathLike[str] | Store | None = None
     strict_models: bool = False  # an unknown model name is a 404 instead of the server's model
+    parallel: int = 4  # requests decoded together per model (LM Studio's "Max Concurrent Predictions")
+    max_queue: int = 256  # requests waiting per model beyond which the answer is 503 with Retry-After
     allow_hosts: tuple[str, ...] = ()  # Host names served besides localhost and IP addresses
     cors_origins: tuple[str, ...] = ()  # browser origins allowed besides pages served from this machine
 
@@ -93,9 +95,11 @@ class ApiError(Exception):
         kind: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
@@ -196,6 +200,10 @@ class Service:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        for name in ("parallel", "max_queue"):
+            value = getattr(self.settings, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+                raise ParameterError(f"{name} must be a whole number from 1 to 4096, not {value!r}", name=name)
         self.default_path = models.resolve(self.settings.model)
         self.default_id = models.model_id(self.default_path)
         self.started = int(time.time())
@@ -296,6 +304,9 @@ class Service:
             "max_tokens_cap": self.settings.max_tokens_cap,
             "max_body_bytes": self.settings.max_body_bytes,
             "strict_models": self.settings.strict_models,
+            "parallel": self.settings.parallel,
+            "max_queue": self.settings.max_queue,
+            **self.engines({}),
         }
 
     @staticmethod
@@ -379,9 +390,15 @@ class Service:
 
     def _engine(self, request: _Request) -> Engine:
         try:
-            return load_engine(request.path, n_ctx=self.settings.n_ctx)[0]
+            engine = load_engine(request.path, n_ctx=self.settings.n_ctx)[0]
         except LmbenchError as exc:
             raise api_error(exc) from None
+        engine.parallel = self.settings.parallel
+        return engine
+
+    def engines(self, body: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
+        """The loaded models' schedulers: slots, busy, queued, KV cache size (for ``/api/status``)."""
+        return {"engines": [{"model": e.name, **e.scheduler.status()} for e in loaded()]}
 
     # Generating --------------------------------------------------------------------------------
 
@@ -396,6 +413,9 @@ class Service:
     ) -> tuple[Engine, list[Run]]:
         """``request.n`` recorded runs of a prompt (or a conversation): one run alone, several decoded together."""
         engine = self._engine(request)
+        if engine.scheduler.queued + request.n > self.settings.max_queue:
+            raise ApiError(503, f"the server is busy: {engine.scheduler.queued} requests are waiting for "
+                           f"{engine.name}; retry shortly", kind="server_error", retry_after=1)  # fmt: skip
         try:
             if request.n == 1:
                 stream = None if on_piece is None else functools.partial(on_piece, 0)
@@ -442,7 +462,8 @@ class Service:
         def finished(run: Run) -> None:
             runs[seeds.index(run.seed)] = record(run, request.labels["store"])
 
-        _, interruption = execute_many(engine, jobs, on_finished=finished, cancel=cancel)
+        slots = request.n if request.n > engine.parallel else None  # n choices past --parallel still decode together
+        _, interruption = execute_many(engine, jobs, on_finished=finished, cancel=cancel, slots=slots)
         if interruption is not None:
             raise interruption
         return [runs[i] for i in sorted(runs)]

@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
         help="answer requests naming an unknown model with 404 (default: the server's model answers)",
     )
     serve.add_argument("--n-ctx", type=int, default=2048, help="context length to load models with")
+    serve.add_argument(
+        "--parallel", type=int, default=4, help="requests decoded together per model, each with --n-ctx (default 4)"
+    )
+    serve.add_argument(
+        "--max-queue", type=int, default=256, help="requests waiting per model before answering 503 (default 256)"
+    )
     serve.add_argument("--max-tokens-cap", type=int, default=4096, help="the most tokens one request may generate")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="the largest request body accepted")
     return parser
@@ -336,6 +342,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     settings = Settings(
         model=args.model, n_ctx=args.n_ctx, max_tokens_cap=args.max_tokens_cap,
         max_body_bytes=args.max_body_bytes, api_key=args.api_key, strict_models=args.strict_models,
+        parallel=args.parallel, max_queue=args.max_queue,
         allow_hosts=tuple(args.allow_host), cors_origins=tuple(args.cors_origin),
     )  # fmt: skip
     warning = exposure_warning(args.host, args.api_key)

@@ -32,8 +32,8 @@ from .errors import LmbenchError
 from .generation import Cancel
 
 log = logging.getLogger("lmbench.api")
-# Threads that wait on answers (the work itself happens in the model's worker process).
-WORKERS = 32
+# Threads that wait on answers (the work itself happens in the model's scheduler, in its worker process).
+WORKERS = 256
 
 
 class Backend(Protocol):
@@ -56,8 +56,10 @@ class ApiRoutes(tornado.web.RequestHandler):
     executor: ThreadPoolExecutor
     _cancel: threading.Event | None = None
 
-    def _json(self, status: int, body: dict[str, Any]) -> None:
+    def _json(self, status: int, body: dict[str, Any], retry_after: int | None = None) -> None:
         self.set_status(status)
+        if retry_after is not None:
+            self.set_header("Retry-After", str(retry_after))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 
@@ -82,7 +84,7 @@ class ApiRoutes(tornado.web.RequestHandler):
                 return await self._stream(route, handler, body)
             self._json(200, await self._in_thread(lambda: handler(body, None, self._cancel)))
         except ApiError as exc:
-            self._json(exc.status, exc.body())
+            self._json(exc.status, exc.body(), exc.retry_after)
         except LmbenchError as exc:
             error = api_error(exc)
             self._json(error.status, error.body())
@@ -118,7 +120,7 @@ class ApiRoutes(tornado.web.RequestHandler):
             while True:
                 kind, value = await events.get()
                 if kind == "error" and not started:
-                    return self._json(value.status, value.body())
+                    return self._json(value.status, value.body(), value.retry_after)
                 if not started:
                     self.set_header("Content-Type", "text/event-stream")
                     self.set_header("Cache-Control", "no-cache")

@@ -209,3 +209,38 @@ def test_params_endpoint_describes_every_parameter(server: Server) -> None:
     assert set(by_name) == set(lmbench.GenerationParams.model_fields)
     assert by_name["temperature"]["default"] == 0.7 and by_name["top_p"]["allowed"] == "0 < top_p <= 1"
     assert answer["json_schema"]["additionalProperties"] is False
+
+
+def test_a_hundred_concurrent_requests_are_all_answered_and_decoded_together(server: Server) -> None:
+    def ask(i: int) -> int:
+        body = {"prompt": f"Once upon a time {i}", "max_tokens": 8 + (i % 5) * 20, "seed": i}
+        if i % 2:
+            with requests.post(f"{server.url}/v1/completions", json={**body, "stream": True}, stream=True,
+                               timeout=300) as response:  # fmt: skip
+                lines = [line for line in response.iter_lines() if line]
+                assert lines[-1] == b"data: [DONE]"
+                return response.status_code
+        return requests.post(f"{server.url}/api/generate", json=body, timeout=300).status_code
+
+    with ThreadPoolExecutor(100) as pool:
+        statuses = list(pool.map(ask, range(100)))
+    assert statuses == [200] * 100
+    runs = lmbench.runs()
+    assert len(runs) == 100 and set(runs.finish_reason) <= {"length", "stop"}
+    assert runs.batch_size.max() == 4, "--parallel 4 (the default): four requests at a time share each decode"
+    status = requests.get(f"{server.url}/api/status", timeout=30).json()
+    (engine,) = status["engines"]
+    assert engine["slots"] == 4 and engine["busy"] == 0 and engine["queued"] == 0 and engine["kv_cache_bytes"] > 0
+
+
+@pytest.mark.parametrize("server", [{"parallel": 1, "max_queue": 1}], indirect=True)
+def test_a_full_queue_answers_503_with_retry_after(server: Server) -> None:
+    body = {"prompt": "Once upon a time", "max_tokens": 3000, "ignore_eos": True}
+    assert requests.post(f"{server.url}/api/generate", json={"prompt": "Hi", "max_tokens": 1}, timeout=60).ok
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: requests.post(f"{server.url}/api/generate", json=body, timeout=300),
+                                range(6)))  # fmt: skip
+    busy = [a for a in answers if a.status_code == 503]
+    assert busy and all(a.headers["Retry-After"] == "1" and "busy" in a.json()["error"]["message"] for a in busy)
+    assert all(a.status_code in (200, 503) for a in answers) and any(a.ok for a in answers)

@@ -1,0 +1,116 @@
+"""The one scheduler every generation goes through, on the real test model: isolation between
+sequences, concurrent callers in one batch, cancelling one, prefix sharing, limits."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import TEST_MODEL
+
+import lmbench
+
+STORIES = [
+    "Once upon a time", "The little cat", "Tom had a red ball", "One day, a girl named Lily",
+    "The sun was shining", "There was a big tree", "Ben and his dad", "A small bird sat",
+    "The dog ran to the park", "Mom made a cake", "It was a cold night", "Sue found a box",
+    "The boat was slow", "A frog lived in a pond", "The king was sad", "Max liked to jump",
+]  # fmt: skip
+GREEDY = {"temperature": 0.0, "max_tokens": 48, "ignore_eos": True}
+
+
+def _alone(prompts: list[str]) -> dict[str, lmbench.Run]:
+    return {p: lmbench.generate(p, model=TEST_MODEL, seed=1, logprobs=2, **GREEDY) for p in prompts}  # type: ignore[arg-type]
+
+
+def _identical(solo: lmbench.Run, batched: lmbench.Run) -> bool:
+    """Whether two greedy runs of a prompt made the same tokens; where they part, the two best tokens
+    must have been all but tied: batched matrix products add in another order, which moves logits in
+    their last bits (documented in ``lmbench._scheduler``)."""
+    a, b = solo.token_logprobs, batched.token_logprobs
+    assert a is not None and b is not None
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x["id"] != y["id"]), None)
+    if at is None:
+        return len(a) == len(b)
+    best, second = a[at]["top"][:2]
+    assert best["logprob"] - second["logprob"] < 0.01 and b[at]["id"] == second["id"], (solo.prompt, at)
+    return False
+
+
+def test_sixteen_prompts_in_one_batch_each_continue_their_own_prompt() -> None:
+    alone = _alone(STORIES)
+    df = lmbench.sweep(STORIES, grid={"temperature": [0.0]}, seeds=[1], max_tokens=48, ignore_eos=True, logprobs=2,
+                       progress=False)  # fmt: skip
+    assert set(df.batch_size) == {16}, "all sixteen decoded together"
+    same = sum(_identical(alone[row.prompt], lmbench.get_store().get(row.id)) for row in df.itertuples())
+    assert same >= 12, f"only {same} of 16 texts identical"
+
+
+def test_concurrent_callers_share_one_batch_and_a_cancelled_one_leaves_the_others_be() -> None:
+    engine = lmbench.load(TEST_MODEL)
+    engine.parallel = 8
+    prompts = STORIES[:8]
+    alone = _alone(prompts)
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def stop_soon(piece: str) -> None:
+        seen.append(piece)
+        if len(seen) == 5:
+            cancel.set()
+
+    def ask(i: int) -> lmbench.Run:
+        if i == 0:
+            return lmbench.generate(prompts[0], model=engine, seed=1, cancel=cancel, on_token=stop_soon,
+                                    temperature=0.0, max_tokens=2000, ignore_eos=True)  # fmt: skip
+        return lmbench.generate(prompts[i], model=engine, seed=1, logprobs=2, **GREEDY)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(ask, range(8)))
+    assert runs[0].finish_reason == "cancelled" and runs[0].completion_tokens < 2000
+    same = sum(_identical(alone[r.prompt], r) for r in runs[1:])
+    assert same >= 5, f"only {same} of 7 texts identical"
+    assert max(r.batch_size for r in runs) > 1, "concurrent callers decoded together"
+    assert engine.scheduler.status()["busy"] == 0
+
+
+def test_a_shared_prefix_is_evaluated_once_and_changes_no_text() -> None:
+    instruction = "Once upon a time there was a little girl who liked to play in the park with her friends. " * 4
+    prompts = {f"p{i}": instruction + tail for i, tail in enumerate(STORIES[:6])}
+    df = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[3], max_tokens=16, progress=False, name="on")
+    n_prefix = len(lmbench.tokenize(instruction, TEST_MODEL)) - 1
+    cached = sorted(df.prompt_cached_tokens)
+    assert cached[0] == 0 and all(c >= n_prefix for c in cached[1:]), cached
+    one_by_one = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[3], max_tokens=16, progress=False,
+                               batch=False, name="off")  # fmt: skip
+    assert dict(zip(df.prompt_name, df.text, strict=True)) == dict(
+        zip(one_by_one.prompt_name, one_by_one.text, strict=True)
+    )
+
+
+def test_the_same_prompt_again_reuses_the_cache() -> None:
+    lmbench.unload()
+    engine = lmbench.load(TEST_MODEL)
+    first = lmbench.generate("Once upon a time there was a dog named Max", model=engine, max_tokens=4, seed=1)
+    again = lmbench.generate("Once upon a time there was a dog named Max", model=engine, max_tokens=4, seed=1)
+    assert first.prompt_cached_tokens == 0 and again.prompt_cached_tokens == again.prompt_tokens - 1
+    assert again.text == first.text
+
+
+def test_a_prompt_too_long_for_the_context_fails_before_it_starts() -> None:
+    engine = lmbench.load(TEST_MODEL, n_ctx=64)
+    with pytest.raises(lmbench.ContextOverflowError):
+        lmbench.generate("Once upon a time " * 40, model=engine, max_tokens=4)
+    assert lmbench.generate("Once upon a time", model=engine, max_tokens=4).completion_tokens > 0
+
+
+def test_the_engine_shows_its_slots_and_kv_cache() -> None:
+    engine = lmbench.load(TEST_MODEL)
+    engine.parallel = 3
+    lmbench.generate("Hi", model=engine, max_tokens=2)
+    status = engine.scheduler.status()
+    assert status["slots"] == 3 and status["cells_per_slot"] >= engine.n_ctx
+    assert status["kv_cache_bytes"] > 0 and "KV cache 3 x" in repr(engine)
+    with pytest.raises(lmbench.ParameterError, match="parallel"):
+        engine.parallel = 0
