@@ -1,7 +1,8 @@
-"""llama.cpp's own ``llama-batched-bench``, built from the llama.cpp sources inside llama-cpp-python's source package.
+"""llama.cpp's own tools (``llama-batched-bench``, ``llama-server``), built from the llama.cpp sources
+inside llama-cpp-python's source package.
 
 The build lands in ``bench/.build`` (not committed) and takes a few minutes on two cores, once.
-``LMBENCH_BATCHED_BENCH`` may name an already built binary instead.
+``LMBENCH_BATCHED_BENCH`` / ``LMBENCH_LLAMA_SERVER`` may name already built binaries instead.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ import llama_cpp
 from lmbench.engine import cpu_has_amx
 
 BUILD = Path(__file__).resolve().parent / ".build"
+ENVIRONMENT = {"llama-batched-bench": "LMBENCH_BATCHED_BENCH", "llama-server": "LMBENCH_LLAMA_SERVER"}
 
 
 def batched_bench() -> Path | None:
     """The llama-batched-bench binary, building it on first use; None (with the reason printed) if that fails."""
-    given = os.environ.get("LMBENCH_BATCHED_BENCH")
+    return build("llama-batched-bench")
+
+
+def build(target: str) -> Path | None:
+    """A llama.cpp tool, building it on first use; None (with the reason printed) if that fails."""
+    given = os.environ.get(ENVIRONMENT.get(target, ""))
     if given:
         return Path(given)
-    binary = BUILD / "llama.cpp" / "bin" / "llama-batched-bench"
+    binary = BUILD / "llama.cpp" / "bin" / target
     if binary.exists():
         return binary
     version = llama_cpp.__version__
@@ -40,20 +47,21 @@ def batched_bench() -> Path | None:
                 check=True, capture_output=True,
             )  # fmt: skip
             archive = next(BUILD.glob(f"llama_cpp_python-{version}.tar.gz"))
-        with tarfile.open(archive) as tar:
-            tar.extractall(BUILD, filter="data")
         source = BUILD / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+        if not source.exists():
+            with tarfile.open(archive) as tar:
+                tar.extractall(BUILD, filter="data")
         options = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                   "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON",
+                   "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON",
                    "-DBUILD_SHARED_LIBS=OFF"]  # fmt: skip
         subprocess.run(["cmake", "-S", str(source), "-B", str(BUILD / "llama.cpp"), *options], check=True,
                        capture_output=True)  # fmt: skip
         jobs = str(os.cpu_count() or 2)
-        subprocess.run(["cmake", "--build", str(BUILD / "llama.cpp"), "--target", "llama-batched-bench", "-j", jobs],
+        subprocess.run(["cmake", "--build", str(BUILD / "llama.cpp"), "--target", target, "-j", jobs],
                        check=True, capture_output=True)  # fmt: skip
     except (OSError, subprocess.CalledProcessError, StopIteration, tarfile.TarError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
-        print(f"B4 skipped: could not build llama-batched-bench: {exc} {detail.decode(errors='replace')[-500:]}")
+        print(f"could not build {target}: {exc} {detail.decode(errors='replace')[-500:]}")
         return None
     return binary
 

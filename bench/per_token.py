@@ -21,12 +21,12 @@ from bench.synth import TOKENIZER_SOURCE
 
 # (label, file suffix, function name) of the functions that make up a token's cost.
 PARTS = [
-    ("llama.cpp decode (batched)", "_batch.py", "decode"),
-    ("llama.cpp decode (single)", "llama.py", "eval"),
+    ("llama.cpp decode", "_native.py", "decode"),
+    ("scheduler steps (decode included)", "_scheduler.py", "_step"),
     ("sampler chain", "_sampling.py", "sample"),
-    ("log-probabilities", "generation.py", "log_softmax"),
-    ("token records", "generation.py", "logprob_entry"),
-    ("text decoding, stop strings", "generation.py", "add"),
+    ("log-probabilities", "_sequence.py", "log_softmax"),
+    ("token records", "_sequence.py", "logprob_entry"),
+    ("text decoding, stop strings", "_sequence.py", "add"),
     ("token bytes", "engine.py", "piece"),
     ("recording runs", "store.py", "record"),
     ("metrics", "metrics.py", "compute"),
@@ -39,8 +39,11 @@ def profile(label: str, statement: str, namespace: dict, tokens: int) -> None:
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
     print(f"\n{label}: {tokens} tokens, {1e6 * total / tokens:.1f} us per token in all")
+    spent_in = {}
     for name, suffix, function in PARTS:
-        spent = sum(ct for (file, _, fn), (_, _, _, ct, _) in stats.items() if file.endswith(suffix) and fn == function)
+        spent_in[name] = sum(ct for (file, _, fn), (_, _, _, ct, _) in stats.items()
+                             if file.endswith(suffix) and fn == function)  # fmt: skip
+    for name, spent in spent_in.items():
         if spent:
             print(f"  {name:<30} {1e6 * spent / tokens:8.1f} us/token")
 

@@ -9,6 +9,9 @@ B2 sweep         a 32-run sweep (8 temperatures x 4 seeds, 64 tokens) batched vs
 B3 shared prompt a ~400-token prompt x 16 runs: prompt tokens evaluated and their time, batched vs re-evaluated
 B4 ceiling       batched generation speed (no log-probabilities, no metrics) over llama-batched-bench's S_TG
 B5 store         10,000 runs recorded; lmbench.runs() of 100,000 rows (first read and from the snapshot)
+B6 many prompts  32 distinct prompts x 64 tokens through one sweep vs a sequential create_completion loop
+B7 clients       16 openai clients x 4 streamed requests: lmbench serve --parallel 16 vs 1, and vs llama-server
+B8 template      32 prompts sharing a ~300-token prefix: prompt tokens evaluated and time, prefix sharing on vs off
 """
 
 from __future__ import annotations
@@ -33,41 +36,15 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lmbench
-from bench import llama_tools
+from bench import llama_tools, scheduling
+from bench.common import PROMPT, SAMPLING, Result, alternate, baseline_llama
 from bench.synth import TOKENIZER_SOURCE, synthesize
-from lmbench.engine import cpu_has_amx, model_params, physical_cores
+from lmbench.engine import physical_cores
 from lmbench.store import Store
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SYNTHETIC = HERE / ".models" / "synthetic-85M-q8_0.gguf"
-PROMPT = "Once upon a time"
-SAMPLING = {"temperature": 0.8, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
-
-
-@dataclasses.dataclass
-class Result:
-    bench: str
-    model: str
-    measure: str
-    lmbench: float
-    baseline: float | None
-    unit: str
-    target: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        return self.lmbench / self.baseline if self.baseline else None
-
-
-def alternate(a: Callable[[], float], b: Callable[[], float], reps: int) -> tuple[float, float]:
-    """Median of ``a()`` and of ``b()`` over ``reps`` rounds, alternating which goes first."""
-    results_a, results_b = [], []
-    for rep in range(reps):
-        first, second = ((a, results_a), (b, results_b)) if rep % 2 == 0 else ((b, results_b), (a, results_a))
-        for fn, bucket in (first, second):
-            bucket.append(fn())
-    return statistics.median(results_a), statistics.median(results_b)
 
 
 TEMPERATURES = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
@@ -78,15 +55,6 @@ def fresh_sweep(engine: lmbench.Engine, store: Store, prompt: str = PROMPT, **op
     options = {"grid": {"temperature": TEMPERATURES}, "seeds": 4, "max_tokens": 64, **options}
     return lmbench.sweep(prompt, ignore_eos=True, model=engine.path, name=uuid.uuid4().hex, progress=False,
                          store=store, **options)  # fmt: skip
-
-
-def baseline_llama(path: Path) -> llama_cpp.Llama:
-    """The bare llama-cpp-python model the comparisons run against (same threads and context as lmbench's)."""
-    threads = physical_cores()
-    with model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine)
-        return llama_cpp.Llama(
-            model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
-        )
 
 
 def b1_overhead(name: str, path: Path, reps: int) -> Result:
@@ -151,21 +119,21 @@ def b3_shared_prompt(name: str, path: Path, reps: int) -> list[Result]:
         first = df.sort_values("prompt_cached_tokens").iloc[0]
         return float(first.ttft_s)  # the one prompt evaluation (plus the first step)
 
+    bare = baseline_llama(path)
+
     def every_run() -> float:
-        llama = engine.llama
         tokens = engine.tokenize(prompt)
         total = 0.0
-        with engine.lock:
-            for _ in range(16):
-                llama.reset()
-                started = time.perf_counter()
-                llama.eval(tokens)
-                total += time.perf_counter() - started
-            llama.reset()
+        for _ in range(16):
+            bare.reset()
+            started = time.perf_counter()
+            bare.eval(tokens)
+            total += time.perf_counter() - started
         return total
 
     batched(), every_run()
     a, b = alternate(batched, every_run, reps)
+    bare.close()
     return [
         Result(
             "B3 shared prompt",
@@ -301,7 +269,7 @@ def record(results: list[Result], notes: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="lmbench benchmarks (see the module docstring)")
-    parser.add_argument("--only", default="B1,B2,B3,B4,B5", help="comma-separated: B1,B2,B3,B4,B5")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7,B8", help="comma-separated: B1,...,B8")
     parser.add_argument("--models", default="stories260K,synthetic-85M")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
@@ -317,6 +285,9 @@ def main() -> None:
         "B2": lambda name, path, reps: [b2_sweep(name, path, reps)],
         "B3": b3_shared_prompt,
         "B4": lambda name, path, reps: [r for r in [b4_ceiling(name, path, reps)] if r],
+        "B6": lambda name, path, reps: [scheduling.b6_many_prompts(name, path, reps)],
+        "B7": scheduling.b7_concurrent_clients,
+        "B8": scheduling.b8_shared_template,
     }
     results: list[Result] = []
     for name in args.models.split(","):

@@ -87,6 +87,7 @@ class Scheduler:
         self._model, self.n_ctx, self.n_threads, self.n_vocab = model, n_ctx, n_threads, n_vocab
         self.end_tokens, self.kv_bytes_per_cell, self.logs = end_tokens, kv_bytes_per_cell, logs
         self.parallel = parallel
+        self.share_prefixes = True  # off: every prompt is evaluated whole (for comparisons)
         self._context: Context | None = None
         self._slots: list[_Slot] = []
         self._queue: collections.deque[Request] = collections.deque()
@@ -283,6 +284,8 @@ class Scheduler:
     def _sharing_soon(self, request: Request) -> bool:
         """Whether a prompt being evaluated now will give ``request`` more to share than the cache holds:
         then it waits a step, and the prompt is evaluated once for both."""
+        if not self.share_prefixes:
+            return False
         tokens = request.tokens
         now = max((_shared(s.cells, tokens) for s in self._slots), default=0)
         coming = max((_shared(s.request.tokens, tokens) for s in self._slots
@@ -306,7 +309,7 @@ class Scheduler:
         tokens = request.tokens
 
         def shared(slot: _Slot) -> int:
-            return _shared(slot.cells, tokens)
+            return _shared(slot.cells, tokens) if self.share_prefixes else 0
 
         best_free = max(free, key=shared)
         source = max(self._slots, key=shared)
@@ -350,6 +353,14 @@ class Scheduler:
         if self._context is not None:
             self._context.clear()
         self._hand_over(finished)
+
+    def forget(self) -> None:
+        """Empty the KV cache of the idle slots (the next prompts are evaluated whole)."""
+        with self._cond:
+            for slot in self._slots:
+                if slot.request is None and self._context is not None:
+                    self._context.forget(slot.index)
+                    slot.cells = []
 
     def close(self) -> None:
         """Free the context once no step is running; requests still running or queued end as errors."""

@@ -82,11 +82,25 @@ def test_a_shared_prefix_is_evaluated_once_and_changes_no_text() -> None:
     n_prefix = len(lmbench.tokenize(instruction, TEST_MODEL)) - 1
     cached = sorted(df.prompt_cached_tokens)
     assert cached[0] == 0 and all(c >= n_prefix for c in cached[1:]), cached
-    one_by_one = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[3], max_tokens=16, progress=False,
-                               batch=False, name="off")  # fmt: skip
+    engine = lmbench.load(TEST_MODEL)
+    engine.scheduler.share_prefixes = False
+    try:
+        unshared = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[3], max_tokens=16, progress=False,
+                                 name="off")  # fmt: skip
+    finally:
+        engine.scheduler.share_prefixes = True
+    assert set(unshared.prompt_cached_tokens) == {0}
     assert dict(zip(df.prompt_name, df.text, strict=True)) == dict(
-        zip(one_by_one.prompt_name, one_by_one.text, strict=True)
+        zip(unshared.prompt_name, unshared.text, strict=True)
     )
+
+
+def test_a_sweep_over_many_prompts_is_deterministic() -> None:
+    kwargs = {"grid": {"temperature": [0.7, 1.2]}, "seeds": 2, "max_tokens": 24, "progress": False}
+    first = lmbench.sweep(STORIES, name="a", **kwargs)
+    second = lmbench.sweep(STORIES, name="b", **kwargs)
+    assert len(first) == 64 and first.text.tolist() == second.text.tolist()
+    assert first.batch_size.max() == 32
 
 
 def test_the_same_prompt_again_reuses_the_cache() -> None:

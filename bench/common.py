@@ -1,0 +1,49 @@
+"""What every benchmark shares: the result row, alternating medians, the bare llama-cpp-python baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import llama_cpp
+
+from lmbench.engine import cpu_has_amx, model_params, physical_cores
+
+PROMPT = "Once upon a time"
+SAMPLING = {"temperature": 0.8, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
+
+
+@dataclasses.dataclass
+class Result:
+    bench: str
+    model: str
+    measure: str
+    lmbench: float
+    baseline: float | None
+    unit: str
+    target: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.lmbench / self.baseline if self.baseline else None
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float], reps: int) -> tuple[float, float]:
+    """Median of ``a()`` and of ``b()`` over ``reps`` rounds, alternating which goes first."""
+    results_a, results_b = [], []
+    for rep in range(reps):
+        first, second = ((a, results_a), (b, results_b)) if rep % 2 == 0 else ((b, results_b), (a, results_a))
+        for fn, bucket in (first, second):
+            bucket.append(fn())
+    return statistics.median(results_a), statistics.median(results_b)
+
+
+def baseline_llama(path: Path, n_ctx: int = 2048) -> llama_cpp.Llama:
+    """The bare llama-cpp-python model the comparisons run against (same threads and context as lmbench's)."""
+    threads = physical_cores()
+    with model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine)
+        return llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
