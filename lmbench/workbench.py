@@ -130,9 +130,21 @@ class Panel:
             description="threads",
             style={"description_width": "initial"},
         )
+        self.parallel = w.BoundedIntText(
+            self.engine.parallel if self.engine else 1,
+            min=1,
+            max=256,
+            description="parallel",
+            tooltip="requests decoded together, each with the whole context (the KV cache grows with it)",
+            style={"description_width": "initial"},
+        )
+        self.kv_info = w.HTML()
+        self.kv_info.add_class("lmbench-kv-info")
         self.load_button = _button("Load", "", "Load the model now (Generate also loads it)", "lmbench-load")
         self.load_button.on_click(lambda _: self._start(self._load_job))
-        load_settings = w.Accordion([w.HBox([self.n_ctx, self.n_threads])], titles=("Load settings",))
+        load_settings = w.Accordion(
+            [w.VBox([w.HBox([self.n_ctx, self.n_threads, self.parallel]), self.kv_info])], titles=("Load settings",)
+        )
         load_settings.selected_index = None
 
         # Prompt and parameters, from the one parameter definition.
@@ -397,9 +409,26 @@ class Panel:
         if loaded_now or engine is not self.engine:
             self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
             self.model_info.value = self._describe(engine.path)
+        engine.parallel = self.parallel.value
         self.engine = engine
         self._count_tokens()
+        self._show_kv_cache()
         return engine
+
+    def _show_kv_cache(self) -> None:
+        """The loaded model's KV cache: slots, cells each, memory (made at the first generation)."""
+        if self.engine is None or self.engine.closed:
+            self.kv_info.value = ""
+            return
+        status = self.engine.scheduler.status()
+        if not status["slots"]:
+            planned = f"{self.engine.parallel} x {self.engine.n_ctx} cells"
+            self.kv_info.value = f"<small>KV cache: {planned}, made at the first generation</small>"
+            return
+        self.kv_info.value = (
+            f"<small>KV cache: {status['slots']} slot(s) x {status['cells_per_slot']} cells, "
+            f"{status['kv_cache_bytes'] / 2**20:.1f} MiB</small>"
+        )
 
     def _load_job(self) -> None:
         self._load()
@@ -493,6 +522,7 @@ class Panel:
         if self.random_seed.value:  # show the seed drawn, so it can be kept by unticking "random"
             self.seed.value = run.seed
         self.stats.value = view.stats(run)
+        self._show_kv_cache()
         entries = run.token_logprobs or []
         self.debug.value = view.tokens(entries)
         self.debug_token.options = [

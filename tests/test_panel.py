@@ -243,3 +243,11 @@ def test_an_empty_prompt_is_refused_with_a_message(panel: lmbench.Panel) -> None
     panel.wait(60)
     assert "prompt box is empty" in panel.error.value and panel.last_run is None
     assert lmbench.runs().empty
+
+
+def test_load_settings_show_the_parallel_slots_and_kv_cache(panel: lmbench.Panel) -> None:
+    panel.parallel.value = 2
+    panel.prompt.value = "Once upon a time"
+    _generate(panel)
+    assert panel.engine is not None and panel.engine.parallel == 2
+    assert "KV cache: 2 slot(s) x" in panel.kv_info.value and "MiB" in panel.kv_info.value

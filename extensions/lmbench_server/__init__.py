@@ -50,12 +50,16 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     backends: list[Supervisor] = []
     # c.LmbenchServer.parallel = 8 (and max_queue) in jupyter_server_config.py, as `lmbench serve --parallel 8`.
     config = serverapp.config.get("LmbenchServer", {})
-    limits = {k: int(config[k]) for k in ("parallel", "max_queue") if k in config}
+    parallel, max_queue = (
+        int(config.get("parallel", Settings.parallel)),
+        int(config.get("max_queue", Settings.max_queue)),
+    )
 
     def get_backend() -> Supervisor:
         with lock:
             if not backends:
-                backends.append(Supervisor(Settings(model=os.environ.get("LMBENCH_MODEL") or None, **limits)))
+                model = os.environ.get("LMBENCH_MODEL") or None
+                backends.append(Supervisor(Settings(model=model, parallel=parallel, max_queue=max_queue)))
             return backends[0]
 
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="lmbench-api")
