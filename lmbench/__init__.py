@@ -9,6 +9,7 @@ from .compare import Comparison, compare
 from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
 from .errors import (
     ChatTemplateError,
+    ClusterError,
     ContextOverflowError,
     EngineClosedError,
     GenerationError,
@@ -56,6 +57,7 @@ def unload_ipython_extension(ipython: object) -> None:
 
 __all__ = [
     "ChatTemplateError",
+    "ClusterError",
     "Comparison",
     "ContextOverflowError",
     "Engine",

@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--name", help="the sweep's name (re-running it only runs what is missing)")
     sweep.add_argument("--output", "-o", help="write the sweep table to this .csv, .jsonl or .parquet file")
     sweep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sweep.add_argument("--cluster", help="run on a Dask cluster: a scheduler address or local:N (needs lmbench[dask])")
     sweep.add_argument(
         "--raw",
         action="store_true",
@@ -239,7 +240,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     frame = sweep(
         spec["prompts"], grid=spec["grid"], seeds=spec["seeds"], model=spec["model"], experiment=spec["experiment"],
         name=spec["name"], metrics=spec["metrics"], progress=not args.quiet, chat=False if args.raw else None,
-        data=spec["data"], reference=spec["reference"], assertions=spec["assertions"], **spec["fixed"],
+        data=spec["data"], reference=spec["reference"], assertions=spec["assertions"], cluster=args.cluster,
+        **spec["fixed"],
     )  # fmt: skip
     scored = [c for c in ("rougeL", "pass") if c in frame and frame[c].notna().any()]
     wanted = [*(["item"] if "item" in frame else []), *spec["grid"], "seed", "completion_tokens", "finish_reason",

@@ -56,3 +56,7 @@ class StoreError(LmbenchError):
 
 class ChatTemplateError(LmbenchError):
     """A model's chat template does not compile, fails, or breaks a rendering limit (it is untrusted code)."""
+
+
+class ClusterError(LmbenchError):
+    """A sweep's Dask cluster cannot be reached or used, or a task failed on it."""

@@ -224,6 +224,8 @@ def sweep(
     reference: str = "reference",
     assertions: Sequence[Mapping[str, Any] | Callable[[str], bool]] | None = None,
     scorers: Sequence[scores.Scorer] | None = None,
+    on_run: Callable[[Run], Any] | None = None,
+    cluster: Any = None,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -251,6 +253,11 @@ def sweep(
     scored with the reference scores and assertion results that apply (see ``lmbench.scores``)
     besides ``metrics``; ``scorers`` adds metric names, callables or ``lmbench.judge(...)`` judges
     (which grade after generation, with their own recorded runs).
+
+    ``on_run(run)`` hears each run as soon as it is recorded (live plots, a progress of one's own).
+    ``cluster`` spreads the runs over a Dask cluster (``pip install 'lmbench[dask]'``): a
+    ``distributed.Client``, a scheduler address, or ``"local:N"`` (a ``LocalCluster`` of N worker
+    processes); see ``lmbench._dask``. The runs, their ids and the store are the same as locally.
     """
     fixed_params.setdefault("logprobs", 0)
     check_labels(experiment, None, "sweep")
@@ -295,46 +302,22 @@ def sweep(
             tokens += run.completion_tokens
             bar.update()
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+        if on_run is not None:
+            on_run(run)
 
-    def prepared(job: Job, engine: Engine) -> Generation:
-        """A job as the model gets it: the text sent, its parameters (seed included) and the fields recorded."""
-        text, turn, options = as_sent(engine, job)
-        params = validate_params({**fixed_params, **dict(job.cell), "seed": job.seed})
-        run_id = hashlib.sha1(f"{sweep_id}|{job.key()}".encode()).hexdigest()
-        fields: dict[str, Any] = {
-            "experiment": experiment, "source": "sweep", "sweep_id": sweep_id, "sweep_coords": job.coords,
-            "item": _item_record(job.item, shared_checks),
-        }  # fmt: skip
-        if turn is not None:
-            params = turn.with_stops(params)
-            conversation = job.messages or [{"role": "user", "content": job.prompt}]
-            fields.update(messages=conversation, chat_format=turn.chat_format)
-        return Generation(text, params, {**fields, "run_id": run_id}, **options)
-
-    def as_sent(engine: Engine, job: Job) -> tuple[str, ChatPrompt | None, dict[str, Any]]:
-        """The text the model gets for a job, its chat rendering (if any) and how to tokenize it.
-
-        A conversation always goes through the chat template; a prompt does when ``chat`` says so.
-        """
-        if job.messages is not None:
-            turn = render(engine, job.messages)
-            return turn.prompt, turn, turn.tokenize_options
-        use_chat = has_template(engine) if chat is None else chat
-        if not use_chat:
-            return job.prompt, None, {}
-        turn = user_turn(engine, job.prompt)
-        return turn.prompt, turn, turn.tokenize_options
-
+    recipe = Recipe(fixed_params, sweep_id, experiment, chat, shared_checks)
     try:
-        for model_name, model_jobs in itertools.groupby(todo, key=lambda j: j.model):
+        if cluster is not None:
+            from . import _dask
+
+            _dask.run_blocks(cluster, blocks(todo, batch_size), recipe, on_run=save, cancel=should_stop,
+                             announce=bar.write if progress else None)  # fmt: skip
+        for model_name, model_jobs in itertools.groupby(todo if cluster is None else [], key=lambda j: j.model):
             if should_stop():
                 break
             engine, loaded_now = load_engine(model_name)
             load_s = engine.load_s if loaded_now else 0.0
-            by_prompt: dict[str, list[Job]] = {}  # runs of one prompt next to each other: its cells are shared
-            for job in model_jobs:
-                by_prompt.setdefault(json.dumps([job.prompt, job.messages], default=str), []).append(job)
-            generations = [prepared(j, engine) for js in by_prompt.values() for j in js]
+            generations = [recipe.generation(j, engine) for j in _by_prompt(model_jobs)]
             batches = [generations] if batch else [[g] for g in generations]
             for group in batches:
                 slots = min(batch_size or MAX_BATCH, len(group)) if batch else None
@@ -352,6 +335,56 @@ def sweep(
         graded = scores.score(frame[frame.finish_reason.isin(FINISHED)], judges, store=target)
         frame = frame.merge(graded[["id", *(j.name for j in judges)]], on="id", how="left")
     return frame
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a sweep turns a planned job into a generation on a loaded model (sent to Dask workers as is)."""
+
+    fixed_params: dict[str, Any]
+    sweep_id: str
+    experiment: str | None
+    chat: bool | None
+    shared_checks: list[dict[str, Any]]
+
+    def generation(self, job: Job, engine: Engine) -> Generation:
+        """The text the model gets (through its chat template when it should), the parameters with the
+        job's seed, and the fields recorded with the run (its id a function of the sweep and the job)."""
+        params = validate_params({**self.fixed_params, **dict(job.cell), "seed": job.seed})
+        run_id = hashlib.sha1(f"{self.sweep_id}|{job.key()}".encode()).hexdigest()
+        fields: dict[str, Any] = {
+            "experiment": self.experiment, "source": "sweep", "sweep_id": self.sweep_id, "sweep_coords": job.coords,
+            "item": _item_record(job.item, self.shared_checks), "run_id": run_id,
+        }  # fmt: skip
+        turn: ChatPrompt | None = None
+        if job.messages is not None:
+            turn = render(engine, job.messages)
+        elif has_template(engine) if self.chat is None else self.chat:
+            turn = user_turn(engine, job.prompt)
+        if turn is None:
+            return Generation(job.prompt, params, fields)
+        conversation = job.messages or [{"role": "user", "content": job.prompt}]
+        fields.update(messages=conversation, chat_format=turn.chat_format)
+        return Generation(turn.prompt, turn.with_stops(params), fields, None, **turn.tokenize_options)
+
+
+def _by_prompt(jobs: Iterable[Job]) -> list[Job]:
+    """Jobs with the runs of one prompt next to each other (they share its cells), in plan order otherwise."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(json.dumps([job.prompt, job.messages], default=str), []).append(job)
+    return [j for group in groups.values() for j in group]
+
+
+def blocks(jobs: Sequence[Job], size: int | None) -> list[tuple[str, list[Job]]]:
+    """The jobs as (model, block) units of work for a cluster: one model each, runs of a prompt together,
+    at most ``size`` (default ``MAX_BATCH``) runs, each block decoded as one batch on its worker."""
+    size = size or MAX_BATCH
+    units: list[tuple[str, list[Job]]] = []
+    for model, model_jobs in itertools.groupby(jobs, key=lambda j: j.model):
+        ordered = _by_prompt(model_jobs)
+        units += [(model, ordered[at : at + size]) for at in range(0, len(ordered), size)]
+    return units
 
 
 def _item_record(item: Item | None, checks: list[dict[str, Any]]) -> dict[str, Any] | None:
