@@ -12,6 +12,7 @@ B5 store         10,000 runs recorded; lmbench.runs() of 100,000 rows (first rea
 B6 many prompts  32 distinct prompts x 64 tokens through one sweep vs a sequential create_completion loop
 B7 clients       16 openai clients x 4 streamed requests: lmbench serve --parallel 16 vs 1, and vs llama-server
 B8 template      32 prompts sharing a ~300-token prefix: prompt tokens evaluated and time, prefix sharing on vs off
+B9 scale-out     a 32-run sweep on a Dask LocalCluster of 2 one-thread workers vs in this process; cost per task
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lmbench
-from bench import llama_tools, scheduling
+from bench import llama_tools, scale_out, scheduling
 from bench.common import PROMPT, SAMPLING, Result, alternate, baseline_llama
 from bench.synth import TOKENIZER_SOURCE, synthesize
 from lmbench.engine import physical_cores
@@ -114,6 +115,7 @@ def b3_shared_prompt(name: str, path: Path, reps: int) -> list[Result]:
     evaluated: list[int] = []
 
     def batched() -> float:
+        engine.scheduler.forget()  # a prompt new to the cache, as in the sweep's first run
         df = fresh_sweep(engine, store, prompt, grid={"temperature": [0.5, 1.0]}, seeds=8, max_tokens=32)
         evaluated.append(int((df.prompt_tokens - df.prompt_cached_tokens).sum()))
         first = df.sort_values("prompt_cached_tokens").iloc[0]
@@ -269,7 +271,7 @@ def record(results: list[Result], notes: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="lmbench benchmarks (see the module docstring)")
-    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7,B8", help="comma-separated: B1,...,B8")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9", help="comma-separated: B1,...,B9")
     parser.add_argument("--models", default="stories260K,synthetic-85M")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
@@ -288,6 +290,7 @@ def main() -> None:
         "B6": lambda name, path, reps: [scheduling.b6_many_prompts(name, path, reps)],
         "B7": scheduling.b7_concurrent_clients,
         "B8": scheduling.b8_shared_template,
+        "B9": scale_out.b9_scale_out,
     }
     results: list[Result] = []
     for name in args.models.split(","):

@@ -86,7 +86,7 @@ def b8_shared_template(name: str, path: Path, reps: int) -> list[Result]:
     engine = lmbench.load(path)
     rng = random.Random(8)
     instruction = "Write a short story about these words. " + _text_of(engine, 300, rng) + "\nWords:"
-    prompts = {f"t{i:02d}": f"{instruction} {_text_of(engine, 40, rng)}\nStory:" for i in range(32)}
+    prompts = {f"t{i:02d}": f"{instruction} {_text_of(engine, 34, rng)}\nStory:" for i in range(32)}
     n_instruction = len(engine.tokenize(instruction))
     n_tails = sum(len(engine.tokenize(p)) for p in prompts.values()) - 32 * n_instruction
     store = Store(Path(tempfile.mkdtemp()) / "b8.db")

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,10 @@ class _Request:
     name: str  # the model name echoed back
     path: Path
     labels: dict[str, Any] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)  # the runs' ids, chosen before they start
+
+    def __post_init__(self) -> None:
+        self.run_ids = self.run_ids or [uuid.uuid4().hex for _ in range(self.n)]
 
 
 class Service:
@@ -411,7 +416,10 @@ class Service:
         on_piece: OnPiece | None = None,
         cancel: Cancel = None,
     ) -> tuple[Engine, list[Run]]:
-        """``request.n`` recorded runs of a prompt (or a conversation): one run alone, several decoded together."""
+        """``request.n`` recorded runs of a prompt (or a conversation): one run alone, several decoded together.
+
+        The runs are recorded under ``request.run_ids`` (known before the first streamed chunk).
+        """
         engine = self._engine(request)
         if engine.scheduler.queued + request.n > self.settings.max_queue:
             raise ApiError(503, f"the server is busy: {engine.scheduler.queued} requests are waiting for "
@@ -419,7 +427,8 @@ class Service:
         try:
             if request.n == 1:
                 stream = None if on_piece is None else functools.partial(on_piece, 0)
-                options = {"model": engine, "on_token": stream, "cancel": cancel, **request.labels, **request.params}
+                options = {"model": engine, "on_token": stream, "cancel": cancel, "run_id": request.run_ids[0],
+                           **request.labels, **request.params}  # fmt: skip
                 if messages is not None:
                     return engine, [chat_reply(messages, **options)]
                 assert prompt is not None
@@ -453,7 +462,7 @@ class Service:
         assert text is not None
         options = rendered.tokenize_options if rendered else {}
         jobs = [
-            Job(text, params.model_copy(update={"seed": seed}), fields,
+            Job(text, params.model_copy(update={"seed": seed}), {**fields, "run_id": request.run_ids[i]},
                 None if on_piece is None else functools.partial(on_piece, i), **options)
             for i, seed in enumerate(seeds)
         ]  # fmt: skip
@@ -505,7 +514,7 @@ class Service:
         params = self._openai_params(body, {"prompt", "echo", "best_of"})
         request = self._request(body, params, body.get("n", 1))
         head = {"object": "text_completion", "created": int(time.time()), "model": request.name}
-        stream_id = f"cmpl-{os.urandom(12).hex()}"
+        stream_id = f"cmpl-{request.run_ids[0]}"
         on_piece = None
         if emit is not None:
 
@@ -541,7 +550,7 @@ class Service:
         request = self._request(body, params, body.get("n", 1))
         head = {"object": "chat.completion.chunk", "created": int(time.time()), "model": request.name,
                 "system_fingerprint": SYSTEM_FINGERPRINT}  # fmt: skip
-        stream_id = f"chatcmpl-{os.urandom(12).hex()}"
+        stream_id = f"chatcmpl-{request.run_ids[0]}"
         on_piece = None
         begun: set[int] = set()
         if emit is not None:

@@ -206,6 +206,7 @@ def generate(
     preset: str | None = None,
     store: str | os.PathLike[str] | Store | None = None,
     source: str = "python",
+    run_id: str | None = None,
     **params: Any,
 ) -> Run:
     """Generate a completion of ``prompt``, record it in the run store, and return the ``Run``.
@@ -214,7 +215,7 @@ def generate(
     ``threading.Event`` or a callable returning True) stops between tokens. Cancelled and
     interrupted runs are recorded with ``finish_reason="cancelled"`` and the text so far; a
     KeyboardInterrupt is re-raised after recording. ``preset`` names saved parameter values
-    that explicit parameters override.
+    that explicit parameters override. ``run_id`` records the run under a fixed id.
 
     Generation parameters:
     """
@@ -233,6 +234,7 @@ def generate(
         experiment=experiment,
         tags=labels,
         source=source,
+        run_id=run_id,
     )
 
 

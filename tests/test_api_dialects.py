@@ -95,6 +95,27 @@ def test_streamed_chat_follows_openai_chunk_by_chunk(server: Server) -> None:
     texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
              for i in (0, 1)}  # fmt: skip
     assert sorted(texts.values()) == sorted(lmbench.runs().text)
+    assert {c.id for c in chunks} == {f"chatcmpl-{lmbench.runs().sort_values('seed').id.iloc[0]}"}, "the run's id"
+
+
+def test_completion_echo_and_legacy_logprobs(server: Server) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    completion = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=6, echo=True,
+                                           logprobs=2, seed=4)  # fmt: skip
+    choice = completion.choices[0]
+    run = lmbench.get_store().get(lmbench.runs().id.iloc[-1])
+    assert choice.text == "Once upon a time" + run.text and completion.id == f"cmpl-{run.id}"
+    logprobs = choice.logprobs
+    assert logprobs.tokens == [t["token"] for t in run.token_logprobs] and len(logprobs.tokens) == 6
+    assert logprobs.token_logprobs == [t["logprob"] for t in run.token_logprobs]
+    assert all(len(top) == 2 for top in logprobs.top_logprobs)
+    assert logprobs.text_offset[0] == len("Once upon a time"), "offsets count the echoed prompt"
+    assert all(
+        b - a == len(t)
+        for a, b, t in zip(logprobs.text_offset, logprobs.text_offset[1:], logprobs.tokens, strict=False)
+    )
+    plain = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=3, seed=4)
+    assert plain.choices[0].logprobs is None and not plain.choices[0].text.startswith("Once upon a time")
 
 
 def test_chat_logprobs_and_harmless_fields(server: Server) -> None:

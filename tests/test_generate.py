@@ -190,6 +190,26 @@ def test_presets_feed_generate() -> None:
     assert "creative" in lmbench.presets()
     with pytest.raises(lmbench.ParameterError, match="available presets"):
         lmbench.generate(PROMPT, preset="nope")
+    lmbench.delete_preset("cold")
+    assert "cold" not in lmbench.presets() and "creative" in lmbench.presets()
+    with pytest.raises(lmbench.ParameterError, match="no saved preset named 'cold'"):
+        lmbench.delete_preset("cold")
+    with pytest.raises(lmbench.ParameterError, match="no saved preset"):
+        lmbench.delete_preset("creative")  # a built-in
+
+
+def test_unload_one_model_leaves_the_others(synthetic_model: Path) -> None:
+    from conftest import TEST_MODEL
+
+    lmbench.set_max_models(2)
+    try:
+        story, other = lmbench.load(TEST_MODEL), lmbench.load(synthetic_model)
+        lmbench.unload(TEST_MODEL)
+        assert story.closed and not other.closed and lmbench.loaded() == [other]
+        assert lmbench.generate(PROMPT, model=TEST_MODEL, max_tokens=3).completion_tokens > 0, "loads again"
+    finally:
+        lmbench.unload()
+        lmbench.set_max_models(1)
 
 
 def test_done_when_story_in_one_process_table_in_another(lmbench_home: Path) -> None:

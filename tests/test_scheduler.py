@@ -128,3 +128,42 @@ def test_the_engine_shows_its_slots_and_kv_cache() -> None:
     assert status["kv_cache_bytes"] > 0 and "KV cache 3 x" in repr(engine)
     with pytest.raises(lmbench.ParameterError, match="parallel"):
         engine.parallel = 0
+
+
+def test_batched_runs_record_their_top_alternatives() -> None:
+    df = lmbench.sweep(STORIES[:4], grid={"temperature": [0.9]}, seeds=2, max_tokens=12, logprobs=3, progress=False)
+    assert set(df.batch_size) == {8}
+    for row in df.itertuples():
+        tokens = lmbench.get_store().get(row.id).token_logprobs
+        assert tokens is not None and len(tokens) == row.completion_tokens
+        for entry in tokens:
+            top = entry["top"]
+            assert len(top) == 3 and [a["logprob"] for a in top] == sorted((a["logprob"] for a in top), reverse=True)
+            chosen = next((a for a in top if a["id"] == entry["id"]), None)
+            assert chosen is None or abs(chosen["logprob"] - entry["logprob"]) < 1e-6
+            assert entry["logprob"] <= top[0]["logprob"] + 1e-6
+
+
+def test_a_llama_cpp_failure_mid_batch_records_the_runs_in_flight_as_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmbench import _native
+
+    real_decode = _native.Context.decode
+    calls = [0]
+
+    def failing(self: _native.Context, entries: list[_native.Entry]) -> None:
+        calls[0] += 1
+        if calls[0] == 6:  # as llama_decode reports a failure (for example no room left in the KV cache)
+            raise lmbench.GenerationError("llama_decode failed with status 1 (batch of 8 tokens)")
+        real_decode(self, entries)
+
+    monkeypatch.setattr(_native.Context, "decode", failing)
+    kwargs = {"grid": {"temperature": [0.5, 1.0]}, "seeds": 4, "max_tokens": 30, "ignore_eos": True, "progress": False}
+    with pytest.raises(lmbench.GenerationError, match="status 1"):
+        lmbench.sweep(STORIES[:1], name="fails", **kwargs)
+    failed = lmbench.runs()
+    assert len(failed) == 8 and set(failed.finish_reason) == {"error"}
+    assert failed.error.str.contains("status 1").all() and (failed.completion_tokens > 0).all(), "what they had"
+    monkeypatch.setattr(_native.Context, "decode", real_decode)
+    resumed = lmbench.sweep(STORIES[:1], name="fails", **kwargs)
+    assert len(resumed) == 8 and set(resumed.finish_reason) == {"length"}
+    assert lmbench.generate("Once", max_tokens=3).completion_tokens == 3, "the engine works on"

@@ -52,12 +52,13 @@ def test_get_round_trips_a_run(tmp_path: Path) -> None:
     assert dataclasses.asdict(back) == dataclasses.asdict(run)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json", ".parquet"])
 def test_export_by_suffix(tmp_path: Path, suffix: str) -> None:
     for seed in range(2):
         lmbench.generate("Once", seed=seed, max_tokens=4)
     target = lmbench.export(tmp_path / f"runs{suffix}")
-    reader = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+    reader = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet,
+              ".json": pd.read_json}  # fmt: skip
     back = reader[suffix](target)
     assert len(back) == 2 and list(back.seed) == [0, 1]
 
@@ -127,7 +128,7 @@ def _bulk_insert(store: Store, template: dict[str, object], metrics: dict[str, f
         conn.execute("COMMIT")
 
 
-def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(tmp_path / "big.db")
     run = lmbench.generate("Once upon a time", max_tokens=20, store=store)
     _bulk_insert(store, run.to_record(), run.metrics, 99_999)
@@ -138,6 +139,19 @@ def test_reading_100k_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         timings.append(time.perf_counter() - started)
         assert len(table) == 100_000 and table.distinct_2.notna().all(), "every run has its metrics"
     pd.testing.assert_frame_equal(table, store.runs())
+    read_from_sqlite: list[int] = []
+    real_rows = _table._rows
+
+    def counted(*args: object) -> object:
+        table = real_rows(*args)  # type: ignore[arg-type]
+        read_from_sqlite.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(_table, "_rows", counted)
+    assert len(Store(store.path).runs()) == 100_000
+    lmbench.generate("Once upon a time", max_tokens=4, store=store)
+    assert len(store.runs()) == 100_001
+    assert read_from_sqlite == [0, 1], "re-reads come from the snapshot: only rows added since are read from SQLite"
     with capsys.disabled():
         first, again = timings
         print(f"\n[timing] lmbench.runs() of 100,000 rows: {first:.3f}s first read, {again:.3f}s from the snapshot")
