@@ -85,7 +85,7 @@ def compare(
     else:
         target = get_store(store)
         runs = [target.get(run_id) for run_id in df_or_run_ids]
-        frame = pd.DataFrame([{**r.to_record(), **r.metrics, "stop": list(r.params.stop)} for r in runs])
+        frame = pd.DataFrame([{**r.values(), **r.metrics} for r in runs])
     if by not in frame.columns:
         raise ParameterError(
             f"cannot compare by {by!r}: not a column; available: {', '.join(map(str, frame.columns))}", name="by"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import types
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, get_type_hints
 
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams
 
@@ -23,10 +24,6 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     return value
-
-
-# Fields kept as JSON text in the store.
-JSON_FIELDS = ("tags", "token_logprobs", "messages", "sweep_coords", "item")
 
 
 @dataclass
@@ -87,49 +84,28 @@ class Run:
             return getattr(self.params, name)
         raise AttributeError(f"'Run' object has no attribute {name!r}")
 
+    def values(self) -> dict[str, Any]:
+        """Every column's value as Python holds it (parameters flattened in)."""
+        values = {c.name: getattr(self, c.name) for c in COLUMNS}  # __getattr__ answers the parameters
+        values["stop"] = list(self.params.stop)
+        return values
+
     def to_record(self) -> dict[str, Any]:
-        """A flat dict: one key per column of the store."""
-        record = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: JSON-encoded below anyway
-        record.update(record.pop("params").model_dump())
-        record["stop"] = json.dumps(list(self.params.stop))
-        if self.params.json_schema is not None:
-            record["json_schema"] = json.dumps(self.params.json_schema)
-        record["created_at"] = self.created_at.isoformat()
-        for key in JSON_FIELDS:
-            record[key] = None if record[key] is None else json.dumps(record[key])
-        record.pop("metrics")
-        return record
+        """The store's row: one SQL value per column."""
+        return {c.name: c.encode(value) for c, value in zip(COLUMNS, self.values().values(), strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
-        """The run as JSON-ready values (lists and dicts rather than JSON text, NaN as None), metrics included."""
-        record = self.to_record()
-        for key in (*JSON_FIELDS, "stop", "json_schema"):
-            if isinstance(record.get(key), str):
-                record[key] = json.loads(record[key])
-        record["metrics"] = dict(self.metrics)
-        return _json_ready(record)
+        """The run as JSON-ready values (lists and dicts, times as ISO text, NaN as None), metrics included."""
+        values = self.values()
+        values["created_at"] = self.created_at.isoformat()
+        return _json_ready({**values, "metrics": dict(self.metrics)})
 
     @classmethod
     def from_record(cls, record: dict[str, Any], metrics: dict[str, float] | None = None) -> Run:
-        """Rebuild a run from a store row."""
-        data = dict(record)
-        params = {name: data.pop(name, None) for name in PARAM_NAMES}
-        # A column added by a later migration is NULL in older rows: those parameters take their default.
-        params = {k: v for k, v in params.items() if v is not None or PARAM_SPECS[k].default is None}
-        params.update({k: bool(v) for k, v in params.items() if PARAM_SPECS[k].type is bool})  # SQLite's 0/1
-        params["stop"] = json.loads(params.get("stop") or "[]")
-        if params.get("json_schema") is not None:
-            params["json_schema"] = json.loads(params["json_schema"])
-        data["created_at"] = datetime.fromisoformat(data["created_at"])
-        for key in JSON_FIELDS:
-            data[key] = None if data.get(key) is None else json.loads(data[key])
-        data["tags"] = data["tags"] or []
-        known = cls.__dataclass_fields__
-        return cls(
-            params=GenerationParams(**params),
-            metrics=dict(metrics or {}),
-            **{k: v for k, v in data.items() if k in known},
-        )
+        """Rebuild a run from a store row (every column is there: migrations backfill new ones)."""
+        values = {c.name: c.decode(record[c.name]) for c in COLUMNS}
+        params = {name: values.pop(name) for name in PARAM_NAMES}
+        return cls(params=GenerationParams(**params), metrics=dict(metrics or {}), **values)
 
     def _repr_html_(self) -> str:
         stats = [
@@ -157,3 +133,70 @@ class Run:
     def __repr__(self) -> str:
         text = self.text if len(self.text) < 60 else self.text[:57] + "..."
         return f"<Run {self.id[:8]} {self.model_name} finish={self.finish_reason} text={text!r}>"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the runs table: its SQL type, and how a value is written to it and read back."""
+
+    name: str
+    sql: str  # TEXT, INTEGER or REAL
+    kind: str = "plain"  # plain, bool (0/1), json (lists and dicts as JSON text) or time (ISO text)
+    heavy: bool = False  # large, and needed for one run at a time: left out of tables unless asked for
+    empty: Any = None  # what a missing JSON value reads as in a table
+
+    def encode(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.kind == "json":
+            return json.dumps(list(value) if isinstance(value, tuple) else value)
+        if self.kind == "bool":
+            return int(bool(value))
+        if self.kind == "time":
+            return value.isoformat()
+        return value
+
+    def decode(self, value: Any) -> Any:
+        if value is None:
+            return [] if self.empty == [] else None
+        if self.kind == "json":
+            return json.loads(value)
+        if self.kind == "bool":
+            return bool(value)
+        if self.kind == "time":
+            return datetime.fromisoformat(value)
+        return value
+
+
+_SQL = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
+_HEAVY = {"token_logprobs", "messages", "grammar", "item"}
+
+
+def _column(name: str, hint: Any, listed_by_default: bool) -> Column:
+    """The column for a field of ``Run`` or ``GenerationParams``, from its type (and default)."""
+    if isinstance(hint, types.UnionType):  # X | None
+        hint = next(t for t in hint.__args__ if t is not type(None))
+    origin = getattr(hint, "__origin__", hint)
+    heavy = name in _HEAVY
+    if origin in (list, dict, tuple):
+        return Column(name, "TEXT", "json", heavy, [] if listed_by_default else None)
+    if hint is datetime:
+        return Column(name, "TEXT", "time", heavy)
+    return Column(name, _SQL[hint], "bool" if hint is bool else "plain", heavy)
+
+
+def _columns() -> tuple[Column, ...]:
+    run_hints = get_type_hints(Run)
+    param_hints = get_type_hints(GenerationParams)
+    columns: list[Column] = []
+    for f in fields(Run):
+        if f.name == "params":
+            columns += [_column(n, param_hints[n], PARAM_SPECS[n].default == ()) for n in PARAM_NAMES]
+        elif f.name != "metrics":
+            columns.append(_column(f.name, run_hints[f.name], f.default_factory is list))
+    return tuple(columns)
+
+
+# The runs table, once: the store's schema is checked against it, rows are written and read
+# through it, and the runs DataFrame takes its types from it.
+COLUMNS = _columns()

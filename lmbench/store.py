@@ -10,7 +10,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,22 @@ import pyarrow.compute as pc
 from . import _table
 from ._config import home
 from .errors import StoreError
-from .run import Run
+from .params import PARAM_SPECS
+from .run import COLUMNS, Run
 
 BUSY_TIMEOUT_S = 60.0
 
-MIGRATIONS: list[tuple[str, str]] = [
+
+def _backfill_defaults(conn: sqlite3.Connection) -> None:
+    """Parameter columns added after the first release hold NULL in older rows: give them their default."""
+    for name, spec in PARAM_SPECS.items():
+        if spec.default is not None:
+            column = next(c for c in COLUMNS if c.name == name)
+            conn.execute(f"UPDATE runs SET {name} = ? WHERE {name} IS NULL", (column.encode(spec.default),))
+
+
+# Named migrations, applied once each in order: SQL, or a function for what SQL alone cannot say.
+MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     (
         "0001_create_runs",
         """
@@ -111,10 +122,11 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
+    ("0010_backfill_defaults", _backfill_defaults),
 ]
 
 # Columns left out of tables by default: large, and only needed for one run at a time.
-HEAVY_COLUMNS = ("token_logprobs", "messages", "grammar", "item")
+HEAVY_COLUMNS = tuple(c.name for c in COLUMNS if c.heavy)
 
 
 class Store:
@@ -241,18 +253,10 @@ class Store:
         if sweep_id is not None:
             table = table.filter(pc.equal(table["sweep_id"], sweep_id))
         frame = table.to_pandas()
-        frame["created_at"] = pd.to_datetime(frame["created_at"], format="ISO8601")
         frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
         if last is not None:
             frame = frame.iloc[max(len(frame) - int(last), 0) :]
-        frame = frame.reset_index(drop=True)
-        for col in ("tags", "stop"):
-            codes, uniques = pd.factorize(frame[col])
-            parsed = np.empty(len(uniques) + 1, dtype=object)
-            for i, value in enumerate([*map(json.loads, uniques), []]):  # code -1 (missing) takes the last: []
-                parsed[i] = value
-            frame[col] = parsed[codes]
-        return frame
+        return _typed(frame.reset_index(drop=True))
 
     def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
         """Write the runs table to CSV, JSON lines (.jsonl) or Parquet, chosen by the suffix."""
@@ -271,6 +275,25 @@ class Store:
 
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {"TEXT": (str,), "INTEGER": (int,), "REAL": (float, int)}
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns as their ``Column`` says: lists and dicts, booleans, times."""
+    for column in COLUMNS:
+        if column.name not in frame:
+            continue
+        if column.kind == "bool":
+            frame[column.name] = frame[column.name].astype("boolean")
+        elif column.kind == "time":
+            frame[column.name] = pd.to_datetime(frame[column.name], format="ISO8601")
+        elif column.kind == "json":  # each distinct text parsed once (tags and stop repeat a lot)
+            codes, uniques = pd.factorize(frame[column.name])
+            parsed = np.empty(len(uniques) + 1, dtype=object)
+            for i, value in enumerate(uniques):
+                parsed[i] = json.loads(value)
+            parsed[-1] = column.decode(None)  # code -1: missing
+            frame[column.name] = parsed[codes]
+    return frame
 
 
 def _checked_row(row: dict[str, Any], declared: dict[str, str]) -> dict[str, Any]:
@@ -340,11 +363,14 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     try:
         done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
         applied = []
-        for name, sql in MIGRATIONS:
+        for name, step in MIGRATIONS:
             if name in done:
                 continue
-            for statement in _statements(sql):
-                conn.execute(statement)
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
             conn.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
             applied.append(name)
         conn.execute("COMMIT")

@@ -401,9 +401,9 @@ def _finished_keys(store: Store, sweep_id: str) -> set[str]:
     return {_canonical(c) for c in finished.sweep_coords.dropna()}
 
 
-def _canonical(coords_json: str) -> str:
+def _canonical(coords: dict[str, Any]) -> str:
     """A stored sweep_coords value in the same form as ``Job.key()``."""
-    return json.dumps(json.loads(coords_json), sort_keys=True)
+    return json.dumps(coords, sort_keys=True)
 
 
 def sweep_frame(
@@ -415,7 +415,7 @@ def sweep_frame(
 ) -> pd.DataFrame:
     """The runs of a sweep with its coordinates as columns and group metrics per grid cell."""
     frame = get_store(store).runs(sweep_id=sweep_id)
-    coords = pd.DataFrame([json.loads(c) for c in frame.sweep_coords], index=frame.index)
+    coords = pd.DataFrame(list(frame.sweep_coords), index=frame.index)
     frame["model"] = coords["model"]
     if jobs is not None:  # the plan's runs only, in the plan's (grid) order rather than the order they finished
         position = {j.key(): i for i, j in enumerate(jobs)}

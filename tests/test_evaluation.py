@@ -120,7 +120,7 @@ def test_a_sweep_over_data_records_items_and_scores(tmp_path: Path) -> None:
         assert column in df, column
     assert df.assert_max_chars.tolist() == [1.0] * 4
     stored = lmbench.runs(heavy=True).set_index("id").loc[df.id[0], "item"]
-    assert json.loads(stored)["vars"]["reference"] == "The cat sat." and json.loads(stored)["id"] == "a"
+    assert stored["vars"]["reference"] == "The cat sat." and stored["id"] == "a"
     again = lmbench.sweep({"t1": "A story about a {animal}:", "t2": "The {animal} said"}, data=DATA,
                           grid={"temperature": [0.0]}, seeds=1, max_tokens=12, progress=False,
                           assertions=[{"type": "max_chars", "value": 1000}])  # fmt: skip
@@ -186,7 +186,7 @@ def test_structured_output_always_validates(batched: bool) -> None:
     for text in texts:
         jsonschema.validate(json.loads(text), SCHEMA)
     stored = lmbench.runs(heavy=True)
-    assert all(json.loads(s) == SCHEMA for s in stored.json_schema)
+    assert all(s == SCHEMA for s in stored.json_schema)
 
 
 def test_grammar_parameter_and_errors() -> None:
@@ -232,7 +232,7 @@ def test_chat_sweeps_with_conversation_templates_and_system_prompts() -> None:
                        grid={"temperature": [0.0]}, seeds=1, max_tokens=6, progress=False)  # fmt: skip
     assert len(df) == 4 and sorted(df.system.unique()) == ["long", "short"] and set(df.chat_format) == {"plain"}
     stored = lmbench.runs(heavy=True).set_index("id")
-    first = json.loads(stored.loc[df.id[0], "messages"])
+    first = stored.loc[df.id[0], "messages"]
     assert first[0]["role"] == "system" and first[1] == {"role": "user", "content": "Tell me about a cat."}
     assert "Be brief." in df.prompt[0] or "Tell long stories." in df.prompt[0], "rendered through the template"
     plain = lmbench.sweep("Once", systems="Be brief.", grid={"temperature": [0.0]}, seeds=1, max_tokens=4,

@@ -217,12 +217,15 @@ def test_a_home_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_every_parameter_has_a_column_after_migrations(tmp_path: Path) -> None:
+    from lmbench.run import COLUMNS
+
     store = lmbench.Store(tmp_path / "runs.db")
     with store.connect() as conn:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-    assert set(lmbench.GenerationParams.model_fields) <= columns
+        declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
+    assert set(lmbench.GenerationParams.model_fields) <= set(declared)
+    assert declared == {c.name: c.sql for c in COLUMNS}, "the migrations make exactly the column table"
     run = lmbench.generate("Once", max_tokens=2, store=store)
-    assert set(run.to_record()) <= columns
+    assert set(run.to_record()) == set(declared)
 
 
 def test_sweep_arguments_are_checked_before_anything_runs() -> None:

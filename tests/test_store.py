@@ -88,8 +88,27 @@ def test_migrations_from_empty_and_from_older_database(tmp_path: Path) -> None:
     store = Store(old_path)
     table = store.runs()
     assert list(table.id) == ["old1"] and "sweep_id" in table.columns
+    with store.connect() as conn:  # columns added later were backfilled with their defaults, in SQL
+        assert conn.execute("SELECT ignore_eos, stop FROM runs WHERE id = 'old1'").fetchone() == (0, "[]")
+    assert store.get("old1").params.ignore_eos is False
     lmbench.generate("Once", max_tokens=3, store=store)
     assert len(store.runs()) == 2
+
+
+def test_the_runs_table_has_one_type_per_column() -> None:
+    lmbench.generate("Once", max_tokens=3, tags=["a"], ignore_eos=True)
+    lmbench.sweep("Once", grid={"temperature": [0.5]}, seeds=1, max_tokens=3, progress=False)
+    table = lmbench.runs()
+    assert str(table.ignore_eos.dtype) == "boolean" and table.ignore_eos.tolist() == [True, False]
+    assert table.tags.tolist() == [["a"], []] and table.stop.tolist() == [[], []]
+    assert table.sweep_coords.iloc[0] is None and table.sweep_coords.iloc[1]["temperature"] == 0.5
+    assert str(table.created_at.dtype).startswith("datetime64")
+    heavy = lmbench.runs(heavy=True)
+    assert isinstance(heavy.token_logprobs.iloc[1], list) and heavy.messages.iloc[0] is None
+    run = lmbench.get_store().get(table.id.iloc[0])
+    record = run.to_dict()
+    assert record["ignore_eos"] is True and record["tags"] == ["a"] and record["stop"] == []
+    assert lmbench.run.Run.from_record(run.to_record(), run.metrics) == run
 
 
 WRITER = """
