@@ -13,6 +13,7 @@ B6 many prompts  32 distinct prompts x 64 tokens through one sweep vs a sequenti
 B7 clients       16 openai clients x 4 streamed requests: lmbench serve --parallel 16 vs 1, and vs llama-server
 B8 template      32 prompts sharing a ~300-token prefix: prompt tokens evaluated and time, prefix sharing on vs off
 B9 scale-out     a 32-run sweep on a Dask LocalCluster of 2 one-thread workers vs in this process; cost per task
+B10 model list   `lmbench models list` and `lmbench.panel()` with 20 models in the folders (the baseline: start-up)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lmbench
-from bench import llama_tools, scale_out, scheduling
+from bench import llama_tools, model_list, scale_out, scheduling
 from bench.common import PROMPT, SAMPLING, Result, alternate, baseline_llama
 from bench.synth import TOKENIZER_SOURCE, synthesize
 from lmbench.engine import physical_cores
@@ -271,7 +272,7 @@ def record(results: list[Result], notes: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="lmbench benchmarks (see the module docstring)")
-    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9", help="comma-separated: B1,...,B9")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10", help="comma-separated: B1,...,B10")
     parser.add_argument("--models", default="stories260K,synthetic-85M")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
@@ -303,6 +304,9 @@ def main() -> None:
     if "B5" in wanted:
         print("B5 ...", flush=True)
         results += b5_store(args.reps)
+    if "B10" in wanted:
+        print("B10 ...", flush=True)
+        results += model_list.b10_model_list(args.reps)
     print(table(results))
     if not args.no_record:
         notes = f"{args.reps} repetitions per side, alternating; medians. Models: {args.models}."

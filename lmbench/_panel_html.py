@@ -7,20 +7,24 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import mistune
+
+from ._gguf import readable_count
 from .run import Run
 
 MONO = "font-family:var(--jp-code-font-family,monospace)"
 # The history list is a small table: monospaced rows under this header (select a row to restore it).
 HISTORY_HEADER = (
     "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
-    f"<pre style='margin:0;font-size:90%'>{'time':<8}  {'run':<8}  {'temp':>5} {'top_p':>5} {'max':>6} "
-    f"{'tokens':>6}  {'finish':<9}  prompt</pre>"
+    f"<pre style='margin:0;font-size:90%'>{'time':<8}  {'run':<8}  {'model':<20}  {'source':<6}  {'temp':>5} "
+    f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  prompt</pre>"
 )
 
 
 def probability_colour(p: float) -> str:
-    """Red for unlikely tokens through yellow to green for near-certain ones."""
-    return f"hsl({120 * max(0.0, min(1.0, p)):.0f}, 75%, 82%)"
+    """Red for unlikely tokens through yellow to green for near-certain ones, translucent so the
+    theme's text colour stays readable on the light and the dark JupyterLab theme."""
+    return f"hsla({120 * max(0.0, min(1.0, p)):.0f}, 80%, 50%, 0.35)"
 
 
 def error(message: str) -> str:
@@ -59,9 +63,41 @@ def stats(run: Run) -> str:
 
 def history_row(row: Any) -> str:
     """One run as a row of the history table (``row``: a runs-table tuple)."""
+    model = str(row.model_name).removesuffix(".gguf")
+    model = model if len(model) <= 20 else model[:19] + "…"
     return (
-        f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {row.temperature:>5g} {row.top_p:>5g} {row.max_tokens:>6} "
-        f"{row.completion_tokens:>6}  {row.finish_reason:<9}  {str(row.prompt)[:48]!r}"
+        f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {model:<20}  {str(row.source)[:6]:<6}  {row.temperature:>5g} "
+        f"{row.top_p:>5g} {row.max_tokens:>6} {row.completion_tokens:>6}  {row.finish_reason:<9}  "
+        f"{str(row.prompt)[:48]!r}"
+    )
+
+
+def models_table(frame: Any, loaded: str | None) -> str:
+    """The models found (as ``lmbench.models.list()`` gives them), the loaded one marked: what LM Studio's
+    model list shows."""
+    if frame is None or not len(frame):
+        return "<small>No models found in the model folders or installed packages.</small>"
+    rows = []
+    for row in frame.itertuples():
+        mark = " ◀ loaded" if loaded is not None and str(row.path) == loaded else ""
+        parameters = readable_count(int(row.parameters)) if row.parameters == row.parameters else "?"
+        rows.append(
+            f"<tr><td><code>{html.escape(str(row.alias))}</code>{mark}</td><td>{row.size / 2**20:,.1f} MiB</td>"
+            f"<td>{parameters}</td><td>{html.escape(str(row.quantization))}</td><td>{row.context_length}</td>"
+            f"<td>{'yes' if row.has_chat_template else 'no'}</td><td>{html.escape(str(row.source))}</td></tr>"
+        )
+    head = "".join(f"<th style='text-align:left'>{h}</th>" for h in
+                   ("model", "size", "parameters", "quantization", "context", "chat template", "from"))  # fmt: skip
+    return f"<table class='lmbench-models' style='font-size:85%'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def log_line(run: Any) -> str:
+    """One generation as a line of the log (as LM Studio's server log shows it)."""
+    prompt = run.prompt if len(run.prompt) <= 40 else run.prompt[:39] + "…"
+    speed = f"{run.tokens_per_s:.1f} tok/s" if run.tokens_per_s else "- tok/s"
+    return (
+        f"{run.model_name}: {prompt!r} -> {run.completion_tokens} tokens, {speed}, "
+        f"finish {run.finish_reason} (run {run.id[:8]})"
     )
 
 
@@ -98,16 +134,43 @@ def alternatives(entry: dict[str, Any], index: int) -> str:
     )
 
 
-def chat(turns: Iterable[tuple[str, str]]) -> str:
-    """A conversation as speech bubbles, user on the right."""
-    bubbles = "".join(
-        f"<div class='lmbench-chat-{role}' style='margin:4px 0;padding:6px 10px;border-radius:8px;"
-        f"white-space:pre-wrap;background:{'#e8f0fe' if role == 'user' else '#f1f3f4'};"
-        f"{'margin-left:15%' if role == 'user' else 'margin-right:15%'}'>"
-        f"<b>{role}</b><br>{html.escape(content)}</div>"
-        for role, content in turns
-    )
-    return bubbles or "<i style='color:#888'>No messages yet.</i>"
+_MARKDOWN = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
+# Translucent over the theme's own background, in the theme's text colour: readable in light and dark.
+_BUBBLE = {"user": "rgba(66,133,244,0.18)", "assistant": "rgba(127,127,127,0.16)", "system": "rgba(255,171,0,0.16)"}
+
+
+def chat(turns: Iterable[tuple[str, str, str | None]]) -> str:
+    """A conversation as speech bubbles, user on the right; replies in Markdown (HTML in them is shown as
+    text), each with its note (tokens, speed, how it ended)."""
+    bubbles = []
+    for role, content, note in turns:
+        body = (
+            _MARKDOWN(content)
+            if role == "assistant"
+            else f"<div style='white-space:pre-wrap'>{html.escape(content)}</div>"
+        )
+        footer = (
+            f"<div class='lmbench-chat-note' style='opacity:0.7;font-size:85%'>{html.escape(note)}</div>"
+            if note
+            else ""
+        )
+        bubbles.append(
+            f"<div class='lmbench-chat-{role}' style='margin:4px 0;padding:6px 10px;border-radius:8px;"
+            f"color:var(--jp-content-font-color1,inherit);background:{_BUBBLE.get(role, _BUBBLE['assistant'])};"
+            f"{'margin-left:15%' if role == 'user' else 'margin-right:15%'}'><b>{role}</b>{body}{footer}</div>"
+        )
+    return "".join(bubbles) or "<i style='opacity:0.6'>No messages yet.</i>"
+
+
+def reply_note(run: Any) -> str:
+    """What a chat reply cost and how it ended (a reply cut short says so)."""
+    speed = f", {run.tokens_per_s:.1f} tok/s" if run.tokens_per_s else ""
+    ending = {
+        "length": "cut off at max_tokens: raise Max Tokens for longer replies",
+        "stop": "finished",
+        "cancelled": "stopped",
+    }.get(run.finish_reason, run.finish_reason)
+    return f"{run.completion_tokens} tokens{speed} · {ending}"
 
 
 def log(events: Iterable[str], llama_lines: Iterable[str]) -> str:

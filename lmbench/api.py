@@ -15,6 +15,7 @@ know is answered by the server's model (the name echoed), unless ``strict_models
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -42,10 +43,10 @@ from .errors import (
     ModelNotFoundError,
     ParameterError,
 )
-from .generation import Cancel, Job, execute_many, random_seed, record
+from .generation import Cancel, Job, Recorder, execute_many, random_seed
 from .generation import generate as generate_run
 from .params import MAX_SEED, GenerationParams, param_specs, validate_params
-from .run import Run
+from .run import Labels, Run
 from .store import Store, get_store
 
 MODEL_SCAN_INTERVAL_S = 5.0
@@ -449,27 +450,27 @@ class Service:
         """n choices of one prompt in one batch (the prompt evaluated once), each with its own seed."""
         params = validate_params(request.params)
         rendered: ChatPrompt | None = None
-        fields: dict[str, Any] = {k: v for k, v in request.labels.items() if k != "store"}
-        fields["tags"] = list(fields["tags"] or [])
+        labels = Labels.checked(request.labels["experiment"], request.labels["tags"], "api")
         if messages is not None:
             turns = check_messages(messages)
             rendered = render(engine, turns)
             params = rendered.with_stops(params)
-            fields.update(messages=turns, chat_format=rendered.chat_format)
+            labels = dataclasses.replace(labels, messages=turns, chat_format=rendered.chat_format)
         first = params.seed if params.seed is not None else random_seed()
         seeds = [(first + i) % (MAX_SEED + 1) for i in range(request.n)]
         text = rendered.prompt if rendered else prompt
         assert text is not None
         options = rendered.tokenize_options if rendered else {}
         jobs = [
-            Job(text, params.model_copy(update={"seed": seed}), {**fields, "run_id": request.run_ids[i]},
+            Job(text, params.model_copy(update={"seed": seed}), dataclasses.replace(labels, run_id=request.run_ids[i]),
                 None if on_piece is None else functools.partial(on_piece, i), **options)
             for i, seed in enumerate(seeds)
         ]  # fmt: skip
         runs: dict[int, Run] = {}
+        recorder = Recorder.to(request.labels["store"])
 
         def finished(run: Run) -> None:
-            runs[seeds.index(run.seed)] = record(run, request.labels["store"])
+            runs[seeds.index(run.seed)] = recorder(run)
 
         slots = request.n if request.n > engine.parallel else None  # n choices past --parallel still decode together
         _, interruption = execute_many(engine, jobs, on_finished=finished, cancel=cancel, slots=slots)

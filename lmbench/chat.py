@@ -17,6 +17,7 @@ with ``"\\nUser:"`` added to the stop strings. ``Run.chat_format`` records which
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ from typing import Any
 from . import _template, models
 from .engine import Engine, load_engine
 from .errors import ParameterError
-from .generation import Cancel, complete, generate
-from .params import GenerationParams, check_labels, check_text, validate_params
+from .generation import Cancel, Recorder, complete, generate
+from .params import GenerationParams, check_text, validate_params
 from .presets import resolve_preset
-from .run import Run
+from .run import Labels, Run
 from .store import Store
 
 ROLES = ("system", "user", "assistant")
@@ -171,7 +172,7 @@ def chat(
     ``run_id`` records the run under a fixed id (recording it again replaces it).
     """
     turns = check_messages(messages)
-    labels = check_labels(experiment, tags, source)
+    labels = Labels.checked(experiment, tags, source, run_id)
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
     rendered = render(engine, turns)
@@ -180,14 +181,9 @@ def chat(
         rendered.prompt,
         rendered.with_stops(values),
         loaded_now=loaded_now,
-        store=store,
+        recorder=Recorder.to(store),
+        labels=dataclasses.replace(labels, messages=turns, chat_format=rendered.chat_format),
         on_token=on_token,
         cancel=cancel,
-        experiment=experiment,
-        tags=labels,
-        source=source,
         **rendered.tokenize_options,
-        messages=turns,
-        chat_format=rendered.chat_format,
-        run_id=run_id,
     )

@@ -13,15 +13,15 @@ from typing import Any
 
 import llama_cpp
 
-from . import metrics
+from . import metrics as metrics_mod
 from ._scheduler import Request
 from ._sequence import Sequence as Progress
 from ._version import __version__
 from .engine import Engine, load_engine
 from .errors import GenerationError, LmbenchError
-from .params import MAX_SEED, GenerationParams, check_labels, check_text, describe_params, validate_params
+from .params import MAX_SEED, GenerationParams, check_text, describe_params, validate_params
 from .presets import resolve_preset
-from .run import Run
+from .run import Labels, Run
 from .store import Store, get_store
 
 Cancel = threading.Event | Callable[[], bool] | None
@@ -43,12 +43,12 @@ def build_run(
     n_generated: int,
     ttft: float | None,
     total: float,
-    run_id: str | None = None,
-    **run_fields: Any,
+    labels: Labels,
+    **measured: Any,
 ) -> Run:
-    """A ``Run`` from what one generation produced, with the engine's facts and library versions."""
+    """A ``Run`` from what one generation produced, with its labels, the engine's facts and library versions."""
     return Run(
-        id=run_id or uuid.uuid4().hex,
+        id=labels.run_id or uuid.uuid4().hex,
         created_at=datetime.now(timezone.utc),
         prompt=prompt,
         text=text,
@@ -67,7 +67,8 @@ def build_run(
         n_threads=engine.n_threads,
         lmbench_version=__version__,
         llama_cpp_version=llama_cpp.__version__,
-        **run_fields,
+        **labels.fields(),
+        **measured,
     )
 
 
@@ -85,7 +86,7 @@ class Job:
 
     prompt: str
     params: GenerationParams
-    fields: dict[str, Any] = field(default_factory=dict)
+    labels: Labels = field(default_factory=Labels)
     on_token: Callable[[str], Any] | None = None
     special: bool = False  # parse special-token text in the prompt (chat templates write them as text)
     add_bos: bool = True
@@ -164,11 +165,11 @@ def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> 
         total=progress.total,
         prompt_cached_tokens=request.cached,
         batch_size=max(request.batch_size, 1),
+        labels=job.labels,
         load_s=load_s,
         error=progress.error,
         token_logprobs=progress.logprobs,
         stop_word=progress.stream.stop_word,
-        **job.fields,
     )
 
 
@@ -177,22 +178,43 @@ def execute(
     prompt: str,
     params: GenerationParams,
     *,
+    labels: Labels | None = None,
     on_token: Callable[[str], Any] | None = None,
     cancel: Cancel = None,
     load_s: float = 0.0,
-    run_id: str | None = None,
     special: bool = False,
     add_bos: bool = True,
-    **run_fields: Any,
 ) -> tuple[Run, BaseException | None]:
     """Generate one run without recording: the run (complete, cancelled or failed) and what interrupted it."""
-    job = Job(prompt, params, {**run_fields, "run_id": run_id}, on_token, special, add_bos)
+    job = Job(prompt, params, labels or Labels(), on_token, special, add_bos)
     (run,), interruption = execute_many(engine, [job], cancel=cancel, load_s=load_s)
     if run is None:  # cancelled before it started
         tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
         run = build_run(engine, prompt, job.params, text="", finish="cancelled", prompt_tokens=len(tokens),
-                        n_generated=0, ttft=None, total=0.0, load_s=load_s, **job.fields)  # fmt: skip
+                        n_generated=0, ttft=None, total=0.0, labels=job.labels, load_s=load_s)  # fmt: skip
     return run, interruption
+
+
+@dataclass
+class Recorder:
+    """The one place runs are recorded: measured with ``metrics`` (the registered run metrics when
+    None), written to ``store``, then handed to ``on_run``."""
+
+    store: Store
+    metrics: Sequence[metrics_mod.Metric] | None = None
+    on_run: Callable[[Run], Any] | None = None
+
+    @classmethod
+    def to(cls, store: str | os.PathLike[str] | Store | None = None) -> Recorder:
+        """A recorder into ``store`` (a path, a ``Store``, or None for the current store)."""
+        return cls(get_store(store))
+
+    def __call__(self, run: Run) -> Run:
+        run.metrics = metrics_mod.compute(run, self.metrics)
+        self.store.record(run)
+        if self.on_run is not None:
+            self.on_run(run)
+        return run
 
 
 def generate(
@@ -220,29 +242,11 @@ def generate(
     Generation parameters:
     """
     check_text("prompt", prompt)
-    labels = check_labels(experiment, tags, source)
+    labels = Labels.checked(experiment, tags, source, run_id)
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
-    return complete(
-        engine,
-        prompt,
-        values,
-        loaded_now=loaded_now,
-        store=store,
-        on_token=on_token,
-        cancel=cancel,
-        experiment=experiment,
-        tags=labels,
-        source=source,
-        run_id=run_id,
-    )
-
-
-def record(run: Run, store: str | os.PathLike[str] | Store | None = None) -> Run:
-    """Measure ``run`` with the registered run metrics and write it to the store."""
-    run.metrics = metrics.compute(run)
-    get_store(store).record(run)
-    return run
+    return complete(engine, prompt, values, loaded_now=loaded_now, recorder=Recorder.to(store), labels=labels,
+                    on_token=on_token, cancel=cancel)  # fmt: skip
 
 
 def complete(
@@ -251,13 +255,19 @@ def complete(
     params: GenerationParams,
     *,
     loaded_now: bool,
-    store: str | os.PathLike[str] | Store | None,
-    **execute_options: Any,
+    recorder: Recorder,
+    labels: Labels,
+    on_token: Callable[[str], Any] | None = None,
+    cancel: Cancel = None,
+    special: bool = False,
+    add_bos: bool = True,
 ) -> Run:
-    """Execute, measure and record one run; then re-raise whatever interrupted it."""
+    """Execute and record one run; then re-raise whatever interrupted it."""
     engine.check_constraint(params)
-    run, interruption = execute(engine, prompt, params, load_s=engine.load_s if loaded_now else 0.0, **execute_options)
-    record(run, store)
+    load_s = engine.load_s if loaded_now else 0.0
+    run, interruption = execute(engine, prompt, params, labels=labels, on_token=on_token, cancel=cancel,
+                                load_s=load_s, special=special, add_bos=add_bos)  # fmt: skip
+    recorder(run)
     if interruption is not None:
         if isinstance(interruption, KeyboardInterrupt | LmbenchError):
             raise interruption

@@ -286,6 +286,11 @@ class ParamSpec:
     ui_max: float | None = None
     ui_step: float | None = None
 
+    @property
+    def label(self) -> str:
+        """The name people read in the guides and the panel ("Max Tokens", "Top P")."""
+        return _LABELS.get(self.name) or self.name.replace("_", " ").title()
+
     def range_text(self) -> str:
         """The allowed range as people write it, e.g. ``0 < top_p <= 1`` or ``0 <= seed <= 4294967294``."""
         lo = "" if self.minimum is None else f"{_number(self.minimum)} {'<' if self.exclusive_minimum else '<='} "
@@ -295,6 +300,9 @@ class ParamSpec:
         words: dict[type, str] = {bool: "true or false", tuple: "a list of non-empty strings", dict: "a JSON schema",
                                   str: "GBNF grammar text"}  # fmt: skip
         return words.get(self.type, f"any {self.type.__name__}")
+
+
+_LABELS = {"ignore_eos": "Ignore EOS", "json_schema": "JSON Schema", "stop": "Stop Strings"}
 
 
 def _number(value: float) -> str:

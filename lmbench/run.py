@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, get_type_hints
 
-from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams
+from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams, check_labels
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
 
@@ -24,6 +24,35 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
+    (for sweeps and chats) its sweep, coordinates, data-set row, messages and chat format."""
+
+    experiment: str | None = None
+    tags: tuple[str, ...] = ()
+    source: str = "python"
+    run_id: str | None = None
+    sweep_id: str | None = None
+    sweep_coords: dict[str, Any] | None = None
+    item: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] | None = None
+    chat_format: str | None = None
+
+    @classmethod
+    def checked(
+        cls, experiment: Any = None, tags: Any = None, source: Any = "python", run_id: str | None = None
+    ) -> Labels:
+        """Labels from a caller's values, refused with ``ParameterError`` before anything is generated."""
+        return cls(experiment, tuple(check_labels(experiment, tags, source)), source, run_id)
+
+    def fields(self) -> dict[str, Any]:
+        """The ``Run`` fields these labels fill (all but the id)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "run_id"}
+        values["tags"] = list(self.tags)
+        return values
 
 
 @dataclass

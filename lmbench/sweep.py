@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -22,11 +23,11 @@ from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
 from .engine import Engine, load_engine
 from .errors import ParameterError
-from .generation import Cancel, execute_many, stopper
+from .generation import Cancel, Recorder, execute_many, stopper
 from .generation import Job as Generation
 from .models import resolve as resolve_model
 from .params import PARAM_NAMES, check_labels, check_text, validate_params
-from .run import Run
+from .run import Labels, Run
 from .store import Store, get_store
 
 FINISHED = ("stop", "length")
@@ -294,16 +295,16 @@ def sweep(
     started, tokens = time.perf_counter(), 0
     should_stop = stopper(cancel)
 
-    def save(run: Run) -> None:
+    def progressed(run: Run) -> None:
         nonlocal tokens
-        run.metrics = metrics_mod.compute(run, run_metrics)
-        target.record(run)
         if run.finish_reason in FINISHED:
             tokens += run.completion_tokens
             bar.update()
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
         if on_run is not None:
             on_run(run)
+
+    save = Recorder(target, run_metrics, progressed)
 
     recipe = Recipe(fixed_params, sweep_id, experiment, chat, shared_checks)
     try:
@@ -351,21 +352,20 @@ class Recipe:
         """The text the model gets (through its chat template when it should), the parameters with the
         job's seed, and the fields recorded with the run (its id a function of the sweep and the job)."""
         params = validate_params({**self.fixed_params, **dict(job.cell), "seed": job.seed})
-        run_id = hashlib.sha1(f"{self.sweep_id}|{job.key()}".encode()).hexdigest()
-        fields: dict[str, Any] = {
-            "experiment": self.experiment, "source": "sweep", "sweep_id": self.sweep_id, "sweep_coords": job.coords,
-            "item": _item_record(job.item, self.shared_checks), "run_id": run_id,
-        }  # fmt: skip
+        labels = Labels(
+            self.experiment, source="sweep", run_id=hashlib.sha1(f"{self.sweep_id}|{job.key()}".encode()).hexdigest(),
+            sweep_id=self.sweep_id, sweep_coords=job.coords, item=_item_record(job.item, self.shared_checks),
+        )  # fmt: skip
         turn: ChatPrompt | None = None
         if job.messages is not None:
             turn = render(engine, job.messages)
         elif has_template(engine) if self.chat is None else self.chat:
             turn = user_turn(engine, job.prompt)
         if turn is None:
-            return Generation(job.prompt, params, fields)
+            return Generation(job.prompt, params, labels)
         conversation = job.messages or [{"role": "user", "content": job.prompt}]
-        fields.update(messages=conversation, chat_format=turn.chat_format)
-        return Generation(turn.prompt, turn.with_stops(params), fields, None, **turn.tokenize_options)
+        labels = dataclasses.replace(labels, messages=conversation, chat_format=turn.chat_format)
+        return Generation(turn.prompt, turn.with_stops(params), labels, None, **turn.tokenize_options)
 
 
 def _by_prompt(jobs: Iterable[Job]) -> list[Job]:

@@ -22,14 +22,15 @@ import ipywidgets as w
 
 from . import _panel_html as view
 from . import models
+from ._i18n import language, translator
 from .chat import ask, chat
 from .compare import compare
 from .engine import Engine, load_engine, physical_cores
 from .errors import LmbenchError, ParameterError
-from .generation import generate, random_seed
-from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs
+from .generation import Job, Recorder, execute_many, random_seed
+from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
 from .presets import presets, resolve_preset, save_preset
-from .run import Run
+from .run import Labels, Run
 from .store import Store, get_store
 
 # Streamed text reaches the front end at most this often, however fast the model is.
@@ -39,22 +40,20 @@ DEBUG_TOP = 5
 HISTORY_SIZE = 25
 
 
-def _slider(spec: ParamSpec) -> w.Widget:
-    kind = w.IntSlider if spec.type is int else w.FloatSlider
-    extra = {} if spec.type is int else {"readout_format": ".2f"}
-    slider = kind(
-        value=spec.default,
-        min=spec.ui_min,
-        max=spec.ui_max,
-        step=spec.ui_step,
-        description=spec.name,
-        description_allow_html=False,
-        tooltip=f"{spec.description} ({spec.range_text()})",
-        continuous_update=False,
-        style={"description_width": "10.5em"},
-        layout=w.Layout(width="26em"),
-        **extra,
-    )
+def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
+    """A slider labelled as the guides name the parameter (its name, meaning and range in the tooltip);
+    Max Tokens is a number box, whose range is too wide for a slider."""
+    options: dict[str, Any] = {
+        "value": spec.default, "min": spec.ui_min, "max": spec.ui_max, "description": t(spec.label),
+        "description_allow_html": False, "tooltip": f"{spec.name}: {spec.description} ({spec.range_text()})",
+        "style": {"description_width": "12.5em"}, "layout": w.Layout(width="28em"),
+    }  # fmt: skip
+    if spec.name == "max_tokens":
+        slider = w.BoundedIntText(**options)
+    elif spec.type is int:
+        slider = w.IntSlider(step=spec.ui_step, continuous_update=False, **options)
+    else:
+        slider = w.FloatSlider(step=spec.ui_step, continuous_update=False, readout_format=".2f", **options)
     slider.add_class(f"lmbench-param-{spec.name}")
     return slider
 
@@ -94,11 +93,15 @@ class Panel:
         *,
         store: str | Store | None = None,
         experiment: str | None = None,
+        lang: str | None = None,
     ) -> None:
+        self.lang = language(lang)
+        t = self._t = translator(self.lang)
         self.store = get_store(store)
         self.engine: Engine | None = model if isinstance(model, Engine) else None
         self.last_run: Run | None = None
         self.events: collections.deque[str] = collections.deque(maxlen=500)
+        self._mine: set[str] = set()  # runs made from this panel (the history shows these unless asked for all)
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
         self._restoring = False
@@ -106,8 +109,8 @@ class Panel:
         # Model and load settings.
         self.model = w.Combobox(
             value=str(self.engine.path if self.engine else model or ""),
-            options=self._model_choices(),
-            placeholder="model: path, file name or alias (empty: $LMBENCH_MODEL or the default)",
+            options=self._model_choices(found := self._found_models()),
+            placeholder=t("model: path, file name or alias (empty: $LMBENCH_MODEL or the default)"),
             ensure_option=False,
             layout=w.Layout(width="36em"),
         )
@@ -120,44 +123,47 @@ class Panel:
             self.engine.n_ctx if self.engine else 2048,
             min=16,
             max=1 << 20,
-            description="context length",
+            description=t("context length"),
             style={"description_width": "initial"},
         )
         self.n_threads = w.BoundedIntText(
             self.engine.n_threads if self.engine else physical_cores(),
             min=1,
             max=512,
-            description="threads",
+            description=t("threads"),
             style={"description_width": "initial"},
         )
         self.parallel = w.BoundedIntText(
             self.engine.parallel if self.engine else 1,
             min=1,
             max=256,
-            description="parallel",
+            description=t("parallel"),
             tooltip="requests decoded together, each with the whole context (the KV cache grows with it)",
             style={"description_width": "initial"},
         )
         self.kv_info = w.HTML()
         self.kv_info.add_class("lmbench-kv-info")
-        self.load_button = _button("Load", "", "Load the model now (Generate also loads it)", "lmbench-load")
+        self.models_table = w.HTML(view.models_table(found, str(self.engine.path) if self.engine else None))
+        self.models_table.add_class("lmbench-models")
+        self.load_button = _button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
         self.load_button.on_click(lambda _: self._start(self._load_job))
         load_settings = w.Accordion(
-            [w.VBox([w.HBox([self.n_ctx, self.n_threads, self.parallel]), self.kv_info])], titles=("Load settings",)
+            [w.VBox([w.HBox([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.models_table])],
+            titles=(t("Load settings"),),
         )
         load_settings.selected_index = None
 
         # Prompt and parameters, from the one parameter definition.
-        self.prompt = w.Textarea(placeholder="Prompt", rows=4, layout=w.Layout(width="100%"))
+        self.prompt = w.Textarea(placeholder=t("Prompt"), rows=4, layout=w.Layout(width="100%"))
         self.prompt.add_class("lmbench-prompt")
         self.token_count = w.HTML()
         self.token_count.add_class("lmbench-token-count")
         self.prompt.observe(lambda _: self._count_tokens(), names="value")
-        self.sliders: dict[str, w.Widget] = {s.name: _slider(s) for s in param_specs() if s.ui_min is not None}
+        self.sliders: dict[str, w.Widget] = {s.name: _slider(s, t) for s in param_specs() if s.ui_min is not None}
         self.n_ctx.observe(self._on_n_ctx, names="value")
         self._on_n_ctx({"new": self.n_ctx.value})
-        self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description="seed", disabled=True)
-        self.random_seed = w.Checkbox(True, description="random seed", indent=False)
+        self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True)
+        self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False)
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
         self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
         self.json_schema = w.Textarea(
@@ -165,40 +171,42 @@ class Panel:
             rows=3, layout=w.Layout(width="100%"), tooltip=PARAM_SPECS["json_schema"].description,
         )  # fmt: skip
         self.json_schema.add_class("lmbench-json-schema")
-        self.debug_tokens = w.Checkbox(True, description="record token probabilities", indent=False)
+        self.debug_tokens = w.Checkbox(True, description=t("record token probabilities"), indent=False)
         self.raw = w.Checkbox(
             False,
-            description="raw completion",
+            description=t("raw completion"),
             indent=False,
             tooltip="Complete the prompt as it is; off: an instruct model gets it as a user message through its "
             "chat template",
         )
         self.toggles = {
-            s.name: w.Checkbox(s.default, description=s.name.replace("_", " "), tooltip=s.description, indent=False)
+            s.name: w.Checkbox(s.default, description=t(s.label), tooltip=f"{s.name}: {s.description}", indent=False)
             for s in param_specs()
             if s.type is bool
         }
-        self.experiment = w.Text(experiment or "", placeholder="experiment (optional)", description="experiment")
+        self.experiment = w.Text(experiment or "", placeholder=t("experiment (optional)"), description=t("experiment"))
 
         # Presets.
-        self.preset = w.Dropdown(options=[], description="preset")
+        self.preset = w.Dropdown(options=[], description=t("preset"))
         self.preset.observe(self._on_preset, names="value")
         self.preset_values = w.HTML()
-        self.preset_name = w.Text(placeholder="name", layout=w.Layout(width="10em"))
-        self.save_preset_button = _button("Save preset", "", "Save the current sampler values", "lmbench-save-preset")
+        self.preset_name = w.Text(placeholder=t("name"), layout=w.Layout(width="10em"))
+        self.save_preset_button = _button(
+            t("Save preset"), "", "Save the current sampler values", "lmbench-save-preset"
+        )
         self.save_preset_button.on_click(lambda _: self._save_preset())
         self._refresh_presets()
 
         # Actions and output.
-        self.generate_button = _button("Generate", "primary", "Generate from the prompt", "lmbench-generate")
+        self.generate_button = _button(t("Generate"), "primary", "Generate from the prompt", "lmbench-generate")
         self.generate_button.on_click(lambda _: self._start(self._generate_job))
-        self.stop_button = _button("Stop", "danger", "Stop the generation", "lmbench-stop")
+        self.stop_button = _button(t("Stop"), "danger", "Stop the generation", "lmbench-stop")
         self.stop_button.disabled = True
         self.stop_button.on_click(lambda _: self._cancel.set())
         self.status = w.HTML()
         self.error = w.HTML()
         self.error.add_class("lmbench-error")
-        self.output = w.HTML(layout=w.Layout(width="100%"))
+        self.output = w.HTML(layout=w.Layout(width="100%", max_height="24em", overflow="auto"))
         self.output.add_class("lmbench-output")
         self.stats = w.HTML()
         self.stats.add_class("lmbench-stats")
@@ -207,53 +215,67 @@ class Panel:
         self.history = w.Select(options=[], rows=10, layout=w.Layout(width="100%"))
         self.history.add_class("lmbench-history")
         self.history.observe(self._on_history, names="value")
-        refresh = _button("Refresh", "", "Reload the history from the store", "lmbench-refresh")
+        refresh = _button(t("Refresh"), "", "Reload the history from the store", "lmbench-refresh")
         refresh.on_click(lambda _: self.refresh_history())
+        self.history_all = w.Checkbox(
+            False, description=t("all runs in the store (not only this panel's)"), indent=False
+        )
+        self.history_all.observe(lambda _: self.refresh_history(), names="value")
         self.log = w.HTML()
         self.log.add_class("lmbench-log")
-        self.log_debug = w.Checkbox(False, description="show llama.cpp debug lines", indent=False)
+        self.log_debug = w.Checkbox(False, description=t("show llama.cpp debug lines"), indent=False)
         self.log_debug.observe(lambda _: self._refresh_log(), names="value")
         self.debug = w.HTML()
         self.debug.add_class("lmbench-debug")
-        self.debug_token = w.Dropdown(options=[], description="token")
+        self.debug_token = w.Dropdown(options=[], description=t("token"))
         self.debug_token.observe(lambda _: self._show_alternatives(), names="value")
         self.alternatives = w.HTML()
         numeric = [name for name in self.sliders if name != "max_tokens"]
-        self.compare_param = w.Dropdown(options=numeric, value="temperature", description="parameter")
-        self.compare_values = w.Text("0.2, 0.7, 1.2", description="values", tooltip="2 to 4 values, comma-separated")
-        self.compare_button = _button("Compare", "info", "Run the prompt at each value", "lmbench-compare")
+        self.compare_param = w.Dropdown(options=numeric, value="temperature", description=t("parameter"))
+        self.compare_values = w.Text("0.2, 0.7, 1.2", description=t("values"), tooltip="2 to 4 values, comma-separated")
+        self.compare_button = _button(t("Compare"), "info", "Run the prompt at each value", "lmbench-compare")
         self.compare_button.on_click(lambda _: self._start(self._compare_job))
         self.compare_output = w.HTML()
         self.compare_output.add_class("lmbench-compare-output")
 
         self.conversation: list[dict[str, str]] = []
-        self.chat_system = w.Text(placeholder="system message (optional)", layout=w.Layout(width="100%"))
+        self.chat_system = w.Text(placeholder=t("system message (optional)"), layout=w.Layout(width="100%"))
         self.chat_transcript = w.HTML()
         self.chat_transcript.add_class("lmbench-chat")
-        self.chat_input = w.Textarea(placeholder="Message", rows=2, layout=w.Layout(width="100%"))
+        self.chat_input = w.Textarea(placeholder=t("Message"), rows=2, layout=w.Layout(width="100%"))
         self.chat_input.add_class("lmbench-chat-input")
-        self.send_button = _button("Send", "primary", "Send the message", "lmbench-send")
+        self.send_button = _button(t("Send"), "primary", "Send the message", "lmbench-send")
         self.send_button.on_click(lambda _: self._start(self._chat_job))
-        new_chat = _button("New chat", "", "Forget the conversation", "lmbench-new-chat")
+        new_chat = _button(t("New chat"), "", "Forget the conversation", "lmbench-new-chat")
         new_chat.on_click(lambda _: self.new_chat())
+        self.regenerate_button = _button(t("Regenerate"), "", "Ask for the last reply again", "lmbench-regenerate")
+        self.regenerate_button.on_click(lambda _: self._start(self._regenerate_job))
+        self._notes: list[str | None] = []  # one per conversation turn: a reply's tokens, speed and ending
         self._render_chat()
 
         output_tab = w.VBox([self.output, self.stats])
         tabs = w.Tab(
             [
                 output_tab,
-                w.VBox([refresh, w.HTML(view.HISTORY_HEADER), self.history]),
+                w.VBox([w.HBox([refresh, self.history_all]), w.HTML(view.HISTORY_HEADER), self.history]),
                 w.VBox([self.log_debug, self.log]),
                 w.VBox([self.debug, self.debug_token, self.alternatives]),
                 w.VBox([w.HBox([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
-                w.VBox([self.chat_system, self.chat_transcript, self.chat_input, w.HBox([self.send_button, new_chat])]),
+                w.VBox(
+                    [
+                        self.chat_system,
+                        self.chat_transcript,
+                        self.chat_input,
+                        w.HBox([self.send_button, self.regenerate_button, new_chat]),
+                    ]
+                ),
             ],
-            titles=("Output", "History", "Log", "Debug", "Compare", "Chat"),
+            titles=tuple(map(t, ("Output", "History", "Log", "Debug", "Compare", "Chat"))),
         )
         self.tabs = tabs
         params = w.GridBox(
             [*self.sliders.values()],
-            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(26em, 1fr))"),
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))"),
         )
         self.widget = w.VBox(
             [
@@ -261,15 +283,15 @@ class Panel:
                 self.model_info,
                 load_settings,
                 self.prompt,
-                self.token_count,
+                w.HBox([self.generate_button, self.stop_button, self.token_count, self.status]),
+                self.error,
                 params,
                 w.HBox([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                w.HBox([w.Label("stop strings"), self.stop]),
-                _folded(self.json_schema, "Structured output (JSON schema)"),
+                w.HBox([w.Label(t("Stop Strings")), self.stop]),
+                _folded(self.json_schema, t("Structured output (JSON schema)")),
                 w.HBox([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,
-                w.HBox([self.generate_button, self.stop_button, self.experiment, self.status]),
-                self.error,
+                self.experiment,
                 tabs,
             ],
             layout=w.Layout(border="1px solid #ddd", padding="8px", width="100%"),
@@ -374,7 +396,7 @@ class Panel:
         self._worker.start()
 
     def _action_buttons(self) -> tuple[w.Button, ...]:
-        return (self.generate_button, self.compare_button, self.load_button, self.send_button)
+        return (self.generate_button, self.compare_button, self.load_button, self.send_button, self.regenerate_button)
 
     def _run_job(self, job: Callable[[], None]) -> None:
         try:
@@ -404,11 +426,12 @@ class Panel:
 
     def _load(self) -> Engine:
         model = self.model.value.strip() or None
-        self.status.value = "<i>loading…</i>"
+        self.status.value = f"<i>{self._t('loading…')}</i>"
         engine, loaded_now = load_engine(model, n_ctx=self.n_ctx.value, n_threads=self.n_threads.value)
         if loaded_now or engine is not self.engine:
             self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
             self.model_info.value = self._describe(engine.path)
+            self.models_table.value = view.models_table(self._found_models(), str(engine.path))
         engine.parallel = self.parallel.value
         self.engine = engine
         self._count_tokens()
@@ -445,7 +468,7 @@ class Panel:
         if not prompt.strip():
             raise ParameterError("type a prompt first: the prompt box is empty", name="prompt")
         engine = self._load()
-        self.status.value = "<i>generating…</i>"
+        self.status.value = f"<i>{self._t('generating…')}</i>"
         self.stats.value = ""
         self.tabs.selected_index = 0
         stream = _Throttled(lambda text: self._render_output(prompt, text))
@@ -453,6 +476,7 @@ class Panel:
             run = self._recorded(ask, prompt, engine, on_token=stream, raw=self.raw.value, **params)
         finally:
             self._render_output(prompt, stream.text)
+        self._made(run)
         self._show_run(run)
 
     def _compare_job(self) -> None:
@@ -472,14 +496,16 @@ class Panel:
             params["seed"] = random_seed()
         engine = self._load()
         self.tabs.selected_index = 4
-        ids = []
-        for i, value in enumerate(values):
-            if self._cancel.is_set():
-                break
-            self.status.value = f"<i>comparing {name}: {i + 1}/{len(values)}…</i>"
-            ids.append(self._recorded(generate, self.prompt.value, engine, **{**params, name: value}).id)
+        self.status.value = f"<i>comparing {len(values)} values of {name}, decoded together…</i>"
+        labels = Labels(self.experiment.value.strip() or None, source="panel")
+        jobs = [Job(self.prompt.value, validate_params({**params, name: value}), labels) for value in values]
+        recorder = Recorder(self.store, on_run=self._made)
+        runs, interruption = execute_many(engine, jobs, on_finished=recorder, cancel=self._cancel, slots=len(jobs))
+        ids = [run.id for run in runs if run is not None]
         if ids:
             self.compare_output.value = compare(ids, by=name, store=self.store).to_html()
+        if interruption is not None:
+            raise interruption
 
     def _chat_job(self) -> None:
         text = self.chat_input.value.strip()
@@ -489,33 +515,51 @@ class Panel:
         user = {"role": "user", "content": text}
         messages = [*([{"role": "system", "content": system}] if system else []), *self.conversation, user]
         engine = self._load()
-        self.status.value = "<i>replying…</i>"
+        self.status.value = f"<i>{self._t('replying…')}</i>"
         stream = _Throttled(lambda reply: self._render_chat(pending=(text, reply)))
         try:
             run = self._recorded(chat, messages, engine, on_token=stream, **self.values())
         except BaseException:
             self._render_chat()
             raise
+        self._made(run)
         self.conversation += [user, {"role": "assistant", "content": run.text.strip()}]
+        self._notes += [None, view.reply_note(run)]
         self.chat_input.value = ""
         self._render_chat()
         self._show_run(run)
 
+    def _regenerate_job(self) -> None:
+        """Drop the last reply and ask again (a new seed unless the seed is fixed)."""
+        if len(self.conversation) < 2 or self.conversation[-1]["role"] != "assistant":
+            raise ParameterError("there is no reply to regenerate yet", name="messages")
+        question = self.conversation[-2]["content"]
+        del self.conversation[-2:], self._notes[-2:]
+        self.chat_input.value = question
+        self._chat_job()
+
     def new_chat(self) -> None:
         """Forget the conversation (its runs stay in the store)."""
-        self.conversation = []
+        self.conversation, self._notes = [], []
         self._render_chat()
 
     def _render_chat(self, pending: tuple[str, str] | None = None) -> None:
-        turns = [(m["role"], m["content"]) for m in self.conversation]
+        turns: list[tuple[str, str, str | None]] = [
+            (m["role"], m["content"], note) for m, note in zip(self.conversation, self._notes, strict=True)
+        ]
         if pending is not None:
-            turns += [("user", pending[0]), ("assistant", pending[1] + " …")]
+            turns += [("user", pending[0], None), ("assistant", pending[1] + " …", None)]
         self.chat_transcript.value = view.chat(turns)
 
     # Showing results ----------------------------------------------------------------------------
 
     def _render_output(self, prompt: str, text: str) -> None:
         self.output.value = view.output(prompt, text)
+
+    def _made(self, run: Run) -> None:
+        """A run this panel made: kept for its history, and a line in its log."""
+        self._mine.add(run.id)
+        self._event(view.log_line(run))
 
     def _show_run(self, run: Run) -> None:
         self.last_run = run
@@ -539,10 +583,13 @@ class Panel:
     def refresh_history(self) -> None:
         """Reload the last runs from the store into the history list."""
         try:
-            frame = self.store.runs(last=HISTORY_SIZE)
+            frame = self.store.runs()
         except LmbenchError as exc:
             self._show_error(exc)
             return
+        if not self.history_all.value:
+            frame = frame[frame.id.isin(self._mine)]
+        frame = frame.iloc[-HISTORY_SIZE:]
         options = [(view.history_row(row), row.id) for row in frame.iloc[::-1].itertuples()]
         self._restoring = True
         try:
@@ -560,6 +607,7 @@ class Panel:
             self._show_error(exc)
             return
         self.prompt.value = run.prompt
+        self.model.value = run.model_path  # the run's model, loaded again by the next Generate
         self.set_values(run.params.model_dump())
         self.debug_tokens.value = run.params.logprobs is not None
         self.last_run = run
@@ -589,12 +637,17 @@ class Panel:
         except LmbenchError as exc:
             return f"<small>model: {html.escape(str(exc))}</small>"
 
-    def _model_choices(self) -> list[str]:
+    @staticmethod
+    def _found_models() -> Any:
+        """The models the model manager lists (None when the folders cannot be read)."""
         try:
-            found = models.list()
+            return models.list()
         except (LmbenchError, OSError):
-            return []
-        return sorted({*found.alias.dropna(), *(e.path.as_posix() for e in [self.engine] if e is not None)})
+            return None
+
+    def _model_choices(self, found: Any) -> list[str]:
+        aliases = [] if found is None else found.alias.dropna()
+        return sorted({*aliases, *(e.path.as_posix() for e in [self.engine] if e is not None)})
 
 
 def _folded(widget: w.Widget, title: str) -> w.Accordion:
@@ -604,7 +657,14 @@ def _folded(widget: w.Widget, title: str) -> w.Accordion:
 
 
 def panel(
-    model: str | Engine | None = None, *, store: str | Store | None = None, experiment: str | None = None
+    model: str | Engine | None = None,
+    *,
+    store: str | Store | None = None,
+    experiment: str | None = None,
+    lang: str | None = None,
 ) -> Panel:
-    """The workbench panel for a model (default: ``$LMBENCH_MODEL`` or the default model)."""
-    return Panel(model, store=store, experiment=experiment)
+    """The workbench panel for a model (default: ``$LMBENCH_MODEL`` or the default model).
+
+    ``lang``: ``"en"`` or ``"es"`` (default: ``$LMBENCH_LANG``, else JupyterLab's language, else English).
+    """
+    return Panel(model, store=store, experiment=experiment, lang=lang)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,19 +73,13 @@ def engine() -> lmbench.Engine:
     return lmbench.load(TEST_MODEL)
 
 
-@contextmanager
-def when_scored(n: int, action: Callable[[], object]) -> Iterator[None]:
-    """Call ``action`` once ``n`` runs have been scored, from a registered metric: a way to act mid-sweep."""
-    scored: list[str] = []
+def after(n: int, action: Callable[[], object]) -> Callable[[lmbench.Run], None]:
+    """An ``on_run`` callback that calls ``action`` once ``n`` runs have been recorded: a way to act mid-sweep."""
+    heard: list[str] = []
 
-    def hook(run: lmbench.Run) -> float:
-        scored.append(run.id)
-        if len(scored) == n:
+    def on_run(run: lmbench.Run) -> None:
+        heard.append(run.id)
+        if len(heard) == n:
             action()
-        return 0.0
 
-    lmbench.metrics.register("when_scored", hook)
-    try:
-        yield
-    finally:
-        lmbench.metrics.unregister("when_scored")
+    return on_run

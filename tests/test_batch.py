@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import when_scored
+from conftest import after
 
 import lmbench
 
@@ -73,8 +73,7 @@ def test_bad_batch_size_is_refused() -> None:
 def test_cancel_keeps_finished_runs_and_records_the_rest_as_cancelled() -> None:
     stop = threading.Event()
     kwargs = {"grid": {"max_tokens": [2, 500]}, "seeds": 4, "batch_size": 8, "progress": False, "name": "cx"}
-    with when_scored(3, stop.set):
-        df = lmbench.sweep(PROMPT, cancel=stop, **kwargs)
+    df = lmbench.sweep(PROMPT, cancel=stop, on_run=after(3, stop.set), **kwargs)
     table = lmbench.runs().set_index("max_tokens")
     assert set(table.loc[2].finish_reason) == {"length"}, "the short runs finished"
     cancelled = table.loc[500]

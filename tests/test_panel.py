@@ -251,3 +251,89 @@ def test_load_settings_show_the_parallel_slots_and_kv_cache(panel: lmbench.Panel
     _generate(panel)
     assert panel.engine is not None and panel.engine.parallel == 2
     assert "KV cache: 2 slot(s) x" in panel.kv_info.value and "MiB" in panel.kv_info.value
+
+
+def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_model(
+    panel: lmbench.Panel, synthetic_model: Path
+) -> None:
+    elsewhere = lmbench.generate("Elsewhere", max_tokens=3, model=synthetic_model)
+    panel.prompt.value = "The dog"
+    panel.sliders["max_tokens"].value = 4
+    mine = _generate(panel)
+    ids = [run_id for _, run_id in panel.history.options]
+    assert ids == [mine.id], "this panel's runs only, by default"
+    label = panel.history.options[0][0]
+    assert "stories260K" in label and "panel" in label
+    panel.history_all.value = True
+    assert [run_id for _, run_id in panel.history.options] == [mine.id, elsewhere.id]
+    panel.history.value = elsewhere.id
+    assert panel.model.value == str(synthetic_model) and panel.prompt.value == "Elsewhere"
+
+
+def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
+    panel.prompt.value = "Once upon a time"
+    panel.sliders["max_tokens"].value = 5
+    run = _generate(panel)
+    assert f"stories260K.gguf: 'Once upon a time' -&gt; {run.completion_tokens} tokens" in panel.log.value
+    assert f"finish {run.finish_reason} (run {run.id[:8]})" in panel.log.value and "tok/s" in panel.log.value
+
+
+def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerated(panel: lmbench.Panel) -> None:
+    panel.sliders["max_tokens"].value = 6
+    panel.toggles["ignore_eos"].value = True
+    panel.chat_input.value = "Tell me about a dog."
+    panel.send_button.click()
+    panel.wait(60)
+    first = panel.last_run
+    assert first is not None and first.finish_reason == "length"
+    assert "6 tokens" in panel.chat_transcript.value and "cut off at max_tokens" in panel.chat_transcript.value
+    panel.regenerate_button.click()
+    panel.wait(60)
+    second = panel.last_run
+    assert second is not None and second.id != first.id
+    assert [m["role"] for m in panel.conversation] == ["user", "assistant"], "the reply was replaced"
+    assert panel.conversation[0]["content"] == "Tell me about a dog."
+    assert len(lmbench.runs()) == 2
+
+
+def test_chat_replies_render_markdown_but_never_html() -> None:
+    from lmbench import _panel_html as view
+
+    page = view.chat([("user", "**not bold** <b>x</b>", None), ("assistant", "**bold** <script>x()</script>", "note")])
+    assert "<strong>bold</strong>" in page and "<script>" not in page and "&lt;script&gt;" in page
+    assert "**not bold** &lt;b&gt;x&lt;/b&gt;" in page, "the user's text is shown as typed"
+    assert "var(--jp-content-font-color1" in page, "the theme's text colour, on a translucent bubble"
+
+
+def test_labels_as_the_guides_name_them_in_english_and_spanish(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    english = lmbench.panel(str(model_path))
+    assert english.lang == "en" and english.sliders["max_tokens"].description == "Max Tokens"
+    assert english.sliders["top_p"].description == "Top P" and english.sliders["top_p"].tooltip.startswith("top_p: ")
+    assert english.toggles["ignore_eos"].description == "Ignore EOS"
+    spanish = lmbench.panel(str(model_path), lang="es")
+    assert spanish.generate_button.description == "Generar" and spanish.tabs.titles[1] == "Historial"
+    assert spanish.sliders["max_tokens"].description == "Tokens máximos"
+    assert spanish.sliders["temperature"].description == "Temperatura"
+    monkeypatch.setenv("LMBENCH_LANG", "es_ES")
+    assert lmbench.panel(str(model_path)).lang == "es"
+    monkeypatch.delenv("LMBENCH_LANG")
+    settings = tmp_path / "settings" / "@jupyterlab" / "translation-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(
+        '{\n  // chosen in Settings > Language\n  "locale": "es_ES"\n}'
+    )
+    assert lmbench.panel(str(model_path)).lang == "es", "JupyterLab's language"
+    with pytest.raises(lmbench.ParameterError, match="lang must be one of en, es"):
+        lmbench.panel(str(model_path), lang="fr")
+
+
+def test_the_load_settings_list_the_models_found_and_mark_the_loaded_one(panel: lmbench.Panel) -> None:
+    panel.load_button.click()
+    panel.wait(60)
+    table = panel.models_table.value
+    assert "<code>stories260K</code> ◀ loaded" in table
+    assert all(h in table for h in ("size", "parameters", "quantization", "context", "chat template"))
+    assert "F32" in table and "293K" in table, "the file's quantization and parameter count"

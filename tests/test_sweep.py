@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import when_scored
+from conftest import after
 
 import lmbench
 from lmbench.sweep import plan
@@ -88,8 +88,8 @@ def test_keyboard_interrupt_keeps_finished_runs_and_rerun_completes(batch: bool)
     # (``interrupt_main`` runs it in the main thread; a background job starts with SIGINT ignored).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with when_scored(5, _thread.interrupt_main), pytest.raises(KeyboardInterrupt):
-            lmbench.sweep("Once upon a time", name="ki", **kwargs)
+        with pytest.raises(KeyboardInterrupt):
+            lmbench.sweep("Once upon a time", name="ki", on_run=after(5, _thread.interrupt_main), **kwargs)
     finally:
         signal.signal(signal.SIGINT, previous)
     partial = lmbench.runs()

@@ -1,0 +1,76 @@
+"""The panel's words in English and Spanish (the languages of LM Studio's guides).
+
+The language is ``lmbench.panel(lang=...)``, else ``$LMBENCH_LANG``, else JupyterLab's own
+language setting, else English. Texts are written in English in the code; ``SPANISH`` maps them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ParameterError
+
+LANGUAGES = ("en", "es")
+
+SPANISH = {
+    # Generation parameters, as the guides name them.
+    "Max Tokens": "Tokens máximos", "Temperature": "Temperatura", "Top P": "Top P", "Top K": "Top K",
+    "Min P": "Min P", "Repeat Penalty": "Penalización por repetición", "Presence Penalty": "Penalización por presencia",
+    "Frequency Penalty": "Penalización por frecuencia", "Seed": "Semilla", "Stop Strings": "Cadenas de parada",
+    "Ignore EOS": "Ignorar EOS", "Logprobs": "Logprobs", "JSON Schema": "Esquema JSON", "Grammar": "Gramática",
+    # The panel.
+    "Generate": "Generar", "Stop": "Detener", "Load": "Cargar", "Compare": "Comparar", "Send": "Enviar",
+    "New chat": "Nuevo chat", "Regenerate": "Regenerar", "Refresh": "Actualizar", "Save preset": "Guardar preset",
+    "Output": "Salida", "History": "Historial", "Log": "Registro", "Debug": "Depuración", "Chat": "Chat",
+    "Prompt": "Prompt", "Message": "Mensaje", "Load settings": "Ajustes de carga", "context length": "contexto",
+    "threads": "hilos", "parallel": "en paralelo", "random seed": "semilla aleatoria",
+    "record token probabilities": "registrar probabilidades de tokens", "raw completion": "completado en bruto",
+    "experiment": "experimento", "experiment (optional)": "experimento (opcional)", "preset": "preset",
+    "name": "nombre", "token": "token", "parameter": "parámetro", "values": "valores",
+    "all runs in the store (not only this panel's)": "todas las ejecuciones (no solo las de este panel)",
+    "show llama.cpp debug lines": "mostrar líneas de depuración de llama.cpp",
+    "system message (optional)": "mensaje de sistema (opcional)",
+    "Structured output (JSON schema)": "Salida estructurada (esquema JSON)",
+    "model: path, file name or alias (empty: $LMBENCH_MODEL or the default)":
+        "modelo: ruta, nombre de archivo o alias (vacío: $LMBENCH_MODEL o el predeterminado)",
+    "loading…": "cargando…", "generating…": "generando…", "replying…": "respondiendo…",
+}  # fmt: skip
+
+
+def language(lang: str | None = None) -> str:
+    """``lang`` if given (``en`` or ``es``), else ``$LMBENCH_LANG``, else JupyterLab's language, else ``en``."""
+    if lang is not None:
+        code = _code(lang)
+        if code not in LANGUAGES:
+            raise ParameterError(f"lang must be one of {', '.join(LANGUAGES)}, not {lang!r}", name="lang", value=lang)
+        return code
+    for found in (os.environ.get("LMBENCH_LANG"), _jupyterlab_locale()):
+        if found and _code(found) in LANGUAGES:
+            return _code(found)
+    return "en"
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    """A function from the English text to the text in ``lang``."""
+    if lang == "es":
+        return lambda text: SPANISH.get(text, text)
+    return lambda text: text
+
+
+def _code(value: str) -> str:
+    return value.strip().lower().replace("-", "_").split("_")[0]
+
+
+def _jupyterlab_locale() -> str | None:
+    """The language chosen in JupyterLab's Settings > Language, if any."""
+    settings = Path(os.environ.get("JUPYTERLAB_SETTINGS_DIR") or Path.home() / ".jupyter" / "lab" / "user-settings")
+    path = settings / "@jupyterlab" / "translation-extension" / "plugin.jupyterlab-settings"
+    try:
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//"))
+        locale = json.loads(text).get("locale")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return locale if isinstance(locale, str) else None
