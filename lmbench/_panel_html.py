@@ -10,7 +10,7 @@ from typing import Any
 import mistune
 
 from ._gguf import readable_count
-from .run import Run
+from .run import MUTED, Run
 
 MONO = "font-family:var(--jp-code-font-family,monospace)"
 # The history list is a small table: monospaced rows under this header (select a row to restore it).
@@ -29,20 +29,20 @@ def probability_colour(p: float) -> str:
 
 def error(message: str) -> str:
     """An error in plain words, in red."""
-    return f"<div style='color:#b00020;white-space:pre-wrap'>{html.escape(message)}</div>"
+    return f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{html.escape(message)}</div>"
 
 
 def preset(name: str, values: dict[str, Any]) -> str:
     """A preset's name and values on one line."""
     settings = " · ".join(f"{k} {v}" for k, v in values.items())
-    return f"<span style='color:#666'>{html.escape(name)}: {html.escape(settings)}</span>"
+    return f"<span style='{MUTED}'>{html.escape(name)}: {html.escape(settings)}</span>"
 
 
 def output(prompt: str, text: str) -> str:
     """The prompt (grey) followed by the generated text."""
     return (
         f"<div style='white-space:pre-wrap;word-wrap:break-word;{MONO};padding:6px;min-height:3em'>"
-        f"<span style='color:#888'>{html.escape(prompt)}</span>{html.escape(text)}</div>"
+        f"<span style='{MUTED}'>{html.escape(prompt)}</span>{html.escape(text)}</div>"
     )
 
 
@@ -58,7 +58,7 @@ def stats(run: Run) -> str:
         f"seed {run.seed}",
         f"run {run.id[:8]}",
     ]
-    return f"<div class='lmbench-stats-line' style='color:#555;font-size:90%'>{html.escape(' · '.join(parts))}</div>"
+    return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(' · '.join(parts))}</div>"
 
 
 def history_row(row: Any) -> str:
@@ -114,7 +114,7 @@ def tokens(entries: Sequence[dict[str, Any]]) -> str:
         )
     return (
         f"<div style='white-space:pre-wrap;{MONO};line-height:1.6'>{''.join(spans)}</div>"
-        "<div style='color:#666;font-size:85%'>colour: probability of the chosen token "
+        f"<div style='{MUTED};font-size:85%'>colour: probability of the chosen token "
         "(red unlikely, green near-certain)</div>"
     )
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .errors import ParameterError
+from .run import BORDER, MUTED
 from .store import Store, get_store
 
 KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
@@ -25,7 +26,7 @@ class Comparison:
 
     def _cell(self, row: pd.Series | None) -> str:
         if row is None:
-            return "<td style='color:#999'>—</td>"
+            return "<td style='color:var(--jp-content-font-color3,#999)'>—</td>"
         stats = []
         for name in self.metrics:
             value = row.get(name)
@@ -33,9 +34,9 @@ class Comparison:
                 continue
             stats.append(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}")
         return (
-            "<td style='vertical-align:top;text-align:left;padding:6px;border:1px solid #ddd'>"
+            f"<td style='vertical-align:top;text-align:left;padding:6px;{BORDER}'>"
             f"<div style='white-space:pre-wrap;word-wrap:break-word'>{html.escape(str(row['text']))}</div>"
-            f"<div style='color:#666;font-size:80%;margin-top:4px'>{html.escape(' · '.join(stats))}</div></td>"
+            f"<div style='{MUTED};font-size:80%;margin-top:4px'>{html.escape(' · '.join(stats))}</div></td>"
         )
 
     def to_html(self) -> str:
@@ -45,8 +46,7 @@ class Comparison:
         rows_key = [c for c in ("model", "prompt_name", "prompt", "seed") if c in frame and c != self.by]
         width = f"{90 / max(len(columns), 1):.0f}%"
         head = "".join(
-            f"<th style='width:{width};border:1px solid #ddd;padding:6px'>"
-            f"{html.escape(self.by)} = {html.escape(str(c))}</th>"
+            f"<th style='width:{width};{BORDER};padding:6px'>{html.escape(self.by)} = {html.escape(str(c))}</th>"
             for c in columns
         )
         body = []
@@ -56,7 +56,7 @@ class Comparison:
             title = f"seed {labels.get('seed', '')}" + (f"<br><i>{html.escape(prompt[:80])}</i>" if prompt else "")
             cells = {row[self.by]: row for _, row in group.iterrows()}
             body.append(
-                f"<tr><th style='vertical-align:top;border:1px solid #ddd;padding:6px;font-weight:normal'>{title}</th>"
+                f"<tr><th style='vertical-align:top;{BORDER};padding:6px;font-weight:normal'>{title}</th>"
                 + "".join(self._cell(cells.get(c)) for c in columns)
                 + "</tr>"
             )

@@ -13,6 +13,9 @@ from typing import Any, get_type_hints
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams, check_labels
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+# Colours for HTML views that follow JupyterLab's theme (light or dark), with fallbacks elsewhere.
+MUTED = "color:var(--jp-content-font-color2,#666)"
+BORDER = "border:1px solid var(--jp-border-color2,#ddd)"
 
 
 def _json_ready(value: Any) -> Any:
@@ -148,14 +151,16 @@ class Run:
             f"{k}={getattr(self.params, k)!r}"
             for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
         )
-        error = f"<div style='color:#b00020'>{html.escape(self.error)}</div>" if self.error else ""
+        error = (
+            f"<div style='color:var(--jp-error-color1,#b00020)'>{html.escape(self.error)}</div>" if self.error else ""
+        )
         return (
-            "<div class='lmbench-run' style='font-family:sans-serif;border:1px solid #ddd;"
+            f"<div class='lmbench-run' style='font-family:sans-serif;{BORDER};"
             "border-radius:6px;padding:8px 12px;max-width:60em'>"
-            f"<div style='color:#666;font-size:85%'>{html.escape(self.model_name)} · {params}</div>"
-            f"<div style='white-space:pre-wrap;margin:6px 0'><span style='color:#888'>"
+            f"<div style='{MUTED};font-size:85%'>{html.escape(self.model_name)} · {params}</div>"
+            f"<div style='white-space:pre-wrap;margin:6px 0'><span style='{MUTED}'>"
             f"{html.escape(self.prompt)}</span>{html.escape(self.text)}</div>{error}"
-            f"<div style='color:#666;font-size:85%'>{' · '.join(s for s in stats if s)} · run {self.id[:8]}</div>"
+            f"<div style='{MUTED};font-size:85%'>{' · '.join(s for s in stats if s)} · run {self.id[:8]}</div>"
             "</div>"
         )
 

@@ -294,7 +294,7 @@ class Panel:
                 self.experiment,
                 tabs,
             ],
-            layout=w.Layout(border="1px solid #ddd", padding="8px", width="100%"),
+            layout=w.Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="8px", width="100%"),
         )
         self.widget.add_class("lmbench-panel")
         self.refresh_history()

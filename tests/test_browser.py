@@ -40,7 +40,28 @@ def jupyterlab(tmp_path: Path, lmbench_home: Path) -> Iterator[str]:
         yield f"{server.url}/lab/tree/quickstart.ipynb?token={server.token}"
 
 
-def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path) -> None:
+# Screenshots of every tab in both themes, for a person to look at (CI keeps the folder; git ignores it).
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+TABS = ("Output", "History", "Log", "Debug", "Compare", "Chat")
+CONTRAST = """el => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = c => {
+    const [r, g, b] = c.slice(0, 3).map(v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  let node = el, bg = [255, 255, 255];
+  while (node) {
+    const c = rgb(getComputedStyle(node).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c; break; }
+    node = node.parentElement;
+  }
+  const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(bg)];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
+def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path, theme: str) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (make setup does) or set LMBENCH_CHROMIUM")
     from playwright.sync_api import expect, sync_playwright
@@ -56,6 +77,9 @@ def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path) -> None:
                 "window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status === 'idle'",
                 timeout=120_000,
             )
+            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+            light = "true" if theme.endswith("Light") else "false"
+            page.wait_for_function(f"document.body.dataset.jpThemeLight === '{light}'", timeout=60_000)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
             panel = page.locator(".lmbench-panel")
@@ -79,14 +103,14 @@ def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path) -> None:
             context = panel.locator(".widget-inline-hbox:has(label:text('context length')) input")
             context.fill("16384")
             context.press("Enter")
-            readout = panel.locator(".lmbench-param-max_tokens .widget-readout")
-            for _ in range(40):  # the slider's maximum follows the context length once the kernel has seen it
-                readout.fill("16000")
-                readout.press("Enter")
-                if readout.inner_text().strip() == "16000":
-                    break
+            max_tokens = panel.locator(".lmbench-param-max_tokens input")
+            for _ in range(40):  # the box's maximum follows the context length once the kernel has seen it
+                max_tokens.fill("16000")
+                max_tokens.press("Enter")
                 page.wait_for_timeout(250)
-            expect(readout).to_have_text("16000")
+                if max_tokens.input_value() == "16000":
+                    break
+            expect(max_tokens).to_have_value("16000")
             panel.locator("button.lmbench-generate").click()
             expect(panel.locator("button.lmbench-stop")).to_be_enabled(timeout=30_000)
             page.wait_for_function(
@@ -94,7 +118,15 @@ def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path) -> None:
             )
             panel.locator("button.lmbench-stop").click()
             expect(stats).to_contain_text("finish: cancelled", timeout=60_000)
+            assert output.evaluate(CONTRAST) >= 4.5, "the output reads well in this theme"
             page.screenshot(path=str(tmp_path / "quickstart-panel.png"), full_page=True)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            for tab in TABS:  # every tab, as a person sees it in this theme
+                panel.locator(".lm-TabBar-tab", has_text=tab).first.click()
+                page.wait_for_timeout(300)
+                panel.screenshot(path=str(SCREENSHOTS / f"{theme.split()[-1].lower()}-{tab.lower()}.png"))
+            debug = panel.locator(".lmbench-debug span").first
+            assert debug.evaluate(CONTRAST) >= 4.5, "coloured tokens stay readable in this theme"
         finally:
             browser.close()
 
