@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import ipywidgets as w
+import pandas as pd
 
 from . import _panel_html as view
 from . import models
@@ -143,7 +144,7 @@ class Panel:
         )
         self.kv_info = w.HTML()
         self.kv_info.add_class("lmbench-kv-info")
-        self.models_table = w.HTML(view.models_table(found, str(self.engine.path) if self.engine else None))
+        self.models_table = w.HTML(view.models_table(_with_loaded(found, self.engine), self._loaded_path()))
         self.models_table.add_class("lmbench-models")
         self.load_button = _button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
         self.load_button.on_click(lambda _: self._start(self._load_job))
@@ -431,7 +432,7 @@ class Panel:
         if loaded_now or engine is not self.engine:
             self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
             self.model_info.value = self._describe(engine.path)
-            self.models_table.value = view.models_table(self._found_models(), str(engine.path))
+            self.models_table.value = view.models_table(_with_loaded(self._found_models(), engine), str(engine.path))
         engine.parallel = self.parallel.value
         self.engine = engine
         self._count_tokens()
@@ -637,6 +638,9 @@ class Panel:
         except LmbenchError as exc:
             return f"<small>model: {html.escape(str(exc))}</small>"
 
+    def _loaded_path(self) -> str | None:
+        return str(self.engine.path) if self.engine is not None and not self.engine.closed else None
+
     @staticmethod
     def _found_models() -> Any:
         """The models the model manager lists (None when the folders cannot be read)."""
@@ -648,6 +652,18 @@ class Panel:
     def _model_choices(self, found: Any) -> list[str]:
         aliases = [] if found is None else found.alias.dropna()
         return sorted({*aliases, *(e.path.as_posix() for e in [self.engine] if e is not None)})
+
+
+def _with_loaded(found: Any, engine: Engine | None) -> Any:
+    """The models found, plus the loaded one when it came from a path outside the model folders."""
+    if engine is None or (found is not None and str(engine.path) in set(found.path.astype(str))):
+        return found
+    facts = engine.info
+    row = {"alias": models.model_id(engine.path), "path": str(engine.path), "size": engine.size,
+           "parameters": facts.get("parameters"), "quantization": facts.get("quantization"),
+           "context_length": facts.get("context_length"), "has_chat_template": facts.get("has_chat_template"),
+           "source": "path"}  # fmt: skip
+    return pd.DataFrame([row]) if found is None else pd.concat([found, pd.DataFrame([row])], ignore_index=True)
 
 
 def _folded(widget: w.Widget, title: str) -> w.Accordion:

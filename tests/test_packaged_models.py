@@ -124,7 +124,7 @@ def test_sweeps_send_prompts_through_the_template_of_an_instruct_model() -> None
                          progress=False, experiment="auto")  # fmt: skip
     assert set(chat.chat_format) == {"gguf"} and all("<|im_start|>user" in p for p in chat.prompt)
     stored = lmbench.runs("auto", heavy=True).messages
-    assert all(json.loads(m) == [{"role": "user", "content": "Describe the sea in one sentence."}] for m in stored)
+    assert all(m == [{"role": "user", "content": "Describe the sea in one sentence."}] for m in stored)
     raw = lmbench.sweep("Describe the sea in one sentence.", grid={"temperature": [0.2]}, seeds=2, max_tokens=8,
                         progress=False, chat=False, experiment="raw")  # fmt: skip
     assert raw.chat_format.isna().all() and set(raw.prompt) == {"Describe the sea in one sentence."}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
@@ -274,8 +275,9 @@ def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
     panel.sliders["max_tokens"].value = 5
     run = _generate(panel)
-    assert f"stories260K.gguf: 'Once upon a time' -&gt; {run.completion_tokens} tokens" in panel.log.value
-    assert f"finish {run.finish_reason} (run {run.id[:8]})" in panel.log.value and "tok/s" in panel.log.value
+    log = html.unescape(panel.log.value)
+    assert f"stories260K.gguf: 'Once upon a time' -> {run.completion_tokens} tokens" in log
+    assert f"finish {run.finish_reason} (run {run.id[:8]})" in log and "tok/s" in log
 
 
 def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerated(panel: lmbench.Panel) -> None:
