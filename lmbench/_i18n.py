@@ -36,7 +36,9 @@ SPANISH = {
     "Structured output (JSON schema)": "Salida estructurada (esquema JSON)",
     "model: path, file name or alias (empty: $LMBENCH_MODEL or the default)":
         "modelo: ruta, nombre de archivo o alias (vacío: $LMBENCH_MODEL o el predeterminado)",
-    "loading…": "cargando…", "generating…": "generando…", "replying…": "respondiendo…",
+    "loading…": "cargando…", "generating…": "generando…", "replying…": "respondiendo…", "Server": "Servidor",
+    "port": "puerto", "API key (optional)": "clave de API (opcional)", "Start server": "Iniciar servidor",
+    "Stop server": "Detener servidor",
 }  # fmt: skip
 
 

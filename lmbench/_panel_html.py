@@ -91,6 +91,27 @@ def models_table(frame: Any, loaded: str | None) -> str:
     return f"<table class='lmbench-models' style='font-size:85%'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def server_info(url: str | None, api_key: str | None) -> str:
+    """Where the panel's API server listens, and the guides' Python example filled in for it."""
+    if url is None:
+        return (f"<small style='{MUTED}'>The local API (LM Studio-style and OpenAI-compatible) is not running: "
+                "choose a port (0: any free one) and start it.</small>")  # fmt: skip
+    headers = f', headers={{"Authorization": "Bearer {api_key}"}}' if api_key else ""
+    example = (
+        "import requests\n\n"
+        f'response = requests.post("{url}/api/generate", json={{"prompt": "Once upon a time", "max_tokens": 100}}'
+        f'{headers})\nprint(response.json()["text"])'
+    )
+    openai_key = api_key or "unused"
+    client = f'from openai import OpenAI\n\nclient = OpenAI(base_url="{url}/v1", api_key="{openai_key}")'
+    return (
+        f"<div>Serving on <a href='{html.escape(url)}/api/status' target='_blank'><code>{html.escape(url)}</code></a>"
+        f" (this machine only; requests are recorded in the panel's store)</div>"
+        f"<pre style='{MONO};font-size:85%'>{html.escape(example)}</pre>"
+        f"<pre style='{MONO};font-size:85%'>{html.escape(client)}</pre>"
+    )
+
+
 def log_line(run: Any) -> str:
     """One generation as a line of the log (as LM Studio's server log shows it)."""
     prompt = run.prompt if len(run.prompt) <= 40 else run.prompt[:39] + "…"

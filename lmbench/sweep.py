@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
 from . import scores
+from ._progress import Progress
 from .chat import ChatPrompt, check_messages, has_template, render, user_turn
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
@@ -291,7 +291,7 @@ def sweep(
     sweep_id = sweep_id_for(name, experiment, jobs, fixed_params if chat is None else {**fixed_params, "chat": chat})
     done = _finished_keys(target, sweep_id)
     todo = [j for j in jobs if j.key() not in done]
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run", disable=not progress)
+    bar = Progress(len(jobs), initial=len(jobs) - len(todo), disable=not progress)
     started, tokens = time.perf_counter(), 0
     should_stop = stopper(cancel)
 
@@ -299,8 +299,7 @@ def sweep(
         nonlocal tokens
         if run.finish_reason in FINISHED:
             tokens += run.completion_tokens
-            bar.update()
-            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+            bar.update(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
         if on_run is not None:
             on_run(run)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import html
 import json
+import logging
 import math
 import os
 import threading
@@ -24,6 +25,7 @@ import pandas as pd
 from . import _panel_html as view
 from . import models
 from ._i18n import language, translator
+from .api import Settings
 from .chat import ask, chat
 from .compare import compare
 from .engine import Engine, load_engine, physical_cores
@@ -32,6 +34,7 @@ from .generation import Job, Recorder, execute_many, random_seed
 from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
 from .presets import presets, resolve_preset, save_preset
 from .run import Labels, Run
+from .server import Server
 from .store import Store, get_store
 
 # Streamed text reaches the front end at most this often, however fast the model is.
@@ -254,6 +257,20 @@ class Panel:
         self._notes: list[str | None] = []  # one per conversation turn: a reply's tokens, speed and ending
         self._render_chat()
 
+        # The local API, served from the panel (as LM Studio's Developer tab does).
+        self.server: Server | None = None
+        self.server_port = w.BoundedIntText(8080, min=0, max=65535, description=t("port"),
+                                            tooltip="0 picks a free port")  # fmt: skip
+        self.server_key = w.Password(placeholder=t("API key (optional)"), layout=w.Layout(width="16em"))
+        self.server_button = _button(t("Start server"), "success", "Serve the API on 127.0.0.1", "lmbench-serve")
+        self.server_button.on_click(lambda _: self._toggle_server())
+        self.server_info = w.HTML(view.server_info(None, None))
+        self.server_info.add_class("lmbench-server-info")
+        self.server_log = w.HTML()
+        self.server_log.add_class("lmbench-server-log")
+        self._requests: collections.deque[str] = collections.deque(maxlen=200)
+        self._request_log = _RequestLog(self._on_request)
+
         output_tab = w.VBox([self.output, self.stats])
         tabs = w.Tab(
             [
@@ -270,8 +287,15 @@ class Panel:
                         w.HBox([self.send_button, self.regenerate_button, new_chat]),
                     ]
                 ),
+                w.VBox(
+                    [
+                        w.HBox([self.server_port, self.server_key, self.server_button]),
+                        self.server_info,
+                        self.server_log,
+                    ]
+                ),
             ],
-            titles=tuple(map(t, ("Output", "History", "Log", "Debug", "Compare", "Chat"))),
+            titles=tuple(map(t, ("Output", "History", "Log", "Debug", "Compare", "Chat", "Server"))),
         )
         self.tabs = tabs
         params = w.GridBox(
@@ -557,6 +581,43 @@ class Panel:
     def _render_output(self, prompt: str, text: str) -> None:
         self.output.value = view.output(prompt, text)
 
+    def _toggle_server(self) -> None:
+        """Start the API on 127.0.0.1 with the panel's model and store, or stop it."""
+        self.error.value = ""
+        if self.server is not None:
+            self.server.stop()
+            logging.getLogger("lmbench.api").removeHandler(self._request_log)
+            self.server = None
+            self.server_button.description, self.server_button.button_style = self._t("Start server"), "success"
+            self.server_info.value = view.server_info(None, None)
+            self._event("API server stopped")
+            return
+        model = self.model.value.strip() or None
+        settings = Settings(model=model, n_ctx=self.n_ctx.value, api_key=self.server_key.value or None,
+                            store=self.store.path, parallel=self.parallel.value)  # fmt: skip
+        try:
+            server = Server(settings, port=self.server_port.value)
+            url = server.start()
+        except LmbenchError as exc:
+            self._show_error(exc)
+            return
+        self.server = server
+        api_log = logging.getLogger("lmbench.api")
+        api_log.setLevel(logging.INFO)
+        api_log.addHandler(self._request_log)
+        self.server_button.description, self.server_button.button_style = self._t("Stop server"), "danger"
+        self.server_info.value = view.server_info(url, settings.api_key)
+        self._event(f"API server on {url} (model {server.service.default_id})")
+
+    def _on_request(self, line: str) -> None:
+        self._requests.append(f"{datetime.now():%H:%M:%S} {line}")
+        self.server_log.value = view.log(self._requests, [])
+
+    def close(self) -> None:
+        """Stop the panel's API server, if it runs (the panel itself stays usable)."""
+        if self.server is not None:
+            self._toggle_server()
+
     def _made(self, run: Run) -> None:
         """A run this panel made: kept for its history, and a line in its log."""
         self._mine.add(run.id)
@@ -652,6 +713,17 @@ class Panel:
     def _model_choices(self, found: Any) -> list[str]:
         aliases = [] if found is None else found.alias.dropna()
         return sorted({*aliases, *(e.path.as_posix() for e in [self.engine] if e is not None)})
+
+
+class _RequestLog(logging.Handler):
+    """Hands the API server's request lines to the panel."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._show = show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._show(record.getMessage())
 
 
 def _with_loaded(found: Any, engine: Engine | None) -> Any:

@@ -38,6 +38,9 @@ def test_readme_sweep_command(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert _errors(out) == []
+    shown = [o["data"]["text/plain"] for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
+             if "data" in o and "sweep:" in o["data"].get("text/plain", "")]  # fmt: skip
+    assert len(shown) == 1 and shown[0].startswith("sweep: 6/6 runs (100%)"), "the saved bar is its last state"
     results = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert "sweep.csv" in results and "temperature_vs_distinct_2.html" in results
     assert "plotly.min.js" in results, "the plots open offline"

@@ -339,3 +339,23 @@ def test_the_load_settings_list_the_models_found_and_mark_the_loaded_one(panel: 
     assert "<code>stories260K</code> ◀ loaded" in table
     assert all(h in table for h in ("size", "parameters", "quantization", "context", "chat template"))
     assert "F32" in table and "293K" in table, "the file's quantization and parameter count"
+
+
+def test_the_server_tab_serves_the_api_and_its_example_runs(
+    panel: lmbench.Panel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    panel.server_port.value = 0
+    panel.server_button.click()
+    try:
+        assert panel.server is not None and panel.server_button.description == "Stop server"
+        example = html.unescape(re.findall(r"<pre[^>]*>(.*?)</pre>", panel.server_info.value, re.S)[0])
+        assert panel.server.url in example
+        exec(example, {})  # the guide's example, filled in with this server's URL
+        assert capsys.readouterr().out.strip(), "the example printed the generated text"
+        assert lmbench.runs(store=panel.store).source.tolist() == ["api"]
+        assert "200 POST /api/generate" in panel.server_log.value
+    finally:
+        panel.server_button.click()
+    assert panel.server is None and "not running" in panel.server_info.value
