@@ -25,6 +25,7 @@ import pandas as pd
 from . import _panel_html as view
 from . import models
 from ._i18n import language, translator
+from ._keys import Shortcuts
 from .api import Settings
 from .chat import ask, chat
 from .compare import compare
@@ -321,6 +322,7 @@ class Panel:
             ],
             layout=w.Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="8px", width="100%"),
         )
+        self.widget.children = (*self.widget.children, Shortcuts())
         self.widget.add_class("lmbench-panel")
         self.refresh_history()
         self._refresh_log()

@@ -86,10 +86,11 @@ def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path, theme: st
             expect(panel).to_be_visible(timeout=120_000)
             expect(page.locator(".jp-OutputArea-output .lmbench-run").first).to_be_visible()
 
-            # A prompt typed into the panel, Generate, streamed text, then the stats line.
+            # A prompt typed into the panel, Ctrl+Enter (Generate), streamed text, then the stats line.
             prompt = "The little dragon"
-            panel.locator(".lmbench-prompt textarea").fill(prompt)
-            panel.locator("button.lmbench-generate").click()
+            prompt_box = panel.locator(".lmbench-prompt textarea")
+            prompt_box.fill(prompt)
+            prompt_box.press("Control+Enter")
             stats = panel.locator(".lmbench-stats")
             expect(stats).to_contain_text("finish:", timeout=60_000)
             for part in ("prompt tokens", "completion tokens", "TTFT", "tok/s", "seed"):
@@ -127,6 +128,20 @@ def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path, theme: st
                 panel.screenshot(path=str(SCREENSHOTS / f"{theme.split()[-1].lower()}-{tab.lower()}.png"))
             debug = panel.locator(".lmbench-debug span").first
             assert debug.evaluate(CONTRAST) >= 4.5, "coloured tokens stay readable in this theme"
+
+            # Chat: Shift+Enter adds a line, Enter sends (Stop ends the long reply); the reply says what it cost.
+            panel.locator(".lm-TabBar-tab", has_text="Chat").first.click()
+            chat_box = panel.locator(".lmbench-chat-input textarea")
+            chat_box.fill("Tell me a story.")
+            chat_box.press("Shift+Enter")
+            assert chat_box.input_value() == "Tell me a story.\n"
+            chat_box.press("Enter")
+            expect(panel.locator("button.lmbench-stop")).to_be_enabled(timeout=30_000)
+            panel.locator("button.lmbench-stop").click()
+            expect(panel.locator(".lmbench-chat-assistant .lmbench-chat-note")).to_contain_text(
+                "tokens", timeout=60_000
+            )
+            assert chat_box.input_value() == "", "sent, and the box emptied"
         finally:
             browser.close()
 
