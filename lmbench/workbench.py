@@ -130,6 +130,7 @@ class Panel:
             max=1 << 20,
             description=t("context length"),
             style={"description_width": "initial"},
+            layout=w.Layout(width="16em"),
         )
         self.n_threads = w.BoundedIntText(
             self.engine.n_threads if self.engine else physical_cores(),
@@ -137,6 +138,7 @@ class Panel:
             max=512,
             description=t("threads"),
             style={"description_width": "initial"},
+            layout=w.Layout(width="12em"),
         )
         self.parallel = w.BoundedIntText(
             self.engine.parallel if self.engine else 1,
@@ -145,6 +147,7 @@ class Panel:
             description=t("parallel"),
             tooltip="requests decoded together, each with the whole context (the KV cache grows with it)",
             style={"description_width": "initial"},
+            layout=w.Layout(width="12em"),
         )
         self.kv_info = w.HTML()
         self.kv_info.add_class("lmbench-kv-info")
@@ -153,7 +156,7 @@ class Panel:
         self.load_button = _button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
         self.load_button.on_click(lambda _: self._start(self._load_job))
         load_settings = w.Accordion(
-            [w.VBox([w.HBox([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.models_table])],
+            [w.VBox([_row([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.models_table])],
             titles=(t("Load settings"),),
         )
         load_settings.selected_index = None
@@ -276,21 +279,21 @@ class Panel:
         tabs = w.Tab(
             [
                 output_tab,
-                w.VBox([w.HBox([refresh, self.history_all]), w.HTML(view.HISTORY_HEADER), self.history]),
+                w.VBox([_row([refresh, self.history_all]), w.HTML(view.HISTORY_HEADER), self.history]),
                 w.VBox([self.log_debug, self.log]),
                 w.VBox([self.debug, self.debug_token, self.alternatives]),
-                w.VBox([w.HBox([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
+                w.VBox([_row([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
                 w.VBox(
                     [
                         self.chat_system,
                         self.chat_transcript,
                         self.chat_input,
-                        w.HBox([self.send_button, self.regenerate_button, new_chat]),
+                        _row([self.send_button, self.regenerate_button, new_chat]),
                     ]
                 ),
                 w.VBox(
                     [
-                        w.HBox([self.server_port, self.server_key, self.server_button]),
+                        _row([self.server_port, self.server_key, self.server_button]),
                         self.server_info,
                         self.server_log,
                     ]
@@ -305,17 +308,17 @@ class Panel:
         )
         self.widget = w.VBox(
             [
-                w.HBox([self.model, self.load_button]),
+                _row([self.model, self.load_button]),
                 self.model_info,
                 load_settings,
                 self.prompt,
-                w.HBox([self.generate_button, self.stop_button, self.token_count, self.status]),
+                _row([self.generate_button, self.stop_button, self.token_count, self.status]),
                 self.error,
                 params,
-                w.HBox([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                w.HBox([w.Label(t("Stop Strings")), self.stop]),
+                _row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
+                _row([w.Label(t("Stop Strings")), self.stop]),
                 _folded(self.json_schema, t("Structured output (JSON schema)")),
-                w.HBox([self.preset, self.preset_name, self.save_preset_button]),
+                _row([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,
                 self.experiment,
                 tabs,
@@ -738,6 +741,11 @@ def _with_loaded(found: Any, engine: Engine | None) -> Any:
            "context_length": facts.get("context_length"), "has_chat_template": facts.get("has_chat_template"),
            "source": "path"}  # fmt: skip
     return pd.DataFrame([row]) if found is None else pd.concat([found, pd.DataFrame([row])], ignore_index=True)
+
+
+def _row(children: list[w.Widget]) -> w.HBox:
+    """Widgets side by side, wrapping onto the next line when the notebook is narrow (1024 px screens)."""
+    return w.HBox(children, layout=w.Layout(flex_flow="row wrap"))
 
 
 def _folded(widget: w.Widget, title: str) -> w.Accordion:

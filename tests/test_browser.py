@@ -128,6 +128,14 @@ def test_quickstart_panel_in_chromium(jupyterlab: str, tmp_path: Path, theme: st
                 panel.screenshot(path=str(SCREENSHOTS / f"{theme.split()[-1].lower()}-{tab.lower()}.png"))
             debug = panel.locator(".lmbench-debug span").first
             assert debug.evaluate(CONTRAST) >= 4.5, "coloured tokens stay readable in this theme"
+            page.set_viewport_size({"width": 1024, "height": 1800})  # a small laptop screen
+            page.wait_for_timeout(500)
+            too_wide = panel.evaluate(
+                "el => [...el.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right >"
+                " el.getBoundingClientRect().right + 1 && e.offsetParent !== null).map(e => e.className).slice(0, 5)"
+            )
+            assert too_wide == [], f"the layout holds at 1024 px; too wide: {too_wide}"
+            panel.screenshot(path=str(SCREENSHOTS / f"{theme.split()[-1].lower()}-1024px.png"))
 
             # Chat: Shift+Enter adds a line, Enter sends (Stop ends the long reply); the reply says what it cost.
             panel.locator(".lm-TabBar-tab", has_text="Chat").first.click()
