@@ -10,11 +10,9 @@ from __future__ import annotations
 import collections
 import html
 import json
-import logging
 import math
 import os
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,23 +24,18 @@ from . import _panel_html as view
 from . import models
 from ._i18n import language, translator
 from ._keys import Shortcuts
+from ._panel_tabs import ChatTab, CompareTab, HistoryTab, ServerTab, Throttled, button, row
 from .api import Settings
-from .chat import ask, chat
-from .compare import compare
+from .chat import ask
 from .engine import Engine, load_engine, physical_cores
 from .errors import LmbenchError, ParameterError
-from .generation import Job, Recorder, execute_many, random_seed
-from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
+from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs
 from .presets import presets, resolve_preset, save_preset
-from .run import Labels, Run
-from .server import Server
+from .run import Run
 from .store import Store, get_store
 
-# Streamed text reaches the front end at most this often, however fast the model is.
-STREAM_INTERVAL_S = 0.05
 # Top alternatives recorded per token for the debug view.
 DEBUG_TOP = 5
-HISTORY_SIZE = 25
 
 
 def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
@@ -63,32 +56,6 @@ def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
     return slider
 
 
-def _button(text: str, style: str, tooltip: str, css: str) -> w.Button:
-    button = w.Button(description=text, button_style=style, tooltip=tooltip, layout=w.Layout(width="8em"))
-    button.add_class(css)
-    return button
-
-
-class _Throttled:
-    """An ``on_token`` callback that collects the text and shows it at most every ``STREAM_INTERVAL_S``."""
-
-    def __init__(self, show: Callable[[str], None]) -> None:
-        self.show = show
-        self.pieces: list[str] = []
-        self.shown = 0.0
-
-    def __call__(self, piece: str) -> None:
-        self.pieces.append(piece)
-        now = time.monotonic()
-        if now - self.shown >= STREAM_INTERVAL_S:
-            self.shown = now
-            self.show(self.text)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-
 class Panel:
     """The workbench panel; display it in a notebook (``lmbench.panel()`` or ``%lmbench panel``)."""
 
@@ -101,13 +68,13 @@ class Panel:
         lang: str | None = None,
     ) -> None:
         self.lang = language(lang)
-        t = self._t = translator(self.lang)
+        self.t = t = translator(self.lang)
         self.store = get_store(store)
         self.engine: Engine | None = model if isinstance(model, Engine) else None
         self.last_run: Run | None = None
         self.events: collections.deque[str] = collections.deque(maxlen=500)
         self._mine: set[str] = set()  # runs made from this panel (the history shows these unless asked for all)
-        self._cancel = threading.Event()
+        self.cancel = threading.Event()
         self._worker: threading.Thread | None = None
         self._restoring = False
 
@@ -153,10 +120,10 @@ class Panel:
         self.kv_info.add_class("lmbench-kv-info")
         self.models_table = w.HTML(view.models_table(_with_loaded(found, self.engine), self._loaded_path()))
         self.models_table.add_class("lmbench-models")
-        self.load_button = _button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
-        self.load_button.on_click(lambda _: self._start(self._load_job))
+        self.load_button = button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
+        self.load_button.on_click(lambda _: self.start(self._load_job))
         load_settings = w.Accordion(
-            [w.VBox([_row([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.models_table])],
+            [w.VBox([row([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.models_table])],
             titles=(t("Load settings"),),
         )
         load_settings.selected_index = None
@@ -199,19 +166,17 @@ class Panel:
         self.preset.observe(self._on_preset, names="value")
         self.preset_values = w.HTML()
         self.preset_name = w.Text(placeholder=t("name"), layout=w.Layout(width="10em"))
-        self.save_preset_button = _button(
-            t("Save preset"), "", "Save the current sampler values", "lmbench-save-preset"
-        )
+        self.save_preset_button = button(t("Save preset"), "", "Save the current sampler values", "lmbench-save-preset")
         self.save_preset_button.on_click(lambda _: self._save_preset())
         self._refresh_presets()
 
         # Actions and output.
-        self.generate_button = _button(t("Generate"), "primary", "Generate from the prompt", "lmbench-generate")
-        self.generate_button.on_click(lambda _: self._start(self._generate_job))
-        self.stop_button = _button(t("Stop"), "danger", "Stop the generation", "lmbench-stop")
+        self.generate_button = button(t("Generate"), "primary", "Generate from the prompt", "lmbench-generate")
+        self.generate_button.on_click(lambda _: self.start(self._generate_job))
+        self.stop_button = button(t("Stop"), "danger", "Stop the generation", "lmbench-stop")
         self.stop_button.disabled = True
-        self.stop_button.on_click(lambda _: self._cancel.set())
-        self.status = w.HTML()
+        self.stop_button.on_click(lambda _: self.cancel.set())
+        self.status_line = w.HTML()
         self.error = w.HTML()
         self.error.add_class("lmbench-error")
         self.output = w.HTML(layout=w.Layout(width="100%", max_height="24em", overflow="auto"))
@@ -219,16 +184,7 @@ class Panel:
         self.stats = w.HTML()
         self.stats.add_class("lmbench-stats")
 
-        # Tabs: history, log, debug, compare.
-        self.history = w.Select(options=[], rows=10, layout=w.Layout(width="100%"))
-        self.history.add_class("lmbench-history")
-        self.history.observe(self._on_history, names="value")
-        refresh = _button(t("Refresh"), "", "Reload the history from the store", "lmbench-refresh")
-        refresh.on_click(lambda _: self.refresh_history())
-        self.history_all = w.Checkbox(
-            False, description=t("all runs in the store (not only this panel's)"), indent=False
-        )
-        self.history_all.observe(lambda _: self.refresh_history(), names="value")
+        # Tabs.
         self.log = w.HTML()
         self.log.add_class("lmbench-log")
         self.log_debug = w.Checkbox(False, description=t("show llama.cpp debug lines"), indent=False)
@@ -239,65 +195,21 @@ class Panel:
         self.debug_token.observe(lambda _: self._show_alternatives(), names="value")
         self.alternatives = w.HTML()
         numeric = [name for name in self.sliders if name != "max_tokens"]
-        self.compare_param = w.Dropdown(options=numeric, value="temperature", description=t("parameter"))
-        self.compare_values = w.Text("0.2, 0.7, 1.2", description=t("values"), tooltip="2 to 4 values, comma-separated")
-        self.compare_button = _button(t("Compare"), "info", "Run the prompt at each value", "lmbench-compare")
-        self.compare_button.on_click(lambda _: self._start(self._compare_job))
-        self.compare_output = w.HTML()
-        self.compare_output.add_class("lmbench-compare-output")
-
-        self.conversation: list[dict[str, str]] = []
-        self.chat_system = w.Text(placeholder=t("system message (optional)"), layout=w.Layout(width="100%"))
-        self.chat_transcript = w.HTML()
-        self.chat_transcript.add_class("lmbench-chat")
-        self.chat_input = w.Textarea(placeholder=t("Message"), rows=2, layout=w.Layout(width="100%"))
-        self.chat_input.add_class("lmbench-chat-input")
-        self.send_button = _button(t("Send"), "primary", "Send the message", "lmbench-send")
-        self.send_button.on_click(lambda _: self._start(self._chat_job))
-        new_chat = _button(t("New chat"), "", "Forget the conversation", "lmbench-new-chat")
-        new_chat.on_click(lambda _: self.new_chat())
-        self.regenerate_button = _button(t("Regenerate"), "", "Ask for the last reply again", "lmbench-regenerate")
-        self.regenerate_button.on_click(lambda _: self._start(self._regenerate_job))
-        self._notes: list[str | None] = []  # one per conversation turn: a reply's tokens, speed and ending
-        self._render_chat()
-
-        # The local API, served from the panel (as LM Studio's Developer tab does).
-        self.server: Server | None = None
-        self.server_port = w.BoundedIntText(8080, min=0, max=65535, description=t("port"),
-                                            tooltip="0 picks a free port")  # fmt: skip
-        self.server_key = w.Password(placeholder=t("API key (optional)"), layout=w.Layout(width="16em"))
-        self.server_button = _button(t("Start server"), "success", "Serve the API on 127.0.0.1", "lmbench-serve")
-        self.server_button.on_click(lambda _: self._toggle_server())
-        self.server_info = w.HTML(view.server_info(None, None))
-        self.server_info.add_class("lmbench-server-info")
-        self.server_log = w.HTML()
-        self.server_log.add_class("lmbench-server-log")
-        self._requests: collections.deque[str] = collections.deque(maxlen=200)
-        self._request_log = _RequestLog(self._on_request)
+        self.history = HistoryTab(self)
+        self.compare = CompareTab(self, numeric, lambda name: type(self.sliders[name].value))
+        self.chat = ChatTab(self)
+        self.server = ServerTab(self)
 
         output_tab = w.VBox([self.output, self.stats])
         tabs = w.Tab(
             [
                 output_tab,
-                w.VBox([_row([refresh, self.history_all]), w.HTML(view.HISTORY_HEADER), self.history]),
+                self.history.box,
                 w.VBox([self.log_debug, self.log]),
                 w.VBox([self.debug, self.debug_token, self.alternatives]),
-                w.VBox([_row([self.compare_param, self.compare_values, self.compare_button]), self.compare_output]),
-                w.VBox(
-                    [
-                        self.chat_system,
-                        self.chat_transcript,
-                        self.chat_input,
-                        _row([self.send_button, self.regenerate_button, new_chat]),
-                    ]
-                ),
-                w.VBox(
-                    [
-                        _row([self.server_port, self.server_key, self.server_button]),
-                        self.server_info,
-                        self.server_log,
-                    ]
-                ),
+                self.compare.box,
+                self.chat.box,
+                self.server.box,
             ],
             titles=tuple(map(t, ("Output", "History", "Log", "Debug", "Compare", "Chat", "Server"))),
         )
@@ -308,17 +220,17 @@ class Panel:
         )
         self.widget = w.VBox(
             [
-                _row([self.model, self.load_button]),
+                row([self.model, self.load_button]),
                 self.model_info,
                 load_settings,
                 self.prompt,
-                _row([self.generate_button, self.stop_button, self.token_count, self.status]),
+                row([self.generate_button, self.stop_button, self.token_count, self.status_line]),
                 self.error,
                 params,
-                _row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                _row([w.Label(t("Stop Strings")), self.stop]),
+                row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
+                row([w.Label(t("Stop Strings")), self.stop]),
                 _folded(self.json_schema, t("Structured output (JSON schema)")),
-                _row([self.preset, self.preset_name, self.save_preset_button]),
+                row([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,
                 self.experiment,
                 tabs,
@@ -327,7 +239,7 @@ class Panel:
         )
         self.widget.children = (*self.widget.children, Shortcuts())
         self.widget.add_class("lmbench-panel")
-        self.refresh_history()
+        self.history.refresh()
         self._refresh_log()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -397,9 +309,9 @@ class Panel:
             sampler = {k: v for k, v in self.values().items() if k in self.sliders and k != "max_tokens"}
             save_preset(name, **sampler)
         except LmbenchError as exc:
-            self._show_error(exc)
+            self.show_error(exc)
             return
-        self._event(f"saved preset {name!r}")
+        self.event(f"saved preset {name!r}")
         self._refresh_presets(select=name)
 
     # The worker ---------------------------------------------------------------------------
@@ -414,52 +326,58 @@ class Panel:
         if self._worker is not None:
             self._worker.join(timeout)
 
-    def _start(self, job: Callable[[], None]) -> None:
+    def start(self, job: Callable[[], None]) -> None:
         if self.busy:
             return
-        self._cancel.clear()
+        self.cancel.clear()
         self.error.value = ""
-        for button in self._action_buttons():
-            button.disabled = True
+        for action in self._action_buttons():
+            action.disabled = True
         self.stop_button.disabled = False
         self._worker = threading.Thread(target=self._run_job, args=(job,), name="lmbench-panel", daemon=True)
         self._worker.start()
 
     def _action_buttons(self) -> tuple[w.Button, ...]:
-        return (self.generate_button, self.compare_button, self.load_button, self.send_button, self.regenerate_button)
+        return (
+            self.generate_button,
+            self.compare.button,
+            self.load_button,
+            self.chat.send_button,
+            self.chat.regenerate_button,
+        )
 
     def _run_job(self, job: Callable[[], None]) -> None:
         try:
             job()
         except LmbenchError as exc:
-            self._show_error(exc)
+            self.show_error(exc)
         except Exception as exc:  # noqa: BLE001 - the panel must stay usable whatever happens
-            self._show_error(exc)
+            self.show_error(exc)
         finally:
-            self.status.value = ""
-            for button in self._action_buttons():
-                button.disabled = False
+            self.status_line.value = ""
+            for action in self._action_buttons():
+                action.disabled = False
             self.stop_button.disabled = True
-            self.refresh_history()
+            self.history.refresh()
             self._refresh_log()
 
-    def _show_error(self, exc: BaseException) -> None:
+    def show_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
         self.error.value = view.error(message)
-        self._event(f"error: {message}")
+        self.event(f"error: {message}")
 
-    def _event(self, message: str) -> None:
+    def event(self, message: str) -> None:
         self.events.append(f"{datetime.now():%H:%M:%S} {message}")
         self._refresh_log()
 
     # Jobs ----------------------------------------------------------------------------------
 
-    def _load(self) -> Engine:
+    def load(self) -> Engine:
         model = self.model.value.strip() or None
-        self.status.value = f"<i>{self._t('loading…')}</i>"
+        self.status_line.value = f"<i>{self.t('loading…')}</i>"
         engine, loaded_now = load_engine(model, n_ctx=self.n_ctx.value, n_threads=self.n_threads.value)
         if loaded_now or engine is not self.engine:
-            self._event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
+            self.event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads={engine.n_threads})")
             self.model_info.value = self._describe(engine.path)
             self.models_table.value = view.models_table(_with_loaded(self._found_models(), engine), str(engine.path))
         engine.parallel = self.parallel.value
@@ -484,12 +402,12 @@ class Panel:
         )
 
     def _load_job(self) -> None:
-        self._load()
+        self.load()
 
-    def _recorded(self, fn: Callable[..., Run], first: Any, engine: Engine, **options: Any) -> Run:
+    def recorded(self, fn: Callable[..., Run], first: Any, engine: Engine, **options: Any) -> Run:
         """``generate`` or ``chat`` the panel's way: its store, its Stop button, its experiment."""
         experiment = self.experiment.value.strip() or None
-        return fn(first, model=engine, cancel=self._cancel, store=self.store, source="panel", experiment=experiment,
+        return fn(first, model=engine, cancel=self.cancel, store=self.store, source="panel", experiment=experiment,
                   **options)  # fmt: skip
 
     def _generate_job(self) -> None:
@@ -497,138 +415,58 @@ class Panel:
         prompt = self.prompt.value
         if not prompt.strip():
             raise ParameterError("type a prompt first: the prompt box is empty", name="prompt")
-        engine = self._load()
-        self.status.value = f"<i>{self._t('generating…')}</i>"
+        engine = self.load()
+        self.status_line.value = f"<i>{self.t('generating…')}</i>"
         self.stats.value = ""
         self.tabs.selected_index = 0
-        stream = _Throttled(lambda text: self._render_output(prompt, text))
+        stream = Throttled(lambda text: self._render_output(prompt, text))
         try:
-            run = self._recorded(ask, prompt, engine, on_token=stream, raw=self.raw.value, **params)
+            run = self.recorded(ask, prompt, engine, on_token=stream, raw=self.raw.value, **params)
         finally:
             self._render_output(prompt, stream.text)
-        self._made(run)
-        self._show_run(run)
-
-    def _compare_job(self) -> None:
-        name = self.compare_param.value
-        try:
-            values = [self.sliders[name].value.__class__(v) for v in self.compare_values.value.split(",") if v.strip()]
-        except ValueError:
-            raise ParameterError(
-                f"compare values must be numbers separated by commas, not {self.compare_values.value!r}",
-                name=name,
-                value=self.compare_values.value,
-            ) from None
-        if not 2 <= len(values) <= 4:
-            raise ParameterError(f"compare needs 2 to 4 values of {name}, got {len(values)}", name=name, value=values)
-        params = self.values()
-        if params["seed"] is None:  # one seed for all, so only the compared parameter differs
-            params["seed"] = random_seed()
-        engine = self._load()
-        self.tabs.selected_index = 4
-        self.status.value = f"<i>comparing {len(values)} values of {name}, decoded together…</i>"
-        labels = Labels(self.experiment.value.strip() or None, source="panel")
-        jobs = [Job(self.prompt.value, validate_params({**params, name: value}), labels) for value in values]
-        recorder = Recorder(self.store, on_run=self._made)
-        runs, interruption = execute_many(engine, jobs, on_finished=recorder, cancel=self._cancel, slots=len(jobs))
-        ids = [run.id for run in runs if run is not None]
-        if ids:
-            self.compare_output.value = compare(ids, by=name, store=self.store).to_html()
-        if interruption is not None:
-            raise interruption
-
-    def _chat_job(self) -> None:
-        text = self.chat_input.value.strip()
-        if not text:
-            raise ParameterError("type a message first", name="messages", value=text)
-        system = self.chat_system.value.strip()
-        user = {"role": "user", "content": text}
-        messages = [*([{"role": "system", "content": system}] if system else []), *self.conversation, user]
-        engine = self._load()
-        self.status.value = f"<i>{self._t('replying…')}</i>"
-        stream = _Throttled(lambda reply: self._render_chat(pending=(text, reply)))
-        try:
-            run = self._recorded(chat, messages, engine, on_token=stream, **self.values())
-        except BaseException:
-            self._render_chat()
-            raise
-        self._made(run)
-        self.conversation += [user, {"role": "assistant", "content": run.text.strip()}]
-        self._notes += [None, view.reply_note(run)]
-        self.chat_input.value = ""
-        self._render_chat()
-        self._show_run(run)
-
-    def _regenerate_job(self) -> None:
-        """Drop the last reply and ask again (a new seed unless the seed is fixed)."""
-        if len(self.conversation) < 2 or self.conversation[-1]["role"] != "assistant":
-            raise ParameterError("there is no reply to regenerate yet", name="messages")
-        question = self.conversation[-2]["content"]
-        del self.conversation[-2:], self._notes[-2:]
-        self.chat_input.value = question
-        self._chat_job()
-
-    def new_chat(self) -> None:
-        """Forget the conversation (its runs stay in the store)."""
-        self.conversation, self._notes = [], []
-        self._render_chat()
-
-    def _render_chat(self, pending: tuple[str, str] | None = None) -> None:
-        turns: list[tuple[str, str, str | None]] = [
-            (m["role"], m["content"], note) for m, note in zip(self.conversation, self._notes, strict=True)
-        ]
-        if pending is not None:
-            turns += [("user", pending[0], None), ("assistant", pending[1] + " …", None)]
-        self.chat_transcript.value = view.chat(turns)
+        self.made(run)
+        self.show_run(run)
 
     # Showing results ----------------------------------------------------------------------------
 
     def _render_output(self, prompt: str, text: str) -> None:
         self.output.value = view.output(prompt, text)
 
-    def _toggle_server(self) -> None:
-        """Start the API on 127.0.0.1 with the panel's model and store, or stop it."""
-        self.error.value = ""
-        if self.server is not None:
-            self.server.stop()
-            logging.getLogger("lmbench.api").removeHandler(self._request_log)
-            self.server = None
-            self.server_button.description, self.server_button.button_style = self._t("Start server"), "success"
-            self.server_info.value = view.server_info(None, None)
-            self._event("API server stopped")
-            return
-        model = self.model.value.strip() or None
-        settings = Settings(model=model, n_ctx=self.n_ctx.value, api_key=self.server_key.value or None,
-                            store=self.store.path, parallel=self.parallel.value)  # fmt: skip
-        try:
-            server = Server(settings, port=self.server_port.value)
-            url = server.start()
-        except LmbenchError as exc:
-            self._show_error(exc)
-            return
-        self.server = server
-        api_log = logging.getLogger("lmbench.api")
-        api_log.setLevel(logging.INFO)
-        api_log.addHandler(self._request_log)
-        self.server_button.description, self.server_button.button_style = self._t("Stop server"), "danger"
-        self.server_info.value = view.server_info(url, settings.api_key)
-        self._event(f"API server on {url} (model {server.service.default_id})")
+    def restore(self, run: Run) -> None:
+        """Put a recorded run back in the panel: its prompt, settings and model, its output and stats."""
+        self.prompt.value = run.prompt
+        self.model.value = run.model_path  # loaded again by the next Generate
+        self.set_values(run.params.model_dump())
+        self.debug_tokens.value = run.params.logprobs is not None
+        self.last_run = run
+        self._render_output(run.prompt, run.text)
+        self.show_run(run)
 
-    def _on_request(self, line: str) -> None:
-        self._requests.append(f"{datetime.now():%H:%M:%S} {line}")
-        self.server_log.value = view.log(self._requests, [])
+    def server_settings(self, api_key: str | None) -> Settings:
+        """The API server's settings from the panel's model, context, slots and store."""
+        return Settings(model=self.model.value.strip() or None, n_ctx=self.n_ctx.value, api_key=api_key,
+                        store=self.store.path, parallel=self.parallel.value)  # fmt: skip
+
+    def status(self, text: str) -> None:
+        self.status_line.value = f"<i>{html.escape(text)}</i>"
+
+    def prompt_text(self) -> str:
+        return str(self.prompt.value)
+
+    def experiment_name(self) -> str | None:
+        return str(self.experiment.value).strip() or None
 
     def close(self) -> None:
         """Stop the panel's API server, if it runs (the panel itself stays usable)."""
-        if self.server is not None:
-            self._toggle_server()
+        if self.server.server is not None:
+            self.server.toggle()
 
-    def _made(self, run: Run) -> None:
+    def made(self, run: Run) -> None:
         """A run this panel made: kept for its history, and a line in its log."""
         self._mine.add(run.id)
-        self._event(view.log_line(run))
+        self.event(view.log_line(run))
 
-    def _show_run(self, run: Run) -> None:
+    def show_run(self, run: Run) -> None:
         self.last_run = run
         if self.random_seed.value:  # show the seed drawn, so it can be kept by unticking "random"
             self.seed.value = run.seed
@@ -646,40 +484,6 @@ class Panel:
         run, index = self.last_run, self.debug_token.value
         entries = run.token_logprobs if run is not None else None
         self.alternatives.value = view.alternatives(entries[index], index) if entries and index is not None else ""
-
-    def refresh_history(self) -> None:
-        """Reload the last runs from the store into the history list."""
-        try:
-            frame = self.store.runs()
-        except LmbenchError as exc:
-            self._show_error(exc)
-            return
-        if not self.history_all.value:
-            frame = frame[frame.id.isin(self._mine)]
-        frame = frame.iloc[-HISTORY_SIZE:]
-        options = [(view.history_row(row), row.id) for row in frame.iloc[::-1].itertuples()]
-        self._restoring = True
-        try:
-            self.history.options = options
-            self.history.value = None
-        finally:
-            self._restoring = False
-
-    def _on_history(self, change: dict[str, Any]) -> None:
-        if self._restoring or change["new"] is None:
-            return
-        try:
-            run = self.store.get(change["new"])
-        except LmbenchError as exc:
-            self._show_error(exc)
-            return
-        self.prompt.value = run.prompt
-        self.model.value = run.model_path  # the run's model, loaded again by the next Generate
-        self.set_values(run.params.model_dump())
-        self.debug_tokens.value = run.params.logprobs is not None
-        self.last_run = run
-        self._render_output(run.prompt, run.text)
-        self._show_run(run)
 
     def _refresh_log(self) -> None:
         engine_lines = [*self.engine.logs] if self.engine is not None else []
@@ -720,17 +524,6 @@ class Panel:
         return sorted({*aliases, *(e.path.as_posix() for e in [self.engine] if e is not None)})
 
 
-class _RequestLog(logging.Handler):
-    """Hands the API server's request lines to the panel."""
-
-    def __init__(self, show: Callable[[str], None]) -> None:
-        super().__init__(logging.INFO)
-        self._show = show
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._show(record.getMessage())
-
-
 def _with_loaded(found: Any, engine: Engine | None) -> Any:
     """The models found, plus the loaded one when it came from a path outside the model folders."""
     if engine is None or (found is not None and str(engine.path) in set(found.path.astype(str))):
@@ -741,11 +534,6 @@ def _with_loaded(found: Any, engine: Engine | None) -> Any:
            "context_length": facts.get("context_length"), "has_chat_template": facts.get("has_chat_template"),
            "source": "path"}  # fmt: skip
     return pd.DataFrame([row]) if found is None else pd.concat([found, pd.DataFrame([row])], ignore_index=True)
-
-
-def _row(children: list[w.Widget]) -> w.HBox:
-    """Widgets side by side, wrapping onto the next line when the notebook is narrow (1024 px screens)."""
-    return w.HBox(children, layout=w.Layout(flex_flow="row wrap"))
 
 
 def _folded(widget: w.Widget, title: str) -> w.Accordion:

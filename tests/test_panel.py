@@ -17,7 +17,7 @@ from lmbench.params import param_specs
 def panel(model_path: Path) -> lmbench.Panel:
     p = lmbench.panel(str(model_path))
     yield p
-    p._cancel.set()
+    p.cancel.set()
     p.wait(60)
 
 
@@ -59,7 +59,7 @@ def test_generate_records_exactly_the_slider_values(panel: lmbench.Panel) -> Non
     for part in ("prompt tokens", "completion tokens", "TTFT", "tok/s", "finish: ", "seed 1234"):
         assert part in panel.stats.value
     assert panel.generate_button.disabled is False and panel.stop_button.disabled is True
-    assert panel.history.options[0][1] == run.id, "the new run leads the history"
+    assert panel.history.runs.options[0][1] == run.id, "the new run leads the history"
 
 
 def test_random_seed_is_shown_after_the_run(panel: lmbench.Panel) -> None:
@@ -107,9 +107,9 @@ def test_bad_model_shows_an_error_and_the_panel_stays_usable(panel: lmbench.Pane
 
 
 def test_invalid_values_show_the_parameter_error(panel: lmbench.Panel) -> None:
-    panel.compare_param.value = "temperature"
-    panel.compare_values.value = "hot, cold"
-    panel.compare_button.click()
+    panel.compare.param.value = "temperature"
+    panel.compare.values.value = "hot, cold"
+    panel.compare.button.click()
     panel.wait(30)
     assert "compare values must be numbers" in panel.error.value
 
@@ -122,7 +122,7 @@ def test_history_selection_restores_prompt_and_parameters(panel: lmbench.Panel) 
     panel.prompt.value = "Something else"
     panel.sliders["temperature"].value = 0.1
     panel.random_seed.value = True
-    panel.history.value = first.id
+    panel.history.runs.value = first.id
     assert panel.prompt.value == "The dog"
     assert panel.sliders["temperature"].value == pytest.approx(1.5)
     assert panel.random_seed.value is False and panel.seed.value == first.seed
@@ -156,15 +156,15 @@ def test_debug_tab_colours_every_token_and_lists_alternatives(panel: lmbench.Pan
 def test_compare_runs_each_value_with_one_seed(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
     panel.sliders["max_tokens"].value = 8
-    panel.compare_param.value = "temperature"
-    panel.compare_values.value = "0, 1.5"
-    panel.compare_button.click()
+    panel.compare.param.value = "temperature"
+    panel.compare.values.value = "0, 1.5"
+    panel.compare.button.click()
     panel.wait(60)
     assert panel.error.value == ""
     table = lmbench.runs()
     assert list(table.temperature) == [0.0, 1.5]
     assert table.seed.nunique() == 1
-    assert "temperature = 0.0" in panel.compare_output.value and "temperature = 1.5" in panel.compare_output.value
+    assert "temperature = 0.0" in panel.compare.output.value and "temperature = 1.5" in panel.compare.output.value
 
 
 def test_log_tab_shows_llama_cpp_lines_and_events(panel: lmbench.Panel) -> None:
@@ -193,22 +193,22 @@ def test_panel_magic_displays_the_panel(model_path: Path) -> None:
 
 def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
     panel.sliders["max_tokens"].value = 12
-    panel.chat_system.value = "You tell stories."
-    panel.chat_input.value = "Tell me about a dog."
-    panel.send_button.click()
+    panel.chat.system.value = "You tell stories."
+    panel.chat.input.value = "Tell me about a dog."
+    panel.chat.send_button.click()
     panel.wait(60)
     assert panel.error.value == "", panel.error.value
-    assert [m["role"] for m in panel.conversation] == ["user", "assistant"]
-    panel.chat_input.value = "And then?"
-    panel.send_button.click()
+    assert [m["role"] for m in panel.chat.conversation] == ["user", "assistant"]
+    panel.chat.input.value = "And then?"
+    panel.chat.send_button.click()
     panel.wait(60)
     second = panel.last_run
     assert second is not None and second.chat_format == "plain"
     assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
-    assert "And then?" in panel.chat_transcript.value and panel.chat_input.value == ""
+    assert "And then?" in panel.chat.transcript.value and panel.chat.input.value == ""
     assert lmbench.runs().source.tolist() == ["panel", "panel"]
-    panel.new_chat()
-    assert panel.conversation == [] and "No messages yet" in panel.chat_transcript.value
+    panel.chat.new()
+    assert panel.chat.conversation == [] and "No messages yet" in panel.chat.transcript.value
 
 
 def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
@@ -261,13 +261,13 @@ def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_m
     panel.prompt.value = "The dog"
     panel.sliders["max_tokens"].value = 4
     mine = _generate(panel)
-    ids = [run_id for _, run_id in panel.history.options]
+    ids = [run_id for _, run_id in panel.history.runs.options]
     assert ids == [mine.id], "this panel's runs only, by default"
-    label = panel.history.options[0][0]
+    label = panel.history.runs.options[0][0]
     assert "stories260K" in label and "panel" in label
-    panel.history_all.value = True
-    assert [run_id for _, run_id in panel.history.options] == [mine.id, elsewhere.id]
-    panel.history.value = elsewhere.id
+    panel.history.all.value = True
+    assert [run_id for _, run_id in panel.history.runs.options] == [mine.id, elsewhere.id]
+    panel.history.runs.value = elsewhere.id
     assert panel.model.value == str(synthetic_model) and panel.prompt.value == "Elsewhere"
 
 
@@ -283,18 +283,18 @@ def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
 def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerated(panel: lmbench.Panel) -> None:
     panel.sliders["max_tokens"].value = 6
     panel.toggles["ignore_eos"].value = True
-    panel.chat_input.value = "Tell me about a dog."
-    panel.send_button.click()
+    panel.chat.input.value = "Tell me about a dog."
+    panel.chat.send_button.click()
     panel.wait(60)
     first = panel.last_run
     assert first is not None and first.finish_reason == "length"
-    assert "6 tokens" in panel.chat_transcript.value and "cut off at max_tokens" in panel.chat_transcript.value
-    panel.regenerate_button.click()
+    assert "6 tokens" in panel.chat.transcript.value and "cut off at max_tokens" in panel.chat.transcript.value
+    panel.chat.regenerate_button.click()
     panel.wait(60)
     second = panel.last_run
     assert second is not None and second.id != first.id
-    assert [m["role"] for m in panel.conversation] == ["user", "assistant"], "the reply was replaced"
-    assert panel.conversation[0]["content"] == "Tell me about a dog."
+    assert [m["role"] for m in panel.chat.conversation] == ["user", "assistant"], "the reply was replaced"
+    assert panel.chat.conversation[0]["content"] == "Tell me about a dog."
     assert len(lmbench.runs()) == 2
 
 
@@ -346,16 +346,16 @@ def test_the_server_tab_serves_the_api_and_its_example_runs(
 ) -> None:
     import re
 
-    panel.server_port.value = 0
-    panel.server_button.click()
+    panel.server.port.value = 0
+    panel.server.button.click()
     try:
-        assert panel.server is not None and panel.server_button.description == "Stop server"
-        example = html.unescape(re.findall(r"<pre[^>]*>(.*?)</pre>", panel.server_info.value, re.S)[0])
-        assert panel.server.url in example
+        assert panel.server.server is not None and panel.server.button.description == "Stop server"
+        example = html.unescape(re.findall(r"<pre[^>]*>(.*?)</pre>", panel.server.info.value, re.S)[0])
+        assert panel.server.server.url in example
         exec(example, {})  # the guide's example, filled in with this server's URL
         assert capsys.readouterr().out.strip(), "the example printed the generated text"
         assert lmbench.runs(store=panel.store).source.tolist() == ["api"]
-        assert "200 POST /api/generate" in panel.server_log.value
+        assert "200 POST /api/generate" in panel.server.log.value
     finally:
-        panel.server_button.click()
-    assert panel.server is None and "not running" in panel.server_info.value
+        panel.server.button.click()
+    assert panel.server.server is None and "not running" in panel.server.info.value
