@@ -32,22 +32,22 @@ def _generate(panel: lmbench.Panel) -> lmbench.Run:
 
 def test_sliders_come_from_the_parameter_definition(panel: lmbench.Panel) -> None:
     specs = {s.name: s for s in param_specs() if s.ui_min is not None}
-    assert set(panel.sliders) == set(specs)
+    assert set(panel.form.sliders) == set(specs)
     for name, spec in specs.items():
-        slider = panel.sliders[name]
+        slider = panel.form.sliders[name]
         assert (slider.value, slider.min, slider.step) == (spec.default, spec.ui_min, spec.ui_step)
         assert spec.description in slider.tooltip
-    assert panel.sliders["max_tokens"].max == panel.n_ctx.value, "max tokens reaches the context length"
+    assert panel.form.sliders["max_tokens"].max == panel.picker.n_ctx.value, "max tokens reaches the context length"
 
 
 def test_generate_records_exactly_the_slider_values(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
     values = {"temperature": 0.35, "top_p": 0.8, "top_k": 12, "min_p": 0.1, "repeat_penalty": 1.2, "max_tokens": 24}
     for name, value in values.items():
-        panel.sliders[name].value = value
-    panel.random_seed.value = False
-    panel.seed.value = 1234
-    panel.stop.value = ["zebra"]
+        panel.form.sliders[name].value = value
+    panel.form.random_seed.value = False
+    panel.form.seed.value = 1234
+    panel.form.stop.value = ["zebra"]
     run = _generate(panel)
 
     stored = lmbench.runs().iloc[-1]
@@ -64,14 +64,14 @@ def test_generate_records_exactly_the_slider_values(panel: lmbench.Panel) -> Non
 
 def test_random_seed_is_shown_after_the_run(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once"
-    panel.sliders["max_tokens"].value = 4
+    panel.form.sliders["max_tokens"].value = 4
     run = _generate(panel)
-    assert panel.seed.value == run.seed and panel.random_seed.value is True
+    assert panel.form.seed.value == run.seed and panel.form.random_seed.value is True
 
 
 def test_stop_cancels_a_long_generation(panel: lmbench.Panel) -> None:
-    panel.n_ctx.value = 16384
-    panel.sliders["max_tokens"].value = 16000
+    panel.picker.n_ctx.value = 16384
+    panel.form.sliders["max_tokens"].value = 16000
     panel.prompt.value = "Once upon a time"
     panel.generate_button.click()
     assert panel.generate_button.disabled, "Generate is disabled while running"
@@ -88,10 +88,10 @@ def test_stop_cancels_a_long_generation(panel: lmbench.Panel) -> None:
 
 
 def test_bad_model_shows_an_error_and_the_panel_stays_usable(panel: lmbench.Panel, tmp_path: Path) -> None:
-    good = panel.model.value
+    good = panel.picker.model.value
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 12)
-    panel.model.value = str(bad)
+    panel.picker.model.value = str(bad)
     panel.prompt.value = "Once"
     panel.generate_button.click()
     panel.wait(60)
@@ -100,8 +100,8 @@ def test_bad_model_shows_an_error_and_the_panel_stays_usable(panel: lmbench.Pane
     assert not panel.generate_button.disabled
     assert lmbench.runs().empty
 
-    panel.model.value = good
-    panel.sliders["max_tokens"].value = 5
+    panel.picker.model.value = good
+    panel.form.sliders["max_tokens"].value = 5
     run = _generate(panel)
     assert run.completion_tokens > 0 and panel.error.value == ""
 
@@ -116,35 +116,35 @@ def test_invalid_values_show_the_parameter_error(panel: lmbench.Panel) -> None:
 
 def test_history_selection_restores_prompt_and_parameters(panel: lmbench.Panel) -> None:
     panel.prompt.value = "The dog"
-    panel.sliders["temperature"].value = 1.5
-    panel.sliders["max_tokens"].value = 6
+    panel.form.sliders["temperature"].value = 1.5
+    panel.form.sliders["max_tokens"].value = 6
     first = _generate(panel)
     panel.prompt.value = "Something else"
-    panel.sliders["temperature"].value = 0.1
-    panel.random_seed.value = True
+    panel.form.sliders["temperature"].value = 0.1
+    panel.form.random_seed.value = True
     panel.history.runs.value = first.id
     assert panel.prompt.value == "The dog"
-    assert panel.sliders["temperature"].value == pytest.approx(1.5)
-    assert panel.random_seed.value is False and panel.seed.value == first.seed
+    assert panel.form.sliders["temperature"].value == pytest.approx(1.5)
+    assert panel.form.random_seed.value is False and panel.form.seed.value == first.seed
     again = _generate(panel)
     assert again.text == first.text, "restored settings reproduce the run"
 
 
 def test_presets_apply_and_save(panel: lmbench.Panel) -> None:
-    panel.preset.value = "creative"
-    assert panel.sliders["temperature"].value == pytest.approx(1.2)
-    assert "temperature 1.2" in panel.preset_values.value
-    panel.sliders["temperature"].value = 0.45
-    panel.preset_name.value = "mine"
-    panel.save_preset_button.click()
+    panel.form.preset.value = "creative"
+    assert panel.form.sliders["temperature"].value == pytest.approx(1.2)
+    assert "temperature 1.2" in panel.form.preset_values.value
+    panel.form.sliders["temperature"].value = 0.45
+    panel.form.preset_name.value = "mine"
+    panel.form.save_preset_button.click()
     assert lmbench.presets()["mine"]["temperature"] == pytest.approx(0.45)
-    assert panel.preset.value == "mine"
+    assert panel.form.preset.value == "mine"
     assert lmbench.generate("Once", preset="mine", max_tokens=3).temperature == pytest.approx(0.45)
 
 
 def test_debug_tab_colours_every_token_and_lists_alternatives(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
-    panel.sliders["max_tokens"].value = 10
+    panel.form.sliders["max_tokens"].value = 10
     run = _generate(panel)
     assert run.token_logprobs is not None and len(run.token_logprobs) == run.completion_tokens
     assert panel.debug.value.count("<span title='#") == run.completion_tokens
@@ -155,7 +155,7 @@ def test_debug_tab_colours_every_token_and_lists_alternatives(panel: lmbench.Pan
 
 def test_compare_runs_each_value_with_one_seed(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
-    panel.sliders["max_tokens"].value = 8
+    panel.form.sliders["max_tokens"].value = 8
     panel.compare.param.value = "temperature"
     panel.compare.values.value = "0, 1.5"
     panel.compare.button.click()
@@ -168,7 +168,7 @@ def test_compare_runs_each_value_with_one_seed(panel: lmbench.Panel) -> None:
 
 
 def test_log_tab_shows_llama_cpp_lines_and_events(panel: lmbench.Panel) -> None:
-    panel.load_button.click()
+    panel.picker.load_button.click()
     panel.wait(60)
     assert "loaded stories260K.gguf" in panel.log.value
     assert "llama" in panel.log.value.split("llama.cpp</b>")[1]
@@ -184,7 +184,7 @@ def test_panel_magic_displays_the_panel(model_path: Path) -> None:
         shell.run_line_magic("lmbench", f"model {model_path}")
         shown = shell.run_line_magic("lmbench", "panel")
         assert isinstance(shown, lmbench.Panel)
-        assert shown.engine is not None and shown.model.value == str(model_path)
+        assert shown.engine is not None and shown.picker.model.value == str(model_path)
         bundle = shown._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
     finally:
@@ -192,7 +192,7 @@ def test_panel_magic_displays_the_panel(model_path: Path) -> None:
 
 
 def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
-    panel.sliders["max_tokens"].value = 12
+    panel.form.sliders["max_tokens"].value = 12
     panel.chat.system.value = "You tell stories."
     panel.chat.input.value = "Tell me about a dog."
     panel.chat.send_button.click()
@@ -212,7 +212,7 @@ def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
 
 
 def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
-    panel.load_button.click()
+    panel.picker.load_button.click()
     panel.wait(60)
     panel.prompt.value = "Once upon a time"
     expected = len(lmbench.tokenize("Once upon a time", panel.engine))
@@ -226,16 +226,16 @@ def test_json_schema_box_constrains_the_output(panel: lmbench.Panel) -> None:
 
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     panel.prompt.value = "Once"
-    panel.sliders["max_tokens"].value = 30
-    panel.json_schema.value = json.dumps(schema)
+    panel.form.sliders["max_tokens"].value = 30
+    panel.form.json_schema.value = json.dumps(schema)
     run = _generate(panel)
     assert json.loads(run.text)["ok"] in (True, False) and run.params.json_schema == schema
-    panel.json_schema.value = "{not json"
+    panel.form.json_schema.value = "{not json"
     panel.generate_button.click()
     panel.wait(60)
     assert "JSON schema box" in panel.error.value
-    panel.set_values({"json_schema": None})
-    assert panel.json_schema.value == ""
+    panel.form.set_values({"json_schema": None})
+    assert panel.form.json_schema.value == ""
 
 
 def test_an_empty_prompt_is_refused_with_a_message(panel: lmbench.Panel) -> None:
@@ -247,11 +247,11 @@ def test_an_empty_prompt_is_refused_with_a_message(panel: lmbench.Panel) -> None
 
 
 def test_load_settings_show_the_parallel_slots_and_kv_cache(panel: lmbench.Panel) -> None:
-    panel.parallel.value = 2
+    panel.picker.parallel.value = 2
     panel.prompt.value = "Once upon a time"
     _generate(panel)
     assert panel.engine is not None and panel.engine.parallel == 2
-    assert "KV cache: 2 slot(s) x" in panel.kv_info.value and "MiB" in panel.kv_info.value
+    assert "KV cache: 2 slot(s) x" in panel.picker.kv_info.value and "MiB" in panel.picker.kv_info.value
 
 
 def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_model(
@@ -259,7 +259,7 @@ def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_m
 ) -> None:
     elsewhere = lmbench.generate("Elsewhere", max_tokens=3, model=synthetic_model)
     panel.prompt.value = "The dog"
-    panel.sliders["max_tokens"].value = 4
+    panel.form.sliders["max_tokens"].value = 4
     mine = _generate(panel)
     ids = [run_id for _, run_id in panel.history.runs.options]
     assert ids == [mine.id], "this panel's runs only, by default"
@@ -268,12 +268,12 @@ def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_m
     panel.history.all.value = True
     assert [run_id for _, run_id in panel.history.runs.options] == [mine.id, elsewhere.id]
     panel.history.runs.value = elsewhere.id
-    assert panel.model.value == str(synthetic_model) and panel.prompt.value == "Elsewhere"
+    assert panel.picker.model.value == str(synthetic_model) and panel.prompt.value == "Elsewhere"
 
 
 def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
-    panel.sliders["max_tokens"].value = 5
+    panel.form.sliders["max_tokens"].value = 5
     run = _generate(panel)
     log = html.unescape(panel.log.value)
     assert f"stories260K.gguf: 'Once upon a time' -> {run.completion_tokens} tokens" in log
@@ -281,8 +281,8 @@ def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
 
 
 def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerated(panel: lmbench.Panel) -> None:
-    panel.sliders["max_tokens"].value = 6
-    panel.toggles["ignore_eos"].value = True
+    panel.form.sliders["max_tokens"].value = 6
+    panel.form.toggles["ignore_eos"].value = True
     panel.chat.input.value = "Tell me about a dog."
     panel.chat.send_button.click()
     panel.wait(60)
@@ -312,13 +312,15 @@ def test_labels_as_the_guides_name_them_in_english_and_spanish(
 ) -> None:
     monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))
     english = lmbench.panel(str(model_path))
-    assert english.lang == "en" and english.sliders["max_tokens"].description == "Max Tokens"
-    assert english.sliders["top_p"].description == "Top P" and english.sliders["top_p"].tooltip.startswith("top_p: ")
-    assert english.toggles["ignore_eos"].description == "Ignore EOS"
+    assert english.lang == "en" and english.form.sliders["max_tokens"].description == "Max Tokens"
+    assert english.form.sliders["top_p"].description == "Top P" and english.form.sliders["top_p"].tooltip.startswith(
+        "top_p: "
+    )
+    assert english.form.toggles["ignore_eos"].description == "Ignore EOS"
     spanish = lmbench.panel(str(model_path), lang="es")
     assert spanish.generate_button.description == "Generar" and spanish.tabs.titles[1] == "Historial"
-    assert spanish.sliders["max_tokens"].description == "Tokens máximos"
-    assert spanish.sliders["temperature"].description == "Temperatura"
+    assert spanish.form.sliders["max_tokens"].description == "Tokens máximos"
+    assert spanish.form.sliders["temperature"].description == "Temperatura"
     monkeypatch.setenv("LMBENCH_LANG", "es_ES")
     assert lmbench.panel(str(model_path)).lang == "es"
     monkeypatch.delenv("LMBENCH_LANG")
@@ -333,9 +335,9 @@ def test_labels_as_the_guides_name_them_in_english_and_spanish(
 
 
 def test_the_load_settings_list_the_models_found_and_mark_the_loaded_one(panel: lmbench.Panel) -> None:
-    panel.load_button.click()
+    panel.picker.load_button.click()
     panel.wait(60)
-    table = panel.models_table.value
+    table = panel.picker.table.value
     assert "<code>stories260K</code> ◀ loaded" in table
     assert all(h in table for h in ("size", "parameters", "quantization", "context", "chat template"))
     assert "F32" in table and "293K" in table, "the file's quantization and parameter count"

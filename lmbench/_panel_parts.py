@@ -1,4 +1,5 @@
-"""The panel's tabs that do a job of their own: History, Compare, Chat and Server.
+"""The panel's parts: the model picker, the parameters form with presets, and the History,
+Compare, Chat and Server tabs.
 
 Each owns its widgets (``box`` is what the panel shows) and its one job; the panel composes them
 and lends what they share through the small ``Host`` interface: its store and language, its
@@ -8,7 +9,11 @@ worker (start, cancel, load the model), the generation values, and where runs ar
 from __future__ import annotations
 
 import collections
+import html
+import json
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,15 +21,18 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import ipywidgets as w
+import pandas as pd
 
 from . import _panel_html as view
+from . import models
 from .api import Settings
 from .chat import chat
 from .compare import compare
-from .engine import Engine
+from .engine import Engine, physical_cores
 from .errors import LmbenchError, ParameterError
 from .generation import Job, Recorder, execute_many, random_seed
-from .params import validate_params
+from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
+from .presets import presets, resolve_preset, save_preset
 from .run import Labels, Run
 from .server import Server
 from .store import Store
@@ -33,6 +41,8 @@ from .store import Store
 HISTORY_SIZE = 25
 # Streamed text reaches the front end at most this often, however fast the model is.
 STREAM_INTERVAL_S = 0.05
+# Top alternatives recorded per token for the debug view.
+DEBUG_TOP = 5
 
 
 class Host(Protocol):
@@ -87,6 +97,264 @@ class Throttled:
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+
+def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
+    """A slider labelled as the guides name the parameter (its name, meaning and range in the tooltip);
+    Max Tokens is a number box, whose range is too wide for a slider."""
+    options: dict[str, Any] = {
+        "value": spec.default, "min": spec.ui_min, "max": spec.ui_max, "description": t(spec.label),
+        "description_allow_html": False, "tooltip": f"{spec.name}: {spec.description} ({spec.range_text()})",
+        "style": {"description_width": "12.5em"}, "layout": w.Layout(width="28em"),
+    }  # fmt: skip
+    if spec.name == "max_tokens":
+        slider = w.BoundedIntText(**options)
+    elif spec.type is int:
+        slider = w.IntSlider(step=spec.ui_step, continuous_update=False, **options)
+    else:
+        slider = w.FloatSlider(step=spec.ui_step, continuous_update=False, readout_format=".2f", **options)
+    slider.add_class(f"lmbench-param-{spec.name}")
+    return slider
+
+
+def folded(widget: w.Widget, title: str) -> w.Accordion:
+    box = w.Accordion([widget], titles=(title,))
+    box.selected_index = None
+    return box
+
+
+class ModelPicker:
+    """Which model, with what settings: the discovered models (with their facts), a free path, the KV cache."""
+
+    def __init__(self, host: Host, model: str | Engine | None) -> None:
+        self.host = host
+        t = host.t
+        engine = model if isinstance(model, Engine) else None
+        found = found_models()
+        self.model = w.Combobox(
+            value=str(engine.path if engine else model or ""),
+            options=_choices(found, engine),
+            placeholder=t("model: path, file name or alias (empty: $LMBENCH_MODEL or the default)"),
+            ensure_option=False,
+            layout=w.Layout(width="36em"),
+        )
+        self.model.add_class("lmbench-model")
+        self.info = w.HTML(describe(engine.path if engine else model if isinstance(model, str) else None))
+        self.info.add_class("lmbench-model-info")
+        number = {"style": {"description_width": "initial"}}
+        self.n_ctx = w.BoundedIntText(
+            engine.n_ctx if engine else 2048,
+            min=16,
+            max=1 << 20,
+            description=t("context length"),
+            layout=w.Layout(width="16em"),
+            **number,
+        )
+        self.n_threads = w.BoundedIntText(
+            engine.n_threads if engine else physical_cores(),
+            min=1,
+            max=512,
+            description=t("threads"),
+            layout=w.Layout(width="12em"),
+            **number,
+        )
+        self.parallel = w.BoundedIntText(
+            engine.parallel if engine else 1, min=1, max=256, description=t("parallel"),
+            tooltip="requests decoded together, each with the whole context (the KV cache grows with it)",
+            layout=w.Layout(width="12em"), **number,
+        )  # fmt: skip
+        self.kv_info = w.HTML()
+        self.kv_info.add_class("lmbench-kv-info")
+        self.table = w.HTML(view.models_table(_with_loaded(found, engine), str(engine.path) if engine else None))
+        self.table.add_class("lmbench-models")
+        self.load_button = button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
+        settings = w.Accordion(
+            [w.VBox([row([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.table])],
+            titles=(t("Load settings"),),
+        )
+        settings.selected_index = None
+        self.box = w.VBox([row([self.model, self.load_button]), self.info, settings])
+
+    @property
+    def name(self) -> str | None:
+        """The model asked for (None: the default model)."""
+        return str(self.model.value).strip() or None
+
+    def loaded(self, engine: Engine, first_time: bool) -> None:
+        """Show a model just loaded (its facts, the table) and give it the panel's parallel slots."""
+        if first_time:
+            self.info.value = describe(engine.path)
+            self.table.value = view.models_table(_with_loaded(found_models(), engine), str(engine.path))
+        engine.parallel = self.parallel.value
+        self.show_kv_cache(engine)
+
+    def show_kv_cache(self, engine: Engine | None) -> None:
+        """The loaded model's KV cache: slots, cells each, memory (made at the first generation)."""
+        if engine is None or engine.closed:
+            self.kv_info.value = ""
+            return
+        status = engine.scheduler.status()
+        if not status["slots"]:
+            planned = f"{engine.parallel} x {engine.n_ctx} cells"
+            self.kv_info.value = f"<small>KV cache: {planned}, made at the first generation</small>"
+            return
+        self.kv_info.value = (
+            f"<small>KV cache: {status['slots']} slot(s) x {status['cells_per_slot']} cells, "
+            f"{status['kv_cache_bytes'] / 2**20:.1f} MiB</small>"
+        )
+
+
+def describe(model: str | os.PathLike[str] | None) -> str:
+    """Which model the panel uses (and, for the default, why), as one line of HTML."""
+    try:
+        return f"<small>model: {html.escape(models.describe(model))}</small>"
+    except LmbenchError as exc:
+        return f"<small>model: {html.escape(str(exc))}</small>"
+
+
+def found_models() -> Any:
+    """The models the model manager lists (None when the folders cannot be read)."""
+    try:
+        return models.list()
+    except (LmbenchError, OSError):
+        return None
+
+
+def _choices(found: Any, engine: Engine | None) -> list[str]:
+    aliases = [] if found is None else found.alias.dropna()
+    return sorted({*aliases, *(e.path.as_posix() for e in [engine] if e is not None)})
+
+
+def _with_loaded(found: Any, engine: Engine | None) -> Any:
+    """The models found, plus the loaded one when it came from a path outside the model folders."""
+    if engine is None or (found is not None and str(engine.path) in set(found.path.astype(str))):
+        return found
+    facts = engine.info
+    listed = {"alias": models.model_id(engine.path), "path": str(engine.path), "size": engine.size,
+              "parameters": facts.get("parameters"), "quantization": facts.get("quantization"),
+              "context_length": facts.get("context_length"), "has_chat_template": facts.get("has_chat_template"),
+              "source": "path"}  # fmt: skip
+    return pd.DataFrame([listed]) if found is None else pd.concat([found, pd.DataFrame([listed])], ignore_index=True)
+
+
+class ParamsForm:
+    """Every generation parameter as a control (from the one parameter definition), and the presets."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        t = host.t
+        self.sliders: dict[str, w.Widget] = {s.name: _slider(s, t) for s in param_specs() if s.ui_min is not None}
+        self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True)
+        self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False)
+        self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
+        self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
+        self.json_schema = w.Textarea(
+            placeholder='JSON schema, e.g. {"type": "object", "properties": {"answer": {"type": "string"}}}',
+            rows=3, layout=w.Layout(width="100%"), tooltip=PARAM_SPECS["json_schema"].description,
+        )  # fmt: skip
+        self.json_schema.add_class("lmbench-json-schema")
+        self.debug_tokens = w.Checkbox(True, description=t("record token probabilities"), indent=False)
+        self.raw = w.Checkbox(
+            False, description=t("raw completion"), indent=False,
+            tooltip="Complete the prompt as it is; off: an instruct model gets it as a user message through its "
+            "chat template",
+        )  # fmt: skip
+        self.toggles = {
+            s.name: w.Checkbox(s.default, description=t(s.label), tooltip=f"{s.name}: {s.description}", indent=False)
+            for s in param_specs()
+            if s.type is bool
+        }
+        self.preset = w.Dropdown(options=[], description=t("preset"))
+        self.preset.observe(self._on_preset, names="value")
+        self.preset_values = w.HTML()
+        self.preset_name = w.Text(placeholder=t("name"), layout=w.Layout(width="10em"))
+        self.save_preset_button = button(t("Save preset"), "", "Save the current sampler values", "lmbench-save-preset")
+        self.save_preset_button.on_click(lambda _: self._save_preset())
+        self._restoring = False
+        self._refresh_presets()
+        grid = w.GridBox(
+            [*self.sliders.values()], layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))")
+        )
+        self.box = w.VBox(
+            [
+                grid,
+                row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
+                row([w.Label(t("Stop Strings")), self.stop]),
+                folded(self.json_schema, t("Structured output (JSON schema)")),
+                row([self.preset, self.preset_name, self.save_preset_button]),
+                self.preset_values,
+            ]
+        )
+
+    def values(self) -> dict[str, Any]:
+        """The generation parameters the controls describe now."""
+        values: dict[str, Any] = {name: slider.value for name, slider in self.sliders.items()}
+        values.update({name: toggle.value for name, toggle in self.toggles.items()})
+        values["seed"] = None if self.random_seed.value else self.seed.value
+        values["stop"] = list(self.stop.value)
+        values["logprobs"] = DEBUG_TOP if self.debug_tokens.value else None
+        schema = self.json_schema.value.strip()
+        if schema:
+            try:
+                values["json_schema"] = json.loads(schema)
+            except ValueError as exc:
+                raise ParameterError(f"the JSON schema box does not hold JSON: {exc}", name="json_schema") from None
+        return values
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Put parameter values into the controls (unknown names are ignored)."""
+        for name, value in values.items():
+            if name in self.sliders and value is not None and not (isinstance(value, float) and math.isnan(value)):
+                slider = self.sliders[name]
+                slider.max = max(slider.max, value)
+                slider.min = min(slider.min, value)
+                slider.value = value
+        for name, toggle in self.toggles.items():
+            if values.get(name) is not None:
+                toggle.value = bool(values[name])
+        if "seed" in values and values["seed"] is not None:
+            self.random_seed.value = False
+            self.seed.value = int(values["seed"])
+        if "stop" in values:
+            self.stop.value = list(values["stop"] or [])
+        if "json_schema" in values:
+            self.json_schema.value = json.dumps(values["json_schema"]) if values["json_schema"] else ""
+        if "logprobs" in values:
+            self.debug_tokens.value = values["logprobs"] is not None
+
+    def follow_context(self, n_ctx: int) -> None:
+        """Max Tokens can reach the model's context length."""
+        box = self.sliders["max_tokens"]
+        box.max = max(int(n_ctx), box.min)
+
+    def _refresh_presets(self, select: str | None = None) -> None:
+        self._restoring = True
+        try:
+            self.preset.options = [("—", None), *((name, name) for name in presets())]
+            self.preset.value = select
+        finally:
+            self._restoring = False
+
+    def _on_preset(self, change: dict[str, Any]) -> None:
+        name = change["new"]
+        if name is None:
+            self.preset_values.value = ""
+            return
+        values = resolve_preset(name)
+        self.preset_values.value = view.preset(name, values)
+        if not self._restoring:
+            self.set_values(values)
+
+    def _save_preset(self) -> None:
+        try:
+            name = self.preset_name.value.strip()
+            sampler = {k: v for k, v in self.values().items() if k in self.sliders and k != "max_tokens"}
+            save_preset(name, **sampler)
+        except LmbenchError as exc:
+            self.host.show_error(exc)
+            return
+        self.host.event(f"saved preset {name!r}")
+        self._refresh_presets(select=name)
 
 
 class HistoryTab:
