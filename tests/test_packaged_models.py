@@ -165,8 +165,8 @@ def test_the_served_model_list_over_http(tmp_path: Path) -> None:
 
 def test_the_panel_says_which_model_it_uses() -> None:
     panel = lmbench.panel()
-    assert f"{INSTRUCT} (default)" in panel.model_info.value
-    assert INSTRUCT in panel.model.options
+    assert f"{INSTRUCT} (default)" in panel.picker.info.value
+    assert INSTRUCT in panel.picker.model.options
 
 
 def test_the_panel_and_the_magic_use_the_chat_template_unless_raw() -> None:
@@ -174,12 +174,12 @@ def test_the_panel_and_the_magic_use_the_chat_template_unless_raw() -> None:
 
     panel = lmbench.panel()
     panel.prompt.value = "Say hello."
-    panel.sliders["max_tokens"].value = 8
+    panel.form.sliders["max_tokens"].value = 8
     panel.generate_button.click()
     panel.wait(120)
     assert panel.error.value == "" and panel.last_run.chat_format == "gguf"
     assert "chat template (gguf)" in panel.stats.value
-    panel.raw.value = True
+    panel.form.raw.value = True
     panel.generate_button.click()
     panel.wait(120)
     assert panel.last_run.chat_format is None and panel.last_run.prompt == "Say hello."
