@@ -42,7 +42,7 @@ def jupyterlab(tmp_path: Path, lmbench_home: Path) -> Iterator[str]:
 
 # Screenshots of every tab in both themes, for a person to look at (CI keeps the folder; git ignores it).
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-TABS = ("Output", "History", "Log", "Debug", "Compare", "Chat")
+TABS = ("Output", "History", "Log", "Debug", "Compare", "Chat", "Server")
 CONTRAST = """el => {
   const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
   const lum = c => {
