@@ -131,10 +131,12 @@ def execute_many(
             request.layout = (slots, -(-longest // 256) * 256)
     first = requests[0] if requests else None
 
+    position = {id(r): i for i, r in enumerate(requests)}
+
     def done(request: Request) -> None:
         if not request.admitted:
             return
-        i = requests.index(request)
+        i = position[id(request)]
         run = runs[i] = _finished_run(engine, jobs[i], request, load_s if request is first else 0.0)
         if on_finished is not None:
             on_finished(run)
