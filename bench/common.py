@@ -10,7 +10,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from lmbench.engine import cpu_has_amx, model_params, physical_cores
+from lmbench.engine._engine import cpu_has_amx, model_params, physical_cores
 
 PROMPT = "Once upon a time"
 SAMPLING = {"temperature": 0.8, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
@@ -44,7 +44,7 @@ def alternate(a: Callable[[], float], b: Callable[[], float], reps: int) -> tupl
 def baseline_llama(path: Path, n_ctx: int = 2048) -> llama_cpp.Llama:
     """The bare llama-cpp-python model the comparisons run against (same threads and context as lmbench's)."""
     threads = physical_cores()
-    with model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine)
+    with model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine._engine)
         return llama_cpp.Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from lmbench.engine import cpu_has_amx
+from lmbench.engine._engine import cpu_has_amx
 
 BUILD = Path(__file__).resolve().parent / ".build"
 ENVIRONMENT = {"llama-batched-bench": "LMBENCH_BATCHED_BENCH", "llama-server": "LMBENCH_LLAMA_SERVER"}
@@ -42,23 +42,45 @@ def build(target: str) -> Path | None:
         archive = next(BUILD.glob(f"llama_cpp_python-{version}.tar.gz"), None)
         if archive is None:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
-                 "--no-deps", "-d", str(BUILD)],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    f"llama-cpp-python=={version}",
+                    "--no-binary",
+                    ":all:",
+                    "--no-deps",
+                    "-d",
+                    str(BUILD),
+                ],
+                check=True,
+                capture_output=True,
+            )
             archive = next(BUILD.glob(f"llama_cpp_python-{version}.tar.gz"))
         source = BUILD / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
         if not source.exists():
             with tarfile.open(archive) as tar:
                 tar.extractall(BUILD, filter="data")
-        options = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                   "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON",
-                   "-DBUILD_SHARED_LIBS=OFF"]  # fmt: skip
-        subprocess.run(["cmake", "-S", str(source), "-B", str(BUILD / "llama.cpp"), *options], check=True,
-                       capture_output=True)  # fmt: skip
+        options = [
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+            "-DLLAMA_BUILD_TOOLS=ON",
+            "-DBUILD_SHARED_LIBS=OFF",
+        ]
+        subprocess.run(
+            ["cmake", "-S", str(source), "-B", str(BUILD / "llama.cpp"), *options], check=True, capture_output=True
+        )
         jobs = str(os.cpu_count() or 2)
-        subprocess.run(["cmake", "--build", str(BUILD / "llama.cpp"), "--target", target, "-j", jobs],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["cmake", "--build", str(BUILD / "llama.cpp"), "--target", target, "-j", jobs],
+            check=True,
+            capture_output=True,
+        )
     except (OSError, subprocess.CalledProcessError, StopIteration, tarfile.TarError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         print(f"could not build {target}: {exc} {detail.decode(errors='replace')[-500:]}")
@@ -72,11 +94,26 @@ def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, th
     The tool skips its first configuration's numbers, so a 1-sequence run goes first.
     """
     command = [
-        str(binary), "-m", str(model), "-c", str(1 << (n_prompt + n_seq * (n_gen + 1)).bit_length()), "-b", "2048",
-        "-ub", "512",
-        "-npp", str(n_prompt), "-ntg", str(n_gen), "-npl", f"1,{n_seq}", "-t", str(threads), "-pps",
+        str(binary),
+        "-m",
+        str(model),
+        "-c",
+        str(1 << (n_prompt + n_seq * (n_gen + 1)).bit_length()),
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+        "-npp",
+        str(n_prompt),
+        "-ntg",
+        str(n_gen),
+        "-npl",
+        f"1,{n_seq}",
+        "-t",
+        str(threads),
+        "-pps",
         *(["--no-repack"] if cpu_has_amx() else []),
-    ]  # fmt: skip
+    ]
     speeds = []
     for _ in range(reps):
         out = subprocess.run(command, check=True, capture_output=True, text=True)

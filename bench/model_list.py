@@ -23,8 +23,12 @@ def b10_model_list(reps: int) -> list[Result]:
     home = tempfile.mkdtemp(prefix="lmbench-home-")
     env = {**os.environ, "LMBENCH_MODEL_PATH": str(folder), "LMBENCH_HOME": home}
     cli = [sys.executable, "-m", "lmbench.cli", "models", "list"]
-    panel = [sys.executable, "-c", "import time, lmbench; t = time.perf_counter(); lmbench.panel(); "
-             "u = time.perf_counter(); lmbench.panel(); print(u - t, time.perf_counter() - u)"]  # fmt: skip
+    panel = [
+        sys.executable,
+        "-c",
+        "import time, lmbench; t = time.perf_counter(); lmbench.panel(); "
+        "u = time.perf_counter(); lmbench.panel(); print(u - t, time.perf_counter() - u)",
+    ]
 
     def wall(command: list[str]) -> float:
         started = time.perf_counter()
@@ -43,10 +47,30 @@ def b10_model_list(reps: int) -> list[Result]:
     name = f"{N_MODELS} models"
     return [
         Result("B10 model list", name, "`lmbench models list`, first time (headers read)", cold, None, "s"),
-        Result("B10 model list", name, "`lmbench models list`, warm, vs `import lmbench.cli` alone", warm,
-               python_only, "s", "< 0.3 s more than start-up"),
-        Result("B10 model list", name, "lmbench.panel(), the first in a process (imports the UI)",
-               statistics.median(p[0] for p in panels), None, "s"),
-        Result("B10 model list", name, "lmbench.panel(), another one (models listed again)",
-               statistics.median(p[1] for p in panels), None, "s", "< 0.3 s"),
-    ]  # fmt: skip
+        Result(
+            "B10 model list",
+            name,
+            "`lmbench models list`, warm, vs `import lmbench.cli` alone",
+            warm,
+            python_only,
+            "s",
+            "< 0.3 s more than start-up",
+        ),
+        Result(
+            "B10 model list",
+            name,
+            "lmbench.panel(), the first in a process (imports the UI)",
+            statistics.median(p[0] for p in panels),
+            None,
+            "s",
+        ),
+        Result(
+            "B10 model list",
+            name,
+            "lmbench.panel(), another one (models listed again)",
+            statistics.median(p[1] for p in panels),
+            None,
+            "s",
+            "< 0.3 s",
+        ),
+    ]

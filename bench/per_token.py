@@ -41,8 +41,9 @@ def profile(label: str, statement: str, namespace: dict, tokens: int) -> None:
     print(f"\n{label}: {tokens} tokens, {1e6 * total / tokens:.1f} us per token in all")
     spent_in = {}
     for name, suffix, function in PARTS:
-        spent_in[name] = sum(ct for (file, _, fn), (_, _, _, ct, _) in stats.items()
-                             if file.endswith(suffix) and fn == function)  # fmt: skip
+        spent_in[name] = sum(
+            ct for (file, _, fn), (_, _, _, ct, _) in stats.items() if file.endswith(suffix) and fn == function
+        )
     for name, spent in spent_in.items():
         if spent:
             print(f"  {name:<30} {1e6 * spent / tokens:8.1f} us/token")

@@ -41,8 +41,8 @@ import lmbench
 from bench import llama_tools, model_list, scale_out, scheduling
 from bench.common import PROMPT, SAMPLING, Result, alternate, baseline_llama, sequential, sweep_target
 from bench.synth import TOKENIZER_SOURCE, synthesize
-from lmbench.engine import physical_cores
-from lmbench.store import Store
+from lmbench.engine._engine import physical_cores
+from lmbench.store._store import Store
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -55,8 +55,9 @@ TEMPERATURES = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
 def fresh_sweep(engine: lmbench.Engine, store: Store, prompt: str = PROMPT, **options: object) -> pd.DataFrame:
     """A batched sweep that never resumes (a new name each time), generating every token it is asked for."""
     options = {"grid": {"temperature": TEMPERATURES}, "seeds": 4, "max_tokens": 64, **options}
-    return lmbench.sweep(prompt, ignore_eos=True, model=engine.path, name=uuid.uuid4().hex, progress=False,
-                         store=store, **options)  # fmt: skip
+    return lmbench.sweep(
+        prompt, ignore_eos=True, model=engine.path, name=uuid.uuid4().hex, progress=False, store=store, **options
+    )
 
 
 def b1_overhead(name: str, path: Path, reps: int) -> Result:

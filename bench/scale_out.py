@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lmbench
 from bench.common import Result, alternate
-from lmbench.store import Store
+from lmbench.store._store import Store
 
 TEMPERATURES = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
 
@@ -19,8 +19,16 @@ TEMPERATURES = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
 def _sweep(path: Path, store: Store, cluster: str | None, **options: object) -> tuple[float, int]:
     settings = {"grid": {"temperature": TEMPERATURES}, "seeds": 4, "max_tokens": 64, **options}
     started = time.perf_counter()
-    df = lmbench.sweep("Once upon a time", ignore_eos=True, model=path, name=uuid.uuid4().hex, progress=False,
-                       store=store, cluster=cluster, **settings)  # type: ignore[arg-type]  # fmt: skip
+    df = lmbench.sweep(
+        "Once upon a time",
+        ignore_eos=True,
+        model=path,
+        name=uuid.uuid4().hex,
+        progress=False,
+        store=store,
+        cluster=cluster,
+        **settings,
+    )  # type: ignore[arg-type]
     return time.perf_counter() - started, int(df.completion_tokens.sum())
 
 
@@ -29,18 +37,29 @@ def b9_scale_out(name: str, path: Path, reps: int) -> list[Result]:
     _sweep(path, store, "local:2")  # start the cluster and load the model on both workers
     lmbench.load(path)
     tokens = _sweep(path, store, None)[1]
-    a, b = alternate(lambda: tokens / _sweep(path, store, "local:2")[0], lambda: tokens / _sweep(path, store, None)[0],
-                     reps)  # fmt: skip
+    a, b = alternate(
+        lambda: tokens / _sweep(path, store, "local:2")[0], lambda: tokens / _sweep(path, store, None)[0], reps
+    )
     # The cost of a task: the same sweep with one token per run (4 tasks of 8 runs), against this process.
-    tiny = [_sweep(path, store, "local:2", max_tokens=1)[0] - _sweep(path, store, None, max_tokens=1)[0]
-            for _ in range(reps)]  # fmt: skip
+    tiny = [
+        _sweep(path, store, "local:2", max_tokens=1)[0] - _sweep(path, store, None, max_tokens=1)[0]
+        for _ in range(reps)
+    ]
     overhead = statistics.median(tiny) / 4
     run = lmbench.generate("Once upon a time", model=path, max_tokens=64, logprobs=0, store=store)
     size = len(pickle.dumps(run))
     return [
-        Result("B9 scale-out", name, "32-run sweep: local:2 (1 thread each) vs this process (2 threads)", a, b,
-               "tok/s", "report"),
+        Result(
+            "B9 scale-out",
+            name,
+            "32-run sweep: local:2 (1 thread each) vs this process (2 threads)",
+            a,
+            b,
+            "tok/s",
+            "report",
+        ),
         Result("B9 scale-out", name, "overhead per task (scheduling, transfer, engine cache hit)", overhead, None, "s"),
-        Result("B9 scale-out", name, "one run record sent back (64 tokens, log-probabilities)", size / 1024, None,
-               "KiB"),
-    ]  # fmt: skip
+        Result(
+            "B9 scale-out", name, "one run record sent back (64 tokens, log-probabilities)", size / 1024, None, "KiB"
+        ),
+    ]

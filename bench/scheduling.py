@@ -23,22 +23,68 @@ import openai
 import lmbench
 from bench import llama_tools
 from bench.common import SAMPLING, Result, alternate, baseline_llama, sequential, sweep_target
-from lmbench.api import Settings
-from lmbench.engine import physical_cores
-from lmbench.server import Server
-from lmbench.store import Store
+from lmbench.engine._engine import physical_cores
+from lmbench.serve._server import Server
+from lmbench.serve._service import Settings
+from lmbench.store._store import Store
 
 OPENERS = [
-    "Once upon a time", "The little cat", "Tom had a red ball", "One day, a girl named Lily", "The sun was shining",
-    "There was a big tree", "Ben and his dad", "A small bird sat", "The dog ran to the park", "Mom made a cake",
-    "It was a cold night", "Sue found a box", "The boat was slow", "A frog lived in a pond", "The king was sad",
+    "Once upon a time",
+    "The little cat",
+    "Tom had a red ball",
+    "One day, a girl named Lily",
+    "The sun was shining",
+    "There was a big tree",
+    "Ben and his dad",
+    "A small bird sat",
+    "The dog ran to the park",
+    "Mom made a cake",
+    "It was a cold night",
+    "Sue found a box",
+    "The boat was slow",
+    "A frog lived in a pond",
+    "The king was sad",
     "Max liked to jump",
-]  # fmt: skip
+]
 WORDS = [
-    "dog", "cat", "park", "ball", "sun", "tree", "bird", "cake", "box", "boat", "frog", "king", "girl", "boy",
-    "happy", "sad", "big", "small", "red", "blue", "run", "jump", "play", "look", "find", "share", "help",
-    "friend", "mom", "dad", "house", "garden", "flower", "rain", "snow", "toy", "car",
-]  # fmt: skip
+    "dog",
+    "cat",
+    "park",
+    "ball",
+    "sun",
+    "tree",
+    "bird",
+    "cake",
+    "box",
+    "boat",
+    "frog",
+    "king",
+    "girl",
+    "boy",
+    "happy",
+    "sad",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "run",
+    "jump",
+    "play",
+    "look",
+    "find",
+    "share",
+    "help",
+    "friend",
+    "mom",
+    "dad",
+    "house",
+    "garden",
+    "flower",
+    "rain",
+    "snow",
+    "toy",
+    "car",
+]
 
 
 def many_prompts() -> dict[str, str]:
@@ -54,9 +100,18 @@ def b6_many_prompts(name: str, path: Path, reps: int) -> Result:
 
     def ours() -> float:
         started = time.perf_counter()
-        df = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[0], max_tokens=64, ignore_eos=True,
-                           model=engine.path, name=uuid.uuid4().hex, progress=False, store=store,
-                           **{k: v for k, v in SAMPLING.items() if k != "temperature"})  # fmt: skip
+        df = lmbench.sweep(
+            prompts,
+            grid={"temperature": [0.8]},
+            seeds=[0],
+            max_tokens=64,
+            ignore_eos=True,
+            model=engine.path,
+            name=uuid.uuid4().hex,
+            progress=False,
+            store=store,
+            **{k: v for k, v in SAMPLING.items() if k != "temperature"},
+        )
         return df.completion_tokens.sum() / (time.perf_counter() - started)
 
     def theirs() -> float:
@@ -65,8 +120,15 @@ def b6_many_prompts(name: str, path: Path, reps: int) -> Result:
     ours(), theirs()
     a, b = alternate(ours, theirs, reps)
     bare.close()
-    return Result("B6 many prompts", name, "generated tokens/s, 32 distinct prompts x 64 tokens", a, b, "tok/s",
-                  sweep_target(name))  # fmt: skip
+    return Result(
+        "B6 many prompts",
+        name,
+        "generated tokens/s, 32 distinct prompts x 64 tokens",
+        a,
+        b,
+        "tok/s",
+        sweep_target(name),
+    )
 
 
 def _text_of(engine: lmbench.Engine, n_tokens: int, rng: random.Random) -> str:
@@ -92,8 +154,17 @@ def b8_shared_template(name: str, path: Path, reps: int) -> list[Result]:
             engine.scheduler.share_prefixes = shared
             engine.scheduler.forget()  # each side starts with an empty cache
             started = time.perf_counter()
-            df = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[0], max_tokens=16, ignore_eos=True,
-                               model=engine.path, name=uuid.uuid4().hex, progress=False, store=store)  # fmt: skip
+            df = lmbench.sweep(
+                prompts,
+                grid={"temperature": [0.8]},
+                seeds=[0],
+                max_tokens=16,
+                ignore_eos=True,
+                model=engine.path,
+                name=uuid.uuid4().hex,
+                progress=False,
+                store=store,
+            )
             evaluated[shared] = int((df.prompt_tokens - df.prompt_cached_tokens).sum())
             return time.perf_counter() - started
 
@@ -103,11 +174,19 @@ def b8_shared_template(name: str, path: Path, reps: int) -> list[Result]:
     engine.scheduler.share_prefixes = True
     limit = n_instruction + 32 * 45
     return [
-        Result("B8 shared template", name, f"prompt tokens evaluated, 32 prompts ({n_instruction}-token prefix, "
-               f"{n_tails // 32}-token tails)", evaluated[True], evaluated[False], "tokens", f"<= {limit}"),
-        Result("B8 shared template", name, "sweep wall time, 16 tokens each (prefix sharing on vs off)", a, b, "s",
-               "< 1"),
-    ]  # fmt: skip
+        Result(
+            "B8 shared template",
+            name,
+            f"prompt tokens evaluated, 32 prompts ({n_instruction}-token prefix, {n_tails // 32}-token tails)",
+            evaluated[True],
+            evaluated[False],
+            "tokens",
+            f"<= {limit}",
+        ),
+        Result(
+            "B8 shared template", name, "sweep wall time, 16 tokens each (prefix sharing on vs off)", a, b, "s", "< 1"
+        ),
+    ]
 
 
 def _free_port() -> int:
@@ -126,8 +205,22 @@ def _lmbench_server(path: Path, parallel: int, per_slot: int) -> Iterator[str]:
 @contextlib.contextmanager
 def _llama_server(binary: Path, path: Path, parallel: int, per_slot: int) -> Iterator[str]:
     port = _free_port()
-    command = [str(binary), "-m", str(path), "-c", str(parallel * per_slot), "-np", str(parallel), "-t",
-               str(physical_cores()), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]  # fmt: skip
+    command = [
+        str(binary),
+        "-m",
+        str(path),
+        "-c",
+        str(parallel * per_slot),
+        "-np",
+        str(parallel),
+        "-t",
+        str(physical_cores()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-webui",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -154,9 +247,15 @@ def _clients(base_url: str, *, clients: int = 16, each: int = 4, max_tokens: int
         for k in range(each):
             started, first, n = time.perf_counter(), None, 0
             stream = api.completions.create(
-                model="any", prompt=OPENERS[(i + k) % 16], max_tokens=max_tokens, seed=i * each + k, stream=True,
-                temperature=0.8, extra_body={"ignore_eos": True}, stream_options={"include_usage": True},
-            )  # fmt: skip
+                model="any",
+                prompt=OPENERS[(i + k) % 16],
+                max_tokens=max_tokens,
+                seed=i * each + k,
+                stream=True,
+                temperature=0.8,
+                extra_body={"ignore_eos": True},
+                stream_options={"include_usage": True},
+            )
             for chunk in stream:
                 if first is None and chunk.choices and chunk.choices[0].text:
                     first = time.perf_counter() - started
@@ -176,8 +275,13 @@ def _clients(base_url: str, *, clients: int = 16, each: int = 4, max_tokens: int
         thread.join()
     wall = time.perf_counter() - started
     q = statistics.quantiles(latencies, n=20)
-    return {"tok_s": tokens[0] / wall, "p50": statistics.median(latencies), "p95": q[18],
-            "ttft50": statistics.median(firsts), "ttft95": statistics.quantiles(firsts, n=20)[18]}  # fmt: skip
+    return {
+        "tok_s": tokens[0] / wall,
+        "p50": statistics.median(latencies),
+        "p95": q[18],
+        "ttft50": statistics.median(firsts),
+        "ttft95": statistics.quantiles(firsts, n=20)[18],
+    }
 
 
 def _clients_once(base_url: str) -> None:
@@ -202,16 +306,42 @@ def b7_concurrent_clients(name: str, path: Path, reps: int) -> list[Result]:
     def median(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
 
-    results = [Result("B7 concurrent clients", name, "16 clients x 4 requests, aggregate tok/s: --parallel 16 vs 1",
-                      median("16", "tok_s"), median("1", "tok_s"), "tok/s", ">= 2.5")]  # fmt: skip
+    results = [
+        Result(
+            "B7 concurrent clients",
+            name,
+            "16 clients x 4 requests, aggregate tok/s: --parallel 16 vs 1",
+            median("16", "tok_s"),
+            median("1", "tok_s"),
+            "tok/s",
+            ">= 2.5",
+        )
+    ]
     if runs["llama-server"]:
-        results.append(Result("B7 concurrent clients", name, "the same, lmbench serve vs llama-server (--parallel 16)",
-                              median("16", "tok_s"), median("llama-server", "tok_s"), "tok/s", ">= 0.8"))  # fmt: skip
+        results.append(
+            Result(
+                "B7 concurrent clients",
+                name,
+                "the same, lmbench serve vs llama-server (--parallel 16)",
+                median("16", "tok_s"),
+                median("llama-server", "tok_s"),
+                "tok/s",
+                ">= 0.8",
+            )
+        )
     for side in runs:
         if runs[side]:
             label = "llama-server" if side == "llama-server" else f"lmbench --parallel {side}"
-            results.append(Result("B7 concurrent clients", name, f"{label}: request latency p50 (p95 "
-                                  f"{median(side, 'p95'):.2f} s), time to first token p50 (p95 "
-                                  f"{median(side, 'ttft95'):.2f} s) {median(side, 'ttft50'):.2f} s",
-                                  median(side, "p50"), None, "s"))  # fmt: skip
+            results.append(
+                Result(
+                    "B7 concurrent clients",
+                    name,
+                    f"{label}: request latency p50 (p95 "
+                    f"{median(side, 'p95'):.2f} s), time to first token p50 (p95 "
+                    f"{median(side, 'ttft95'):.2f} s) {median(side, 'ttft50'):.2f} s",
+                    median(side, "p50"),
+                    None,
+                    "s",
+                )
+            )
     return results

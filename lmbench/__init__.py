@@ -35,9 +35,9 @@ def __getattr__(name: str) -> object:
 
         return getattr(plots, name)
     if name in ("panel", "Panel"):
-        from . import workbench
+        from . import ui
 
-        return getattr(workbench, name)
+        return getattr(ui, name)
     raise AttributeError(f"module 'lmbench' has no attribute {name!r}")
 
 

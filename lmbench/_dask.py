@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .engine import Engine, load_engine, physical_cores
+from .engine._engine import Engine, load_engine, physical_cores
 from .errors import ClusterError, LmbenchError
-from .generation import Job as Generation
-from .generation import execute_many
+from .generation import Job, execute_many
 from .run import Run
 
 # How long to wait for a scheduler before saying it cannot be reached.
@@ -36,19 +35,20 @@ _local: dict[int, Any] = {}  # "local:N" -> its LocalCluster, kept for the sessi
 _lock = threading.Lock()
 
 
-class Recipe(Protocol):
+class RecipeLike(Protocol):
     @property
     def sweep_id(self) -> str: ...
 
-    def generation(self, job: Any, engine: Engine) -> Generation: ...
+    def generation(self, job: Any, engine: Engine) -> Job: ...
 
 
-def run_block(model: str, jobs: Sequence[Any], recipe: Recipe, n_threads: int | None) -> list[Run]:
+def run_block(model: str, jobs: Sequence[Any], recipe: RecipeLike, n_threads: int | None) -> list[Run]:
     """A Dask task on a worker: the block's runs, decoded together (nothing recorded here)."""
     engine, loaded_now = load_engine(model, n_threads=n_threads)
     generations = [recipe.generation(job, engine) for job in jobs]
-    runs, interruption = execute_many(engine, generations, load_s=engine.load_s if loaded_now else 0.0,
-                                      slots=len(generations))  # fmt: skip
+    runs, interruption = execute_many(
+        engine, generations, load_s=engine.load_s if loaded_now else 0.0, slots=len(generations)
+    )
     if interruption is not None:
         raise interruption
     return [run for run in runs if run is not None]
@@ -73,8 +73,9 @@ def connect(cluster: Any) -> tuple[Any, int | None]:
             raise ClusterError(f"'local:N' needs a whole number of workers N >= 1, not {cluster!r}")
         with _lock:
             if n not in _local:
-                _local[n] = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                     dashboard_address=":0")  # fmt: skip
+                _local[n] = distributed.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+                )
             client = distributed.Client(_local[n], set_as_default=False)
         return client, max(1, physical_cores() // n)
     try:
@@ -86,7 +87,7 @@ def connect(cluster: Any) -> tuple[Any, int | None]:
 def run_blocks(
     cluster: Any,
     units: Sequence[tuple[str, Sequence[Any]]],
-    recipe: Recipe,
+    recipe: RecipeLike,
     *,
     on_run: Callable[[Run], Any],
     cancel: Callable[[], bool],

@@ -180,8 +180,11 @@ def _consistency(header: Header) -> str | None:
     if header.empty_tokens:
         return f"the vocabulary holds {header.empty_tokens} empty token strings"
     layers = header.field(f"{arch}.block_count")
-    blocks = {int(t.name.split(".")[1]) for t in header.tensors if t.name.startswith("blk.") and
-              t.name.split(".")[1].isdigit()}  # fmt: skip
+    blocks = {
+        int(t.name.split(".")[1])
+        for t in header.tensors
+        if t.name.startswith("blk.") and t.name.split(".")[1].isdigit()
+    }
     if blocks and (not isinstance(layers, int) or layers != max(blocks) + 1):
         return f"{arch}.block_count is {layers!r} but the file has tensors for {max(blocks) + 1} layers"
     for key, value in header.fields.items():

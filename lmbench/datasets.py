@@ -64,8 +64,9 @@ def _rows(data: DataArg) -> list[dict[str, Any]]:
             if not isinstance(row, Mapping):
                 raise ParameterError(f"data row {i} must be a dict of column values, not {row!r}", name="data")
         return [_plain(dict(row)) for row in rows]
-    raise ParameterError(f"data must be a DataFrame, a list of dicts or a file path, not {type(data).__name__}",
-                         name="data")  # fmt: skip
+    raise ParameterError(
+        f"data must be a DataFrame, a list of dicts or a file path, not {type(data).__name__}", name="data"
+    )
 
 
 def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -125,8 +126,9 @@ def fill(template_name: str, template: str, item: Item, row_number: int) -> str:
     """``template`` with the item's variables in place of its placeholders."""
     for name in placeholders(template):
         if not name.isidentifier():
-            raise ParameterError(f"template {template_name!r}: placeholder {{{name}}} must be a plain column name",
-                                 name="prompts")  # fmt: skip
+            raise ParameterError(
+                f"template {template_name!r}: placeholder {{{name}}} must be a plain column name", name="prompts"
+            )
         if name not in item.vars:
             columns = ", ".join(sorted(item.vars))
             raise ParameterError(

@@ -14,15 +14,15 @@ from typing import Any
 import llama_cpp
 
 from . import metrics as metrics_mod
-from ._scheduler import Request
-from ._sequence import Sequence as Progress
 from ._version import __version__
-from .engine import Engine, load_engine
+from .engine import _sequence
+from .engine._engine import Engine, load_engine
+from .engine._scheduler import Request
 from .errors import GenerationError, LmbenchError
 from .params import MAX_SEED, GenerationParams, check_text, describe_params, validate_params
 from .presets import resolve_preset
 from .run import Labels, Run
-from .store import Store, get_store
+from .store._store import Store, get_store
 
 Cancel = threading.Event | Callable[[], bool] | None
 
@@ -121,12 +121,18 @@ def execute_many(
         tokens = tokenized.get(key)
         if tokens is None:
             tokens = tokenized[key] = engine.tokenize(job.prompt, add_bos=job.add_bos, special=job.special)
-        progress = Progress(job.params, n_prompt=len(tokens), n_ctx=engine.n_ctx, piece=engine.piece,
-                            end_tokens=engine.eog_tokens, on_token=job.on_token)  # fmt: skip
+        sequence = _sequence.Sequence(
+            job.params,
+            n_prompt=len(tokens),
+            n_ctx=engine.n_ctx,
+            piece=engine.piece,
+            end_tokens=engine.eog_tokens,
+            on_token=job.on_token,
+        )
         sampler = (job.params, job.params.seed, engine.n_vocab, engine.eog_tokens, engine.vocab)
-        requests.append(Request(tokens, progress, sampler, should_stop))
+        requests.append(Request(tokens, sequence, sampler, should_stop))
     if slots is not None and requests:
-        longest = max(len(r.tokens) + r.run.params.max_tokens for r in requests)
+        longest = max(len(r.tokens) + r.sequence.params.max_tokens for r in requests)
         for request in requests:
             request.layout = (slots, -(-longest // 256) * 256)
     first = requests[0] if requests else None
@@ -154,24 +160,24 @@ def execute_many(
 
 
 def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> Run:
-    progress = request.run
+    sequence = request.sequence
     return build_run(
         engine,
         job.prompt,
         job.params,
-        text=progress.stream.text,
-        finish=progress.finish_reason or "error",
+        text=sequence.stream.text,
+        finish=sequence.finish_reason or "error",
         prompt_tokens=len(request.tokens),
-        n_generated=progress.n_generated,
-        ttft=progress.ttft,
-        total=progress.total,
+        n_generated=sequence.n_generated,
+        ttft=sequence.ttft,
+        total=sequence.total,
         prompt_cached_tokens=request.cached,
         batch_size=max(request.batch_size, 1),
         labels=job.labels,
         load_s=load_s,
-        error=progress.error,
-        token_logprobs=progress.logprobs,
-        stop_word=progress.stream.stop_word,
+        error=sequence.error,
+        token_logprobs=sequence.logprobs,
+        stop_word=sequence.stream.stop_word,
     )
 
 
@@ -192,8 +198,19 @@ def execute(
     (run,), interruption = execute_many(engine, [job], cancel=cancel, load_s=load_s)
     if run is None:  # cancelled before it started
         tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
-        run = build_run(engine, prompt, job.params, text="", finish="cancelled", prompt_tokens=len(tokens),
-                        n_generated=0, ttft=None, total=0.0, labels=job.labels, load_s=load_s)  # fmt: skip
+        run = build_run(
+            engine,
+            prompt,
+            job.params,
+            text="",
+            finish="cancelled",
+            prompt_tokens=len(tokens),
+            n_generated=0,
+            ttft=None,
+            total=0.0,
+            labels=job.labels,
+            load_s=load_s,
+        )
     return run, interruption
 
 
@@ -247,8 +264,16 @@ def generate(
     labels = Labels.checked(experiment, tags, source, run_id)
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
-    return complete(engine, prompt, values, loaded_now=loaded_now, recorder=Recorder.to(store), labels=labels,
-                    on_token=on_token, cancel=cancel)  # fmt: skip
+    return complete(
+        engine,
+        prompt,
+        values,
+        loaded_now=loaded_now,
+        recorder=Recorder.to(store),
+        labels=labels,
+        on_token=on_token,
+        cancel=cancel,
+    )
 
 
 def complete(
@@ -267,8 +292,17 @@ def complete(
     """Execute and record one run; then re-raise whatever interrupted it."""
     engine.check_constraint(params)
     load_s = engine.load_s if loaded_now else 0.0
-    run, interruption = execute(engine, prompt, params, labels=labels, on_token=on_token, cancel=cancel,
-                                load_s=load_s, special=special, add_bos=add_bos)  # fmt: skip
+    run, interruption = execute(
+        engine,
+        prompt,
+        params,
+        labels=labels,
+        on_token=on_token,
+        cancel=cancel,
+        load_s=load_s,
+        special=special,
+        add_bos=add_bos,
+    )
     recorder(run)
     if interruption is not None:
         if isinstance(interruption, KeyboardInterrupt | LmbenchError):

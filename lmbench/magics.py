@@ -13,13 +13,13 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import engine as engine_mod
-from . import store
 from .chat import ask
 from .compare import compare
+from .engine import _engine as engine_mod
 from .errors import LmbenchError
 from .params import given_params, option_specs
 from .presets import presets
+from .store import _store as store
 
 HELP = """lmbench magics
 
@@ -99,8 +99,12 @@ class LmbenchMagics(Magics):
     @argument("--preset", default=None)
     @argument("--stream", dest="stream", action="store_true", default=True)
     @argument("--no-stream", dest="stream", action="store_false")
-    @argument("--raw", action="store_true", help="complete the cell as it is (default for a model with a chat "
-              "template: send it as a user message through the template)")  # fmt: skip
+    @argument(
+        "--raw",
+        action="store_true",
+        help="complete the cell as it is (default for a model with a chat "
+        "template: send it as a user message through the template)",
+    )
     @_param_arguments
     @argument("command", nargs="*")
     @line_cell_magic
@@ -129,7 +133,7 @@ class LmbenchMagics(Magics):
         if command == "panel":
             if rest:
                 raise _UsageError("usage: %lmbench panel   (takes no arguments; the panel uses %lmbench model's model)")
-            from .workbench import panel
+            from .ui._panel import panel
 
             return panel(self.engine)
         if command == "runs":

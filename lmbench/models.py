@@ -347,8 +347,20 @@ def info(model: str | os.PathLike[str]) -> pd.Series:
     return pd.Series(facts, name=path.name)
 
 
-LIST_COLUMNS = ["alias", "path", "size", "architecture", "parameters", "quantization", "context_length",
-                "has_chat_template", "layers", "source", "distribution", "version"]  # fmt: skip
+LIST_COLUMNS = [
+    "alias",
+    "path",
+    "size",
+    "architecture",
+    "parameters",
+    "quantization",
+    "context_length",
+    "has_chat_template",
+    "layers",
+    "source",
+    "distribution",
+    "version",
+]
 
 
 def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.list()

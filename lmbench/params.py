@@ -39,9 +39,25 @@ def _schema_grammar_of(schema_json: str) -> str:
 
 
 # JSON-schema keywords llama-cpp-python's grammar converter ignores: refused, so "always valid" stays true.
-UNENFORCED_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems",
-                       "not", "if", "then", "else", "dependentSchemas", "dependentRequired", "minProperties",
-                       "maxProperties", "patternProperties", "propertyNames", "contains")  # fmt: skip
+UNENFORCED_KEYWORDS = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "uniqueItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependentRequired",
+    "minProperties",
+    "maxProperties",
+    "patternProperties",
+    "propertyNames",
+    "contains",
+)
 
 
 def _unenforced(schema: Any) -> str | None:
@@ -86,7 +102,7 @@ def schema_grammar(schema: dict[str, Any]) -> str:
         raise ValueError(f"json_schema cannot be turned into a grammar: {type(exc).__name__}: {exc}") from None
 
 
-def text_problem(value: Any, what: str) -> None:
+def ensure_text(value: Any, what: str) -> None:
     """Raise ``ValueError`` unless ``value`` is text that can be stored and sent anywhere (valid Unicode)."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, not {type(value).__name__}")
@@ -99,7 +115,7 @@ def text_problem(value: Any, what: str) -> None:
 def check_text(name: str, value: Any, *, max_chars: int | None = None) -> str:
     """``value`` if it is valid Unicode text (of at most ``max_chars``), else ``ParameterError`` naming ``name``."""
     try:
-        text_problem(value, name)
+        ensure_text(value, name)
     except ValueError as exc:
         raise ParameterError(str(exc), name=name, value=value) from None
     if max_chars is not None and len(value) > max_chars:
@@ -212,8 +228,9 @@ class GenerationParams(BaseModel):
         description="Constrain the output to this GBNF grammar (llama.cpp's grammar format; root rule 'root').",
     )
 
-    @field_validator("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
-                     mode="before")  # fmt: skip
+    @field_validator(
+        "temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", mode="before"
+    )
     @classmethod
     def _plain_number(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -231,7 +248,7 @@ class GenerationParams(BaseModel):
     @classmethod
     def _grammar_text(cls, value: str | None) -> str | None:
         if value is not None:
-            text_problem(value, "grammar")
+            ensure_text(value, "grammar")
             if not value.strip() or len(value) > MAX_GRAMMAR_CHARS:
                 raise ValueError(f"a grammar must be non-empty GBNF text of at most {MAX_GRAMMAR_CHARS:,} characters")
         return value
@@ -263,7 +280,7 @@ class GenerationParams(BaseModel):
         if any(s == "" for s in value):
             raise ValueError("stop strings must not be empty")
         for s in value:
-            text_problem(s, "stop string")
+            ensure_text(s, "stop string")
         return value
 
 
@@ -297,8 +314,12 @@ class ParamSpec:
         hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {_number(self.maximum)}"
         if lo or hi:
             return f"{lo}{self.name}{hi}"
-        words: dict[type, str] = {bool: "true or false", tuple: "a list of non-empty strings", dict: "a JSON schema",
-                                  str: "GBNF grammar text"}  # fmt: skip
+        words: dict[type, str] = {
+            bool: "true or false",
+            tuple: "a list of non-empty strings",
+            dict: "a JSON schema",
+            str: "GBNF grammar text",
+        }
         return words.get(self.type, f"any {self.type.__name__}")
 
 

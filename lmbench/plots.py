@@ -163,6 +163,10 @@ def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequen
             hovertemplate=f"%{{text}}<br>{label(score)}=%{{y:.3f}}<br>%{{x:.1f}} tokens/s<extra></extra>",
         )
     )
-    fig.update_layout(title=f"{label(score)} against speed, per setting", xaxis_title=label("tokens_per_s"),
-                      yaxis_title=label(score), template="plotly_white")  # fmt: skip
+    fig.update_layout(
+        title=f"{label(score)} against speed, per setting",
+        xaxis_title=label("tokens_per_s"),
+        yaxis_title=label(score),
+        template="plotly_white",
+    )
     return fig

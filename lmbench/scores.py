@@ -40,11 +40,20 @@ from .chat import chat
 from .errors import ParameterError, StoreError
 from .metrics import bootstrap
 from .run import Run
-from .store import Store, get_store
+from .store._store import Store, get_store
 
 REFERENCE_SCORES = ("rouge1", "rouge2", "rougeL", "chrf", "bleu", "exact_match", "token_f1")
-ASSERTION_TYPES = ("contains", "icontains", "regex", "starts_with", "max_words", "max_chars", "is_json",
-                   "json_schema", "python")  # fmt: skip
+ASSERTION_TYPES = (
+    "contains",
+    "icontains",
+    "regex",
+    "starts_with",
+    "max_words",
+    "max_chars",
+    "is_json",
+    "json_schema",
+    "python",
+)
 
 
 # Reference scores --------------------------------------------------------------------------------
@@ -173,18 +182,34 @@ def _passes_type(run: Run, kind: str) -> float:
 
 
 for _kind in ("rouge1", "rouge2", "rougeL"):
-    metrics.register(_kind, functools.partial(_rouge_f, kind=_kind), default=False,
-                     description=f"{_kind.upper()} F1 against the reference (0..1, higher is closer).")  # fmt: skip
-metrics.register("chrf", functools.partial(_sacre, kind="chrf"), default=False,
-                 description="chrF against the reference (sacrebleu, 0..1, higher is closer).")  # fmt: skip
-metrics.register("bleu", functools.partial(_sacre, kind="bleu"), default=False,
-                 description="Sentence BLEU against the reference (sacrebleu, 0..1, higher is closer).")  # fmt: skip
+    metrics.register(
+        _kind,
+        functools.partial(_rouge_f, kind=_kind),
+        default=False,
+        description=f"{_kind.upper()} F1 against the reference (0..1, higher is closer).",
+    )
+metrics.register(
+    "chrf",
+    functools.partial(_sacre, kind="chrf"),
+    default=False,
+    description="chrF against the reference (sacrebleu, 0..1, higher is closer).",
+)
+metrics.register(
+    "bleu",
+    functools.partial(_sacre, kind="bleu"),
+    default=False,
+    description="Sentence BLEU against the reference (sacrebleu, 0..1, higher is closer).",
+)
 metrics.register("exact_match", exact_match, default=False)
 metrics.register("token_f1", token_f1, default=False)
 metrics.register("pass", passes, default=False)
 for _kind in ASSERTION_TYPES:
-    metrics.register(f"assert_{_kind}", functools.partial(_passes_type, kind=_kind), default=False,
-                     description=f"1 when the run's {_kind} assertions pass, 0 when one fails.")  # fmt: skip
+    metrics.register(
+        f"assert_{_kind}",
+        functools.partial(_passes_type, kind=_kind),
+        default=False,
+        description=f"1 when the run's {_kind} assertions pass, 0 when one fails.",
+    )
 
 
 def item_scorers(items: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -221,10 +246,15 @@ class Judge:
         if reference is not None:
             parts.append(f"Reference answer: {reference}")
         question = (run.messages or [{}])[-1].get("content") if run.messages else run.prompt
-        parts += [f"Question: {question}", f"Answer to grade: {run.text}",
-                  f"Grade the answer from {low} (worst) to {high} (best). Reply with the number only."]  # fmt: skip
-        return [{"role": "system", "content": "You are a strict, fair grader."},
-                {"role": "user", "content": "\n\n".join(parts)}]  # fmt: skip
+        parts += [
+            f"Question: {question}",
+            f"Answer to grade: {run.text}",
+            f"Grade the answer from {low} (worst) to {high} (best). Reply with the number only.",
+        ]
+        return [
+            {"role": "system", "content": "You are a strict, fair grader."},
+            {"role": "user", "content": "\n\n".join(parts)},
+        ]
 
     def run_id(self, run: Run) -> str:
         identity = json.dumps([run.id, self.rubric, self.model, list(self.scale), self.name])
@@ -239,10 +269,18 @@ class Judge:
         except StoreError:
             pass
         reply = chat(
-            self.messages(run), model=self.model, store=target, source="judge", run_id=judge_id,
-            experiment=run.experiment, tags=[f"judged:{run.id}", f"judge:{self.name}"], grammar=self.grammar(),
-            temperature=0.0, max_tokens=4, seed=0,
-        )  # fmt: skip
+            self.messages(run),
+            model=self.model,
+            store=target,
+            source="judge",
+            run_id=judge_id,
+            experiment=run.experiment,
+            tags=[f"judged:{run.id}", f"judge:{self.name}"],
+            grammar=self.grammar(),
+            temperature=0.0,
+            max_tokens=4,
+            seed=0,
+        )
         return _grade(reply.text)
 
 
@@ -253,8 +291,9 @@ def _grade(text: str) -> float:
         return math.nan
 
 
-def judge(rubric: str, model: str | os.PathLike[str] | None = None, scale: tuple[int, int] = (1, 5), *,
-          name: str = "judge") -> Judge:  # fmt: skip
+def judge(
+    rubric: str, model: str | os.PathLike[str] | None = None, scale: tuple[int, int] = (1, 5), *, name: str = "judge"
+) -> Judge:
     """A scorer that asks a local model to grade outputs against ``rubric`` on ``scale`` (stored as ``name``)."""
     if not isinstance(rubric, str) or not rubric.strip():
         raise ParameterError("a judge needs a rubric: what makes an answer good", name="rubric")
@@ -343,8 +382,9 @@ def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str
     keys = [by] if isinstance(by, str) else list(by)
     missing = [k for k in keys if k not in df]
     if missing:
-        raise ParameterError(f"cannot rank by {missing[0]!r}: not a column; columns: {', '.join(df.columns)}",
-                             name="by")  # fmt: skip
+        raise ParameterError(
+            f"cannot rank by {missing[0]!r}: not a column; columns: {', '.join(df.columns)}", name="by"
+        )
     present = [c for c in df.columns if _is_score(c) and df[c].notna().any()]
     chosen = list(metrics) if metrics is not None else sorted(present, key=_rank_order)
     unknown = [m for m in chosen if m not in df]

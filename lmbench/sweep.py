@@ -21,21 +21,20 @@ from ._progress import Progress
 from .chat import ChatPrompt, check_messages, has_template, render, user_turn
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
-from .engine import Engine, load_engine
+from .engine._engine import Engine, load_engine
 from .errors import ParameterError
-from .generation import Cancel, Recorder, execute_many, stopper
-from .generation import Job as Generation
+from .generation import Cancel, Job, Recorder, execute_many, stopper
 from .models import resolve as resolve_model
 from .params import PARAM_NAMES, check_labels, check_text, validate_params
 from .run import Labels, Run
-from .store import Store, get_store
+from .store._store import Store, get_store
 
 FINISHED = ("stop", "length")
 ModelArg = str | os.PathLike[str] | None
 
 
 @dataclass(frozen=True)
-class Job:
+class PlannedRun:
     """One planned run of a sweep."""
 
     model: str
@@ -51,8 +50,14 @@ class Job:
     def coords(self) -> dict[str, Any]:
         where = {"item": self.item.id} if self.item is not None else {}
         system = {"system": self.system} if self.system is not None else {}
-        return {"model": self.model, "prompt_name": self.prompt_name, **system, **where, **dict(self.cell),
-                "seed": self.seed}  # fmt: skip
+        return {
+            "model": self.model,
+            "prompt_name": self.prompt_name,
+            **system,
+            **where,
+            **dict(self.cell),
+            "seed": self.seed,
+        }
 
     @property
     def messages(self) -> list[dict[str, str]] | None:
@@ -105,8 +110,9 @@ def _seeds(seeds: int | Iterable[int]) -> list[int]:
         seeds = int(seeds)
     if isinstance(seeds, bool | str | bytes | Mapping) or not isinstance(seeds, int | Iterable):
         raise ParameterError(f"seeds must be a count or a list of seeds, not {seeds!r}", name="seeds", value=seeds)
-    values = list(range(seeds)) if isinstance(seeds, int) else [s.item() if isinstance(s, np.generic) else s
-                                                                 for s in seeds]  # fmt: skip
+    values = (
+        list(range(seeds)) if isinstance(seeds, int) else [s.item() if isinstance(s, np.generic) else s for s in seeds]
+    )
     if not values:
         raise ParameterError("a sweep needs at least one seed", name="seeds", value=seeds)
     for seed in values:
@@ -124,7 +130,7 @@ def plan(
     messages: Sequence[Mapping[str, str]] | None = None,
     systems: str | Mapping[str, str] | None = None,
     **fixed_params: Any,
-) -> list[Job]:
+) -> list[PlannedRun]:
     """Every run a sweep would make, checked before anything is generated.
 
     With ``items`` (a data set), each prompt is a template filled by every item. ``messages`` is a
@@ -161,7 +167,7 @@ def plan(
             check_text("model", os.fspath(m))
     model_names = [os.fspath(m) if m is not None else str(resolve_model(None)) for m in models]
     return [
-        Job(m, name, text, cell, seed, item, system, turns)
+        PlannedRun(m, name, text, cell, seed, item, system, turns)
         for m in model_names
         for cell in cells
         for name, text, item, system, turns in filled
@@ -189,7 +195,7 @@ def _systems(systems: str | Mapping[str, str] | None) -> dict[str, str]:
     return variants
 
 
-def sweep_id_for(name: str | None, experiment: str | None, jobs: list[Job], fixed: dict[str, Any]) -> str:
+def sweep_id_for(name: str | None, experiment: str | None, jobs: list[PlannedRun], fixed: dict[str, Any]) -> str:
     """A stable id: from the sweep's name, or else from everything that defines the sweep."""
     if name:
         identity: dict[str, Any] = {"name": name}
@@ -275,10 +281,19 @@ def sweep(
     shared_checks = [c for c in checks if c["type"] != "python"]  # data, stored with each run
     python_checks = [c["value"] for c in checks if c["type"] == "python"]  # code, scored as metrics
     if (prompts is None) == (messages is None):
-        raise ParameterError("give a sweep prompts or messages (a conversation template), one of the two",
-                             name="prompts")  # fmt: skip
-    jobs = plan(prompts or "", grid=grid, seeds=seeds, model=model, items=items, messages=messages, systems=systems,
-                **fixed_params)  # fmt: skip
+        raise ParameterError(
+            "give a sweep prompts or messages (a conversation template), one of the two", name="prompts"
+        )
+    jobs = plan(
+        prompts or "",
+        grid=grid,
+        seeds=seeds,
+        model=model,
+        items=items,
+        messages=messages,
+        systems=systems,
+        **fixed_params,
+    )
     records = [_item_record(j.item, shared_checks) for j in jobs]
     judges = [s for s in scorers or [] if isinstance(s, scores.Judge)]
     named = [s for s in scorers or [] if not isinstance(s, scores.Judge)]
@@ -310,8 +325,14 @@ def sweep(
         if cluster is not None:
             from . import _dask
 
-            _dask.run_blocks(cluster, blocks(todo, batch_size), recipe, on_run=save, cancel=should_stop,
-                             announce=bar.write if progress else None)  # fmt: skip
+            _dask.run_blocks(
+                cluster,
+                blocks(todo, batch_size),
+                recipe,
+                on_run=save,
+                cancel=should_stop,
+                announce=bar.write if progress else None,
+            )
         for model_name, model_jobs in itertools.groupby(todo if cluster is None else [], key=lambda j: j.model):
             if should_stop():
                 break
@@ -321,8 +342,9 @@ def sweep(
             batches = [generations] if batch else [[g] for g in generations]
             for group in batches:
                 slots = min(batch_size or MAX_BATCH, len(group)) if batch else None
-                _, interruption = execute_many(engine, group, on_finished=save, cancel=cancel, load_s=load_s,
-                                               slots=slots)  # fmt: skip
+                _, interruption = execute_many(
+                    engine, group, on_finished=save, cancel=cancel, load_s=load_s, slots=slots
+                )
                 load_s = 0.0
                 if interruption is not None:
                     raise interruption
@@ -347,39 +369,43 @@ class Recipe:
     chat: bool | None
     shared_checks: list[dict[str, Any]]
 
-    def generation(self, job: Job, engine: Engine) -> Generation:
+    def generation(self, job: PlannedRun, engine: Engine) -> Job:
         """The text the model gets (through its chat template when it should), the parameters with the
         job's seed, and the fields recorded with the run (its id a function of the sweep and the job)."""
         params = validate_params({**self.fixed_params, **dict(job.cell), "seed": job.seed})
         labels = Labels(
-            self.experiment, source="sweep", run_id=hashlib.sha1(f"{self.sweep_id}|{job.key()}".encode()).hexdigest(),
-            sweep_id=self.sweep_id, sweep_coords=job.coords, item=_item_record(job.item, self.shared_checks),
-        )  # fmt: skip
+            self.experiment,
+            source="sweep",
+            run_id=hashlib.sha1(f"{self.sweep_id}|{job.key()}".encode()).hexdigest(),
+            sweep_id=self.sweep_id,
+            sweep_coords=job.coords,
+            item=_item_record(job.item, self.shared_checks),
+        )
         turn: ChatPrompt | None = None
         if job.messages is not None:
             turn = render(engine, job.messages)
         elif has_template(engine) if self.chat is None else self.chat:
             turn = user_turn(engine, job.prompt)
         if turn is None:
-            return Generation(job.prompt, params, labels)
+            return Job(job.prompt, params, labels)
         conversation = job.messages or [{"role": "user", "content": job.prompt}]
         labels = dataclasses.replace(labels, messages=conversation, chat_format=turn.chat_format)
-        return Generation(turn.prompt, turn.with_stops(params), labels, None, **turn.tokenize_options)
+        return Job(turn.prompt, turn.with_stops(params), labels, None, **turn.tokenize_options)
 
 
-def _by_prompt(jobs: Iterable[Job]) -> list[Job]:
+def _by_prompt(jobs: Iterable[PlannedRun]) -> list[PlannedRun]:
     """Jobs with the runs of one prompt next to each other (they share its cells), in plan order otherwise."""
-    groups: dict[str, list[Job]] = {}
+    groups: dict[str, list[PlannedRun]] = {}
     for job in jobs:
         groups.setdefault(json.dumps([job.prompt, job.messages], default=str), []).append(job)
     return [j for group in groups.values() for j in group]
 
 
-def blocks(jobs: Sequence[Job], size: int | None) -> list[tuple[str, list[Job]]]:
+def blocks(jobs: Sequence[PlannedRun], size: int | None) -> list[tuple[str, list[PlannedRun]]]:
     """The jobs as (model, block) units of work for a cluster: one model each, runs of a prompt together,
     at most ``size`` (default ``MAX_BATCH``) runs, each block decoded as one batch on its worker."""
     size = size or MAX_BATCH
-    units: list[tuple[str, list[Job]]] = []
+    units: list[tuple[str, list[PlannedRun]]] = []
     for model, model_jobs in itertools.groupby(jobs, key=lambda j: j.model):
         ordered = _by_prompt(model_jobs)
         units += [(model, ordered[at : at + size]) for at in range(0, len(ordered), size)]
@@ -401,7 +427,7 @@ def _finished_keys(store: Store, sweep_id: str) -> set[str]:
 
 
 def _canonical(coords: dict[str, Any]) -> str:
-    """A stored sweep_coords value in the same form as ``Job.key()``."""
+    """A stored sweep_coords value in the same form as ``PlannedRun.key()``."""
     return json.dumps(coords, sort_keys=True)
 
 
@@ -409,7 +435,7 @@ def sweep_frame(
     sweep_id: str,
     *,
     store: str | os.PathLike[str] | Store | None = None,
-    jobs: list[Job] | None = None,
+    jobs: list[PlannedRun] | None = None,
     metrics: Sequence[metrics_mod.Metric] | None = None,
 ) -> pd.DataFrame:
     """The runs of a sweep with its coordinates as columns and group metrics per grid cell."""

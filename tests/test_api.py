@@ -15,8 +15,8 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.api import Settings
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import Settings
 
 JSON = {"Content-Type": "application/json"}
 
@@ -215,8 +215,9 @@ def test_a_hundred_concurrent_requests_are_all_answered_and_decoded_together(ser
     def ask(i: int) -> int:
         body = {"prompt": f"Once upon a time {i}", "max_tokens": 8 + (i % 5) * 20, "seed": i}
         if i % 2:
-            with requests.post(f"{server.url}/v1/completions", json={**body, "stream": True}, stream=True,
-                               timeout=300) as response:  # fmt: skip
+            with requests.post(
+                f"{server.url}/v1/completions", json={**body, "stream": True}, stream=True, timeout=300
+            ) as response:
                 lines = [line for line in response.iter_lines() if line]
                 assert lines[-1] == b"data: [DONE]"
                 return response.status_code
@@ -239,8 +240,9 @@ def test_a_full_queue_answers_503_with_retry_after(server: Server) -> None:
     assert requests.post(f"{server.url}/api/generate", json={"prompt": "Hi", "max_tokens": 1}, timeout=60).ok
 
     with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda _: requests.post(f"{server.url}/api/generate", json=body, timeout=300),
-                                range(6)))  # fmt: skip
+        answers = list(
+            pool.map(lambda _: requests.post(f"{server.url}/api/generate", json=body, timeout=300), range(6))
+        )
     busy = [a for a in answers if a.status_code == 503]
     assert busy and all(a.headers["Retry-After"] == "1" and "busy" in a.json()["error"]["message"] for a in busy)
     assert all(a.status_code in (200, 503) for a in answers) and any(a.ok for a in answers)

@@ -12,8 +12,8 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.api import ROUTES, Settings, routes_table
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import ROUTES, Settings, routes_table
 
 JSON = {"Content-Type": "application/json"}
 
@@ -84,24 +84,32 @@ def test_streamed_chat_follows_openai_chunk_by_chunk(server: Server) -> None:
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
     chunks = list(
         client.chat.completions.create(
-            model="stories260K", messages=[{"role": "user", "content": "Hi"}], max_tokens=12, seed=5, n=2,
-            stream=True, stream_options={"include_usage": True},
+            model="stories260K",
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=12,
+            seed=5,
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
         )
-    )  # fmt: skip
+    )
     firsts = [c for c in chunks if c.choices and c.choices[0].delta.role == "assistant"]
     assert sorted(c.choices[0].index for c in firsts) == [0, 1]
     assert all(c.choices[0].delta.content == "" for c in firsts), "the role chunk has empty content"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 24
-    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
-             for i in (0, 1)}  # fmt: skip
+    texts = {
+        i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+        for i in (0, 1)
+    }
     assert sorted(texts.values()) == sorted(lmbench.runs().text)
     assert {c.id for c in chunks} == {f"chatcmpl-{lmbench.runs().sort_values('seed').id.iloc[0]}"}, "the run's id"
 
 
 def test_completion_echo_and_legacy_logprobs(server: Server) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
-    completion = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=6, echo=True,
-                                           logprobs=2, seed=4)  # fmt: skip
+    completion = client.completions.create(
+        model="stories260K", prompt="Once upon a time", max_tokens=6, echo=True, logprobs=2, seed=4
+    )
     choice = completion.choices[0]
     run = lmbench.get_store().get(lmbench.runs().id.iloc[-1])
     assert choice.text == "Once upon a time" + run.text and completion.id == f"cmpl-{run.id}"
@@ -121,9 +129,15 @@ def test_completion_echo_and_legacy_logprobs(server: Server) -> None:
 def test_chat_logprobs_and_harmless_fields(server: Server) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
-        model="stories260K", messages=[{"role": "user", "content": "Hi"}, {"role": "user", "content": "again"}],
-        max_completion_tokens=5, logprobs=True, top_logprobs=2, user="me", metadata={"k": "v"}, seed=1,
-    )  # fmt: skip
+        model="stories260K",
+        messages=[{"role": "user", "content": "Hi"}, {"role": "user", "content": "again"}],
+        max_completion_tokens=5,
+        logprobs=True,
+        top_logprobs=2,
+        user="me",
+        metadata={"k": "v"},
+        seed=1,
+    )
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens == 5
     assert all(len(t.top_logprobs) == 2 and t.bytes and t.logprob <= 0 for t in content)
@@ -149,8 +163,16 @@ def test_unknown_route_and_wrong_method(server: Server) -> None:
 
 
 def test_native_completion_fields(server: Server) -> None:
-    body = {"prompt": "Once upon a time", "n_predict": 8, "temperature": 0.5, "top_k": 20, "seed": 4, "n_probs": 2,
-            "cache_prompt": True, "samplers": ["top_k", "temperature"]}  # fmt: skip
+    body = {
+        "prompt": "Once upon a time",
+        "n_predict": 8,
+        "temperature": 0.5,
+        "top_k": 20,
+        "seed": 4,
+        "n_probs": 2,
+        "cache_prompt": True,
+        "samplers": ["top_k", "temperature"],
+    }
     answer = _post(server, "/completion", body).json()
     assert answer["tokens_predicted"] == 8 and answer["stop_type"] == "limit" and answer["stop"] is True
     assert answer["tokens_evaluated"] == len(lmbench.tokenize("Once upon a time"))
@@ -163,8 +185,9 @@ def test_native_completion_fields(server: Server) -> None:
 
 
 def test_native_completion_stop_words_tokens_and_stream(server: Server) -> None:
-    worded = _post(server, "/completion", {"prompt": "Once upon a time", "n_predict": 60, "stop": [" the"],
-                                           "temperature": 0}).json()  # fmt: skip
+    worded = _post(
+        server, "/completion", {"prompt": "Once upon a time", "n_predict": 60, "stop": [" the"], "temperature": 0}
+    ).json()
     assert worded["stop_type"] == "word" and worded["stopping_word"] == " the"
     ids = lmbench.tokenize("Once upon a time")
     by_tokens = _post(server, "/completion", {"prompt": ids[1:], "n_predict": 4, "temperature": 0}).json()
@@ -202,5 +225,5 @@ def test_tokenize_in_python() -> None:
 def test_the_readme_lists_every_route_from_the_route_table() -> None:
     from conftest import REPO
 
-    assert routes_table() in (REPO / "README.md").read_text()
+    assert routes_table() in (REPO / "docs" / "api.md").read_text()
     assert {p for r in ROUTES for p in r.paths} >= {"v1/completions", "completions", "completion", "tokenize"}

@@ -17,11 +17,17 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench import _http_guard
-from lmbench.api import ROUTES, Settings
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import ROUTES, Settings
 
-EVIL_ORIGINS = ["http://evil.example", "https://evil.example:8443", "null", "http://127.0.0.1.evil.example",
-                "http://localhost.evil.example", "file://"]  # fmt: skip
+EVIL_ORIGINS = [
+    "http://evil.example",
+    "https://evil.example:8443",
+    "null",
+    "http://127.0.0.1.evil.example",
+    "http://localhost.evil.example",
+    "file://",
+]
 EVIL_HOSTS = ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "attacker"]
 SIMPLE_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None]
 BODY = b'{"prompt": "Once upon a time", "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]}'
@@ -68,30 +74,40 @@ def test_bodies_must_be_json_even_without_an_origin(server: Server) -> None:
 
 
 def test_dns_rebinding_hosts_are_refused(server: Server) -> None:
-    for (method, path), host in itertools.product([("GET", p) for p in _routes("GET")] + [("POST", "/api/generate")],
-                                                  EVIL_HOSTS):  # fmt: skip
-        response = requests.request(method, f"{server.url}{path}", json={"prompt": "x"}, headers={"Host": host},
-                                    timeout=30)  # fmt: skip
+    for (method, path), host in itertools.product(
+        [("GET", p) for p in _routes("GET")] + [("POST", "/api/generate")], EVIL_HOSTS
+    ):
+        response = requests.request(
+            method, f"{server.url}{path}", json={"prompt": "x"}, headers={"Host": host}, timeout=30
+        )
         assert response.status_code == 403, (path, host)
         assert "runs" not in response.text
     for host in ["localhost", f"localhost:{server.port}", f"127.0.0.1:{server.port}", "[::1]", "LOCALHOST"]:
         assert requests.get(f"{server.url}/api/status", headers={"Host": host}, timeout=10).status_code == 200, host
 
 
-@pytest.mark.parametrize("server", [{"allow_hosts": ("lab.internal",), "cors_origins": ("https://app.example",)}],
-                         indirect=True)  # fmt: skip
+@pytest.mark.parametrize(
+    "server", [{"allow_hosts": ("lab.internal",), "cors_origins": ("https://app.example",)}], indirect=True
+)
 def test_allowed_hosts_and_origins_get_proper_cors_answers(server: Server) -> None:
     assert requests.get(f"{server.url}/api/status", headers={"Host": "lab.internal:80"}, timeout=10).ok
     for origin in ["https://app.example", "http://localhost:5173", f"http://127.0.0.1:{server.port}"]:
-        answer = requests.post(f"{server.url}/api/generate", json={"prompt": "Once", "max_tokens": 2},
-                               headers={"Origin": origin}, timeout=30)  # fmt: skip
+        answer = requests.post(
+            f"{server.url}/api/generate",
+            json={"prompt": "Once", "max_tokens": 2},
+            headers={"Origin": origin},
+            timeout=30,
+        )
         assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == origin
         preflight = requests.options(
             f"{server.url}/v1/chat/completions",
-            headers={"Origin": origin, "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "authorization, content-type"},
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
             timeout=10,
-        )  # fmt: skip
+        )
         assert preflight.status_code == 204
         assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
         assert "Content-Type" in preflight.headers["Access-Control-Allow-Headers"]
@@ -136,9 +152,12 @@ def test_jupyter_extension_refuses_cross_site_requests(tmp_path, lmbench_home) -
     with jupyterserver.running(tmp_path, lmbench_home, root) as jupyter:
         base = f"{jupyter.url}/lmbench"
         auth = {"Authorization": f"token {jupyter.token}"}
-        evil = requests.post(f"{base}/api/generate", data=BODY,
-                             headers={**auth, "Origin": "http://evil.example", "Content-Type": "text/plain"},
-                             timeout=30)  # fmt: skip
+        evil = requests.post(
+            f"{base}/api/generate",
+            data=BODY,
+            headers={**auth, "Origin": "http://evil.example", "Content-Type": "text/plain"},
+            timeout=30,
+        )
         assert evil.status_code in (403, 415), evil.status_code
         rebound = requests.get(f"{base}/api/runs", headers={**auth, "Host": "evil.example"}, timeout=30)
         assert rebound.status_code in (403, 404), rebound.status_code

@@ -64,9 +64,21 @@ def test_errors_are_one_line_with_exit_codes() -> None:
 def test_sweep_from_options_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "sweep.csv"
     result = cli(
-        "sweep", "--prompt", "Once upon a time", "--grid", "temperature=0.2,1.0", "--seeds", "2", "-n", "8",
-        "-e", "cli-sweep", "-o", str(out), "--quiet",
-    )  # fmt: skip
+        "sweep",
+        "--prompt",
+        "Once upon a time",
+        "--grid",
+        "temperature=0.2,1.0",
+        "--seeds",
+        "2",
+        "-n",
+        "8",
+        "-e",
+        "cli-sweep",
+        "-o",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out)
     assert len(table) == 4 and sorted(table.temperature.unique()) == [0.2, 1.0]
@@ -83,7 +95,7 @@ def test_sweep_from_a_config_file(tmp_path: Path, suffix: str) -> None:
         ),
         "yaml": "prompts:\n  story: Once\ngrid:\n  top_k: [1, 5]\nseeds: [3]\nparams:\n  max_tokens: 6\n",
         "toml": 'seeds = [3]\n[prompts]\nstory = "Once"\n[grid]\ntop_k = [1, 5]\n[params]\nmax_tokens = 6\n',
-    }  # fmt: skip
+    }
     config.write_text(texts[suffix])
     result = cli("sweep", str(config), "-e", suffix, "--quiet")
     assert result.returncode == 0, result.stderr

@@ -20,8 +20,8 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench import _gguf, _probe, _template
-from lmbench.api import Settings
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import Settings
 
 CHILD = """
 import json, sys
@@ -58,8 +58,9 @@ def test_every_crafted_file_gives_a_clear_error_and_the_process_lives(
     cases = {name: (str(path), outcome) for name, (path, outcome) in corpus.items()}
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # nothing verified yet: the probes run
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True,
-                            timeout=600, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True, timeout=600, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == "alive"
@@ -138,6 +139,11 @@ def test_chat_template_limits(source: str, limit: str) -> None:
 def test_real_templates_still_render() -> None:
     shipped = next(m for m in lmbench.models.packaged() if m.alias == "smollm2-135m-instruct")
     template = lmbench.models.metadata(shipped.path)["chat_template"]
-    text = _template.render(template, messages=[{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                            eos_token="<|im_end|>", bos_token="<|im_start|>")  # fmt: skip
+    text = _template.render(
+        template,
+        messages=[{"role": "user", "content": "Hi"}],
+        add_generation_prompt=True,
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
     assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")

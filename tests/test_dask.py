@@ -31,8 +31,14 @@ def _texts(df) -> dict[tuple[str, float, int], str]:  # type: ignore[no-untyped-
 
 
 def _sweep(**options: object):  # type: ignore[no-untyped-def]
-    kwargs = {"grid": {"temperature": [0.5, 1.0, 1.5]}, "seeds": 4, "max_tokens": 24, "progress": False,
-              "model": TEST_MODEL, **options}  # fmt: skip
+    kwargs = {
+        "grid": {"temperature": [0.5, 1.0, 1.5]},
+        "seeds": 4,
+        "max_tokens": 24,
+        "progress": False,
+        "model": TEST_MODEL,
+        **options,
+    }
     return lmbench.sweep(PROMPTS, **kwargs)  # type: ignore[arg-type]
 
 
@@ -94,9 +100,28 @@ def test_the_cli_sweeps_on_a_cluster_by_its_address(client: Client, tmp_path) ->
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "lmbench.cli", "sweep", "--prompt", "Once upon a time", "--grid",
-               "temperature=0.5,1.0", "--seeds", "2", "--max-tokens", "8", "-m", str(TEST_MODEL), "--name", "cli",
-               "--cluster", client.scheduler.address, "-o", str(tmp_path / "out.csv")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "lmbench.cli",
+        "sweep",
+        "--prompt",
+        "Once upon a time",
+        "--grid",
+        "temperature=0.5,1.0",
+        "--seeds",
+        "2",
+        "--max-tokens",
+        "8",
+        "-m",
+        str(TEST_MODEL),
+        "--name",
+        "cli",
+        "--cluster",
+        client.scheduler.address,
+        "-o",
+        str(tmp_path / "out.csv"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Dask dashboard: http" in result.stdout + result.stderr

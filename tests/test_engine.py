@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import lmbench
-from lmbench.engine import loaded
+from lmbench.engine._engine import loaded
 
 
 def test_load_is_cached_and_returns_the_same_engine(model_path: Path) -> None:

@@ -17,8 +17,8 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench import scores
-from lmbench.api import Settings
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import Settings
 
 SCHEMA = {
     "type": "object",
@@ -111,9 +111,15 @@ def test_templates_fill_from_every_kind_of_data(tmp_path: Path) -> None:
 
 
 def test_a_sweep_over_data_records_items_and_scores(tmp_path: Path) -> None:
-    df = lmbench.sweep({"t1": "A story about a {animal}:", "t2": "The {animal} said"}, data=DATA,
-                       grid={"temperature": [0.0]}, seeds=1, max_tokens=12, progress=False,
-                       assertions=[{"type": "max_chars", "value": 1000}])  # fmt: skip
+    df = lmbench.sweep(
+        {"t1": "A story about a {animal}:", "t2": "The {animal} said"},
+        data=DATA,
+        grid={"temperature": [0.0]},
+        seeds=1,
+        max_tokens=12,
+        progress=False,
+        assertions=[{"type": "max_chars", "value": 1000}],
+    )
     assert len(df) == 4 and sorted(df.item.unique()) == ["a", "b"]
     assert set(df.prompt) == {"A story about a cat:", "A story about a dog:", "The cat said", "The dog said"}
     for column in ("rougeL", "chrf", "token_f1", "pass", "assert_icontains", "assert_max_chars"):
@@ -121,9 +127,15 @@ def test_a_sweep_over_data_records_items_and_scores(tmp_path: Path) -> None:
     assert df.assert_max_chars.tolist() == [1.0] * 4
     stored = lmbench.runs(heavy=True).set_index("id").loc[df.id[0], "item"]
     assert stored["vars"]["reference"] == "The cat sat." and stored["id"] == "a"
-    again = lmbench.sweep({"t1": "A story about a {animal}:", "t2": "The {animal} said"}, data=DATA,
-                          grid={"temperature": [0.0]}, seeds=1, max_tokens=12, progress=False,
-                          assertions=[{"type": "max_chars", "value": 1000}])  # fmt: skip
+    again = lmbench.sweep(
+        {"t1": "A story about a {animal}:", "t2": "The {animal} said"},
+        data=DATA,
+        grid={"temperature": [0.0]},
+        seeds=1,
+        max_tokens=12,
+        progress=False,
+        assertions=[{"type": "max_chars", "value": 1000}],
+    )
     assert len(lmbench.runs()) == 4 and again.text.tolist() == df.text.tolist(), "resumed, nothing generated"
 
 
@@ -157,12 +169,14 @@ def test_the_judge_always_parses_and_its_runs_are_linked_and_reused() -> None:
 
 @pytest.mark.no_test_model
 def test_leaderboard_orders_settings_with_honest_intervals() -> None:
-    df = pd.DataFrame({
-        "setting": ["a"] * 6 + ["b"] * 6,
-        "rougeL": [0.9, 0.8, 0.85, 0.95, 0.9, 0.88, 0.2, 0.3, 0.25, 0.1, 0.2, 0.3],
-        "pass": [1, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0],
-        "tokens_per_s": [10.0] * 12,
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "setting": ["a"] * 6 + ["b"] * 6,
+            "rougeL": [0.9, 0.8, 0.85, 0.95, 0.9, 0.88, 0.2, 0.3, 0.25, 0.1, 0.2, 0.3],
+            "pass": [1, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0],
+            "tokens_per_s": [10.0] * 12,
+        }
+    )
     board = lmbench.leaderboard(df, by="setting")
     assert board.setting.tolist() == ["a", "b"], "best first"
     row = board.iloc[0]
@@ -176,8 +190,14 @@ def test_leaderboard_orders_settings_with_honest_intervals() -> None:
 @pytest.mark.parametrize("batched", [False, True])
 def test_structured_output_always_validates(batched: bool) -> None:
     if batched:
-        frame = lmbench.sweep("Once upon a time", grid={"temperature": [0.5, 1.5]}, seeds=3, max_tokens=150,
-                              json_schema=SCHEMA, progress=False)  # fmt: skip
+        frame = lmbench.sweep(
+            "Once upon a time",
+            grid={"temperature": [0.5, 1.5]},
+            seeds=3,
+            max_tokens=150,
+            json_schema=SCHEMA,
+            progress=False,
+        )
         texts = frame.text.tolist()
     else:
         texts = [
@@ -205,9 +225,12 @@ def test_openai_response_format_json_schema() -> None:
     with Server(Settings(model=str(TEST_MODEL)), port=0) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         reply = client.chat.completions.create(
-            model="stories260K", messages=[{"role": "user", "content": "Mood?"}], max_tokens=150, seed=2,
+            model="stories260K",
+            messages=[{"role": "user", "content": "Mood?"}],
+            max_tokens=150,
+            seed=2,
             response_format={"type": "json_schema", "json_schema": {"name": "mood", "schema": SCHEMA}},
-        )  # fmt: skip
+        )
         jsonschema.validate(json.loads(reply.choices[0].message.content), SCHEMA)
         loose = client.chat.completions.create(
             model="stories260K",
@@ -228,15 +251,23 @@ def test_bootstrap_is_reproducible() -> None:
 
 def test_chat_sweeps_with_conversation_templates_and_system_prompts() -> None:
     conversation = [{"role": "user", "content": "Tell me about a {animal}."}]
-    df = lmbench.sweep(messages=conversation, systems={"short": "Be brief.", "long": "Tell long stories."}, data=DATA,
-                       grid={"temperature": [0.0]}, seeds=1, max_tokens=6, progress=False)  # fmt: skip
+    df = lmbench.sweep(
+        messages=conversation,
+        systems={"short": "Be brief.", "long": "Tell long stories."},
+        data=DATA,
+        grid={"temperature": [0.0]},
+        seeds=1,
+        max_tokens=6,
+        progress=False,
+    )
     assert len(df) == 4 and sorted(df.system.unique()) == ["long", "short"] and set(df.chat_format) == {"plain"}
     stored = lmbench.runs(heavy=True).set_index("id")
     first = stored.loc[df.id[0], "messages"]
     assert first[0]["role"] == "system" and first[1] == {"role": "user", "content": "Tell me about a cat."}
     assert "Be brief." in df.prompt[0] or "Tell long stories." in df.prompt[0], "rendered through the template"
-    plain = lmbench.sweep("Once", systems="Be brief.", grid={"temperature": [0.0]}, seeds=1, max_tokens=4,
-                          progress=False)  # fmt: skip
+    plain = lmbench.sweep(
+        "Once", systems="Be brief.", grid={"temperature": [0.0]}, seeds=1, max_tokens=4, progress=False
+    )
     assert plain.system.tolist() == ["system"] and plain.chat_format.tolist() == ["plain"]
     with pytest.raises(lmbench.ParameterError, match="prompts or messages"):
         lmbench.sweep("Once", messages=conversation, grid={"temperature": [0.0]}, progress=False)

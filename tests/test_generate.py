@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import lmbench
-from lmbench._sequence import TextStream
-from lmbench.engine import cpu_has_amx
+from lmbench.engine._engine import cpu_has_amx
+from lmbench.engine._sequence import TextStream
 
 PROMPT = "Once upon a time"
 

@@ -77,9 +77,16 @@ def test_group_summary_has_mean_and_confidence_interval() -> None:
 def test_group_metrics_count_once_per_cell() -> None:
     import pandas as pd
 
-    df = pd.DataFrame({"model": "m", "prompt_name": "p", "temperature": [0.1] * 4 + [0.9] * 4,
-                       "top_p": [0.5, 0.5, 0.9, 0.9] * 2, "seed": [0, 1] * 4,
-                       "self_similarity": [0.8, 0.8, 0.6, 0.6, 0.3, 0.3, 0.1, 0.1]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "model": "m",
+            "prompt_name": "p",
+            "temperature": [0.1] * 4 + [0.9] * 4,
+            "top_p": [0.5, 0.5, 0.9, 0.9] * 2,
+            "seed": [0, 1] * 4,
+            "self_similarity": [0.8, 0.8, 0.6, 0.6, 0.3, 0.3, 0.1, 0.1],
+        }
+    )
     df.attrs["grid"] = ["temperature", "top_p"]
     out = metrics.summarize(df, "temperature", ["self_similarity"])
     assert out.loc[0.1, ("self_similarity", "n")] == 2, "two cells, not four seed rows"

@@ -31,15 +31,35 @@ def test_readme_sweep_command(tmp_path: Path) -> None:
     env["LMBENCH_MODEL_PATH"] = str(TEST_MODEL.parent)
     result = subprocess.run(
         [
-            sys.executable, "-m", "papermill", str(REPO / "notebooks" / "temperature_sweep.ipynb"), str(out),
-            "-p", "temperatures", "[0.1, 0.7, 1.3]", "-p", "seeds", "2", "-p", "output_dir", str(tmp_path / "results"),
+            sys.executable,
+            "-m",
+            "papermill",
+            str(REPO / "notebooks" / "temperature_sweep.ipynb"),
+            str(out),
+            "-p",
+            "temperatures",
+            "[0.1, 0.7, 1.3]",
+            "-p",
+            "seeds",
+            "2",
+            "-p",
+            "output_dir",
+            str(tmp_path / "results"),
         ],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert _errors(out) == []
-    shown = [o["data"]["text/plain"] for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
-             if "data" in o and "sweep:" in o["data"].get("text/plain", "")]  # fmt: skip
+    shown = [
+        o["data"]["text/plain"]
+        for c in nbformat.read(out, as_version=4).cells
+        for o in c.get("outputs", [])
+        if "data" in o and "sweep:" in o["data"].get("text/plain", "")
+    ]
     assert len(shown) == 1 and shown[0].startswith("sweep: 6/6 runs (100%)"), "the saved bar is its last state"
     results = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert "sweep.csv" in results and "temperature_vs_distinct_2.html" in results
@@ -67,11 +87,16 @@ def test_summarize_notebook_is_an_evaluation(tmp_path: Path) -> None:
     papermill.execute_notebook(
         str(REPO / "notebooks" / "summarize.ipynb"),
         str(out),
-        parameters={"seeds": 1, "temperatures": [0.5], "top_p_values": [0.9, 0.5], "max_tokens": 24,
-                    "data": str(REPO / "notebooks" / "data" / "articles.jsonl")},
+        parameters={
+            "seeds": 1,
+            "temperatures": [0.5],
+            "top_p_values": [0.9, 0.5],
+            "max_tokens": 24,
+            "data": str(REPO / "notebooks" / "data" / "articles.jsonl"),
+        },
         cwd=str(tmp_path),
         progress_bar=False,
-    )  # fmt: skip
+    )
     assert _errors(out) == []
     notebook = nbformat.read(out, as_version=4)
     html = [o["data"].get("text/html", "") for c in notebook.cells for o in c.get("outputs", []) if "data" in o]

@@ -19,7 +19,7 @@ from conftest import MISSING_TEST_MODEL, TEST_MODEL
 
 import lmbench
 from lmbench import models
-from lmbench.api import Service, Settings
+from lmbench.serve._service import Service, Settings
 
 INSTRUCT = "smollm2-135m-instruct"
 pytestmark = [pytest.mark.no_test_model, pytest.mark.slow]  # runs without stories260K, on SmolLM2
@@ -40,9 +40,12 @@ def _shipped() -> models.PackagedModel:
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "LMBENCH_MODEL"}
     return subprocess.run(
-        [sys.executable, "-m", "lmbench.cli", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "lmbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**environment, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -109,8 +112,10 @@ def test_the_default_model_is_the_packaged_instruct_model_unless_lmbench_model_s
 def test_chat_with_the_instruct_model_uses_its_template_and_is_recorded() -> None:
     run = lmbench.chat(
         [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-        max_tokens=16, temperature=0, seed=1,
-    )  # fmt: skip
+        max_tokens=16,
+        temperature=0,
+        seed=1,
+    )
     assert run.model_name == "SmolLM2-135M-Instruct.Q4_1.gguf" and run.chat_format == "gguf"
     assert "<|im_start|>user\nWhat is the capital of France?" in run.prompt
     assert run.prompt.endswith("<|im_start|>assistant\n")
@@ -120,13 +125,26 @@ def test_chat_with_the_instruct_model_uses_its_template_and_is_recorded() -> Non
 
 
 def test_sweeps_send_prompts_through_the_template_of_an_instruct_model() -> None:
-    chat = lmbench.sweep("Describe the sea in one sentence.", grid={"temperature": [0.2]}, seeds=2, max_tokens=24,
-                         progress=False, experiment="auto")  # fmt: skip
+    chat = lmbench.sweep(
+        "Describe the sea in one sentence.",
+        grid={"temperature": [0.2]},
+        seeds=2,
+        max_tokens=24,
+        progress=False,
+        experiment="auto",
+    )
     assert set(chat.chat_format) == {"gguf"} and all("<|im_start|>user" in p for p in chat.prompt)
     stored = lmbench.runs("auto", heavy=True).messages
     assert all(m == [{"role": "user", "content": "Describe the sea in one sentence."}] for m in stored)
-    raw = lmbench.sweep("Describe the sea in one sentence.", grid={"temperature": [0.2]}, seeds=2, max_tokens=8,
-                        progress=False, chat=False, experiment="raw")  # fmt: skip
+    raw = lmbench.sweep(
+        "Describe the sea in one sentence.",
+        grid={"temperature": [0.2]},
+        seeds=2,
+        max_tokens=8,
+        progress=False,
+        chat=False,
+        experiment="raw",
+    )
     assert raw.chat_format.isna().all() and set(raw.prompt) == {"Describe the sea in one sentence."}
 
 
@@ -156,7 +174,7 @@ def test_the_api_names_the_packaged_model_by_its_alias_once() -> None:
 
 
 def test_the_served_model_list_over_http(tmp_path: Path) -> None:
-    from lmbench.server import Server
+    from lmbench.serve._server import Server
 
     with Server(Settings(), host="127.0.0.1", port=0) as server:
         listed = requests.get(f"{server.url}/v1/models", timeout=30).json()

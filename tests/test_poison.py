@@ -19,26 +19,51 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.api import Settings
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import Settings
 
 
 def _bad_texts(seed: int) -> list[object]:
     """Values that are not storable text: bytes, lone surrogates, non-strings."""
     rng = random.Random(seed)
     surrogates = [chr(rng.randrange(0xD800, 0xE000)) for _ in range(4)]
-    return [b"\xff", b"experiment", bytearray(b"x"), 42, 3.5, ["a"], {"a": 1}, *surrogates,
-            "ok" + surrogates[0] + "ok", "x" * 5000]  # fmt: skip
+    return [
+        b"\xff",
+        b"experiment",
+        bytearray(b"x"),
+        42,
+        3.5,
+        ["a"],
+        {"a": 1},
+        *surrogates,
+        "ok" + surrogates[0] + "ok",
+        "x" * 5000,
+    ]
 
 
 def _bad_numbers(seed: int) -> list[tuple[str, object]]:
     rng = random.Random(seed)
     cases: list[tuple[str, object]] = [
-        ("temperature", "0.5"), ("top_k", "40"), ("seed", "7"), ("ignore_eos", 1), ("ignore_eos", "true"),
-        ("max_tokens", 3.0), ("max_tokens", True), ("temperature", Decimal("0.5")), ("top_p", None),
-        ("seed", 2**32), ("seed", -1), ("top_k", 2**40), ("max_tokens", 2**40), ("logprobs", 21), ("stop", [""]),
-        ("stop", "\udfff"), ("stop", [1]), ("temperature", float("nan")), ("temperature", float("inf")),
-    ]  # fmt: skip
+        ("temperature", "0.5"),
+        ("top_k", "40"),
+        ("seed", "7"),
+        ("ignore_eos", 1),
+        ("ignore_eos", "true"),
+        ("max_tokens", 3.0),
+        ("max_tokens", True),
+        ("temperature", Decimal("0.5")),
+        ("top_p", None),
+        ("seed", 2**32),
+        ("seed", -1),
+        ("top_k", 2**40),
+        ("max_tokens", 2**40),
+        ("logprobs", 21),
+        ("stop", [""]),
+        ("stop", "\udfff"),
+        ("stop", [1]),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+    ]
     names = ["temperature", "top_p", "top_k", "min_p", "max_tokens", "seed", "repeat_penalty"]
     cases += [(rng.choice(names), rng.choice(["1", "", [], {}, b"1", object.__name__])) for _ in range(20)]
     return cases
@@ -86,8 +111,11 @@ def test_poisoned_values_are_refused_before_anything_runs(tmp_path: Path) -> Non
     numbers = [(n, _portable(v)) for n, v in _bad_numbers(seed=11) if not isinstance(v, Decimal | float)]
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(texts), json.dumps(numbers), str(tmp_path / "all.jsonl")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "LMBENCH_MODEL": str(TEST_MODEL)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LMBENCH_MODEL": str(TEST_MODEL)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     odd = [o for o in report["outcomes"] if o not in ("ParameterError", "ContextOverflowError", "accepted")]
@@ -111,25 +139,35 @@ def test_numpy_numbers_are_numbers() -> None:
 
     run = lmbench.generate("Once", max_tokens=np.int64(3), temperature=np.float32(0.5), seed=np.uint32(9))
     assert (run.max_tokens, run.seed) == (3, 9)
-    frame = lmbench.sweep("Once", grid={"temperature": np.linspace(0.2, 0.6, 2)}, seeds=np.arange(2), max_tokens=3,
-                          progress=False)  # fmt: skip
+    frame = lmbench.sweep(
+        "Once", grid={"temperature": np.linspace(0.2, 0.6, 2)}, seeds=np.arange(2), max_tokens=3, progress=False
+    )
     assert len(frame) == 4
 
 
 def test_poisoned_http_values_are_400s_and_the_server_lives() -> None:
-    bodies = [{"prompt": "Once", "stop": ["\udfff"]}, {"prompt": "Once", "tags": ["\ud800"]},
-              {"prompt": "\udfff"}, {"prompt": "Once", "experiment": "\ud800x"}, {"prompt": "Once", "seed": "7"},
-              {"prompt": "Once", "temperature": "0.5"}, {"prompt": "Once", "ignore_eos": 1},
-              {"prompt": "Once", "top_k": 2**40}, {"prompt": "Once", "max_tokens": 2.0}]  # fmt: skip
+    bodies = [
+        {"prompt": "Once", "stop": ["\udfff"]},
+        {"prompt": "Once", "tags": ["\ud800"]},
+        {"prompt": "\udfff"},
+        {"prompt": "Once", "experiment": "\ud800x"},
+        {"prompt": "Once", "seed": "7"},
+        {"prompt": "Once", "temperature": "0.5"},
+        {"prompt": "Once", "ignore_eos": 1},
+        {"prompt": "Once", "top_k": 2**40},
+        {"prompt": "Once", "max_tokens": 2.0},
+    ]
     nested = "[" * 100_000 + "]" * 100_000
     with Server(Settings(model=str(TEST_MODEL)), port=0) as server:
         for body in bodies:
             raw = json.dumps(body).encode()  # lone surrogates travel as \\ud800 escapes, as a client would send them
-            answer = requests.post(f"{server.url}/api/generate", data=raw, headers={"Content-Type": "application/json"},
-                                   timeout=30)  # fmt: skip
+            answer = requests.post(
+                f"{server.url}/api/generate", data=raw, headers={"Content-Type": "application/json"}, timeout=30
+            )
             assert answer.status_code == 400, (body, answer.status_code, answer.text)
-        deep = requests.post(f"{server.url}/api/generate", data=nested, headers={"Content-Type": "application/json"},
-                             timeout=30)  # fmt: skip
+        deep = requests.post(
+            f"{server.url}/api/generate", data=nested, headers={"Content-Type": "application/json"}, timeout=30
+        )
         assert deep.status_code == 400
         assert requests.get(f"{server.url}/api/runs", timeout=30).json() == {"runs": []}
         ok = requests.post(f"{server.url}/api/generate", json={"prompt": "Once", "max_tokens": 2}, timeout=30)
@@ -230,11 +268,22 @@ def test_every_parameter_has_a_column_after_migrations(tmp_path: Path) -> None:
 
 def test_sweep_arguments_are_checked_before_anything_runs() -> None:
     bad = [
-        {"batch_size": 0}, {"batch_size": "4"}, {"batch_size": True}, {"grid": [("temperature", 1)]},
-        {"grid": {"temperature": "0.5"}}, {"metrics": 3}, {"metrics": ["nope"]}, {"model": 3}, {"model": [None, 3]},
-        {"prompts": ["Once", b"x"]}, {"prompts": {"a": "\udfff"}}, {"seeds": "3"}, {"seeds": [1.5]}, {"seeds": True},
+        {"batch_size": 0},
+        {"batch_size": "4"},
+        {"batch_size": True},
+        {"grid": [("temperature", 1)]},
+        {"grid": {"temperature": "0.5"}},
+        {"metrics": 3},
+        {"metrics": ["nope"]},
+        {"model": 3},
+        {"model": [None, 3]},
+        {"prompts": ["Once", b"x"]},
+        {"prompts": {"a": "\udfff"}},
+        {"seeds": "3"},
+        {"seeds": [1.5]},
+        {"seeds": True},
         {"name": b"x"},
-    ]  # fmt: skip
+    ]
     for case in bad:
         options = {"prompts": "Once", "grid": {"temperature": [0.5]}, "seeds": 1, "max_tokens": 2, **case}
         prompts = options.pop("prompts")

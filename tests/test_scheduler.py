@@ -12,11 +12,23 @@ from conftest import TEST_MODEL
 import lmbench
 
 STORIES = [
-    "Once upon a time", "The little cat", "Tom had a red ball", "One day, a girl named Lily",
-    "The sun was shining", "There was a big tree", "Ben and his dad", "A small bird sat",
-    "The dog ran to the park", "Mom made a cake", "It was a cold night", "Sue found a box",
-    "The boat was slow", "A frog lived in a pond", "The king was sad", "Max liked to jump",
-]  # fmt: skip
+    "Once upon a time",
+    "The little cat",
+    "Tom had a red ball",
+    "One day, a girl named Lily",
+    "The sun was shining",
+    "There was a big tree",
+    "Ben and his dad",
+    "A small bird sat",
+    "The dog ran to the park",
+    "Mom made a cake",
+    "It was a cold night",
+    "Sue found a box",
+    "The boat was slow",
+    "A frog lived in a pond",
+    "The king was sad",
+    "Max liked to jump",
+]
 GREEDY = {"temperature": 0.0, "max_tokens": 48, "ignore_eos": True}
 
 
@@ -27,7 +39,7 @@ def _alone(prompts: list[str]) -> dict[str, lmbench.Run]:
 def _identical(solo: lmbench.Run, batched: lmbench.Run) -> bool:
     """Whether two greedy runs of a prompt made the same tokens; where they part, the two best tokens
     must have been all but tied: batched matrix products add in another order, which moves logits in
-    their last bits (documented in ``lmbench._scheduler``)."""
+    their last bits (documented in ``lmbench.engine._scheduler``)."""
     a, b = solo.token_logprobs, batched.token_logprobs
     assert a is not None and b is not None
     at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x["id"] != y["id"]), None)
@@ -40,8 +52,9 @@ def _identical(solo: lmbench.Run, batched: lmbench.Run) -> bool:
 
 def test_sixteen_prompts_in_one_batch_each_continue_their_own_prompt() -> None:
     alone = _alone(STORIES)
-    df = lmbench.sweep(STORIES, grid={"temperature": [0.0]}, seeds=[1], max_tokens=48, ignore_eos=True, logprobs=2,
-                       progress=False)  # fmt: skip
+    df = lmbench.sweep(
+        STORIES, grid={"temperature": [0.0]}, seeds=[1], max_tokens=48, ignore_eos=True, logprobs=2, progress=False
+    )
     assert set(df.batch_size) == {16}, "all sixteen decoded together"
     same = sum(_identical(alone[row.prompt], lmbench.get_store().get(row.id)) for row in df.itertuples())
     assert same >= 12, f"only {same} of 16 texts identical"
@@ -62,8 +75,16 @@ def test_concurrent_callers_share_one_batch_and_a_cancelled_one_leaves_the_other
 
     def ask(i: int) -> lmbench.Run:
         if i == 0:
-            return lmbench.generate(prompts[0], model=engine, seed=1, cancel=cancel, on_token=stop_soon,
-                                    temperature=0.0, max_tokens=2000, ignore_eos=True)  # fmt: skip
+            return lmbench.generate(
+                prompts[0],
+                model=engine,
+                seed=1,
+                cancel=cancel,
+                on_token=stop_soon,
+                temperature=0.0,
+                max_tokens=2000,
+                ignore_eos=True,
+            )
         return lmbench.generate(prompts[i], model=engine, seed=1, logprobs=2, **GREEDY)  # type: ignore[arg-type]
 
     with ThreadPoolExecutor(8) as pool:
@@ -85,8 +106,9 @@ def test_a_shared_prefix_is_evaluated_once_and_changes_no_text() -> None:
     engine = lmbench.load(TEST_MODEL)
     engine.scheduler.share_prefixes = False
     try:
-        unshared = lmbench.sweep(prompts, grid={"temperature": [0.8]}, seeds=[3], max_tokens=16, progress=False,
-                                 name="off")  # fmt: skip
+        unshared = lmbench.sweep(
+            prompts, grid={"temperature": [0.8]}, seeds=[3], max_tokens=16, progress=False, name="off"
+        )
     finally:
         engine.scheduler.share_prefixes = True
     assert set(unshared.prompt_cached_tokens) == {0}

@@ -15,7 +15,7 @@ import pytest
 
 import lmbench
 from lmbench import _table
-from lmbench.store import MIGRATIONS, Store, migrate
+from lmbench.store._store import MIGRATIONS, Store, migrate
 
 
 def test_runs_table_has_a_column_per_parameter_and_timing(tmp_path: Path) -> None:
@@ -57,8 +57,12 @@ def test_export_by_suffix(tmp_path: Path, suffix: str) -> None:
     for seed in range(2):
         lmbench.generate("Once", seed=seed, max_tokens=4)
     target = lmbench.export(tmp_path / f"runs{suffix}")
-    reader = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet,
-              ".json": pd.read_json}  # fmt: skip
+    reader = {
+        ".csv": pd.read_csv,
+        ".jsonl": lambda p: pd.read_json(p, lines=True),
+        ".parquet": pd.read_parquet,
+        ".json": pd.read_json,
+    }
     back = reader[suffix](target)
     assert len(back) == 2 and list(back.seed) == [0, 1]
 

@@ -21,8 +21,8 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.api import Settings
-from lmbench.server import Server
+from lmbench.serve._server import Server
+from lmbench.serve._service import Settings
 
 
 @pytest.fixture
@@ -43,8 +43,13 @@ def crashing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _long_stream(url: str, results: dict[str, object]) -> None:
     """A streamed story on the good model that is still going while the other model crashes."""
-    body = {"prompt": "Once upon a time", "max_tokens": 12000, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "prompt": "Once upon a time",
+        "max_tokens": 12000,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with requests.post(f"{url}/v1/completions", json=body, stream=True, timeout=300) as response:
         results["status"] = response.status_code
         lines = [line for line in response.iter_lines() if line]

@@ -160,13 +160,19 @@ def test_another_prompt_is_another_sweep_and_rows_come_in_grid_order() -> None:
     assert first.attrs["sweep_id"] != second.attrs["sweep_id"], "same prompt names, other texts: not a resume"
     assert set(second.prompt) == {"The dog ran"} and len(lmbench.runs()) == 12
     assert list(zip(second.temperature, second.seed, strict=True)) == [
-        (0.1, 5), (0.1, 1), (0.9, 5), (0.9, 1), (1.5, 5), (1.5, 1)
-    ], "the plan's order, not the order runs finished in"  # fmt: skip
+        (0.1, 5),
+        (0.1, 1),
+        (0.9, 5),
+        (0.9, 1),
+        (1.5, 5),
+        (1.5, 1),
+    ], "the plan's order, not the order runs finished in"
 
 
 def test_a_sweep_without_metrics_records_none() -> None:
-    df = lmbench.sweep("Once upon a time", grid={"temperature": [0.5]}, seeds=2, max_tokens=6, metrics=None,
-                       progress=False)  # fmt: skip
+    df = lmbench.sweep(
+        "Once upon a time", grid={"temperature": [0.5]}, seeds=2, max_tokens=6, metrics=None, progress=False
+    )
     assert len(df) == 2
     assert not {"distinct_2", "self_similarity", "mean_logprob", "chars"} & set(df.columns)
     assert all(lmbench.get_store().get(run_id).metrics == {} for run_id in df.id)

@@ -2,9 +2,9 @@
 
 Enabled automatically when lmbench is installed (``etc/jupyter/jupyter_server_config.d``);
 protected by Jupyter's own token authentication. Routes, request and answer formats are those of
-``lmbench serve`` (see ``lmbench.api``); the default model is ``$LMBENCH_MODEL`` or lmbench's
+``lmbench serve`` (see ``lmbench.serve._service``); the default model is ``$LMBENCH_MODEL`` or lmbench's
 default, resolved on the first request so that starting Jupyter never loads or downloads a model.
-Models run in supervised worker processes (``lmbench._supervisor``): a model file that crashes
+Models run in supervised worker processes (``lmbench.serve._supervisor``): a model file that crashes
 llama.cpp fails its request, never the Jupyter server.
 lmbench itself is imported when the extension loads, not when Jupyter lists its extensions.
 """
@@ -27,9 +27,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.base.handlers import APIHandler
     from jupyter_server.utils import url_path_join
 
-    from lmbench._supervisor import Supervisor
-    from lmbench.api import Settings, route_pattern
-    from lmbench.server import WORKERS, ApiRoutes
+    from lmbench.serve._server import WORKERS, ApiRoutes
+    from lmbench.serve._service import Settings, route_pattern
+    from lmbench.serve._supervisor import Supervisor
 
     class LmbenchApiHandler(ApiRoutes, APIHandler):
         """The API's routes behind Jupyter's authentication."""

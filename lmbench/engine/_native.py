@@ -13,8 +13,8 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from ..errors import GenerationError
 from . import _llama_log
-from .errors import GenerationError
 
 # One decode entry: (token, position, sequence slot, whether its logits are wanted).
 Entry = tuple[int, int, int, bool]
@@ -50,9 +50,15 @@ class Context:
     """A llama.cpp context on a loaded model: ``slots`` sequences, each with a KV stream of ``per_slot`` cells."""
 
     def __init__(
-        self, model: llama_cpp.llama_model_p, *, slots: int, per_slot: int, n_batch: int, n_threads: int,
+        self,
+        model: llama_cpp.llama_model_p,
+        *,
+        slots: int,
+        per_slot: int,
+        n_batch: int,
+        n_threads: int,
         logs: collections.deque[str],
-    ) -> None:  # fmt: skip
+    ) -> None:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = slots * per_slot
         params.n_batch = params.n_ubatch = n_batch

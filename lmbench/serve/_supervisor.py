@@ -27,11 +27,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import _probe
-from .api import ApiError, Emit, Service, Settings, api_error
-from .errors import LmbenchError
-from .generation import Cancel, stopper
-from .store import Store
+from ..engine import _probe
+from ..errors import LmbenchError
+from ..generation import Cancel, stopper
+from ..store._store import Store
+from ._service import ApiError, Emit, Service, Settings, api_error
 
 # Models kept in worker processes at once; idle workers beyond this are stopped, least recently used first.
 MAX_WORKERS = 2

@@ -9,8 +9,8 @@ from typing import Any
 
 import mistune
 
-from ._gguf import readable_count
-from .run import MUTED, Run
+from .._gguf import readable_count
+from ..run import MUTED, Run
 
 MONO = "font-family:var(--jp-code-font-family,monospace)"
 # The history list is a small table: monospaced rows under this header (select a row to restore it).
@@ -86,16 +86,20 @@ def models_table(frame: Any, loaded: str | None) -> str:
             f"<td>{parameters}</td><td>{html.escape(str(row.quantization))}</td><td>{row.context_length}</td>"
             f"<td>{'yes' if row.has_chat_template else 'no'}</td><td>{html.escape(str(row.source))}</td></tr>"
         )
-    head = "".join(f"<th style='text-align:left'>{h}</th>" for h in
-                   ("model", "size", "parameters", "quantization", "context", "chat template", "from"))  # fmt: skip
+    head = "".join(
+        f"<th style='text-align:left'>{h}</th>"
+        for h in ("model", "size", "parameters", "quantization", "context", "chat template", "from")
+    )
     return f"<table class='lmbench-models' style='font-size:85%'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def server_info(url: str | None, api_key: str | None) -> str:
     """Where the panel's API server listens, and the guides' Python example filled in for it."""
     if url is None:
-        return (f"<small style='{MUTED}'>The local API (LM Studio-style and OpenAI-compatible) is not running: "
-                "choose a port (0: any free one) and start it.</small>")  # fmt: skip
+        return (
+            f"<small style='{MUTED}'>The local API (LM Studio-style and OpenAI-compatible) is not running: "
+            "choose a port (0: any free one) and start it.</small>"
+        )
     headers = f', headers={{"Authorization": "Bearer {api_key}"}}' if api_key else ""
     example = (
         "import requests\n\n"

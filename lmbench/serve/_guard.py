@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import urllib.parse
 
-from .api import ApiError, Settings
+from ._service import ApiError, Settings
 
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
@@ -70,14 +70,22 @@ def check(
 ) -> ApiError | None:
     """The refusal a request gets before any routing, or None when it may go on."""
     if not host_allowed(host, settings, bound_host):
-        return ApiError(403, f"host {host_name(host)!r} is not served here (add it with --allow-host)",
-                        kind="permission_error")  # fmt: skip
+        return ApiError(
+            403, f"host {host_name(host)!r} is not served here (add it with --allow-host)", kind="permission_error"
+        )
     if origin is not None and not origin_allowed(origin, settings):
-        return ApiError(403, f"requests from web pages at {origin!r} are not allowed (allow one with --cors-origin)",
-                        kind="permission_error")  # fmt: skip
+        return ApiError(
+            403,
+            f"requests from web pages at {origin!r} are not allowed (allow one with --cors-origin)",
+            kind="permission_error",
+        )
     if settings.api_key and not key_matches(authorization, settings.api_key):
-        return ApiError(401, "missing or wrong API key (Authorization: Bearer ...)", kind="authentication_error",
-                        code="invalid_api_key")  # fmt: skip
+        return ApiError(
+            401,
+            "missing or wrong API key (Authorization: Bearer ...)",
+            kind="authentication_error",
+            code="invalid_api_key",
+        )
     return None
 
 

@@ -30,12 +30,12 @@ from typing import Any
 import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF
 
-from . import models
-from ._version import __version__
-from .chat import ChatPrompt, check_messages, render
-from .chat import chat as chat_reply
-from .engine import Engine, load_engine, loaded
-from .errors import (
+from .. import models
+from .._version import __version__
+from ..chat import ChatPrompt, check_messages, render
+from ..chat import chat as chat_reply
+from ..engine._engine import Engine, load_engine, loaded
+from ..errors import (
     ContextOverflowError,
     EngineClosedError,
     LmbenchError,
@@ -43,11 +43,11 @@ from .errors import (
     ModelNotFoundError,
     ParameterError,
 )
-from .generation import Cancel, Job, Recorder, execute_many, random_seed
-from .generation import generate as generate_run
-from .params import MAX_SEED, GenerationParams, param_specs, validate_params
-from .run import Labels, Run
-from .store import Store, get_store
+from ..generation import Cancel, Job, Recorder, execute_many, random_seed
+from ..generation import generate as generate_run
+from ..params import MAX_SEED, GenerationParams, param_specs, validate_params
+from ..run import Labels, Run
+from ..store._store import Store, get_store
 
 MODEL_SCAN_INTERVAL_S = 5.0
 SYSTEM_FINGERPRINT = f"fp_lmbench_{__version__}_llama_cpp_{llama_cpp.__version__}"
@@ -59,14 +59,40 @@ _COMMON = {"model", "stream", "experiment", "tags"}
 _IGNORED_OPENAI = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "stream_options", "n"}
 # llama-server fields lmbench accepts and ignores (its own prompt cache and scheduling do their job).
 _IGNORED_NATIVE = {
-    "cache_prompt", "id_slot", "n_keep", "samplers", "return_progress", "timings_per_token", "return_tokens",
-    "repeat_last_n", "min_keep", "n_indent", "t_max_predict_ms", "dry_base", "dry_allowed_length",
-    "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "mirostat_tau", "mirostat_eta",
-    "dynatemp_exponent", "post_sampling_probs", "response_fields", "n_cache_reuse", "sse_ping_interval",
-}  # fmt: skip
+    "cache_prompt",
+    "id_slot",
+    "n_keep",
+    "samplers",
+    "return_progress",
+    "timings_per_token",
+    "return_tokens",
+    "repeat_last_n",
+    "min_keep",
+    "n_indent",
+    "t_max_predict_ms",
+    "dry_base",
+    "dry_allowed_length",
+    "dry_penalty_last_n",
+    "dry_sequence_breakers",
+    "xtc_threshold",
+    "mirostat_tau",
+    "mirostat_eta",
+    "dynatemp_exponent",
+    "post_sampling_probs",
+    "response_fields",
+    "n_cache_reuse",
+    "sse_ping_interval",
+}
 # llama-server samplers lmbench does not have: accepted only at their neutral values.
-_NEUTRAL_NATIVE = {"typical_p": 1.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0,
-                   "dynatemp_range": 0.0, "logit_bias": [], "lora": []}  # fmt: skip
+_NEUTRAL_NATIVE = {
+    "typical_p": 1.0,
+    "mirostat": 0,
+    "dry_multiplier": 0.0,
+    "xtc_probability": 0.0,
+    "dynatemp_range": 0.0,
+    "logit_bias": [],
+    "lora": [],
+}
 
 
 @dataclass
@@ -140,26 +166,54 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", ("api/generate",), "generate", "lmbench",
-          "the LM Studio guides' request: prompt and parameters in, text, run id, usage and timings out",
-          streams=True, done_marker=True, records=True),
+    Route(
+        "POST",
+        ("api/generate",),
+        "generate",
+        "lmbench",
+        "the LM Studio guides' request: prompt and parameters in, text, run id, usage and timings out",
+        streams=True,
+        done_marker=True,
+        records=True,
+    ),
     Route("GET", ("api/runs",), "runs", "lmbench", "recorded runs, newest last (?experiment=&limit=)"),
     Route("GET", ("api/params",), "params", "lmbench", "every generation parameter: type, default, range, description"),
     Route("GET", ("api/status",), "status", "lmbench", "the server's model, limits and version"),
     Route("GET", ("v1/models", "models"), "list_models", "openai", "the models a request may name, each once"),
-    Route("POST", ("v1/completions", "completions"), "completion", "openai",
-          "text completion (n choices, logprobs, echo, stream with usage)", streams=True, done_marker=True,
-          records=True),
-    Route("POST", ("v1/chat/completions", "chat/completions"), "chat_completion", "openai",
-          "chat through the model's template (n choices, logprobs, stream with usage)", streams=True,
-          done_marker=True, records=True),
-    Route("POST", ("completion",), "native_completion", "llama.cpp",
-          "llama-server's completion (n_predict, n_probs, timings, stop_type, stream)", streams=True, records=True),
+    Route(
+        "POST",
+        ("v1/completions", "completions"),
+        "completion",
+        "openai",
+        "text completion (n choices, logprobs, echo, stream with usage)",
+        streams=True,
+        done_marker=True,
+        records=True,
+    ),
+    Route(
+        "POST",
+        ("v1/chat/completions", "chat/completions"),
+        "chat_completion",
+        "openai",
+        "chat through the model's template (n choices, logprobs, stream with usage)",
+        streams=True,
+        done_marker=True,
+        records=True,
+    ),
+    Route(
+        "POST",
+        ("completion",),
+        "native_completion",
+        "llama.cpp",
+        "llama-server's completion (n_predict, n_probs, timings, stop_type, stream)",
+        streams=True,
+        records=True,
+    ),
     Route("POST", ("tokenize",), "tokenize", "llama.cpp", "text to token ids (add_special, parse_special, pieces)"),
     Route("POST", ("detokenize",), "detokenize", "llama.cpp", "token ids to text"),
     Route("GET", ("health", "v1/health"), "health", "llama.cpp", "ready or not (no API key needed)", public=True),
     Route("GET", ("props",), "props", "llama.cpp", "default settings, context, chat template (no file paths)"),
-)  # fmt: skip
+)
 
 
 def route_pattern() -> str:
@@ -390,8 +444,12 @@ class Service:
         elif kind == "json_schema" and isinstance(response_format.get("json_schema"), dict):
             params["json_schema"] = response_format["json_schema"].get("schema") or {}
         else:
-            raise ApiError(400, "response_format must be {'type': 'text' | 'json_object' | 'json_schema', "
-                           "'json_schema': {'name': ..., 'schema': {...}}}", param="response_format")  # fmt: skip
+            raise ApiError(
+                400,
+                "response_format must be {'type': 'text' | 'json_object' | 'json_schema', "
+                "'json_schema': {'name': ..., 'schema': {...}}}",
+                param="response_format",
+            )
         return params
 
     def _engine(self, request: _Request) -> Engine:
@@ -423,13 +481,23 @@ class Service:
         """
         engine = self._engine(request)
         if engine.scheduler.queued + request.n > self.settings.max_queue:
-            raise ApiError(503, f"the server is busy: {engine.scheduler.queued} requests are waiting for "
-                           f"{engine.name}; retry shortly", kind="server_error", retry_after=1)  # fmt: skip
+            raise ApiError(
+                503,
+                f"the server is busy: {engine.scheduler.queued} requests are waiting for {engine.name}; retry shortly",
+                kind="server_error",
+                retry_after=1,
+            )
         try:
             if request.n == 1:
                 stream = None if on_piece is None else functools.partial(on_piece, 0)
-                options = {"model": engine, "on_token": stream, "cancel": cancel, "run_id": request.run_ids[0],
-                           **request.labels, **request.params}  # fmt: skip
+                options = {
+                    "model": engine,
+                    "on_token": stream,
+                    "cancel": cancel,
+                    "run_id": request.run_ids[0],
+                    **request.labels,
+                    **request.params,
+                }
                 if messages is not None:
                     return engine, [chat_reply(messages, **options)]
                 assert prompt is not None
@@ -462,10 +530,15 @@ class Service:
         assert text is not None
         options = rendered.tokenize_options if rendered else {}
         jobs = [
-            Job(text, params.model_copy(update={"seed": seed}), dataclasses.replace(labels, run_id=request.run_ids[i]),
-                None if on_piece is None else functools.partial(on_piece, i), **options)
+            Job(
+                text,
+                params.model_copy(update={"seed": seed}),
+                dataclasses.replace(labels, run_id=request.run_ids[i]),
+                None if on_piece is None else functools.partial(on_piece, i),
+                **options,
+            )
             for i, seed in enumerate(seeds)
-        ]  # fmt: skip
+        ]
         runs: dict[int, Run] = {}
         recorder = Recorder.to(request.labels["store"])
 
@@ -528,10 +601,16 @@ class Service:
                 emit({"id": stream_id, **head, "choices": [_text_choice(i, "", None, _finish(run))]})
             return _usage_chunk(body, {"id": stream_id, **head}, runs)
         echo = prompt if body.get("echo") else ""
-        choices = [_text_choice(i, echo + r.text, _completion_logprobs(r, len(echo)), _finish(r)) for i, r in
-                   enumerate(runs)]  # fmt: skip
-        return {"id": f"cmpl-{runs[0].id}", **head, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices,
-                "usage": _usage(runs)}  # fmt: skip
+        choices = [
+            _text_choice(i, echo + r.text, _completion_logprobs(r, len(echo)), _finish(r)) for i, r in enumerate(runs)
+        ]
+        return {
+            "id": f"cmpl-{runs[0].id}",
+            **head,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+            "usage": _usage(runs),
+        }
 
     def chat_completion(
         self, body: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
@@ -549,8 +628,12 @@ class Service:
         if wants_logprobs:
             params["logprobs"] = body.get("top_logprobs") or 0
         request = self._request(body, params, body.get("n", 1))
-        head = {"object": "chat.completion.chunk", "created": int(time.time()), "model": request.name,
-                "system_fingerprint": SYSTEM_FINGERPRINT}  # fmt: skip
+        head = {
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.name,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
         stream_id = f"chatcmpl-{request.run_ids[0]}"
         on_piece = None
         begun: set[int] = set()
@@ -578,8 +661,13 @@ class Service:
             }
             for i, run in enumerate(runs)
         ]
-        return {"id": f"chatcmpl-{runs[0].id}", **head, "object": "chat.completion", "choices": choices,
-                "usage": _usage(runs)}  # fmt: skip
+        return {
+            "id": f"chatcmpl-{runs[0].id}",
+            **head,
+            "object": "chat.completion",
+            "choices": choices,
+            "usage": _usage(runs),
+        }
 
     # Handlers: llama.cpp ------------------------------------------------------------------------------
 
@@ -624,8 +712,11 @@ class Service:
         """llama-server's prompt: a string, or token ids (and strings) turned into text."""
         if isinstance(prompt, str):
             return prompt
-        if isinstance(prompt, list) and prompt and all(isinstance(p, int | str) and not isinstance(p, bool)
-                                                       for p in prompt):  # fmt: skip
+        if (
+            isinstance(prompt, list)
+            and prompt
+            and all(isinstance(p, int | str) and not isinstance(p, bool) for p in prompt)
+        ):
             engine = self._engine(request)
             try:
                 return "".join(p if isinstance(p, str) else engine.detokenize([p]) for p in prompt)

@@ -23,19 +23,19 @@ from typing import Any, Protocol
 import ipywidgets as w
 import pandas as pd
 
-from . import _panel_html as view
-from . import models
-from .api import Settings
-from .chat import chat
-from .compare import compare
-from .engine import Engine, physical_cores
-from .errors import LmbenchError, ParameterError
-from .generation import Job, Recorder, execute_many, random_seed
-from .params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
-from .presets import presets, resolve_preset, save_preset
-from .run import Labels, Run
-from .server import Server
-from .store import Store
+from .. import models
+from ..chat import chat
+from ..compare import compare
+from ..engine._engine import Engine, physical_cores
+from ..errors import LmbenchError, ParameterError
+from ..generation import Job, Recorder, execute_many, random_seed
+from ..params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
+from ..presets import presets, resolve_preset, save_preset
+from ..run import Labels, Run
+from ..serve._server import Server
+from ..serve._service import Settings
+from ..store._store import Store
+from . import _html as view
 
 # Runs listed in the history tab.
 HISTORY_SIZE = 25
@@ -103,10 +103,15 @@ def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
     """A slider labelled as the guides name the parameter (its name, meaning and range in the tooltip);
     Max Tokens is a number box, whose range is too wide for a slider."""
     options: dict[str, Any] = {
-        "value": spec.default, "min": spec.ui_min, "max": spec.ui_max, "description": t(spec.label),
-        "description_allow_html": False, "tooltip": f"{spec.name}: {spec.description} ({spec.range_text()})",
-        "style": {"description_width": "12.5em"}, "layout": w.Layout(width="28em"),
-    }  # fmt: skip
+        "value": spec.default,
+        "min": spec.ui_min,
+        "max": spec.ui_max,
+        "description": t(spec.label),
+        "description_allow_html": False,
+        "tooltip": f"{spec.name}: {spec.description} ({spec.range_text()})",
+        "style": {"description_width": "12.5em"},
+        "layout": w.Layout(width="28em"),
+    }
     if spec.name == "max_tokens":
         slider = w.BoundedIntText(**options)
     elif spec.type is int:
@@ -159,10 +164,14 @@ class ModelPicker:
             **number,
         )
         self.parallel = w.BoundedIntText(
-            engine.parallel if engine else 1, min=1, max=256, description=t("parallel"),
+            engine.parallel if engine else 1,
+            min=1,
+            max=256,
+            description=t("parallel"),
             tooltip="requests decoded together, each with the whole context (the KV cache grows with it)",
-            layout=w.Layout(width="12em"), **number,
-        )  # fmt: skip
+            layout=w.Layout(width="12em"),
+            **number,
+        )
         self.kv_info = w.HTML()
         self.kv_info.add_class("lmbench-kv-info")
         self.table = w.HTML(view.models_table(_with_loaded(found, engine), str(engine.path) if engine else None))
@@ -230,10 +239,16 @@ def _with_loaded(found: Any, engine: Engine | None) -> Any:
     if engine is None or (found is not None and str(engine.path) in set(found.path.astype(str))):
         return found
     facts = engine.info
-    listed = {"alias": models.model_id(engine.path), "path": str(engine.path), "size": engine.size,
-              "parameters": facts.get("parameters"), "quantization": facts.get("quantization"),
-              "context_length": facts.get("context_length"), "has_chat_template": facts.get("has_chat_template"),
-              "source": "path"}  # fmt: skip
+    listed = {
+        "alias": models.model_id(engine.path),
+        "path": str(engine.path),
+        "size": engine.size,
+        "parameters": facts.get("parameters"),
+        "quantization": facts.get("quantization"),
+        "context_length": facts.get("context_length"),
+        "has_chat_template": facts.get("has_chat_template"),
+        "source": "path",
+    }
     return pd.DataFrame([listed]) if found is None else pd.concat([found, pd.DataFrame([listed])], ignore_index=True)
 
 
@@ -250,15 +265,19 @@ class ParamsForm:
         self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
         self.json_schema = w.Textarea(
             placeholder='JSON schema, e.g. {"type": "object", "properties": {"answer": {"type": "string"}}}',
-            rows=3, layout=w.Layout(width="100%"), tooltip=PARAM_SPECS["json_schema"].description,
-        )  # fmt: skip
+            rows=3,
+            layout=w.Layout(width="100%"),
+            tooltip=PARAM_SPECS["json_schema"].description,
+        )
         self.json_schema.add_class("lmbench-json-schema")
         self.debug_tokens = w.Checkbox(True, description=t("record token probabilities"), indent=False)
         self.raw = w.Checkbox(
-            False, description=t("raw completion"), indent=False,
+            False,
+            description=t("raw completion"),
+            indent=False,
             tooltip="Complete the prompt as it is; off: an instruct model gets it as a user message through its "
             "chat template",
-        )  # fmt: skip
+        )
         self.toggles = {
             s.name: w.Checkbox(s.default, description=t(s.label), tooltip=f"{s.name}: {s.description}", indent=False)
             for s in param_specs()
@@ -420,8 +439,11 @@ class CompareTab:
         try:
             values = [self._kind(name)(v) for v in self.values.value.split(",") if v.strip()]
         except ValueError:
-            raise ParameterError(f"compare values must be numbers separated by commas, not {self.values.value!r}",
-                                 name=name, value=self.values.value) from None  # fmt: skip
+            raise ParameterError(
+                f"compare values must be numbers separated by commas, not {self.values.value!r}",
+                name=name,
+                value=self.values.value,
+            ) from None
         if not 2 <= len(values) <= 4:
             raise ParameterError(f"compare needs 2 to 4 values of {name}, got {len(values)}", name=name, value=values)
         params = self.host.values()
@@ -533,7 +555,7 @@ class ServerTab:
         t = self.host.t
         if self.server is not None:
             self.server.stop()
-            logging.getLogger("lmbench.api").removeHandler(self._handler)
+            logging.getLogger("lmbench.serve").removeHandler(self._handler)
             self.server = None
             self.button.description, self.button.button_style = t("Start server"), "success"
             self.info.value = view.server_info(None, None)
@@ -547,7 +569,7 @@ class ServerTab:
             self.host.show_error(exc)
             return
         self.server = server
-        api_log = logging.getLogger("lmbench.api")
+        api_log = logging.getLogger("lmbench.serve")
         api_log.setLevel(logging.INFO)
         api_log.addHandler(self._handler)
         self.button.description, self.button.button_style = t("Stop server"), "danger"

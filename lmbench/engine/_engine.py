@@ -15,11 +15,12 @@ from typing import Any
 
 import llama_cpp
 
-from . import _llama_log, _probe, models
+from .. import models
+from ..errors import EngineClosedError, GenerationError, ModelLoadError, ParameterError
+from ..params import GenerationParams
+from . import _llama_log, _probe
 from ._sampling import SamplerChain
 from ._scheduler import Scheduler
-from .errors import EngineClosedError, GenerationError, ModelLoadError, ParameterError
-from .params import GenerationParams
 
 _llama_log.install()
 # The context of llama-cpp-python's own Llama object: lmbench decodes in its scheduler's context.
@@ -143,8 +144,13 @@ class Engine:
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
         # What it takes to load this model again (after it was closed to make room for another).
         repack_choice = {} if weight_repack is None else {"weight_repack": weight_repack}
-        self.load_args: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers,
-                                          **repack_choice, **load_options}  # fmt: skip
+        self.load_args: dict[str, Any] = {
+            "n_ctx": n_ctx,
+            "n_threads": n_threads,
+            "n_gpu_layers": n_gpu_layers,
+            **repack_choice,
+            **load_options,
+        }
         self.info, self.sha256 = preflight(path, self.weight_repack)
         self.size = path.stat().st_size
         checked = time.perf_counter()
@@ -180,9 +186,14 @@ class Engine:
         head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
         width = llama_cpp.llama_model_n_embd(model) // max(llama_cpp.llama_model_n_head(model), 1) * head_kv
         self.scheduler = Scheduler(
-            model, n_ctx=self.n_ctx, n_threads=n_threads, n_vocab=self.n_vocab, end_tokens=self.eog_tokens,
-            kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width, logs=self.logs,
-        )  # fmt: skip
+            model,
+            n_ctx=self.n_ctx,
+            n_threads=n_threads,
+            n_vocab=self.n_vocab,
+            end_tokens=self.eog_tokens,
+            kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width,
+            logs=self.logs,
+        )
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
             f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads={n_threads})"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .params import GenerationParams
+from ..params import GenerationParams
 
 Piece = Callable[[int], bytes]
 

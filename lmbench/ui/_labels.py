@@ -11,35 +11,73 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 LANGUAGES = ("en", "es")
 
 SPANISH = {
     # Generation parameters, as the guides name them.
-    "Max Tokens": "Tokens máximos", "Temperature": "Temperatura", "Top P": "Top P", "Top K": "Top K",
-    "Min P": "Min P", "Repeat Penalty": "Penalización por repetición", "Presence Penalty": "Penalización por presencia",
-    "Frequency Penalty": "Penalización por frecuencia", "Seed": "Semilla", "Stop Strings": "Cadenas de parada",
-    "Ignore EOS": "Ignorar EOS", "Logprobs": "Logprobs", "JSON Schema": "Esquema JSON", "Grammar": "Gramática",
+    "Max Tokens": "Tokens máximos",
+    "Temperature": "Temperatura",
+    "Top P": "Top P",
+    "Top K": "Top K",
+    "Min P": "Min P",
+    "Repeat Penalty": "Penalización por repetición",
+    "Presence Penalty": "Penalización por presencia",
+    "Frequency Penalty": "Penalización por frecuencia",
+    "Seed": "Semilla",
+    "Stop Strings": "Cadenas de parada",
+    "Ignore EOS": "Ignorar EOS",
+    "Logprobs": "Logprobs",
+    "JSON Schema": "Esquema JSON",
+    "Grammar": "Gramática",
     # The panel.
-    "Generate": "Generar", "Stop": "Detener", "Load": "Cargar", "Compare": "Comparar", "Send": "Enviar",
-    "New chat": "Nuevo chat", "Regenerate": "Regenerar", "Refresh": "Actualizar", "Save preset": "Guardar preset",
-    "Output": "Salida", "History": "Historial", "Log": "Registro", "Debug": "Depuración", "Chat": "Chat",
-    "Prompt": "Prompt", "Message": "Mensaje", "Load settings": "Ajustes de carga", "context length": "contexto",
-    "threads": "hilos", "parallel": "en paralelo", "random seed": "semilla aleatoria",
-    "record token probabilities": "registrar probabilidades de tokens", "raw completion": "completado en bruto",
-    "experiment": "experimento", "experiment (optional)": "experimento (opcional)", "preset": "preset",
-    "name": "nombre", "token": "token", "parameter": "parámetro", "values": "valores",
+    "Generate": "Generar",
+    "Stop": "Detener",
+    "Load": "Cargar",
+    "Compare": "Comparar",
+    "Send": "Enviar",
+    "New chat": "Nuevo chat",
+    "Regenerate": "Regenerar",
+    "Refresh": "Actualizar",
+    "Save preset": "Guardar preset",
+    "Output": "Salida",
+    "History": "Historial",
+    "Log": "Registro",
+    "Debug": "Depuración",
+    "Chat": "Chat",
+    "Prompt": "Prompt",
+    "Message": "Mensaje",
+    "Load settings": "Ajustes de carga",
+    "context length": "contexto",
+    "threads": "hilos",
+    "parallel": "en paralelo",
+    "random seed": "semilla aleatoria",
+    "record token probabilities": "registrar probabilidades de tokens",
+    "raw completion": "completado en bruto",
+    "experiment": "experimento",
+    "experiment (optional)": "experimento (opcional)",
+    "preset": "preset",
+    "name": "nombre",
+    "token": "token",
+    "parameter": "parámetro",
+    "values": "valores",
     "all runs in the store (not only this panel's)": "todas las ejecuciones (no solo las de este panel)",
     "show llama.cpp debug lines": "mostrar líneas de depuración de llama.cpp",
     "system message (optional)": "mensaje de sistema (opcional)",
     "Structured output (JSON schema)": "Salida estructurada (esquema JSON)",
-    "model: path, file name or alias (empty: $LMBENCH_MODEL or the default)":
-        "modelo: ruta, nombre de archivo o alias (vacío: $LMBENCH_MODEL o el predeterminado)",
-    "loading…": "cargando…", "generating…": "generando…", "replying…": "respondiendo…", "Server": "Servidor",
-    "port": "puerto", "API key (optional)": "clave de API (opcional)", "Start server": "Iniciar servidor",
+    "model: path, file name or alias (empty: $LMBENCH_MODEL or the default)": (
+        "modelo: ruta, nombre de archivo o alias (vacío: $LMBENCH_MODEL o el predeterminado)"
+    ),
+    "loading…": "cargando…",
+    "generating…": "generando…",
+    "replying…": "respondiendo…",
+    "Server": "Servidor",
+    "port": "puerto",
+    "API key (optional)": "clave de API (opcional)",
+    "Start server": "Iniciar servidor",
     "Stop server": "Detener servidor",
-}  # fmt: skip
+}
 
 
 def language(lang: str | None = None) -> str:

@@ -29,11 +29,11 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from ..errors import ContextOverflowError, GenerationError, ParameterError
+from . import _sequence
 from ._native import Context, Entry
 from ._sampling import SamplerChain
-from ._sequence import Sequence as Run
 from ._sequence import log_softmax
-from .errors import ContextOverflowError, GenerationError, ParameterError
 
 # Tokens per llama_decode: generating sequences first, then prompt chunks.
 N_BATCH = 512
@@ -47,7 +47,7 @@ class Request:
     """One generation asked of the scheduler, and (once ``done``) what came of it."""
 
     tokens: list[int]
-    run: Run
+    sequence: _sequence.Sequence
     sampler_args: tuple[Any, ...]  # SamplerChain(*sampler_args), made when the request is admitted
     cancel: Callable[[], bool] = lambda: False
     on_done: Callable[[Request], Any] | None = None
@@ -210,17 +210,17 @@ class Scheduler:
             request.batch_size = max(request.batch_size, len(active))
             token = slot.sampler.sample(context.pointer, index)
             try:
-                ended = request.run.accept(token, scores.get(slot.index))
+                ended = request.sequence.accept(token, scores.get(slot.index))
             except Exception as exc:  # noqa: BLE001 - a callback failed: that run ends, the others go on
                 request.failure = exc
-                ended = request.run.end("error", f"{type(exc).__name__}: {exc}")
+                ended = request.sequence.end("error", f"{type(exc).__name__}: {exc}")
             if ended:
                 finished.append(self._release(slot))
             else:
                 slot.next_token = token
         for slot in active:
             if slot.request is not None and slot.request.cancel():
-                slot.request.run.end("cancelled")
+                slot.request.sequence.end("cancelled")
                 finished.append(self._release(slot))
         self._in_step = False
         self._hand_over(finished)
@@ -228,7 +228,7 @@ class Scheduler:
 
     def _scores(self, context: Context, sampled: list[tuple[_Slot, int]]) -> dict[int, tuple[np.ndarray, float]]:
         """Log-probabilities and entropies for the sequences that record them (one vectorised pass)."""
-        wanted = [(s, i) for s, i in sampled if s.request is not None and s.request.run.wants_logits]
+        wanted = [(s, i) for s, i in sampled if s.request is not None and s.request.sequence.wants_logits]
         if not wanted:
             return {}
         lp, entropy = log_softmax(np.stack([context.logits(i, self.n_vocab) for _, i in wanted]))
@@ -256,14 +256,14 @@ class Scheduler:
             gone = [r for r in self._queue if r.cancel()]
             for request in gone:  # waiting requests whose caller went away
                 self._queue.remove(request)
-                request.run.end("cancelled")
+                request.sequence.end("cancelled")
                 finished.append(request)
         while True:
             with self._cond:
                 if not self._queue:
                     return moved or bool(gone)
                 request = self._queue[0]
-                need = min(len(request.tokens) + request.run.params.max_tokens, self.n_ctx)
+                need = min(len(request.tokens) + request.sequence.params.max_tokens, self.n_ctx)
                 slots, per_slot = request.layout or (self.parallel, self.n_ctx)
                 layout = (slots, min(max(per_slot, need), self.n_ctx))
                 context = self._context
@@ -288,8 +288,10 @@ class Scheduler:
             return False
         tokens = request.tokens
         now = max((_shared(s.cells, tokens) for s in self._slots), default=0)
-        coming = max((_shared(s.request.tokens, tokens) for s in self._slots
-                      if s.request is not None and s.next_token < 0), default=0)  # fmt: skip
+        coming = max(
+            (_shared(s.request.tokens, tokens) for s in self._slots if s.request is not None and s.next_token < 0),
+            default=0,
+        )
         return coming > now and _worth_sharing(coming, tokens)
 
     def _rebuild(self, layout: tuple[int, int]) -> None:
@@ -298,8 +300,14 @@ class Scheduler:
             self._context.close()
             self._context = None
         self._slots = []
-        self._context = Context(self._model, slots=slots, per_slot=per_slot, n_batch=max(N_BATCH, slots),
-                                n_threads=self.n_threads, logs=self.logs)  # fmt: skip
+        self._context = Context(
+            self._model,
+            slots=slots,
+            per_slot=per_slot,
+            n_batch=max(N_BATCH, slots),
+            n_threads=self.n_threads,
+            logs=self.logs,
+        )
         self._slots = [_Slot(i) for i in range(slots)]
 
     def _place(self, request: Request, free: list[_Slot]) -> None:
@@ -326,11 +334,11 @@ class Scheduler:
             sampler = SamplerChain(*request.sampler_args)
         except ParameterError as exc:
             request.failure = exc
-            request.run.end("error", str(exc))
+            request.sequence.end("error", str(exc))
             request.done = True
             return
         request.admitted, request.cached = True, keep
-        request.run.restart_clock()
+        request.sequence.restart_clock()
         slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1
 
     def _release(self, slot: _Slot) -> Request:
@@ -347,7 +355,7 @@ class Scheduler:
         for slot in self._slots:
             if slot.request is not None:
                 slot.request.failure = slot.request.failure or failure
-                slot.request.run.end(reason, None if failure is None else str(failure))
+                slot.request.sequence.end(reason, None if failure is None else str(failure))
                 finished.append(self._release(slot))
             slot.cells = []
         if self._context is not None:
@@ -375,7 +383,7 @@ class Scheduler:
             self._end_all("error", closed)
             for request in waiting:
                 request.failure = closed
-                request.run.end("error", str(closed))
+                request.sequence.end("error", str(closed))
             self._hand_over(waiting)
             if self._context is not None:
                 self._context.close()

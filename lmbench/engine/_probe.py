@@ -71,8 +71,8 @@ def _cache_file() -> Path:
 
 def verify(path: Path, digest: str, *, repack: bool) -> None:
     """Raise ``ModelLoadError`` if loading ``path`` and decoding one token crashes or fails a child process."""
-    from . import _jsonfile
-    from .errors import ModelLoadError
+    from .. import _jsonfile
+    from ..errors import ModelLoadError
 
     key = f"{digest}|{llama_cpp.__version__}|{'repack' if repack else 'plain'}"
     with _lock:
@@ -98,9 +98,14 @@ def _run_child(path: Path, repack: bool) -> str:
     command = [sys.executable, "-c", launcher, str(path.resolve()), *(["--repack"] if repack else [])]
     try:
         result = subprocess.run(
-            command, capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S, cwd=os.path.abspath(os.sep),
+            command,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TIMEOUT_S,
+            cwd=os.path.abspath(os.sep),
             env={**os.environ, "GGML_NO_BACKTRACE": "1"},  # the reason, not a debugger's stack dump
-        )  # fmt: skip
+        )
     except subprocess.TimeoutExpired:
         return f"llama.cpp did not finish loading it within {TIMEOUT_S} s in a test process"
     if result.returncode == 0 and result.stdout.strip().endswith("ok"):

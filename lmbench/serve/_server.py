@@ -1,6 +1,6 @@
-"""The HTTP transport for ``lmbench.api``: tornado handlers shared by ``lmbench serve`` and the Jupyter extension.
+"""The HTTP transport for ``lmbench.serve``: tornado handlers shared by ``lmbench serve`` and the Jupyter extension.
 
-Routes come from ``lmbench.api.ROUTES``. Requests are answered by a backend: by default a
+Routes come from ``lmbench.serve.ROUTES``. Requests are answered by a backend: by default a
 ``Supervisor``, which keeps each model in a worker process (``lmbench._supervisor``), so no model
 file can take the server down. Streaming answers are server-sent events; a client that
 disconnects cancels its run (which is still recorded, as cancelled). ``lmbench serve`` checks
@@ -25,13 +25,13 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from . import _http_guard
+from ..errors import LmbenchError
+from ..generation import Cancel
+from . import _guard as _http_guard
+from ._service import ApiError, Emit, Route, Service, Settings, api_error, find_route, parse_body
 from ._supervisor import Supervisor
-from .api import ApiError, Emit, Route, Service, Settings, api_error, find_route, parse_body
-from .errors import LmbenchError
-from .generation import Cancel
 
-log = logging.getLogger("lmbench.api")
+log = logging.getLogger("lmbench.serve")
 # Threads that wait on answers (the work itself happens in the model's scheduler, in its worker process).
 WORKERS = 256
 
@@ -171,9 +171,12 @@ class StandaloneHandler(ApiRoutes):
         route = find_route(self.path_args[0].rstrip("/")) if self.path_args else {}
         public = self.request.method == "OPTIONS" or any(r.public for r in route.values())
         refusal = _http_guard.check(
-            host=headers.get("Host"), origin=origin, authorization=headers.get("Authorization"),
-            settings=settings if not public else _without_key(settings), bound_host=self.bound_host,
-        )  # fmt: skip
+            host=headers.get("Host"),
+            origin=origin,
+            authorization=headers.get("Authorization"),
+            settings=settings if not public else _without_key(settings),
+            bound_host=self.bound_host,
+        )
         if refusal is not None:
             self._json(refusal.status, refusal.body())
             return

@@ -8,9 +8,9 @@ from collections.abc import Collection
 
 import llama_cpp
 
+from ..errors import ParameterError
+from ..params import GenerationParams
 from . import _llama_log
-from .errors import ParameterError
-from .params import GenerationParams
 
 PENALTY_LAST_N = 64
 

@@ -20,10 +20,15 @@ from typing import Any
 
 import ipywidgets as w
 
-from . import _panel_html as view
-from ._i18n import language, translator
-from ._keys import Shortcuts
-from ._panel_parts import (
+from ..chat import ask
+from ..engine._engine import Engine, load_engine
+from ..errors import LmbenchError, ParameterError
+from ..run import Run
+from ..serve._service import Settings
+from ..store._store import Store, get_store
+from . import _html as view
+from ._labels import language, translator
+from ._parts import (
     ChatTab,
     CompareTab,
     HistoryTab,
@@ -34,12 +39,7 @@ from ._panel_parts import (
     button,
     row,
 )
-from .api import Settings
-from .chat import ask
-from .engine import Engine, load_engine
-from .errors import LmbenchError, ParameterError
-from .run import Run
-from .store import Store, get_store
+from ._shortcuts import Shortcuts
 
 
 class Panel:
@@ -75,8 +75,9 @@ class Panel:
         self.token_count.add_class("lmbench-token-count")
         self.prompt.observe(lambda _: self._count_tokens(), names="value")
         self.experiment = w.Text(experiment or "", placeholder=t("experiment (optional)"), description=t("experiment"))
-        self.generate_button = button(t("Generate"), "primary", "Generate from the prompt (Ctrl+Enter)",
-                                      "lmbench-generate")  # fmt: skip
+        self.generate_button = button(
+            t("Generate"), "primary", "Generate from the prompt (Ctrl+Enter)", "lmbench-generate"
+        )
         self.generate_button.on_click(lambda _: self.start(self._generate_job))
         self.stop_button = button(t("Stop"), "danger", "Stop the generation", "lmbench-stop")
         self.stop_button.disabled = True
@@ -152,13 +153,25 @@ class Panel:
 
     def server_settings(self, api_key: str | None) -> Settings:
         """The API server's settings from the panel's model, context, slots and store."""
-        return Settings(model=self.picker.name, n_ctx=self.picker.n_ctx.value, api_key=api_key,
-                        store=self.store.path, parallel=self.picker.parallel.value)  # fmt: skip
+        return Settings(
+            model=self.picker.name,
+            n_ctx=self.picker.n_ctx.value,
+            api_key=api_key,
+            store=self.store.path,
+            parallel=self.picker.parallel.value,
+        )
 
     def recorded(self, fn: Callable[..., Run], first: Any, engine: Engine, **options: Any) -> Run:
         """``generate`` or ``chat`` the panel's way: its store, its Stop button, its experiment."""
-        return fn(first, model=engine, cancel=self.cancel, store=self.store, source="panel",
-                  experiment=self.experiment_name(), **options)  # fmt: skip
+        return fn(
+            first,
+            model=engine,
+            cancel=self.cancel,
+            store=self.store,
+            source="panel",
+            experiment=self.experiment_name(),
+            **options,
+        )
 
     def made(self, run: Run) -> None:
         """A run this panel made: kept for its history, and a line in its log."""
@@ -213,8 +226,13 @@ class Panel:
         self._worker.start()
 
     def _action_buttons(self) -> tuple[w.Button, ...]:
-        return (self.generate_button, self.compare.button, self.picker.load_button, self.chat.send_button,
-                self.chat.regenerate_button)  # fmt: skip
+        return (
+            self.generate_button,
+            self.compare.button,
+            self.picker.load_button,
+            self.chat.send_button,
+            self.chat.regenerate_button,
+        )
 
     def _run_job(self, job: Callable[[], Any]) -> None:
         try:

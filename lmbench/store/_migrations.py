@@ -1,0 +1,142 @@
+"""The store's named migrations: SQL, or a function for what SQL alone cannot say, applied once each in order."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+
+from ..params import PARAM_SPECS
+from ..run import COLUMNS
+
+
+def _backfill_defaults(conn: sqlite3.Connection) -> None:
+    """Parameter columns added after the first release hold NULL in older rows: give them their default."""
+    for name, spec in PARAM_SPECS.items():
+        if spec.default is not None:
+            column = next(c for c in COLUMNS if c.name == name)
+            conn.execute(f"UPDATE runs SET {name} = ? WHERE {name} IS NULL", (column.encode(spec.default),))
+
+
+MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
+    (
+        "0001_create_runs",
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            experiment TEXT,
+            tags TEXT,
+            source TEXT,
+            model_path TEXT,
+            model_name TEXT,
+            model_size INTEGER,
+            model_sha256 TEXT,
+            prompt TEXT NOT NULL,
+            text TEXT NOT NULL,
+            max_tokens INTEGER,
+            temperature REAL,
+            top_p REAL,
+            top_k INTEGER,
+            min_p REAL,
+            repeat_penalty REAL,
+            presence_penalty REAL,
+            frequency_penalty REAL,
+            seed INTEGER,
+            stop TEXT,
+            logprobs INTEGER,
+            finish_reason TEXT,
+            error TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            prompt_cached_tokens INTEGER,
+            load_s REAL,
+            ttft_s REAL,
+            total_s REAL,
+            tokens_per_s REAL,
+            n_ctx INTEGER,
+            n_threads INTEGER,
+            batch_size INTEGER,
+            lmbench_version TEXT,
+            llama_cpp_version TEXT,
+            messages TEXT,
+            token_logprobs TEXT
+        );
+        CREATE INDEX runs_experiment ON runs (experiment);
+        CREATE INDEX runs_created_at ON runs (created_at);
+        """,
+    ),
+    (
+        "0002_sweeps_and_metrics",
+        """
+        ALTER TABLE runs ADD COLUMN sweep_id TEXT;
+        ALTER TABLE runs ADD COLUMN sweep_coords TEXT;
+        CREATE INDEX runs_sweep_id ON runs (sweep_id);
+        CREATE TABLE metrics (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            value REAL,
+            PRIMARY KEY (run_id, name)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        "0003_change_counter",
+        """
+        CREATE TABLE _changes (id INTEGER PRIMARY KEY CHECK (id = 1), rewrites INTEGER NOT NULL);
+        INSERT INTO _changes VALUES (1, 0);
+        CREATE TRIGGER runs_updated AFTER UPDATE ON runs BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        CREATE TRIGGER runs_deleted AFTER DELETE ON runs BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        CREATE TRIGGER metrics_updated AFTER UPDATE ON metrics BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        CREATE TRIGGER metrics_deleted AFTER DELETE ON metrics BEGIN UPDATE _changes SET rewrites = rewrites + 1; END;
+        """,
+    ),
+    ("0004_chat_format", "ALTER TABLE runs ADD COLUMN chat_format TEXT;"),
+    ("0005_ignore_eos", "ALTER TABLE runs ADD COLUMN ignore_eos INTEGER;"),
+    ("0006_stop_word", "ALTER TABLE runs ADD COLUMN stop_word TEXT;"),
+    (
+        "0007_identity",
+        """
+        CREATE TABLE _identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL);
+        INSERT INTO _identity VALUES (1, lower(hex(randomblob(16))));
+        """,
+    ),
+    ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
+    ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
+    ("0010_backfill_defaults", _backfill_defaults),
+]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of ``script`` (a trigger body holds ``;`` of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations this database has not seen yet, in order; return their names."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+        applied = []
+        for name, step in MIGRATIONS:
+            if name in done:
+                continue
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
+            conn.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
+            applied.append(name)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return applied
