@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import lmbench
-from lmbench import _table
+from lmbench.store import _snapshot as _table
 from lmbench.store._store import MIGRATIONS, Store, migrate
 
 
