@@ -155,14 +155,14 @@ def _announce_model(model: str | Sequence[str] | None) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from .chat import ask
+    from .generation import generate
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     params = given_params(args)
     validate_params({**resolve_preset(args.preset), **params})  # bad values fail before a model is chosen
     _announce_model(args.model)
-    run = ask(
+    run = generate(
         prompt,
         model=args.model,
         raw=args.raw,

@@ -7,18 +7,19 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import llama_cpp
 
 from . import metrics as metrics_mod
+from ._prompting import Turn, prepare
 from ._version import __version__
 from .engine import _sequence
 from .engine._engine import Engine, load_engine
 from .engine._scheduler import Request
-from .errors import GenerationError, LmbenchError
+from .errors import GenerationError, LmbenchError, ParameterError
 from .params import MAX_SEED, GenerationParams, check_text, describe_params, validate_params
 from .presets import resolve_preset
 from .run import Labels, Run
@@ -44,13 +45,16 @@ def build_run(
     ttft: float | None,
     total: float,
     labels: Labels,
+    asked: str | None = None,
     **measured: Any,
 ) -> Run:
-    """A ``Run`` from what one generation produced, with its labels, the engine's facts and library versions."""
+    """A ``Run`` from what one generation produced (``prompt`` as sent, ``asked`` as typed when it differs),
+    with its labels, the engine's facts and library versions."""
     return Run(
         id=labels.run_id or uuid.uuid4().hex,
         created_at=datetime.now(timezone.utc),
-        prompt=prompt,
+        prompt=prompt if asked is None else asked,
+        prompt_sent=prompt,
         text=text,
         params=params,
         model_path=str(engine.path),
@@ -90,6 +94,25 @@ class Job:
     on_token: Callable[[str], Any] | None = None
     special: bool = False  # parse special-token text in the prompt (chat templates write them as text)
     add_bos: bool = True
+    asked: str | None = None  # the prompt as typed, when the chat template changed it (recorded as the prompt)
+    extra_stop: tuple[str, ...] = ()  # the chat template's stop strings: used, not recorded (chat_format implies them)
+
+    @classmethod
+    def of(
+        cls, turn: Turn, params: GenerationParams, labels: Labels, on_token: Callable[[str], Any] | None = None
+    ) -> Job:
+        """The job for a prepared turn: its text as sent, its template's stops, what it records."""
+        if turn.chat_format is not None:
+            labels = replace(labels, messages=turn.messages, chat_format=turn.chat_format)
+        extra = tuple(s for s in turn.stop if s and s not in params.stop)
+        return cls(turn.sent, params, labels, on_token, asked=turn.asked, extra_stop=extra, **turn.tokenize_options)
+
+    @property
+    def decoding_params(self) -> GenerationParams:
+        """The parameters the sequence decodes with: the template's stop strings added."""
+        if not self.extra_stop:
+            return self.params
+        return self.params.model_copy(update={"stop": (*self.params.stop, *self.extra_stop)})
 
 
 def execute_many(
@@ -122,7 +145,7 @@ def execute_many(
         if tokens is None:
             tokens = tokenized[key] = engine.tokenize(job.prompt, add_bos=job.add_bos, special=job.special)
         sequence = _sequence.Sequence(
-            job.params,
+            job.decoding_params,
             n_prompt=len(tokens),
             n_ctx=engine.n_ctx,
             piece=engine.piece,
@@ -174,6 +197,7 @@ def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> 
         prompt_cached_tokens=request.cached,
         batch_size=max(request.batch_size, 1),
         labels=job.labels,
+        asked=job.asked,
         load_s=load_s,
         error=sequence.error,
         token_logprobs=sequence.logprobs,
@@ -183,24 +207,18 @@ def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> 
 
 def execute(
     engine: Engine,
-    prompt: str,
-    params: GenerationParams,
+    job: Job,
     *,
-    labels: Labels | None = None,
-    on_token: Callable[[str], Any] | None = None,
     cancel: Cancel = None,
     load_s: float = 0.0,
-    special: bool = False,
-    add_bos: bool = True,
 ) -> tuple[Run, BaseException | None]:
-    """Generate one run without recording: the run (complete, cancelled or failed) and what interrupted it."""
-    job = Job(prompt, params, labels or Labels(), on_token, special, add_bos)
+    """Generate one job without recording: the run (complete, cancelled or failed) and what interrupted it."""
     (run,), interruption = execute_many(engine, [job], cancel=cancel, load_s=load_s)
     if run is None:  # cancelled before it started
-        tokens = engine.tokenize(prompt, add_bos=add_bos, special=special)
+        tokens = engine.tokenize(job.prompt, add_bos=job.add_bos, special=job.special)
         run = build_run(
             engine,
-            prompt,
+            job.prompt,
             job.params,
             text="",
             finish="cancelled",
@@ -209,6 +227,7 @@ def execute(
             ttft=None,
             total=0.0,
             labels=job.labels,
+            asked=job.asked,
             load_s=load_s,
         )
     return run, interruption
@@ -240,6 +259,8 @@ def generate(
     prompt: str,
     *,
     model: str | os.PathLike[str] | Engine | None = None,
+    raw: bool = False,
+    system: str | None = None,
     experiment: str | None = None,
     tags: list[str] | None = None,
     on_token: Callable[[str], Any] | None = None,
@@ -250,10 +271,14 @@ def generate(
     run_id: str | None = None,
     **params: Any,
 ) -> Run:
-    """Generate a completion of ``prompt``, record it in the run store, and return the ``Run``.
+    """Generate a reply to ``prompt``, record it in the run store, and return the ``Run``.
 
-    ``on_token(text)`` receives each new piece of text as it is generated; ``cancel`` (a
-    ``threading.Event`` or a callable returning True) stops between tokens. Cancelled and
+    An instruct model (one with a chat template) gets ``prompt`` as a user message through its
+    template, after ``system`` as the system message when given; a base model, or ``raw=True``,
+    continues the text as it is (``lmbench._prompting``: one rule for every door). ``run.prompt``
+    is the text as given, ``run.prompt_sent`` what the model continued, ``run.chat_format`` which
+    way it went. ``on_token(text)`` receives each new piece of text as it is generated; ``cancel``
+    (a ``threading.Event`` or a callable returning True) stops between tokens. Cancelled and
     interrupted runs are recorded with ``finish_reason="cancelled"`` and the text so far; a
     KeyboardInterrupt is re-raised after recording. ``preset`` names saved parameter values
     that explicit parameters override. ``run_id`` records the run under a fixed id.
@@ -261,48 +286,33 @@ def generate(
     Generation parameters:
     """
     check_text("prompt", prompt)
+    if not isinstance(raw, bool):
+        raise ParameterError(f"raw must be True or False, got {raw!r}", name="raw", value=raw)
     labels = Labels.checked(experiment, tags, source, run_id)
     values = validate_params({**resolve_preset(preset), **params})
     engine, loaded_now = load_engine(model)
+    turn = prepare(engine, prompt, raw=raw, system=system)
     return complete(
         engine,
-        prompt,
-        values,
+        Job.of(turn, values, labels, on_token),
         loaded_now=loaded_now,
         recorder=Recorder.to(store),
-        labels=labels,
-        on_token=on_token,
         cancel=cancel,
     )
 
 
 def complete(
     engine: Engine,
-    prompt: str,
-    params: GenerationParams,
+    job: Job,
     *,
     loaded_now: bool,
     recorder: Recorder,
-    labels: Labels,
-    on_token: Callable[[str], Any] | None = None,
     cancel: Cancel = None,
-    special: bool = False,
-    add_bos: bool = True,
 ) -> Run:
-    """Execute and record one run; then re-raise whatever interrupted it."""
-    engine.check_constraint(params)
+    """Execute and record one job; then re-raise whatever interrupted it."""
+    engine.check_constraint(job.params)
     load_s = engine.load_s if loaded_now else 0.0
-    run, interruption = execute(
-        engine,
-        prompt,
-        params,
-        labels=labels,
-        on_token=on_token,
-        cancel=cancel,
-        load_s=load_s,
-        special=special,
-        add_bos=add_bos,
-    )
+    run, interruption = execute(engine, job, cancel=cancel, load_s=load_s)
     recorder(run)
     if interruption is not None:
         if isinstance(interruption, KeyboardInterrupt | LmbenchError):

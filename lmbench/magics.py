@@ -13,10 +13,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from .chat import ask
 from .compare import compare
 from .engine import _engine as engine_mod
 from .errors import LmbenchError
+from .generation import generate
 from .params import given_params, option_specs
 from .presets import presets
 from .store import _store as store
@@ -154,7 +154,7 @@ class LmbenchMagics(Magics):
             raise _UsageError(f"usage: {usage}\n{exc}") from None
         params = given_params(args)
         on_token = (lambda text: print(text, end="", flush=True)) if args.stream else None
-        run = ask(
+        run = generate(
             cell.strip("\n"),
             model=self.engine,
             raw=args.raw,

@@ -62,6 +62,10 @@ class Labels:
 class Run:
     """One recorded generation: prompt, output, every parameter, the seed used, timings and metrics.
 
+    ``prompt`` is what was asked (the text typed, or a conversation's last user message) and
+    ``prompt_sent`` the text the model continued (through the chat template when ``chat_format``
+    says one was used); ``stop`` holds the stop strings asked for, the template's own are implied.
+
     Timings: ``load_s`` is the model load this call caused (0 when the model was already
     loaded), ``ttft_s`` the time from start to the first generated token (prompt evaluation
     included), ``total_s`` the whole generation, and ``tokens_per_s`` the decode speed after the
@@ -99,6 +103,7 @@ class Run:
     token_logprobs: list[dict[str, Any]] | None = None
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
+    prompt_sent: str | None = None  # the text the model continued (the chat template's rendering of ``prompt``)
     stop_word: str | None = None
     item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
@@ -203,7 +208,7 @@ class Column:
 
 
 _SQL = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
-_HEAVY = {"token_logprobs", "messages", "grammar", "item"}
+_HEAVY = {"token_logprobs", "messages", "grammar", "item", "prompt_sent"}
 
 
 def _column(name: str, hint: Any, listed_by_default: bool) -> Column:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -18,7 +17,7 @@ import pandas as pd
 from . import metrics as metrics_mod
 from . import scores
 from ._progress import Progress
-from .chat import ChatPrompt, check_messages, has_template, render, user_turn
+from ._prompting import Turn, check_messages, has_template, prepare, render
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
 from .engine._engine import Engine, load_engine
@@ -381,16 +380,17 @@ class Recipe:
             sweep_coords=job.coords,
             item=_item_record(job.item, self.shared_checks),
         )
-        turn: ChatPrompt | None = None
+        turn: Turn
         if job.messages is not None:
             turn = render(engine, job.messages)
-        elif has_template(engine) if self.chat is None else self.chat:
-            turn = user_turn(engine, job.prompt)
-        if turn is None:
-            return Job(job.prompt, params, labels)
-        conversation = job.messages or [{"role": "user", "content": job.prompt}]
-        labels = dataclasses.replace(labels, messages=conversation, chat_format=turn.chat_format)
-        return Job(turn.prompt, turn.with_stops(params), labels, None, **turn.tokenize_options)
+        else:
+            templated = has_template(engine) if self.chat is None else self.chat
+            turn = (
+                render(engine, [{"role": "user", "content": job.prompt}])
+                if templated
+                else prepare(engine, job.prompt, raw=True)
+            )
+        return Job.of(turn, params, labels)
 
 
 def _by_prompt(jobs: Iterable[PlannedRun]) -> list[PlannedRun]:

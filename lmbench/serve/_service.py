@@ -31,8 +31,8 @@ import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from .. import models
+from .._prompting import Turn, check_messages, prepare, render
 from .._version import __version__
-from ..chat import ChatPrompt, check_messages, render
 from ..chat import chat as chat_reply
 from ..engine._engine import Engine, load_engine, loaded
 from ..errors import (
@@ -250,6 +250,8 @@ class _Request:
     path: Path
     labels: dict[str, Any] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)  # the runs' ids, chosen before they start
+    raw: bool = True  # a prompt goes as it is (the completion dialects); /api/generate follows the rule
+    system: str | None = None  # a system message for the chat template (/api/generate)
 
     def __post_init__(self) -> None:
         self.run_ids = self.run_ids or [uuid.uuid4().hex for _ in range(self.n)]
@@ -501,7 +503,7 @@ class Service:
                 if messages is not None:
                     return engine, [chat_reply(messages, **options)]
                 assert prompt is not None
-                return engine, [generate_run(prompt, **options)]
+                return engine, [generate_run(prompt, raw=request.raw, system=request.system, **options)]
             return engine, self._batched(engine, request, prompt, messages, on_piece, cancel)
         except LmbenchError as exc:
             raise api_error(exc) from None
@@ -517,25 +519,20 @@ class Service:
     ) -> list[Run]:
         """n choices of one prompt in one batch (the prompt evaluated once), each with its own seed."""
         params = validate_params(request.params)
-        rendered: ChatPrompt | None = None
         labels = Labels.checked(request.labels["experiment"], request.labels["tags"], "api")
-        if messages is not None:
-            turns = check_messages(messages)
-            rendered = render(engine, turns)
-            params = rendered.with_stops(params)
-            labels = dataclasses.replace(labels, messages=turns, chat_format=rendered.chat_format)
+        turn: Turn = (
+            render(engine, check_messages(messages))
+            if messages is not None
+            else prepare(engine, prompt or "", raw=request.raw, system=request.system)
+        )
         first = params.seed if params.seed is not None else random_seed()
         seeds = [(first + i) % (MAX_SEED + 1) for i in range(request.n)]
-        text = rendered.prompt if rendered else prompt
-        assert text is not None
-        options = rendered.tokenize_options if rendered else {}
         jobs = [
-            Job(
-                text,
+            Job.of(
+                turn,
                 params.model_copy(update={"seed": seed}),
                 dataclasses.replace(labels, run_id=request.run_ids[i]),
                 None if on_piece is None else functools.partial(on_piece, i),
-                **options,
             )
             for i, seed in enumerate(seeds)
         ]
@@ -556,7 +553,14 @@ class Service:
     def generate(self, body: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
         """``POST /api/generate``: the LM Studio guides' request and a plain JSON answer."""
         prompt = _text(body, "prompt")
-        request = self._request(body, {k: v for k, v in body.items() if k not in _COMMON | {"prompt"}})
+        own = {"prompt", "raw", "system"}
+        request = self._request(body, {k: v for k, v in body.items() if k not in _COMMON | own})
+        request.raw = body.get("raw", False)
+        if not isinstance(request.raw, bool):
+            raise ApiError(400, f"raw must be true or false, not {request.raw!r}", param="raw")
+        request.system = body.get("system")
+        if request.system is not None and not isinstance(request.system, str):
+            raise ApiError(400, "system must be a string", param="system")
         on_piece: OnPiece | None = None
         if emit is not None:
 
@@ -570,6 +574,7 @@ class Service:
             "model": request.name,
             "finish_reason": run.finish_reason,
             "seed": run.seed,
+            "chat_format": run.chat_format,
             "usage": _usage([run]),
             "timings": {k: _finite(getattr(run, k)) for k in ("load_s", "ttft_s", "total_s", "tokens_per_s")},
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,28 @@ def _backfill_defaults(conn: sqlite3.Connection) -> None:
         if spec.default is not None:
             column = next(c for c in COLUMNS if c.name == name)
             conn.execute(f"UPDATE runs SET {name} = ? WHERE {name} IS NULL", (column.encode(spec.default),))
+
+
+def _prompt_as_asked(conn: sqlite3.Connection) -> None:
+    """``prompt_sent`` keeps what the model continued; a templated run's ``prompt`` becomes what was asked
+    (its last user message) and its ``stop`` loses the template's own strings (``"\nUser:"`` of the plain
+    transcript, the model's end-of-turn text that a GGUF template writes into the prompt)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN prompt_sent TEXT")
+    conn.execute("UPDATE runs SET prompt_sent = prompt")
+    rows = conn.execute(
+        "SELECT id, messages, chat_format, stop, prompt_sent FROM runs WHERE chat_format IS NOT NULL"
+        " AND messages IS NOT NULL"
+    ).fetchall()
+    for run_id, messages, chat_format, stop, sent in rows:
+        turns = json.loads(messages)
+        users = [m for m in turns if m.get("role") == "user"] or turns
+        asked = str(users[-1].get("content", "")) if users else sent
+        stops = json.loads(stop) if stop else []
+        template_stops = (
+            {"\nUser:"} if chat_format == "plain" else {s for s in stops[-1:] if s.startswith("<") and s in sent}
+        )
+        kept = [s for s in stops if s not in template_stops]
+        conn.execute("UPDATE runs SET prompt = ?, stop = ? WHERE id = ?", (asked, json.dumps(kept), run_id))
 
 
 MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
@@ -103,6 +126,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
     ("0010_backfill_defaults", _backfill_defaults),
+    ("0016_prompt_as_asked", _prompt_as_asked),
 ]
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..chat import ask
 from ..engine._engine import Engine, load_engine
 from ..errors import LmbenchError, ParameterError
+from ..generation import generate
 from ..run import Run
 from ..serve._service import Settings
 from ..store._store import Store, get_store
@@ -276,7 +276,7 @@ class Panel:
         self.tabs.selected_index = 0
         stream = Throttled(lambda text: self._render_output(prompt, text))
         try:
-            run = self.recorded(ask, prompt, engine, on_token=stream, raw=self.form.raw.value, **params)
+            run = self.recorded(generate, prompt, engine, on_token=stream, raw=self.form.raw.value, **params)
         finally:
             self._render_output(prompt, stream.text)
         self.made(run)
