@@ -35,6 +35,7 @@ from . import _template, models
 from .engine._engine import Engine
 from .errors import ParameterError
 from .params import check_text
+from .run import describe_mode
 
 ROLES = ("system", "user", "assistant")
 PLAIN = "plain"
@@ -62,11 +63,6 @@ class Turn:
     def mode(self) -> str:
         """Which way the prompt went, in words: what every view shows."""
         return describe_mode(self.chat_format)
-
-
-def describe_mode(chat_format: str | None) -> str:
-    """``"chat template (gguf)"`` or ``"raw text"``: how a run's prompt was sent."""
-    return f"chat template ({chat_format})" if chat_format else "raw text"
 
 
 def has_template(engine: Engine) -> bool:

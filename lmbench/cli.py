@@ -177,9 +177,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
         print(json.dumps(run.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
     else:
         print()
-        mode = f"chat template ({run.chat_format})" if run.chat_format else "raw completion"
         print(
-            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, {mode}, run {run.id[:8]}]",
+            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, {run.prompt_mode}, run {run.id[:8]}]",
             file=sys.stderr,
         )
 

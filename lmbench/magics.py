@@ -11,7 +11,7 @@ from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
+from IPython.display import clear_output
 
 from .compare import compare
 from .engine import _engine as engine_mod
@@ -19,13 +19,14 @@ from .errors import LmbenchError
 from .generation import generate
 from .params import given_params, option_specs
 from .presets import presets
+from .run import describe_mode
 from .store import _store as store
 
 HELP = """lmbench magics
 
   %lmbench panel                                           show the workbench panel
   %lmbench model PATH_OR_ALIAS [--n-ctx N] [--threads N]   load (or switch to) a model for this session
-  %lmbench runs [--experiment E] [--last N]                show recorded runs as a table
+  %lmbench runs [--experiment E] [--last N] [--all]        recorded runs: the columns read first (--all: every one)
   %lmbench compare RUN_ID [RUN_ID ...] [--by PARAM]        show runs side by side
   %lmbench presets                                         list parameter presets
   %lmbench help                                            this help
@@ -69,7 +70,12 @@ def _runs_parser() -> _Parser:
     p = _Parser("%lmbench runs")
     p.parser.add_argument("--experiment", "-e", default=None)
     p.parser.add_argument("--last", "-l", type=int, default=20)
+    p.parser.add_argument("--all", "-a", action="store_true", help="every column, not only the ones read first")
     return p
+
+
+# The columns a person reads first in ``%lmbench runs`` (``--all`` shows every column).
+READ_FIRST = ("created_at", "model_name", "prompt", "text", "finish_reason", "completion_tokens", "tokens_per_s")
 
 
 def _compare_parser() -> _Parser:
@@ -138,7 +144,11 @@ class LmbenchMagics(Magics):
             return panel(self.engine)
         if command == "runs":
             args = _runs_parser().parse(rest)
-            return store.runs(args.experiment, last=args.last)
+            frame = store.runs(args.experiment, last=args.last)
+            if args.all:
+                return frame
+            mode = frame.chat_format.map(lambda f: describe_mode(f if isinstance(f, str) else None))
+            return frame[list(READ_FIRST)].assign(**{"sent as": mode}).set_index("created_at")
         if command == "compare":
             args = _compare_parser().parse(rest)
             return compare(args.run_ids, by=args.by)
@@ -164,10 +174,8 @@ class LmbenchMagics(Magics):
             source="magic",
             **params,
         )
-        if args.stream:
-            print()
-        else:
-            display(run)
+        if args.stream:  # the streamed text gives way to the run's card: the reply is shown once
+            clear_output()
         return run
 
 

@@ -29,6 +29,11 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def describe_mode(chat_format: str | None) -> str:
+    """How a run's prompt was sent, in the words every view shows: ``"chat template (gguf)"`` or ``"raw text"``."""
+    return f"chat template ({chat_format})" if chat_format else "raw text"
+
+
 @dataclass(frozen=True)
 class Labels:
     """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
@@ -111,6 +116,11 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
+    def prompt_mode(self) -> str:
+        """``"chat template (gguf)"``, ``"chat template (plain)"`` or ``"raw text"``: how the prompt was sent."""
+        return describe_mode(self.chat_format)
+
+    @property
     def seed(self) -> int:
         """The seed actually used (drawn at random when none was given)."""
         assert self.params.seed is not None
@@ -150,6 +160,7 @@ class Run:
             f"TTFT {self.ttft_s * 1000:.0f} ms" if self.ttft_s is not None else "",
             f"{self.tokens_per_s:.1f} tok/s" if self.tokens_per_s and math.isfinite(self.tokens_per_s) else "",
             f"finish: {self.finish_reason}",
+            self.prompt_mode,
             f"seed {self.seed}",
         ]
         params = ", ".join(

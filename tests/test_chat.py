@@ -38,8 +38,9 @@ def test_chat_without_template_uses_the_plain_fallback() -> None:
     ]
     run = lmbench.chat(messages, max_tokens=30, seed=3, experiment="chat")
     assert run.chat_format == "plain"
-    assert run.prompt == "You tell short stories.\n\nUser: Tell me about a cat.\nAssistant:"
-    assert "\nUser:" in run.stop and "User:" not in run.text
+    assert run.prompt == "Tell me about a cat.", "the prompt as asked: the last user message"
+    assert run.prompt_sent == "You tell short stories.\n\nUser: Tell me about a cat.\nAssistant:"
+    assert run.stop == () and "User:" not in run.text, "the template's stop is used, the stops asked for are kept"
     assert run.completion_tokens > 0
     stored = lmbench.get_store().get(run.id)
     assert stored.messages == messages and stored.chat_format == "plain" and stored.text == run.text
@@ -51,7 +52,8 @@ def test_chat_without_template_uses_the_plain_fallback() -> None:
 def test_chat_continues_a_conversation() -> None:
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
     run = lmbench.chat([*messages, {"role": "user", "content": "Tell a story."}], max_tokens=10, seed=1)
-    assert run.prompt == "User: Hi\nAssistant: Hello.\nUser: Tell a story.\nAssistant:"
+    assert run.prompt == "Tell a story."
+    assert run.prompt_sent == "User: Hi\nAssistant: Hello.\nUser: Tell a story.\nAssistant:"
 
 
 @pytest.mark.parametrize(
@@ -75,11 +77,12 @@ def test_chat_uses_the_models_own_template(chatml_model: Path) -> None:
     assert lmbench.models.info(chatml_model)["has_chat_template"]
     run = lmbench.chat([{"role": "user", "content": "Hi"}], model=chatml_model, max_tokens=8, seed=2)
     assert run.chat_format == "gguf"
-    assert run.prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert run.prompt == "Hi"
+    assert run.prompt_sent == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert run.completion_tokens > 0
 
 
 def test_content_parts_are_joined() -> None:
     parts = [{"type": "text", "text": "Tell me "}, {"type": "text", "text": "a story."}]
     run = lmbench.chat([{"role": "user", "content": parts}], max_tokens=4, seed=1)
-    assert run.prompt == "User: Tell me a story.\nAssistant:"
+    assert run.prompt_sent == "User: Tell me a story.\nAssistant:"

@@ -17,7 +17,7 @@ MONO = "font-family:var(--jp-code-font-family,monospace)"
 HISTORY_HEADER = (
     "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
     f"<pre style='margin:0;font-size:90%'>{'time':<8}  {'run':<8}  {'model':<20}  {'source':<6}  {'temp':>5} "
-    f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  prompt</pre>"
+    f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  {'sent':<4}  prompt</pre>"
 )
 
 
@@ -55,7 +55,7 @@ def stats(run: Run) -> str:
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
         f"finish: {run.finish_reason}",
         f"{run.n_threads} threads" if run.n_threads else "",
-        f"chat template ({run.chat_format})" if run.chat_format else "raw completion",
+        run.prompt_mode,
         f"seed {run.seed}",
         f"run {run.id[:8]}",
     ]
@@ -70,7 +70,7 @@ def history_row(row: Any) -> str:
     return (
         f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {model:<20}  {str(row.source)[:6]:<6}  {row.temperature:>5g} "
         f"{row.top_p:>5g} {row.max_tokens:>6} {row.completion_tokens:>6}  {row.finish_reason:<9}  "
-        f"{str(row.prompt)[:48]!r}"
+        f"{'tmpl' if isinstance(row.chat_format, str) else 'raw':<4}  {str(row.prompt)[:48]!r}"
     )
 
 
@@ -123,7 +123,7 @@ def log_line(run: Any) -> str:
     prompt = run.prompt if len(run.prompt) <= 40 else run.prompt[:39] + "…"
     speed = f"{run.tokens_per_s:.1f} tok/s" if run.tokens_per_s else "- tok/s"
     return (
-        f"{run.model_name}: {prompt!r} -> {run.completion_tokens} tokens, {speed}, "
+        f"{run.model_name}: {prompt!r} ({run.prompt_mode}) -> {run.completion_tokens} tokens, {speed}, "
         f"finish {run.finish_reason} (run {run.id[:8]})"
     )
 

@@ -68,6 +68,11 @@ SPANISH = {
     "all runs in the store (not only this panel's)": "todas las ejecuciones (no solo las de este panel)",
     "show llama.cpp debug lines": "mostrar líneas de depuración de llama.cpp",
     "system message (optional)": "mensaje de sistema (opcional)",
+    "system prompt (optional)": "prompt de sistema (opcional)",
+    "{n} tokens of {n_ctx}": "{n} tokens de {n_ctx}",
+    "raw text": "texto en bruto",
+    "chat template (gguf)": "plantilla de chat (gguf)",
+    "chat template (plain)": "plantilla de chat (plain)",
     "Structured output (JSON schema)": "Salida estructurada (esquema JSON)",
     "model: path, file name or alias (empty: $LMBENCH_MODEL or the default)": (
         "modelo: ruta, nombre de archivo o alias (vacío: $LMBENCH_MODEL o el predeterminado)"

@@ -20,6 +20,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from .._prompting import Turn, prepare
 from ..engine._engine import Engine, load_engine
 from ..errors import LmbenchError, ParameterError
 from ..generation import generate
@@ -68,12 +69,16 @@ class Panel:
         self.form = ParamsForm(self)
         self.picker.n_ctx.observe(lambda change: self.form.follow_context(change["new"]), names="value")
         self.form.follow_context(self.picker.n_ctx.value)
+        self.form.raw.observe(lambda _: self._count_tokens(), names="value")
 
         self.prompt = w.Textarea(placeholder=t("Prompt"), rows=4, layout=w.Layout(width="100%"))
         self.prompt.add_class("lmbench-prompt")
         self.token_count = w.HTML()
         self.token_count.add_class("lmbench-token-count")
         self.prompt.observe(lambda _: self._count_tokens(), names="value")
+        self.system = w.Text(placeholder=t("system prompt (optional)"), layout=w.Layout(width="100%"))
+        self.system.add_class("lmbench-system")
+        self.system.observe(lambda _: self._count_tokens(), names="value")
         self.experiment = w.Text(experiment or "", placeholder=t("experiment (optional)"), description=t("experiment"))
         self.generate_button = button(
             t("Generate"), "primary", "Generate from the prompt (Ctrl+Enter)", "lmbench-generate"
@@ -119,6 +124,7 @@ class Panel:
         self.widget = w.VBox(
             [
                 self.picker.box,
+                self.system,
                 self.prompt,
                 row([self.generate_button, self.stop_button, self.token_count, self.status_line]),
                 self.error,
@@ -144,6 +150,11 @@ class Panel:
 
     def prompt_text(self) -> str:
         return str(self.prompt.value)
+
+    def turn(self, engine: Engine) -> Turn:
+        """The prompt box as Generate sends it: the rule of ``lmbench._prompting`` with the raw box and the
+        system prompt (Generate, Compare and the token counter all ask here)."""
+        return prepare(engine, self.prompt_text(), raw=self.form.raw.value, system=self.system.value.strip() or None)
 
     def experiment_name(self) -> str | None:
         return str(self.experiment.value).strip() or None
@@ -179,8 +190,12 @@ class Panel:
         self.event(view.log_line(run))
 
     def restore(self, run: Run) -> None:
-        """Put a recorded run back in the panel: its prompt, settings and model, its output and stats."""
+        """Put a recorded run back in the panel as it was asked (its prompt and system prompt as typed,
+        raw or through the template, its settings and model) with its output and stats: Generate
+        then sends the same text again."""
         self.prompt.value = run.prompt
+        self.system.value = next((m["content"] for m in run.messages or [] if m["role"] == "system"), "")
+        self.form.raw.value = run.chat_format is None
         self.picker.model.value = run.model_path  # loaded again by the next Generate
         self.form.set_values(run.params.model_dump())
         self.last_run = run
@@ -276,7 +291,15 @@ class Panel:
         self.tabs.selected_index = 0
         stream = Throttled(lambda text: self._render_output(prompt, text))
         try:
-            run = self.recorded(generate, prompt, engine, on_token=stream, raw=self.form.raw.value, **params)
+            run = self.recorded(
+                generate,
+                prompt,
+                engine,
+                on_token=stream,
+                raw=self.form.raw.value,
+                system=self.system.value.strip() or None,
+                **params,
+            )
         finally:
             self._render_output(prompt, stream.text)
         self.made(run)
@@ -313,13 +336,20 @@ class Panel:
         self.log.value = view.log(self.events, engine_lines[-300:])
 
     def _count_tokens(self) -> None:
-        """The prompt's length in the loaded model's tokens, against its context (as LM Studio shows it)."""
+        """The length of what Generate will send (the prompt through the template when it applies), in the
+        loaded model's tokens, against its context: the number the stats line then says."""
         engine = self.engine
         if engine is None or engine.closed or not self.prompt.value:
             self.token_count.value = ""
             return
-        n = len(engine.tokenize(self.prompt.value))
-        self.token_count.value = f"<small>{n} tokens of {engine.n_ctx}</small>"
+        try:
+            turn = self.turn(engine)
+        except LmbenchError as exc:
+            self.token_count.value = f"<small>{html.escape(str(exc))}</small>"
+            return
+        n = len(engine.tokenize(turn.sent, **turn.tokenize_options))
+        line = self.t("{n} tokens of {n_ctx}").format(n=n, n_ctx=engine.n_ctx) + f" · {self.t(turn.mode)}"
+        self.token_count.value = f"<small>{html.escape(line)}</small>"
 
 
 def panel(

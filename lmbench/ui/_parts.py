@@ -24,6 +24,7 @@ import ipywidgets as w
 import pandas as pd
 
 from .. import models
+from .._prompting import Turn
 from ..chat import chat
 from ..compare import compare
 from ..engine._engine import Engine
@@ -65,6 +66,7 @@ class Host(Protocol):
     def server_settings(self, api_key: str | None) -> Settings: ...
     def status(self, text: str) -> None: ...
     def prompt_text(self) -> str: ...
+    def turn(self, engine: Engine) -> Turn: ...
     def experiment_name(self) -> str | None: ...
 
 
@@ -453,7 +455,8 @@ class CompareTab:
         engine = self.host.load()
         self.host.status(f"comparing {len(values)} values of {name}, decoded together…")
         labels = Labels(self.host.experiment_name(), source="panel")
-        jobs = [Job(self.host.prompt_text(), validate_params({**params, name: value}), labels) for value in values]
+        turn = self.host.turn(engine)
+        jobs = [Job.of(turn, validate_params({**params, name: value}), labels) for value in values]
         recorder = Recorder(self.host.store, on_run=self.host.made)
         runs, interruption = execute_many(engine, jobs, on_finished=recorder, cancel=self.host.cancel, slots=len(jobs))
         ids = [run.id for run in runs if run is not None]
