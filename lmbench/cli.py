@@ -178,7 +178,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     else:
         print()
         print(
-            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, {run.prompt_mode}, run {run.id[:8]}]",
+            f"[{run.completion_tokens} tokens, {run.finish_reason}, seed {run.seed}, {run.prompt_mode}, "
+            f"run {run.id[:8]}]",
             file=sys.stderr,
         )
 
