@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import mistune
@@ -38,11 +38,25 @@ def preset(name: str, values: dict[str, Any]) -> str:
     return f"<span style='{MUTED}'>{html.escape(name)}: {html.escape(settings)}</span>"
 
 
-def output(prompt: str, text: str) -> str:
-    """The prompt (grey) followed by the generated text."""
+def output(prompt: str, text: str, *, t: Callable[[str], str] = str, live: str = "") -> str:
+    """The reply in its own area, kept scrolled to the newest text while it streams (a reversed column
+    starts at its end), with a copy button; the prompt as asked folded above it; ``live``: the counter
+    shown while streaming."""
+    copy = (
+        "<button class='lmbench-copy' style='float:right' title='" + html.escape(t("Copy the reply")) + "' "
+        "onclick=\"navigator.clipboard.writeText(this.parentElement.querySelector('.lmbench-reply').innerText)\">"
+        f"{html.escape(t('Copy'))}</button>"
+    )
+    live_line = f"<div class='lmbench-live' style='{MUTED};font-size:90%'>{html.escape(live)}</div>" if live else ""
     return (
-        f"<div style='white-space:pre-wrap;word-wrap:break-word;{MONO};padding:6px;min-height:3em'>"
-        f"<span style='{MUTED}'>{html.escape(prompt)}</span>{html.escape(text)}</div>"
+        f"<div class='lmbench-answer'><details class='lmbench-asked'><summary style='{MUTED}'>"
+        f"{html.escape(t('Prompt'))} ({len(prompt)} {html.escape(t('characters'))})</summary>"
+        f"<div style='white-space:pre-wrap;word-wrap:break-word;{MONO};{MUTED};padding:4px'>{html.escape(prompt)}</div>"
+        f"</details>{copy}"
+        "<div class='lmbench-reply-box' style='max-height:24em;overflow:auto;"
+        "display:flex;flex-direction:column-reverse'>"
+        f"<div class='lmbench-reply' style='white-space:pre-wrap;word-wrap:break-word;{MONO};padding:6px;"
+        f"min-height:3em'>{html.escape(text)}</div></div>{live_line}</div>"
     )
 
 

@@ -71,6 +71,15 @@ SPANISH = {
     "system prompt (optional)": "prompt de sistema (opcional)",
     "{n} tokens of {n_ctx}": "{n} tokens de {n_ctx}",
     "raw text": "texto en bruto",
+    "at most {n_ctx} (the context)": "como máximo {n_ctx} (el contexto)",
+    "Max Tokens {value} is more than the context of {n_ctx} tokens, which the prompt and the reply share: give at "
+    "most {n_ctx}, or load the model with a larger context": "Tokens máximos {value} supera el contexto de {n_ctx} "
+    "tokens, que comparten el prompt y la respuesta: indica como máximo {n_ctx} o carga el modelo con un contexto "
+    "mayor",
+    "Copy": "Copiar",
+    "Copy the reply": "Copiar la respuesta",
+    "characters": "caracteres",
+    "tokens": "tokens",
     "chat template (gguf)": "plantilla de chat (gguf)",
     "chat template (plain)": "plantilla de chat (plain)",
     "Structured output (JSON schema)": "Salida estructurada (esquema JSON)",

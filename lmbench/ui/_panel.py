@@ -90,7 +90,7 @@ class Panel:
         self.status_line = w.HTML()
         self.error = w.HTML()
         self.error.add_class("lmbench-error")
-        self.output = w.HTML(layout=w.Layout(width="100%", max_height="24em", overflow="auto"))
+        self.output = w.HTML(layout=w.Layout(width="100%"))
         self.output.add_class("lmbench-output")
         self.stats = w.HTML()
         self.stats.add_class("lmbench-stats")
@@ -198,8 +198,6 @@ class Panel:
         self.form.raw.value = run.chat_format is None
         self.picker.model.value = run.model_path  # loaded again by the next Generate
         self.form.set_values(run.params.model_dump())
-        self.last_run = run
-        self._render_output(run.prompt, run.text)
         self.show_run(run)
 
     def show_error(self, exc: BaseException) -> None:
@@ -289,7 +287,7 @@ class Panel:
         self.status(self.t("generating…"))
         self.stats.value = ""
         self.tabs.selected_index = 0
-        stream = Throttled(lambda text: self._render_output(prompt, text))
+        stream: Throttled = Throttled(lambda text: self._render_output(prompt, text, self._live(stream)))
         try:
             run = self.recorded(
                 generate,
@@ -307,11 +305,20 @@ class Panel:
 
     # Showing results ----------------------------------------------------------------------------
 
-    def _render_output(self, prompt: str, text: str) -> None:
-        self.output.value = view.output(prompt, text)
+    def _render_output(self, prompt: str, text: str, live: str = "") -> None:
+        self.output.value = view.output(prompt, text, t=self.t, live=live)
+
+    def _live(self, stream: Throttled) -> str:
+        """The counter under a streaming reply: tokens so far and the speed after the first."""
+        rate = stream.rate
+        speed = f"{rate:,.1f} tok/s" if rate is not None else "— tok/s"
+        return f"{self.t('generating…')} {stream.count} {self.t('tokens')} · {speed}"
 
     def show_run(self, run: Run) -> None:
+        """Show a run: its prompt as asked and its reply in the Output tab, its stats under them (the stats
+        always belong to the run shown), its tokens in Debug."""
         self.last_run = run
+        self._render_output(run.prompt, run.text)
         if self.form.random_seed.value:  # show the seed drawn, so it can be kept by unticking "random"
             self.form.seed.value = run.seed
         self.stats.value = view.stats(run)

@@ -30,7 +30,7 @@ from ..compare import compare
 from ..engine._engine import Engine
 from ..errors import LmbenchError, ParameterError
 from ..generation import Job, Recorder, execute_many, random_seed
-from ..params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
+from ..params import MAX_SEED, MAX_TOKENS, PARAM_SPECS, ParamSpec, param_specs, validate_params
 from ..presets import presets, resolve_preset, save_preset
 from ..run import Labels, Run
 from ..serve._server import Server
@@ -88,10 +88,14 @@ class Throttled:
         self._show = show
         self._parts: list[str] = []
         self._shown = 0.0
+        self._first: float | None = None
+        self._last = 0.0
 
     def __call__(self, piece: str) -> None:
         self._parts.append(piece)
-        now = time.monotonic()
+        now = self._last = time.monotonic()
+        if self._first is None:
+            self._first = now
         if now - self._shown >= STREAM_INTERVAL_S:
             self._shown = now
             self._show(self.text)
@@ -99,6 +103,18 @@ class Throttled:
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    @property
+    def count(self) -> int:
+        """Pieces heard so far (one per generated token)."""
+        return len(self._parts)
+
+    @property
+    def rate(self) -> float | None:
+        """Tokens per second after the first, as the run's ``tokens_per_s`` measures it (None before two)."""
+        if self._first is None or len(self._parts) < 2 or self._last <= self._first:
+            return None
+        return (len(self._parts) - 1) / (self._last - self._first)
 
 
 def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
@@ -114,8 +130,10 @@ def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
         "style": {"description_width": "12.5em"},
         "layout": w.Layout(width="28em"),
     }
-    if spec.name == "max_tokens":
-        slider = w.BoundedIntText(**options)
+    if spec.name == "max_tokens":  # never clamped: a value past the context is refused with a message
+        del options["min"], options["max"]
+        options["tooltip"] = f"{spec.name}: {spec.description}; at most the loaded context (prompt and reply share it)"
+        slider = w.IntText(**options)
     elif spec.type is int:
         slider = w.IntSlider(step=spec.ui_step, continuous_update=False, **options)
     else:
@@ -262,6 +280,9 @@ class ParamsForm:
         self.host = host
         t = host.t
         self.sliders: dict[str, w.Widget] = {s.name: _slider(s, t) for s in param_specs() if s.ui_min is not None}
+        self.n_ctx = MAX_TOKENS  # until the panel says the context (follow_context)
+        self.max_tokens_note = w.HTML()
+        self.max_tokens_note.add_class("lmbench-max-tokens-note")
         self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True)
         self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False)
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
@@ -295,7 +316,8 @@ class ParamsForm:
         self._restoring = False
         self._refresh_presets()
         grid = w.GridBox(
-            [*self.sliders.values()], layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))")
+            [*(w.HBox([v, self.max_tokens_note]) if k == "max_tokens" else v for k, v in self.sliders.items())],
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))"),
         )
         self.box = w.VBox(
             [
@@ -311,6 +333,15 @@ class ParamsForm:
     def values(self) -> dict[str, Any]:
         """The generation parameters the controls describe now."""
         values: dict[str, Any] = {name: slider.value for name, slider in self.sliders.items()}
+        if values["max_tokens"] > self.n_ctx:
+            raise ParameterError(
+                self.host.t(
+                    "Max Tokens {value} is more than the context of {n_ctx} tokens, which the prompt and the reply "
+                    "share: give at most {n_ctx}, or load the model with a larger context"
+                ).format(value=values["max_tokens"], n_ctx=self.n_ctx),
+                name="max_tokens",
+                value=values["max_tokens"],
+            )
         values.update({name: toggle.value for name, toggle in self.toggles.items()})
         values["seed"] = None if self.random_seed.value else self.seed.value
         values["stop"] = list(self.stop.value)
@@ -328,8 +359,9 @@ class ParamsForm:
         for name, value in values.items():
             if name in self.sliders and value is not None and not (isinstance(value, float) and math.isnan(value)):
                 slider = self.sliders[name]
-                slider.max = max(slider.max, value)
-                slider.min = min(slider.min, value)
+                if name != "max_tokens":
+                    slider.max = max(slider.max, value)
+                    slider.min = min(slider.min, value)
                 slider.value = value
         for name, toggle in self.toggles.items():
             if values.get(name) is not None:
@@ -345,9 +377,10 @@ class ParamsForm:
             self.debug_tokens.value = values["logprobs"] is not None
 
     def follow_context(self, n_ctx: int) -> None:
-        """Max Tokens can reach the model's context length."""
-        box = self.sliders["max_tokens"]
-        box.max = max(int(n_ctx), box.min)
+        """Max Tokens can reach the model's context length (the prompt and the reply share it)."""
+        self.n_ctx = int(n_ctx)
+        note = self.host.t("at most {n_ctx} (the context)").format(n_ctx=self.n_ctx)
+        self.max_tokens_note.value = f"<small>{html.escape(note)}</small>"
 
     def _refresh_presets(self, select: str | None = None) -> None:
         self._restoring = True
