@@ -44,21 +44,30 @@ class Metric:
     kind: Kind
     description: str = ""
     default: bool = True  # part of metrics="default" (reference scores and assertions are chosen by need)
+    bounds: tuple[float, float] | None = None  # the range every value lies in (plots draw the axis over it)
 
 
 _registry: dict[str, Metric] = {}
 
 
 def register(
-    name: str, fn: Callable[[Any], float], *, kind: Kind = "run", description: str = "", default: bool = True
+    name: str,
+    fn: Callable[[Any], float],
+    *,
+    kind: Kind = "run",
+    description: str = "",
+    default: bool = True,
+    bounds: tuple[float, float] | None = None,
 ) -> None:
     """Add a metric; ``fn(run) -> float`` for ``kind="run"``, ``fn(texts) -> float`` for ``kind="group"``.
 
-    ``default=False`` leaves it out of ``metrics="default"`` (it is computed when asked for by name).
+    ``default=False`` leaves it out of ``metrics="default"`` (it is computed when asked for by name);
+    ``bounds`` is the range of its values when it has one (``(0, 1)`` for a share).
     """
     if kind not in ("run", "group"):
         raise ParameterError(f"metric kind must be 'run' or 'group', not {kind!r}", name="kind", value=kind)
-    _registry[name] = Metric(name, fn, kind, description or (fn.__doc__ or "").strip().split("\n")[0], default)
+    text = description or (fn.__doc__ or "").strip().split("\n")[0]
+    _registry[name] = Metric(name, fn, kind, text, default, bounds)
 
 
 def unregister(name: str) -> None:
@@ -205,8 +214,14 @@ for _n in (1, 2, 3):
         f"distinct_{_n}",
         functools.partial(_distinct_of_run, n=_n),
         description=f"Unique word {_n}-grams / all word {_n}-grams (0..1, higher is more diverse).",
+        bounds=(0.0, 1.0),
     )
-register("repetition_rate", lambda run: repetition_rate(run.text), description=repetition_rate.__doc__ or "")
+register(
+    "repetition_rate",
+    lambda run: repetition_rate(run.text),
+    description=repetition_rate.__doc__ or "",
+    bounds=(0.0, 1.0),
+)
 register("mean_logprob", mean_logprob)
 register(
     "perplexity",
@@ -218,4 +233,10 @@ register(
     lambda run: float(np.mean(values)) if (values := _token_values(run, "entropy")) else math.nan,
     description="Mean entropy (nats) of the next-token distribution.",
 )
-register("self_similarity", self_similarity, kind="group")
+register("self_similarity", self_similarity, kind="group", bounds=(0.0, 1.0))
+
+
+def bounds_of(name: str) -> tuple[float, float] | None:
+    """The range of a registered metric's values, if it has one."""
+    metric = _registry.get(name)
+    return metric.bounds if metric is not None else None

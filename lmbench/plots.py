@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from .errors import ParameterError
-from .metrics import summarize
+from .metrics import bounds_of, summarize
 
 LABELS = {
     "temperature": "temperature",
@@ -42,6 +42,34 @@ LABELS = {
 def label(column: str) -> str:
     """An axis title with units for a column name."""
     return LABELS.get(column, column.replace("_", " "))
+
+
+def _about(df: pd.DataFrame) -> str:
+    """What the figure's runs were made of (model, prompt, seeds), under its title: a saved file says it too."""
+    parts = []
+    for column, name in (("model_name", "model"), ("prompt", "prompt")):
+        if column in df and len(values := [str(v) for v in pd.unique(df[column].dropna())]):
+            shown = values[0] if len(values[0]) <= 60 else values[0][:59] + "…"
+            parts.append(f"{name} {shown!r}" + (f" (+{len(values) - 1} more)" if len(values) > 1 else ""))
+    if "seed" in df and len(seeds := sorted(pd.unique(df["seed"].dropna()))):
+        listed = ", ".join(str(int(s)) for s in seeds[:6]) + (", …" if len(seeds) > 6 else "")
+        parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({listed})")
+    return " · ".join(parts)
+
+
+def _titled(fig: go.Figure, title: str, df: pd.DataFrame) -> go.Figure:
+    about = _about(df)
+    fig.update_layout(title={"text": f"{title}<br><sup>{about}</sup>" if about else title})
+    return fig
+
+
+def _bounded(fig: go.Figure, metric: str, axis: str) -> None:
+    """A bounded metric's axis shows its whole range (distinct-2 on 0 to 1), with a little room at the ends."""
+    bounds = bounds_of(metric)
+    if bounds is not None:
+        low, high = bounds
+        pad = (high - low) * 0.04
+        getattr(fig, f"update_{axis}axes")(range=[low - pad, high + pad])
 
 
 def _require(df: pd.DataFrame, *columns: str | None) -> None:
@@ -97,8 +125,9 @@ def plot_sweep(
                 fig.add_trace(trace, row=1, col=col_i)
     fig.update_xaxes(title_text=label(x))
     fig.update_yaxes(title_text=label(y))
-    fig.update_layout(title=f"{label(y)} vs {label(x)} (mean, bootstrap 95% interval)", template="plotly_white")
-    return fig
+    fig.update_layout(template="plotly_white")
+    _bounded(fig, y, "y")
+    return _titled(fig, f"{label(y)} vs {label(x)} (mean, bootstrap 95% interval)", df)
 
 
 def _facets(n: int, titles: list[str]) -> go.Figure:
@@ -111,11 +140,15 @@ def plot_heatmap(df: pd.DataFrame, x: str = "temperature", y: str = "top_p", z: 
     """Mean of ``z`` over the seeds for every (``x``, ``y``) cell of a two-parameter grid."""
     _require(df, x, y, z)
     table = df.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index()
-    return _heatmap(table, z, f"{label(z)} by {label(x)} and {label(y)}", label(x), label(y), digits=3)
+    fig = _heatmap(table, z, f"{label(z)} by {label(x)} and {label(y)}", label(x), label(y), digits=3)
+    return _titled(fig, f"{label(z)} by {label(x)} and {label(y)}", df)
 
 
 def _heatmap(table: pd.DataFrame, z: str, title: str, x_title: str, y_title: str, *, digits: int) -> go.Figure:
-    """A heatmap of a pivot table, each cell labelled with its value."""
+    """A heatmap of a pivot table, each cell labelled with its value and every row with its name; a bounded
+    metric's colours span its whole range."""
+    bounds = bounds_of(z)
+    zrange = {"zmin": bounds[0], "zmax": bounds[1]} if bounds is not None else {}
     fig = go.Figure(
         go.Heatmap(
             x=[str(v) for v in table.columns],
@@ -125,9 +158,17 @@ def _heatmap(table: pd.DataFrame, z: str, title: str, x_title: str, y_title: str
             texttemplate="%{text}",
             colorscale="Viridis",
             colorbar={"title": {"text": label(z)}},
+            **zrange,
         )
     )
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white")
+    rows = [str(v) for v in table.index]
+    fig.update_layout(
+        title=title,
+        xaxis_title=x_title,
+        yaxis={"title": y_title, "tickmode": "array", "tickvals": rows, "ticktext": rows, "automargin": True},
+        height=max(320, 140 + 28 * len(rows)),  # every row keeps room for its label
+        template="plotly_white",
+    )
     return fig
 
 
@@ -145,7 +186,8 @@ def plot_items(df: pd.DataFrame, score: str = "rougeL", by: str | Sequence[str] 
     table = df.assign(_setting=_setting(df, keys)).pivot_table(
         index="item", columns="_setting", values=score, aggfunc="mean", sort=False
     )
-    return _heatmap(table, score, f"{label(score)} per item and setting", "setting", "item", digits=2)
+    fig = _heatmap(table, score, f"{label(score)} per item and setting", "setting", "item", digits=2)
+    return _titled(fig, f"{label(score)} per item and setting", df)
 
 
 def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequence[str] = "temperature") -> go.Figure:
@@ -159,14 +201,19 @@ def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequen
             y=points[score],
             mode="markers+text",
             text=[str(s) for s in points.index],
-            textposition="top center",
+            textposition=[_POSITIONS[i % len(_POSITIONS)] for i in range(len(points))],
+            cliponaxis=False,
             hovertemplate=f"%{{text}}<br>{label(score)}=%{{y:.3f}}<br>%{{x:.1f}} tokens/s<extra></extra>",
         )
     )
-    fig.update_layout(
-        title=f"{label(score)} against speed, per setting",
-        xaxis_title=label("tokens_per_s"),
-        yaxis_title=label(score),
-        template="plotly_white",
-    )
-    return fig
+    fig.update_layout(xaxis_title=label("tokens_per_s"), yaxis_title=label(score), template="plotly_white")
+    speeds = points["tokens_per_s"].dropna()
+    if len(speeds):  # room beside the outer points for their labels
+        spread = float(speeds.max() - speeds.min()) or float(speeds.max()) or 1.0
+        fig.update_xaxes(range=[float(speeds.min()) - 0.2 * spread, float(speeds.max()) + 0.2 * spread])
+    _bounded(fig, score, "y")
+    return _titled(fig, f"{label(score)} against speed, per setting", df)
+
+
+# Label positions taken in turn, so that labels of points close together do not cover one another.
+_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left")

@@ -198,28 +198,32 @@ for _kind in ("rouge1", "rouge2", "rougeL"):
         functools.partial(_rouge_f, kind=_kind),
         default=False,
         description=f"{_kind.upper()} F1 against the reference (0..1, higher is closer).",
+        bounds=(0.0, 1.0),
     )
 metrics.register(
     "chrf",
     functools.partial(_sacre, kind="chrf"),
     default=False,
     description="chrF against the reference (sacrebleu, 0..1, higher is closer).",
+    bounds=(0.0, 1.0),
 )
 metrics.register(
     "bleu",
     functools.partial(_sacre, kind="bleu"),
     default=False,
     description="Sentence BLEU against the reference (sacrebleu, 0..1, higher is closer).",
+    bounds=(0.0, 1.0),
 )
-metrics.register("exact_match", exact_match, default=False)
-metrics.register("token_f1", token_f1, default=False)
-metrics.register("pass", passes, default=False)
+metrics.register("exact_match", exact_match, default=False, bounds=(0.0, 1.0))
+metrics.register("token_f1", token_f1, default=False, bounds=(0.0, 1.0))
+metrics.register("pass", passes, default=False, bounds=(0.0, 1.0))
 for _kind in ASSERTION_TYPES:
     metrics.register(
         f"assert_{_kind}",
         functools.partial(_passes_type, kind=_kind),
         default=False,
         description=f"1 when the run's {_kind} assertions pass, 0 when one fails.",
+        bounds=(0.0, 1.0),
     )
 
 
