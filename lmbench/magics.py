@@ -74,7 +74,8 @@ def _runs_parser() -> _Parser:
     return p
 
 
-# The columns a person reads first in ``%lmbench runs`` (``--all`` shows every column).
+# The columns a person reads first in ``%lmbench runs``, then how the prompt was sent and the run's id
+# (for ``%lmbench compare``); ``--all`` shows every column.
 READ_FIRST = ("created_at", "model_name", "prompt", "text", "finish_reason", "completion_tokens", "tokens_per_s")
 
 
@@ -148,7 +149,7 @@ class LmbenchMagics(Magics):
             if args.all:
                 return frame
             mode = frame.chat_format.map(lambda f: describe_mode(f if isinstance(f, str) else None))
-            return frame[list(READ_FIRST)].assign(**{"sent as": mode}).set_index("created_at")
+            return frame[list(READ_FIRST)].assign(**{"sent as": mode, "id": frame.id}).set_index("created_at")
         if command == "compare":
             args = _compare_parser().parse(rest)
             return compare(args.run_ids, by=args.by)

@@ -117,8 +117,9 @@ def test_chat_with_the_instruct_model_uses_its_template_and_is_recorded() -> Non
         seed=1,
     )
     assert run.model_name == "SmolLM2-135M-Instruct.Q4_1.gguf" and run.chat_format == "gguf"
-    assert "<|im_start|>user\nWhat is the capital of France?" in run.prompt
-    assert run.prompt.endswith("<|im_start|>assistant\n")
+    assert run.prompt == "What is the capital of France? Answer in one word.", "the prompt as asked"
+    assert "<|im_start|>user\nWhat is the capital of France?" in run.prompt_sent
+    assert run.prompt_sent.endswith("<|im_start|>assistant\n")
     assert "paris" in run.text.lower(), run.text
     row = lmbench.runs().iloc[-1]
     assert row.chat_format == "gguf" and row.finish_reason == "stop", "the template's end-of-turn ends it"
@@ -133,7 +134,8 @@ def test_sweeps_send_prompts_through_the_template_of_an_instruct_model() -> None
         progress=False,
         experiment="auto",
     )
-    assert set(chat.chat_format) == {"gguf"} and all("<|im_start|>user" in p for p in chat.prompt)
+    assert set(chat.chat_format) == {"gguf"} and set(chat.prompt) == {"Describe the sea in one sentence."}
+    assert all("<|im_start|>user" in p for p in lmbench.runs("auto", heavy=True).prompt_sent)
     stored = lmbench.runs("auto", heavy=True).messages
     assert all(m == [{"role": "user", "content": "Describe the sea in one sentence."}] for m in stored)
     raw = lmbench.sweep(
@@ -201,7 +203,7 @@ def test_the_panel_and_the_magic_use_the_chat_template_unless_raw() -> None:
     panel.generate_button.click()
     panel.wait(120)
     assert panel.last_run.chat_format is None and panel.last_run.prompt == "Say hello."
-    assert "raw completion" in panel.stats.value
+    assert "raw text" in panel.stats.value
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "lmbench")
     shell.run_line_magic("lmbench", INSTRUCT)

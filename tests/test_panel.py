@@ -216,7 +216,7 @@ def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
     panel.wait(60)
     panel.prompt.value = "Once upon a time"
     expected = len(lmbench.tokenize("Once upon a time", panel.engine))
-    assert panel.token_count.value == f"<small>{expected} tokens of {panel.engine.n_ctx}</small>"
+    assert panel.token_count.value == f"<small>{expected} tokens of {panel.engine.n_ctx} · raw text</small>"
     panel.prompt.value = ""
     assert panel.token_count.value == ""
 
@@ -276,7 +276,7 @@ def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
     panel.form.sliders["max_tokens"].value = 5
     run = _generate(panel)
     log = html.unescape(panel.log.value)
-    assert f"stories260K.gguf: 'Once upon a time' -> {run.completion_tokens} tokens" in log
+    assert f"stories260K.gguf: 'Once upon a time' (raw text) -> {run.completion_tokens} tokens" in log
     assert f"finish {run.finish_reason} (run {run.id[:8]})" in log and "tok/s" in log
 
 

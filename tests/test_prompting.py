@@ -115,6 +115,7 @@ def test_the_magic_the_cli_and_a_sweep_follow_the_rule(instruct: Path, capsys: p
             "completion_tokens",
             "tokens_per_s",
             "sent as",
+            "id",
         ]
         assert table.prompt.tolist() == ["Once upon a time"] and table["sent as"].tolist() == ["chat template (gguf)"]
         assert len(shell.run_line_magic("lmbench", "runs --all").columns) > 40
