@@ -71,3 +71,175 @@ def test_a_grammar_that_crashes_llama_cpp_crashes_only_the_child(model_path: Pat
     assert problem is not None and "crashed building the grammar (signal 11)" in problem
     assert _grammar._compile_in_child('root ::= "a" | "b"', model_path) is None
     assert "does not parse" in (_grammar._compile_in_child("root ::= (", model_path) or "")
+
+
+# Data files -------------------------------------------------------------------------------------------
+
+
+def _sweep(tmp_path: Path, **options: Any) -> Any:
+    base: dict[str, Any] = {"grid": {"temperature": [0.0]}, "seeds": 1, "max_tokens": 2, "progress": False}
+    return lmbench.sweep(**{**base, **options, "store": tmp_path / "runs.db"})
+
+
+def test_a_json_lines_row_that_is_not_an_object_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"x": "a"}\n\n["not", "a", "row"]\n')
+    with pytest.raises(lmbench.ParameterError, match=r"line 3 must be a JSON object of column values, not a list"):
+        _sweep(tmp_path, prompts="Say {x}", data=path)
+    assert not (tmp_path / "runs.db").exists() or lmbench.runs(store=tmp_path / "runs.db").empty
+
+
+def test_parquet_values_are_carried_as_json_or_refused_by_column(tmp_path: Path, model_path: Path) -> None:
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "good.parquet"
+    table = pa.table(
+        {
+            "x": ["a", "b"],
+            "tags": pa.array([["p", "q"], []], pa.list_(pa.string())),
+            "when": pa.array([1_700_000_000_000_000, None], pa.timestamp("us")),
+            "price": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2")], pa.decimal128(5, 2)),
+        }
+    )
+    pq.write_table(table, good)
+    frame = _sweep(tmp_path, prompts="Say {x} at {price}", data=good, model=model_path)
+    assert len(frame) == 2
+    items = {row["id"]: row for row in (run.item for run in map(lmbench.Store(tmp_path / "runs.db").get, frame.id))}
+    assert items["0"]["vars"] == {"x": "a", "tags": ["p", "q"], "when": "2023-11-14T22:13:20", "price": 1.5}
+    assert items["1"]["vars"]["when"] is None and items["1"]["vars"]["price"] == 2
+    assert frame.prompt.tolist()[0].endswith("Say a at 1.5")
+
+    binary = tmp_path / "binary.parquet"
+    pq.write_table(pa.table({"x": ["a"], "blob": pa.array([b"\x00\x01"], pa.binary())}), binary)
+    with pytest.raises(lmbench.ParameterError, match=r"data column 'blob' holds binary data \(bytes\)"):
+        _sweep(tmp_path, prompts="Say {x}", data=binary, model=model_path)
+    assert len(lmbench.runs(store=tmp_path / "runs.db")) == 2, "nothing more was recorded"
+
+
+# Templates -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.no_test_model
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("{x:>99999999999999999999}", "format width 99,999,999,999,999,999,999 is above the limit of 10,000"),
+        ("{x:>999999999}", "format width 999,999,999 is above the limit"),
+        ("{x:.999999}", "format precision 999,999"),
+        ("{x:{y.__class__}}", "holds a placeholder; only plain format specs"),
+        ("{x:{y.real}}", "holds a placeholder"),
+        ("{x:{nope}}", "holds a placeholder"),
+        ("{x!z}", "conversion !z is not one of"),
+        ("{x.upper}", "must be a plain column name"),
+        ("{x:d}", "cannot be filled with data row 0"),
+        ("{x:bogus}", "'bogus' is not a format spec"),
+    ],
+)
+def test_templates_allow_plain_placeholders_only(template: str, words: str) -> None:
+    with pytest.raises(lmbench.ParameterError) as caught:
+        lmbench.sweep(template, data=[{"x": "cat", "y": 2}], grid={"temperature": [0.0]}, seeds=1, model="x.gguf")
+    assert words in str(caught.value)
+
+
+@pytest.mark.no_test_model
+def test_plain_format_specs_still_work() -> None:
+    from lmbench.datasets import fill, load
+
+    item = load([{"x": "cat", "n": 3.14159}])[0]
+    assert fill("t", "{x!r:>6}|{n:.2f}|{x:^7}", item, 0) == " 'cat'|3.14|  cat  "
+
+
+# Assertions and judges ---------------------------------------------------------------------------------
+
+
+@pytest.mark.no_test_model
+@pytest.mark.parametrize(
+    ("check", "words"),
+    [
+        ({"type": "regex", "value": "("}, "bad regex"),
+        ({"type": "nope", "value": 1}, "must be {'type': one of"),
+        ({"value": "x"}, "must be {'type': one of"),
+        ({"type": "max_words", "value": "ten"}, "max_words needs a whole number"),
+        ({"type": "max_chars", "value": True}, "max_chars needs a whole number"),
+        ({"type": "json_schema", "value": "a string"}, "needs a JSON schema (a dict), not str"),
+        ({"type": "json_schema", "value": {"type": "nope"}}, "not a valid JSON schema"),
+        ({"type": "contains"}, "contains needs a string value, not None"),
+    ],
+)
+def test_assertions_that_cannot_work_are_refused_from_data_and_arguments(check: dict[str, Any], words: str) -> None:
+    options: dict[str, Any] = {"grid": {"temperature": [0.0]}, "seeds": 1, "model": "x.gguf"}
+    with pytest.raises(lmbench.ParameterError, match="data row 0") as from_data:
+        lmbench.sweep("Say {x}", data=[{"x": "a", "assert": [check]}], **options)
+    with pytest.raises(lmbench.ParameterError, match=r"assertions\[0\]") as from_argument:
+        lmbench.sweep("Say it", assertions=[check], **options)
+    assert words in str(from_data.value) and words in str(from_argument.value)
+
+
+@pytest.mark.no_test_model
+def test_a_catastrophic_regex_times_out_as_a_failed_assertion() -> None:
+    from lmbench import scores
+
+    text = "a" * 64 + "!"
+    with pytest.warns(UserWarning, match="assertion timed out"):
+        assert scores.check(text, {"type": "regex", "value": "(a|aa)+$"}) is False
+    assert scores.check(text, {"type": "regex", "value": "a+!$"}) is True
+
+
+def test_a_scorer_interrupted_still_leaves_the_run_recorded(tmp_path: Path, model_path: Path) -> None:
+    def interrupted(text: str) -> bool:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, prompts="Once", model=model_path, assertions=[interrupted])
+    runs = lmbench.runs(store=tmp_path / "runs.db")
+    assert len(runs) == 1 and runs.finish_reason[0] in ("stop", "length")
+
+
+@pytest.mark.no_test_model
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"scale": (1, 2, 3)}, "scale must be two whole numbers"),
+        ({"scale": 5}, "scale must be two whole numbers"),
+        ({"scale": (1.5, 4)}, "scale must be two whole numbers"),
+        ({"name": 3}, "name must be a non-empty string"),
+        ({"name": "id"}, "cannot be named 'id'"),
+        ({"name": "text"}, "cannot be named 'text'"),
+        ({"model": "no-such-model.gguf"}, "no-such-model.gguf"),
+        ({"rubric": "bad \udfff"}, "lone surrogate"),
+    ],
+)
+def test_judges_that_cannot_work_are_refused_when_made(options: dict[str, Any], words: str) -> None:
+    with pytest.raises((lmbench.ParameterError, lmbench.ModelLoadError)) as caught:
+        lmbench.judge(**{"rubric": "Is it good?", **options})
+    assert words in str(caught.value)
+
+
+def test_a_rubric_longer_than_the_context_is_refused_before_any_run(tmp_path: Path, model_path: Path) -> None:
+    judge = lmbench.judge("Be strict. " * 400, model=model_path)
+    with pytest.raises(lmbench.ParameterError, match="rubric is .* tokens"):
+        _sweep(tmp_path, prompts="Once", model=model_path, scorers=[judge])
+    assert not (tmp_path / "runs.db").exists() or lmbench.runs(store=tmp_path / "runs.db").empty
+
+
+# Sweeps ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.no_test_model
+def test_prompts_that_are_not_text_are_refused() -> None:
+    with pytest.raises(lmbench.ParameterError, match="prompts must be a string, a list of strings or a dict"):
+        lmbench.sweep(prompts=5, grid={"temperature": [0.0]})  # type: ignore[arg-type]
+
+
+def test_a_sweep_cancelled_before_its_first_run_returns_an_empty_table(tmp_path: Path, model_path: Path) -> None:
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    data = tmp_path / "big.csv"
+    data.write_text("x\n" + "\n".join(f"w{i}" for i in range(20_000)) + "\n")
+    frame = _sweep(tmp_path, prompts="Say {x}", data=data, model=model_path, cancel=cancel)
+    assert frame.empty and "model" in frame.columns
