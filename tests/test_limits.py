@@ -3,6 +3,8 @@ hang or lose runs: each is refused with a clear error before anything runs, or h
 
 from __future__ import annotations
 
+import datetime
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ def _nested(depth: int) -> dict[str, Any]:
     ],
 )
 def test_grammar_bounds_are_refused_up_front(params: dict[str, Any], words: str) -> None:
-    with pytest.raises(lmbench.ParameterError, match="limit|larger|whole number|deep|expands") as caught:
+    with pytest.raises(lmbench.ParameterError, match=r"limit|larger|whole number|deep|expands") as caught:
         lmbench.validate_params(**params)
     assert words in str(caught.value)
     assert caught.value.name in ("json_schema", "grammar")
@@ -220,7 +222,7 @@ def test_judges_that_cannot_work_are_refused_when_made(options: dict[str, Any], 
 
 def test_a_rubric_longer_than_the_context_is_refused_before_any_run(tmp_path: Path, model_path: Path) -> None:
     judge = lmbench.judge("Be strict. " * 400, model=model_path)
-    with pytest.raises(lmbench.ParameterError, match="rubric is .* tokens"):
+    with pytest.raises(lmbench.ParameterError, match=r"rubric is .* tokens"):
         _sweep(tmp_path, prompts="Once", model=model_path, scorers=[judge])
     assert not (tmp_path / "runs.db").exists() or lmbench.runs(store=tmp_path / "runs.db").empty
 
@@ -243,3 +245,124 @@ def test_a_sweep_cancelled_before_its_first_run_returns_an_empty_table(tmp_path:
     data.write_text("x\n" + "\n".join(f"w{i}" for i in range(20_000)) + "\n")
     frame = _sweep(tmp_path, prompts="Say {x}", data=data, model=model_path, cancel=cancel)
     assert frame.empty and "model" in frame.columns
+
+
+# Model folders, the store's folder, scale ------------------------------------------------------------
+
+
+def test_a_symlink_loop_in_a_model_folder_is_skipped_with_a_warning(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "a.gguf").symlink_to("b.gguf")
+    (folder / "b.gguf").symlink_to("a.gguf")
+    (folder / "gone.gguf").symlink_to("missing.gguf")
+    (folder / "real.gguf").symlink_to(model_path)
+    monkeypatch.setenv("LMBENCH_MODEL_PATH", str(folder))
+    with pytest.warns(UserWarning, match="a.gguf: a symbolic link that leads to no file"):
+        listed = lmbench.models.list()
+    assert str(folder / "real.gguf") in set(listed.path)
+    assert not {str(folder / n) for n in ("a.gguf", "b.gguf", "gone.gguf")} & set(listed.path)
+    for broken in ("a.gguf", "gone.gguf"):
+        with pytest.raises(lmbench.ModelLoadError, match="symbolic link that leads to no file"):
+            lmbench.models.info(folder / broken)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A folder on its own 1 MB file system (a tmpfs, so root only), to make read-only or fill."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if not mounted or mounted.returncode != 0:
+        pytest.skip("needs root to mount a small file system")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _remount(folder: Path, mode: str) -> None:
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)
+
+
+def test_a_store_in_a_read_only_folder_is_read_and_refuses_writes_by_name(
+    small_disk: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = small_disk / "runs.db"
+    run = lmbench.generate("Once", model=model_path, max_tokens=2, store=path)
+    lmbench.get_store(path).close()
+    _remount(small_disk, "ro")
+    store = lmbench.Store(path)
+    assert store.runs().id.tolist() == [run.id] and store.runs(last=1).id.tolist() == [run.id]
+    assert store.get(run.id).text == run.text
+    with pytest.raises(lmbench.StoreError, match=f"its folder {small_disk} is read-only"):
+        lmbench.generate("Once", model=model_path, max_tokens=2, store=store)
+    with pytest.raises(lmbench.StoreError, match="is read-only"):
+        lmbench.Store(small_disk / "new.db").runs()
+    monkeypatch.setenv("LMBENCH_HOME", str(small_disk))
+    fresh = tmp_path / "fresh.gguf"  # a model this process has not seen: its metadata and digest are new
+    shutil.copyfile(model_path, fresh)
+    monkeypatch.setenv("LMBENCH_MODEL_PATH", str(tmp_path))
+    assert str(fresh) in set(lmbench.models.list().path), "the metadata cache is only skipped"
+    assert lmbench.generate("Once", model=fresh, max_tokens=2, store=tmp_path / "runs.db").model_sha256
+    with pytest.raises(lmbench.StoreError, match=f"cannot write presets.json in {small_disk}: .*read-only"):
+        lmbench.save_preset("cold", temperature=0.1)
+
+
+def test_a_full_disk_says_the_disk_is_full(small_disk: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    with pytest.raises(lmbench.StoreError, match="the disk is full"):
+        lmbench.generate("Once", model=model_path, max_tokens=2, store=small_disk / "runs.db")
+    monkeypatch.setenv("LMBENCH_HOME", str(small_disk))
+    with pytest.raises(lmbench.StoreError, match=f"cannot write presets.json in {small_disk}: the disk is full"):
+        lmbench.save_preset("cold", temperature=0.1)
+
+
+def test_a_small_query_reads_only_what_it_returns(tmp_path: Path, model_path: Path) -> None:
+    import dataclasses
+
+    store = lmbench.Store(tmp_path / "runs.db")
+    run = lmbench.generate("Once", model=model_path, max_tokens=2, store=store)
+    copies = [
+        dataclasses.replace(
+            run,
+            id=f"r{i:05d}",
+            experiment=f"e{i % 3}",
+            created_at=run.created_at + datetime.timedelta(seconds=i),
+        )
+        for i in range(3000)
+    ]
+    store.record(copies)
+    store.add_metrics({c.id: {"score": i} for i, c in enumerate(copies)})
+    whole = store.runs()
+    statements: list[str] = []
+    with store.connect() as conn:
+        conn.set_trace_callback(statements.append)
+    try:
+        last = store.runs(last=10)
+        of_one = store.runs("e1", last=5)
+        chosen = store.runs(ids=["r00007", "r02999"])
+    finally:
+        with store.connect() as conn:
+            conn.set_trace_callback(None)
+    assert last.id.tolist() == whole.id.tolist()[-10:]
+    assert last.score.tolist() == whole.score.tolist()[-10:]
+    assert of_one.id.tolist() == whole[whole.experiment == "e1"].id.tolist()[-5:]
+    assert chosen.id.tolist() == ["r00007", "r02999"] and chosen.score.tolist() == [7.0, 2999.0]
+    reads = [s for s in statements if s.startswith("SELECT rowid")]
+    assert len(reads) == 3 and all("LIMIT" in s or "json_each" in s for s in reads)
+    with pytest.raises(lmbench.ParameterError, match="last must be a whole number"):
+        store.runs(last=-1)
