@@ -121,9 +121,10 @@ def _json_value(value: Any, column: str) -> Any:
         return _json_value(value.item(), column)
     if isinstance(value, decimal.Decimal):
         return _json_value(int(value) if value == value.to_integral_value() else float(value), column)
-    if isinstance(value, pd.Timestamp | datetime.datetime | datetime.date | datetime.time | np.datetime64):
-        stamp = pd.Timestamp(value) if isinstance(value, np.datetime64) else value
-        return None if pd.isna(stamp) else stamp.isoformat()
+    if isinstance(value, np.datetime64):
+        return _json_value(pd.Timestamp(value), column)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):  # pandas' Timestamp too
+        return value.isoformat()
     if isinstance(value, list | tuple | np.ndarray):
         return [_json_value(v, column) for v in value]
     if isinstance(value, Mapping):

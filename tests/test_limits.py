@@ -366,3 +366,44 @@ def test_a_small_query_reads_only_what_it_returns(tmp_path: Path, model_path: Pa
     assert len(reads) == 3 and all("LIMIT" in s or "json_each" in s for s in reads)
     with pytest.raises(lmbench.ParameterError, match="last must be a whole number"):
         store.runs(last=-1)
+
+
+def test_the_api_refuses_what_would_crash_a_worker_and_other_streams_go_on(model_path: Path) -> None:
+    import threading
+
+    import requests
+
+    from lmbench.serve._server import Server
+    from lmbench.serve._service import Settings
+
+    with Server(Settings(model=str(model_path), n_ctx=4096), port=0) as server:
+        done: dict[str, Any] = {}
+
+        def stream() -> None:
+            body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "stream": True}
+            with requests.post(f"{server.url}/v1/completions", json=body, stream=True, timeout=300) as response:
+                done["last"] = [line for line in response.iter_lines() if line][-1]
+
+        other = threading.Thread(target=stream)
+        other.start()
+        bad = [
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": _nested(400)}}},
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"schema": {"type": "string", "maxLength": 20000}},
+                }
+            },
+            {"grammar": "root ::= " + "(" * 30_000 + '"a"' + ")" * 30_000},
+        ]
+        for extra in bad:
+            body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, **extra}
+            answer = requests.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+            assert answer.status_code == 400, answer.text
+            assert "limit" in answer.json()["error"]["message"] or "deep" in answer.json()["error"]["message"]
+        nested_but_allowed = {"type": "json_schema", "json_schema": {"name": "x", "schema": _nested(60)}}
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "response_format": nested_but_allowed}
+        answer = requests.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+        assert answer.status_code == 400 and "nested more than 50 schemas deep" in answer.json()["error"]["message"]
+        other.join(300)
+        assert done["last"] == b"data: [DONE]", "the other client's stream finished"

@@ -388,10 +388,10 @@ class HistoryTab:
         refresh.on_click(lambda _: self.refresh())
         self.all = w.Checkbox(False, description=host.t("all runs in the store (not only this panel's)"), indent=False)
         self.all.observe(lambda _: self.refresh(), names="value")
-        self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
-        self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
         self._restoring = False
         self._pages = 1
+        self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
+        self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
         self.box = w.VBox([row([refresh, self.all]), w.HTML(view.HISTORY_HEADER), self.runs, self.older])
 
     def refresh(self, pages: int = 1) -> None:
