@@ -70,6 +70,12 @@ class PlannedRun:
 def _prompts(prompts: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     if isinstance(prompts, str):
         prompts = {"prompt": prompts}
+    elif isinstance(prompts, bytes) or not isinstance(prompts, Mapping | Sequence):
+        raise ParameterError(
+            f"prompts must be a string, a list of strings or a dict of named strings, not {type(prompts).__name__}",
+            name="prompts",
+            value=prompts,
+        )
     elif not isinstance(prompts, Mapping):
         prompts = {f"p{i + 1}": p for i, p in enumerate(prompts)}
     if not prompts:
@@ -277,6 +283,8 @@ def sweep(
     if metrics is not None and metrics != "default" and not isinstance(metrics, str | Sequence):
         raise ParameterError(f"metrics must be 'default', None or a list of names, not {metrics!r}", name="metrics")
     items = None if data is None else load_items(data, reference=reference)
+    for row, item in enumerate(items or []):
+        scores.check_assertions(item.assertions, where=f"data row {row} (id {item.id!r})", data=True)
     checks = scores.check_assertions(assertions)
     shared_checks = [c for c in checks if c["type"] != "python"]  # data, stored with each run
     python_checks = [c["value"] for c in checks if c["type"] == "python"]  # code, scored as metrics
@@ -296,6 +304,8 @@ def sweep(
     )
     records = [_item_record(j.item, shared_checks) for j in jobs]
     judges = [s for s in scorers or [] if isinstance(s, scores.Judge)]
+    for judge in judges:
+        judge.check()
     named = [s for s in scorers or [] if not isinstance(s, scores.Judge)]
     wanted = [n for n in scores.item_scorers([r for r in records if r]) if metrics is not None]
     run_metrics = [*metrics_mod.select(metrics, "run"), *metrics_mod.select(wanted, "run")]
@@ -441,6 +451,8 @@ def sweep_frame(
     """The runs of a sweep with its coordinates as columns and group metrics per grid cell."""
     frame = get_store(store).runs(sweep_id=sweep_id)
     coords = pd.DataFrame(list(frame.sweep_coords), index=frame.index)
+    if "model" not in coords:  # no run yet (a sweep cancelled before its first run)
+        coords["model"] = pd.Series(index=frame.index, dtype=object)
     frame["model"] = coords["model"]
     if jobs is not None:  # the plan's runs only, in the plan's (grid) order rather than the order they finished
         position = {j.key(): i for i, j in enumerate(jobs)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from .._config import home
-from ..errors import StoreError
+from .._config import home, unwritable
+from ..errors import ParameterError, StoreError
 from ..run import COLUMNS, Run
 from . import _snapshot as _table
-from ._migrations import migrate
+from ._migrations import migrate, missing_migrations
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -55,7 +56,7 @@ class Store:
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise StoreError(f"run store {self.path}: {_reason(exc)}") from exc
+            raise StoreError(f"run store {self.path}: {_reason(exc, self.path)}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         local = self._local
@@ -63,18 +64,45 @@ class Store:
             return local.conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if not self._migrated:
-                with self._lock:
-                    _check_integrity(conn, self.path)
-                    migrate(conn)
-                    self._migrated = True
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the run store {self.path}: {_reason(exc)}") from None
+            if self.path.is_file() and not os.access(self.path.parent, os.W_OK):
+                conn = self._read_only()
+            else:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                if not self._migrated:
+                    with self._lock:
+                        _check_integrity(conn, self.path)
+                        migrate(conn)
+                        self._migrated = True
+        except OSError as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {unwritable(exc)}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {_reason(exc, self.path)}") from None
         local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def _read_only(self) -> sqlite3.Connection:
+        """A connection that only reads, for a store in a folder this process cannot write.
+
+        SQLite's WAL mode needs to create ``-shm`` beside the database even to read, which a
+        read-only folder refuses; without a ``-wal`` file every committed run is in the database
+        file itself, so it is opened as immutable, else read-only through the existing files.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        mode = "mode=ro" if wal.exists() else "immutable=1"
+        conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True, isolation_level=None)
+        if not self._migrated:
+            with self._lock:
+                _check_integrity(conn, self.path)
+                pending = missing_migrations(conn)
+                if pending:
+                    raise StoreError(
+                        f"the run store {self.path} needs upgrading ({', '.join(pending)}), but its folder "
+                        f"{self.path.parent} is read-only; open it once where it can be written"
+                    )
+                self._migrated = True
         return conn
 
     def close(self) -> None:
@@ -140,25 +168,37 @@ class Store:
         experiment: str | None = None,
         *,
         sweep_id: str | None = None,
+        ids: Iterable[str] | None = None,
         last: int | None = None,
         heavy: bool = False,
     ) -> pd.DataFrame:
         """One row per run, newest last: a column per parameter, timing and metric.
 
-        ``heavy=True`` adds the per-token log-probabilities and chat messages (JSON text).
+        ``experiment``, ``sweep_id`` and ``ids`` keep only those runs and ``last`` only the newest
+        n; a small selection is read from SQLite alone (its indexes), so it costs what it returns,
+        while the whole table comes from the columnar snapshot. ``heavy=True`` adds the per-token
+        log-probabilities and chat messages (JSON text).
         """
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 0):
+            raise ParameterError(f"last must be a whole number of runs >= 0, not {last!r}", name="last", value=last)
+        conditions = {"experiment = ?": experiment, "sweep_id = ?": sweep_id}
+        if ids is not None:
+            conditions["id IN (SELECT value FROM json_each(?))"] = json.dumps(list(ids))
+        chosen = {sql: value for sql, value in conditions.items() if value is not None}
+        where, params = " AND ".join(chosen) or "1", tuple(chosen.values())
         with self.connect() as conn:
             declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
             columns = {c: kind for c, kind in declared.items() if heavy or c not in HEAVY_COLUMNS}
-            table = _table.read(conn, columns, None if heavy else _table.snapshot_path(self.path))
-        if experiment is not None:
-            table = table.filter(pc.equal(table["experiment"], experiment))
-        if sweep_id is not None:
-            table = table.filter(pc.equal(table["sweep_id"], sweep_id))
+            if last is not None or ids is not None or (chosen and _few(conn, where, params)):
+                table = _table.select(conn, columns, where, params, last)
+            else:
+                table = _table.read(conn, columns, None if heavy else _table.snapshot_path(self.path))
+                if experiment is not None:
+                    table = table.filter(pc.equal(table["experiment"], experiment))
+                if sweep_id is not None:
+                    table = table.filter(pc.equal(table["sweep_id"], sweep_id))
         frame = table.to_pandas()
         frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
-        if last is not None:
-            frame = frame.iloc[max(len(frame) - int(last), 0) :]
         return _typed(frame.reset_index(drop=True))
 
     def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
@@ -175,6 +215,16 @@ class Store:
         else:
             raise StoreError(f"cannot export to {target.name!r}: use a .csv, .jsonl, .json or .parquet file")
         return target
+
+
+# A filtered selection of at most this many runs is read from SQLite rather than from the snapshot.
+FEW_RUNS = 10 * _table.SNAPSHOT_MIN_ROWS
+
+
+def _few(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> bool:
+    """Whether at most ``FEW_RUNS`` runs match (counted through the index, without reading them)."""
+    query = f"SELECT count(*) FROM (SELECT 1 FROM runs WHERE {where} LIMIT {FEW_RUNS + 1})"
+    return bool(conn.execute(query, params).fetchone()[0] <= FEW_RUNS)
 
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {"TEXT": (str,), "INTEGER": (int,), "REAL": (float, int)}
@@ -248,12 +298,26 @@ def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     )
 
 
-def _reason(exc: BaseException) -> str:
-    """SQLite's words, made plain where they mislead."""
+def _reason(exc: BaseException, path: Path) -> str:
+    """SQLite's words, made plain where they mislead (a full disk, a read-only folder)."""
     text = str(exc)
-    if "disk is full" in text or "database or disk is full" in text:
+    if "disk is full" in text or (("disk I/O error" in text or "unable to open" in text) and _disk_full(path)):
         return "the disk is full"
+    if "readonly database" in text or "read-only" in text or not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} is read-only: runs can be read but not recorded"
     return text
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the disk holding ``path`` has (almost) no room left: SQLite often says "disk I/O error" then."""
+    try:
+        return shutil.disk_usage(path.parent).free < _FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+# Less free space than this (a few database pages) is a full disk.
+_FULL_BELOW_BYTES = 64 * 1024
 
 
 def _finite_or_none(value: float) -> float | None:

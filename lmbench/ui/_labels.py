@@ -40,6 +40,7 @@ SPANISH = {
     "New chat": "Nuevo chat",
     "Regenerate": "Regenerar",
     "Refresh": "Actualizar",
+    "Older runs": "Ejecuciones anteriores",
     "Save preset": "Guardar preset",
     "Output": "Salida",
     "History": "Historial",

@@ -390,19 +390,22 @@ class HistoryTab:
         self.all = w.Checkbox(False, description=host.t("all runs in the store (not only this panel's)"), indent=False)
         self.all.observe(lambda _: self.refresh(), names="value")
         self._restoring = False
-        self.box = w.VBox([row([refresh, self.all]), w.HTML(view.HISTORY_HEADER), self.runs])
+        self._pages = 1
+        self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
+        self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
+        self.box = w.VBox([row([refresh, self.all]), w.HTML(view.HISTORY_HEADER), self.runs, self.older])
 
-    def refresh(self) -> None:
-        """Reload the last runs from the store."""
-        try:
-            frame = self.host.store.runs()
+    def refresh(self, pages: int = 1) -> None:
+        """Reload the newest ``pages`` pages of runs from the store (only those rows are read)."""
+        self._pages = pages
+        mine = None if self.all.value else self.host._mine
+        try:  # a store of a million runs costs what the rows shown cost
+            frame = self.host.store.runs(ids=mine, last=HISTORY_SIZE * pages)
         except LmbenchError as exc:
             self.host.show_error(exc)
             return
-        if not self.all.value:
-            frame = frame[frame.id.isin(self.host._mine)]
-        frame = frame.iloc[-HISTORY_SIZE:]
         options = [(view.history_row(r), r.id) for r in frame.iloc[::-1].itertuples()]
+        self.older.disabled = len(frame) < HISTORY_SIZE * pages  # nothing older to show
         self._restoring = True
         try:
             self.runs.options = options
