@@ -127,7 +127,8 @@ IMAGE = os.environ.get("LMBENCH_IMAGE", "lmbench")
 
 
 def _engine() -> list[str]:
-    return shlex.split(subprocess.run([REPO / "docker" / "engine.sh"], check=True, capture_output=True, text=True).stdout)
+    found = subprocess.run([REPO / "docker" / "engine.sh"], check=True, capture_output=True, text=True)
+    return shlex.split(found.stdout)
 
 
 def _run_args(engine: list[str]) -> list[str]:
@@ -136,9 +137,13 @@ def _run_args(engine: list[str]) -> list[str]:
 
 
 def _container(engine: list[str], name: str, port: int, volume: str) -> None:
-    """``docker run`` as docs/docker.md says (the safer loopback form), detached; JupyterLab exposes its app to tests."""
-    command = [*engine, "run", "--detach", "--name", name, *_run_args(engine), "-p", f"127.0.0.1:{port}:8080"]
-    subprocess.run([*command, "-v", f"{volume}:/data", IMAGE, "--LabApp.expose_app_in_browser=True"], check=True)
+    """The README's ``docker run`` line, detached and named (so its exit status can be read), on a free port."""
+    readme = (REPO / "README.md").read_text()
+    words = shlex.split(next(line for line in readme.splitlines() if line.startswith("docker run")))
+    assert words == ["docker", "run", "--rm", "-p", "127.0.0.1:8080:8080", "-v", "lmbench-data:/data", "lmbench"]
+    run = [*engine, "run", "--detach", "--name", name, *_run_args(engine), "-p", f"127.0.0.1:{port}:8080"]
+    # JupyterLab exposes its app object to the page, for the browser check.
+    subprocess.run([*run, "-v", f"{volume}:/data", IMAGE, "--LabApp.expose_app_in_browser=True"], check=True)
 
 
 def _logs(engine: list[str], name: str) -> str:
