@@ -103,6 +103,28 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
     ("0010_backfill_defaults", _backfill_defaults),
+    (
+        "0015_ratings",
+        """
+        CREATE TABLE ratings (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('pairwise', 'single')),
+            run_a TEXT NOT NULL,
+            run_b TEXT,
+            shown TEXT,
+            verdict TEXT,
+            score INTEGER CHECK (score BETWEEN 1 AND 5),
+            rater TEXT NOT NULL,
+            note TEXT,
+            session TEXT,
+            CHECK ((kind = 'pairwise') = (run_b IS NOT NULL))
+        );
+        CREATE INDEX ratings_run_a ON ratings (run_a);
+        CREATE INDEX ratings_run_b ON ratings (run_b);
+        CREATE INDEX ratings_session ON ratings (session);
+        """,
+    ),
 ]
 
 
