@@ -52,8 +52,9 @@ def test_votes_are_stored_read_back_and_exported(three_runs: tuple[Store, list[s
 def test_ratings_become_columns_of_the_runs_table(three_runs: tuple[Store, list[str]]) -> None:
     store, (a, b, c) = three_runs
     assert "rating_up" not in store.runs(), "no rating columns before anyone rates"
-    store.add_rating(a, verdict="up", score=5)
-    store.add_rating(a, verdict="down", score=3)
+    store.add_rating(a, verdict="down", score=1, rater="ana")
+    store.add_rating(a, verdict="up", score=5, rater="ana")  # ana changed her mind: her latest counts
+    store.add_rating(a, verdict="down", score=3, rater="ben")
     store.add_rating(b, score=2)
     store.add_rating(a, b, verdict="a")
     store.add_rating(a, c, verdict="tie")
@@ -65,7 +66,8 @@ def test_ratings_become_columns_of_the_runs_table(three_runs: tuple[Store, list[
     assert table.loc[b, "rating_score"] == 2.0 and pd.isna(table.loc[b, "rating_up"])
     assert table.loc[b, "rating_wins"] == 0.0, "a loss and a 'both bad'; the skip does not count"
     assert table.loc[c, "rating_wins"] == 0.25 and pd.isna(table.loc[c, "rating_score"])
-    assert table.loc[a, "ratings"] == 4 and table.loc[c, "ratings"] == 2, "skips are not counted"
+    assert table.loc[a, "ratings"] == 4, "two raters and two pairs"
+    assert table.loc[c, "ratings"] == 2, "skips are not counted"
     board = lmbench.leaderboard(store.runs(), by="seed", metrics=["rating_score"])
     assert board.seed.tolist()[0] == 0 and board.rating_score.tolist()[0] == 4.0
 

@@ -4,8 +4,9 @@ A pairwise vote links two runs (``run_a``, ``run_b``), says which was shown on t
 ``"ab"`` put ``run_a`` on the left, ``"ba"`` on the right) and its ``verdict`` about them: ``"a"``
 or ``"b"`` better, ``"tie"``, ``"bad"`` (both bad: a tie, but a poor one) or ``"skip"`` (seen, not
 judged). A single rating links one run, with a thumb (``verdict`` ``"up"`` or ``"down"``) and/or a
-``score`` from 1 to 5. Votes are never updated or deleted: a later vote of the same rater counts
-too, as a second opinion would.
+``score`` from 1 to 5. Rows are never updated or deleted. In the per-run columns a rater's latest
+single rating of a run counts (changing a thumb corrects it), while every pairwise vote counts (the
+same pair shown again is a second opinion).
 """
 
 from __future__ import annotations
@@ -159,14 +160,14 @@ def read(
 
 
 def aggregates(conn: sqlite3.Connection) -> pd.DataFrame:
-    """Per rated run (index ``id``): share of thumbs up, mean 1-5 score, share of pairs won, number of votes.
+    """Per rated run (index ``id``): share of thumbs up, mean 1-5 score, share of pairs won, number of ratings.
 
     ``rating_wins`` counts a tie as half a win and "both bad" as a loss for both (skips do not count).
     """
     frame = read(conn)
     if frame.empty:
         return pd.DataFrame(columns=list(AGGREGATES), index=pd.Index([], name="id"), dtype=float)
-    single = frame[frame.kind == "single"]
+    single = frame[frame.kind == "single"].drop_duplicates(["rater", "run_a"], keep="last")
     thumbs = single.dropna(subset=["verdict"])
     pairs = frame[(frame.kind == "pairwise") & (frame.verdict != "skip")]
     win_a = pairs.verdict.map({"a": 1.0, "b": 0.0, "tie": 0.5, "bad": 0.0})
