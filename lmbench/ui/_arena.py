@@ -38,10 +38,10 @@ CARD = (
 KEYS = (("1", "left"), ("2", "right"), ("3", "tie"), ("0", "bad"), ("s", "skip"))
 
 
-def _box(title: str, text: str) -> str:
+def _box(title: str, text: str, tall: bool = True) -> str:
     return (
         f"<div style='{MUTED};font-size:85%;margin-bottom:2px'>{html.escape(title)}</div>"
-        f"<div style='{CARD}'>{html.escape(text)}</div>"
+        f"<div style='{CARD}{'' if tall else ';min-height:0'}'>{html.escape(text)}</div>"
     )
 
 
@@ -181,7 +181,7 @@ class Arena:
             f"3 {html.escape(self.t('Tie'))} · 0 {html.escape(self.t('Both bad'))} · s {html.escape(self.t('Skip'))}"
             "</span>"
         )
-        self.prompt.value = _box(self.t("Prompt"), str(self.df.at[left, "prompt"]))
+        self.prompt.value = _box(self.t("Prompt"), str(self.df.at[left, "prompt"]), tall=False)
         self.left.value = _box("A", str(self.df.at[left, "text"]))
         self.right.value = _box("B", str(self.df.at[right, "text"]))
 
@@ -193,9 +193,18 @@ class Arena:
 
 def _ranking(table: pd.DataFrame, by: str, t: Any) -> str:
     rows = "".join(
-        f"<tr><td>{r['rank']}</td><td>{html.escape(str(r[by]))}</td><td>{r['score']:+.2f}</td>"
-        f"<td>{r['low']:+.2f} … {r['high']:+.2f}</td><td>{r['win_rate']:.0%}</td><td>{r['n']}</td></tr>"
-        for _, r in table.iterrows()
+        f"<tr><td>{rank}</td><td>{html.escape(str(setting))}</td><td>{score:+.2f}</td>"
+        f"<td>{low:+.2f} … {high:+.2f}</td><td>{win_rate:.0%}</td><td>{n}</td></tr>"
+        for rank, setting, score, low, high, win_rate, n in zip(
+            table["rank"],
+            table[by],
+            table["score"],
+            table["low"],
+            table["high"],
+            table["win_rate"],
+            table["n"],
+            strict=True,
+        )
     )
     head = "".join(
         f"<th style='text-align:left;padding-right:1em'>{html.escape(t(h))}</th>"
@@ -277,10 +286,10 @@ class RateGrid:
         run_id = str(run["id"])
         known = latest.loc[run_id] if run_id in latest.index else None
         thumb = w.ToggleButtons(
-            options=[("👍", "up"), ("👎", "down")],
+            options=[(self.t("good"), "up"), (self.t("bad"), "down")],
             value=None if known is None or pd.isna(known["verdict"]) else known["verdict"],
-            tooltips=[self.t("good"), self.t("bad")],
-            style={"button_width": "3em"},
+            icons=["thumbs-up", "thumbs-down"],
+            style={"button_width": "6em"},
         )
         thumb.add_class("lmbench-rate-thumb")
         score = w.ToggleButtons(
