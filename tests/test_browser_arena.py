@@ -61,7 +61,7 @@ def test_ten_keyboard_votes_survive_a_kernel_restart_and_rank_the_settings(arena
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             _idle(page)
             _theme(page, "JupyterLab Light")
-            news = page.get_by_role("button", name="No")  # JupyterLab's question about its news feed
+            news = page.get_by_role("button", name="No", exact=True)  # JupyterLab's question about its news feed
             if news.count():
                 news.first.click()
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
