@@ -69,7 +69,8 @@ def test_ratings_become_columns_of_the_runs_table(three_runs: tuple[Store, list[
     assert table.loc[a, "ratings"] == 4, "two raters and two pairs"
     assert table.loc[c, "ratings"] == 2, "skips are not counted"
     board = lmbench.leaderboard(store.runs(), by="seed", metrics=["rating_score"])
-    assert board.seed.tolist()[0] == 0 and board.rating_score.tolist()[0] == 4.0
+    assert board.seed.tolist()[0] == 0 and board.rating_score.tolist()[0] == 4.0, "ana's latest 5 and ben's 3"
+    assert {"rating_up", "rating_score", "rating_wins"} <= set(lmbench.leaderboard(store.runs(), by="seed"))
 
 
 @pytest.mark.parametrize(

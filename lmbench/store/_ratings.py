@@ -41,8 +41,10 @@ COLUMNS = (
     "note",
     "session",
 )
-# What ``runs()`` gains per rated run (only when some run has ratings, as metrics appear when scored).
-AGGREGATES = ("rating_up", "rating_score", "rating_wins", "ratings")
+# What ``runs()`` gains per rated run (only when some run has ratings, as metrics appear when scored):
+# the scores (the leaderboard ranks by them), then the number of ratings.
+SCORES = ("rating_up", "rating_score", "rating_wins")
+AGGREGATES = (*SCORES, "ratings")
 
 
 def default_rater() -> str:
