@@ -122,3 +122,19 @@ def test_the_rating_grid_pages_through_many_runs(tmp_path: Path) -> None:
     grid.following.click()
     assert len(grid.grid.children) == 2 and grid.following.disabled
     assert runs[-1].id[:8] in grid.grid.children[-1].children[0].value
+
+
+def test_thumbs_in_the_panel_history_rate_the_selected_run(model_path: Path) -> None:
+    panel = lmbench.panel(str(model_path), lang="es")
+    panel.prompt.value = "The dog"
+    panel.form.sliders["max_tokens"].value = 4
+    panel.generate_button.click()
+    panel.wait(120)
+    assert panel.last_run is not None and panel.error.value == ""
+    assert panel.history.thumbs["up"].disabled, "nothing selected yet"
+    panel.history.runs.value = panel.last_run.id
+    panel.history.thumbs["up"].click()
+    assert "buena" in panel.history.rated.value
+    votes = lmbench.ratings("single")
+    assert votes[["run_a", "verdict"]].values.tolist() == [[panel.last_run.id, "up"]]
+    assert lmbench.runs().set_index("id").loc[panel.last_run.id, "rating_up"] == 1.0
