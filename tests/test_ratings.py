@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_cli import cli
 
 import lmbench
 from lmbench import preferences
@@ -47,6 +48,14 @@ def test_votes_are_stored_read_back_and_exported(three_runs: tuple[Store, list[s
     assert list(exported.verdict) == ["a", "tie", "up"] and list(exported.rater) == ["ana", "ana", "ben"]
     with pytest.raises(lmbench.ParameterError, match="table must be"):
         store.export(tmp_path / "x.csv", table="votes")
+
+
+def test_the_command_line_exports_the_ratings(tmp_path: Path) -> None:
+    run = lmbench.generate("Once", max_tokens=3)
+    lmbench.get_store().add_rating(run.id, verdict="up", rater="cli")
+    result = cli("export", str(tmp_path / "votes.jsonl"), "--table", "ratings")
+    assert result.returncode == 0 and "exported ratings to" in result.stdout
+    assert pd.read_json(tmp_path / "votes.jsonl", lines=True).rater.tolist() == ["cli"]
 
 
 def test_ratings_become_columns_of_the_runs_table(three_runs: tuple[Store, list[str]]) -> None:
