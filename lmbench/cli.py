@@ -95,9 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--last", "-l", type=int, default=20, help="how many of the newest runs (default 20)")
     runs.add_argument("--format", "-f", choices=["table", "csv", "json"], default="table")
 
-    export = sub.add_parser("export", help="export recorded runs to .csv, .jsonl or .parquet")
+    export = sub.add_parser("export", help="export recorded runs (or the human ratings) to .csv, .jsonl or .parquet")
     export.add_argument("path")
     export.add_argument("--experiment", "-e")
+    export.add_argument("--table", choices=["runs", "ratings"], default="runs", help="what to export (default: runs)")
 
     models = sub.add_parser("models", help="list, inspect and download models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
@@ -326,7 +327,7 @@ def _cmd_runs(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from .store._store import export
 
-    print(f"exported runs to {export(args.path, args.experiment)}")
+    print(f"exported {args.table} to {export(args.path, args.experiment, table=args.table)}")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:

@@ -44,6 +44,7 @@ from .errors import ParameterError, StoreError
 from .metrics import bootstrap
 from .params import check_text
 from .run import COLUMNS, Run
+from .store._ratings import SCORES as RATING_SCORES
 from .store._store import Store, get_store
 
 REFERENCE_SCORES = ("rouge1", "rouge2", "rougeL", "chrf", "bleu", "exact_match", "token_f1")
@@ -516,7 +517,9 @@ _ORDER = ("pass", "judge", "rougeL", "rouge1", "rouge2", "chrf", "bleu", "token_
 
 
 def _is_score(column: str) -> bool:
-    return column in _ORDER or column.startswith("assert_")
+    return (
+        column in _ORDER or column.startswith("assert_") or column in RATING_SCORES
+    )  # people's ratings, ranked after the automatic scores
 
 
 def _rank_order(column: str) -> tuple[int, str]:

@@ -112,6 +112,28 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
         CREATE INDEX runs_sweep_id_created_at ON runs (sweep_id, created_at);
         """,
     ),
+    (
+        "0015_ratings",
+        """
+        CREATE TABLE ratings (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('pairwise', 'single')),
+            run_a TEXT NOT NULL,
+            run_b TEXT,
+            shown TEXT,
+            verdict TEXT,
+            score INTEGER CHECK (score BETWEEN 1 AND 5),
+            rater TEXT NOT NULL,
+            note TEXT,
+            session TEXT,
+            CHECK ((kind = 'pairwise') = (run_b IS NOT NULL))
+        );
+        CREATE INDEX ratings_run_a ON ratings (run_a);
+        CREATE INDEX ratings_run_b ON ratings (run_b);
+        CREATE INDEX ratings_session ON ratings (session);
+        """,
+    ),
 ]
 
 

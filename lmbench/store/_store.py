@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from .._config import home, unwritable
 from ..errors import ParameterError, StoreError
 from ..run import COLUMNS, Run
+from . import _ratings
 from . import _snapshot as _table
 from ._migrations import migrate, missing_migrations
 
@@ -199,12 +200,48 @@ class Store:
                     table = table.filter(pc.equal(table["sweep_id"], sweep_id))
         frame = table.to_pandas()
         frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
-        return _typed(frame.reset_index(drop=True))
+        with self.connect() as conn:
+            rated = _ratings.aggregates(conn)
+        return _ratings.with_aggregates(_typed(frame.reset_index(drop=True)), rated)
 
-    def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
-        """Write the runs table to CSV, JSON lines (.jsonl) or Parquet, chosen by the suffix."""
+    def add_rating(
+        self,
+        run_a: str,
+        run_b: str | None = None,
+        *,
+        verdict: str | None = None,
+        score: int | None = None,
+        shown: str | None = None,
+        rater: str | None = None,
+        note: str | None = None,
+        session: str | None = None,
+    ) -> str:
+        """Record one human vote at once (one short transaction); return its id.
+
+        One run: ``verdict`` ``"up"``/``"down"`` and/or ``score`` 1-5. Two runs: ``verdict`` ``"a"``,
+        ``"b"``, ``"tie"``, ``"bad"`` (both bad) or ``"skip"``, and ``shown`` (``"ab"``: ``run_a`` was on
+        the left). ``rater`` defaults to ``$LMBENCH_RATER`` or the login name.
+        """
+        row = _ratings.checked_row(
+            run_a, run_b, verdict=verdict, score=score, shown=shown, rater=rater, note=note, session=session
+        )
+        with self.connect() as conn:
+            _ratings.insert(conn, row)
+        return str(row["id"])
+
+    def ratings(self, kind: str | None = None, *, session: str | None = None, rater: str | None = None) -> pd.DataFrame:
+        """Every human vote, oldest first (``kind``: ``"pairwise"`` or ``"single"``; or one session or rater)."""
+        with self.connect() as conn:
+            return _ratings.read(conn, kind, session, rater)
+
+    def export(self, path: str | os.PathLike[str], experiment: str | None = None, *, table: str = "runs") -> Path:
+        """Write the runs table (or ``table="ratings"``: the votes) to CSV, JSON lines (.jsonl) or Parquet."""
         target = Path(path)
-        frame = self.runs(experiment, heavy=True)
+        if table not in ("runs", "ratings"):
+            raise ParameterError(f"table must be 'runs' or 'ratings', not {table!r}", name="table", value=table)
+        if table == "ratings" and experiment is not None:
+            raise ParameterError("ratings are exported whole: filter ratings() for one experiment", name="experiment")
+        frame = self.runs(experiment, heavy=True) if table == "runs" else self.ratings()
         suffix = target.suffix.lower()
         if suffix == ".csv":
             frame.to_csv(target, index=False)
@@ -364,7 +401,25 @@ def runs(
 
 
 def export(
-    path: str | os.PathLike[str], experiment: str | None = None, *, store: str | os.PathLike[str] | Store | None = None
+    path: str | os.PathLike[str],
+    experiment: str | None = None,
+    *,
+    table: str = "runs",
+    store: str | os.PathLike[str] | Store | None = None,
 ) -> Path:
-    """Export recorded runs to CSV, JSON lines or Parquet by file suffix."""
-    return get_store(store).export(path, experiment)
+    """Export recorded runs (or ``table="ratings"``: the human votes) to CSV, JSON lines or Parquet by file suffix."""
+    return get_store(store).export(path, experiment, table=table)
+
+
+def add_rating(
+    run_a: str, run_b: str | None = None, *, store: str | os.PathLike[str] | Store | None = None, **vote: Any
+) -> str:
+    """Record one human vote of one run or a pair (see ``Store.rate``); return its id."""
+    return get_store(store).add_rating(run_a, run_b, **vote)
+
+
+def ratings(
+    kind: str | None = None, *, store: str | os.PathLike[str] | Store | None = None, **filters: Any
+) -> pd.DataFrame:
+    """Every human vote as a DataFrame, oldest first (see ``Store.ratings``)."""
+    return get_store(store).ratings(kind, **filters)

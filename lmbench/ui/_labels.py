@@ -81,6 +81,27 @@ SPANISH = {
     "API key (optional)": "clave de API (opcional)",
     "Start server": "Iniciar servidor",
     "Stop server": "Detener servidor",
+    # The arena and the rating grid.
+    "A is better": "A es mejor",
+    "B is better": "B es mejor",
+    "Tie": "Empate",
+    "Both bad": "Ambas malas",
+    "Skip": "Saltar",
+    "note (optional)": "nota (opcional)",
+    "Done": "Terminado",
+    "of": "de",
+    "pairs": "pares",
+    "keys": "teclas",
+    "rank": "puesto",
+    "score": "puntuación",
+    "95% interval": "intervalo del 95 %",
+    "win rate": "tasa de victorias",
+    "votes": "votos",
+    "Previous": "Anterior",
+    "Next": "Siguiente",
+    "runs": "ejecuciones",
+    "good": "buena",
+    "bad": "mala",
 }
 
 

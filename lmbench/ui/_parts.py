@@ -393,7 +393,22 @@ class HistoryTab:
         self._pages = 1
         self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
         self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
-        self.box = w.VBox([row([refresh, self.all]), w.HTML(view.HISTORY_HEADER), self.runs, self.older])
+        self.thumbs = {}
+        for verdict, icon, tip in (("up", "thumbs-up", "good"), ("down", "thumbs-down", "bad")):
+            thumb = w.Button(icon=icon, tooltip=host.t(tip), layout=w.Layout(width="3em"), disabled=True)
+            thumb.add_class(f"lmbench-history-{verdict}")
+            thumb.on_click(lambda _, verdict=verdict: self.rate(verdict))
+            self.thumbs[verdict] = thumb
+        self.rated = w.HTML()
+        self.box = w.VBox(
+            [
+                row([refresh, self.all]),
+                w.HTML(view.HISTORY_HEADER),
+                self.runs,
+                row([*self.thumbs.values(), self.rated]),
+                self.older,
+            ]
+        )
 
     def refresh(self, pages: int = 1) -> None:
         """Reload the newest ``pages`` pages of runs from the store (only those rows are read)."""
@@ -413,7 +428,21 @@ class HistoryTab:
         finally:
             self._restoring = False
 
+    def rate(self, verdict: str) -> None:
+        """Thumbs up or down for the selected run, stored at once (``rating_up`` in ``lmbench.runs()``)."""
+        if self.runs.value is None:
+            return
+        try:
+            self.host.store.add_rating(self.runs.value, verdict=verdict)
+        except LmbenchError as exc:
+            self.host.show_error(exc)
+            return
+        self.rated.value = view.rated(self.host.t("good" if verdict == "up" else "bad"), self.runs.value)
+
     def _on_select(self, change: dict[str, Any]) -> None:
+        for thumb in self.thumbs.values():
+            thumb.disabled = change["new"] is None
+        self.rated.value = ""
         if self._restoring or change["new"] is None:
             return
         try:
