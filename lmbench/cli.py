@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .datasets import write_table
 from .errors import LmbenchError
 from .params import given_params, option_specs, validate_params
 from .presets import resolve_preset
@@ -284,20 +285,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     columns = [c for c in wanted if c in frame]
     _print_table(frame[columns])
     if output:
-        _write_table(frame, Path(output))
+        write_table(frame, output)
         print(f"wrote {len(frame)} runs to {output}", file=sys.stderr)
-
-
-def _write_table(frame: Any, target: Path) -> None:
-    suffix = target.suffix.lower()
-    if suffix == ".csv":
-        frame.to_csv(target, index=False)
-    elif suffix in (".jsonl", ".json"):
-        frame.to_json(target, orient="records", lines=suffix == ".jsonl", date_format="iso")
-    elif suffix == ".parquet":
-        frame.to_parquet(target, index=False)
-    else:
-        raise UsageError(f"cannot write {target.name}: use .csv, .jsonl, .json or .parquet")
 
 
 def _print_table(frame: Any) -> None:

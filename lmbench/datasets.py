@@ -39,6 +39,24 @@ class Item:
         return {"id": self.id, "vars": self.vars, "reference": self.reference, "assert": self.assertions}
 
 
+def write_table(frame: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a DataFrame by its file's suffix: CSV, JSON lines (.jsonl, .ndjson), a JSON array (.json) or Parquet.
+
+    The same suffixes data sets are read from, so an exported table is a data set again.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(target, index=False)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        frame.to_json(target, orient="records", lines=suffix != ".json", date_format="iso")
+    elif suffix == ".parquet":
+        frame.to_parquet(target, index=False)
+    else:
+        raise ParameterError(f"cannot write {target.name!r}: use .csv, .jsonl, .ndjson, .json or .parquet", name="path")
+    return target
+
+
 def _rows(data: DataArg) -> list[dict[str, Any]]:
     import pandas as pd
 
@@ -57,7 +75,7 @@ def _rows(data: DataArg) -> list[dict[str, Any]]:
             elif suffix == ".parquet":
                 frame = pd.read_parquet(path)
             else:
-                raise ParameterError(f"data file {path}: use .csv, .jsonl, .json or .parquet", name="data")
+                raise ParameterError(f"data file {path}: use .csv, .jsonl, .ndjson, .json or .parquet", name="data")
         except (OSError, ValueError, ImportError) as exc:
             raise ParameterError(f"cannot read data file {path}: {exc}", name="data") from None
         return _rows(frame)

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from .._config import home, unwritable
+from ..datasets import write_table
 from ..errors import ParameterError, StoreError
 from ..run import COLUMNS, Run
 from . import _ratings
@@ -242,16 +243,7 @@ class Store:
         if table == "ratings" and experiment is not None:
             raise ParameterError("ratings are exported whole: filter ratings() for one experiment", name="experiment")
         frame = self.runs(experiment, heavy=True) if table == "runs" else self.ratings()
-        suffix = target.suffix.lower()
-        if suffix == ".csv":
-            frame.to_csv(target, index=False)
-        elif suffix in (".jsonl", ".ndjson", ".json"):
-            frame.to_json(target, orient="records", lines=suffix != ".json", date_format="iso")
-        elif suffix == ".parquet":
-            frame.to_parquet(target, index=False)
-        else:
-            raise StoreError(f"cannot export to {target.name!r}: use a .csv, .jsonl, .json or .parquet file")
-        return target
+        return write_table(frame, target)
 
 
 # A filtered selection of at most this many runs is read from SQLite rather than from the snapshot.
