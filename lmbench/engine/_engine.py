@@ -14,7 +14,7 @@ from typing import Any
 
 import llama_cpp
 
-from .. import models
+from .. import _grammar, models
 from ..errors import EngineClosedError, ModelLoadError, ParameterError
 from ..params import GenerationParams
 from . import _llama_log, _probe
@@ -188,8 +188,16 @@ class Engine:
         return self._vocab
 
     def check_constraint(self, params: GenerationParams) -> None:
-        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse."""
-        if params.constraint() is not None:
+        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse.
+
+        A large grammar is built in a child process first: a crash there is an error here, not the end of this process.
+        """
+        grammar = params.constraint()
+        if grammar is not None:
+            try:
+                _grammar.verify(grammar, self.path)
+            except ValueError as exc:
+                raise ParameterError(str(exc), name="json_schema" if params.json_schema else "grammar") from None
             SamplerChain(params, 0, self.n_vocab, (), self.vocab).close()
 
     def detokenize(self, tokens: list[int]) -> str:

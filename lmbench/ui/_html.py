@@ -27,6 +27,11 @@ def probability_colour(p: float) -> str:
     return f"hsla({120 * max(0.0, min(1.0, p)):.0f}, 80%, 50%, 0.35)"
 
 
+def rated(verdict: str, run_id: str) -> str:
+    """The note beside the history's thumbs once a run is rated."""
+    return f"<span style='{MUTED}'>{html.escape(verdict)} · run {html.escape(run_id[:8])}</span>"
+
+
 def error(message: str) -> str:
     """An error in plain words, in red."""
     return f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{html.escape(message)}</div>"
