@@ -63,8 +63,9 @@ clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
 
 # JupyterLab on this set-up (the lmbench kernel, the panel and the API under /lmbench/), on this machine only.
+# As root (a container, a CI machine) JupyterLab refuses to start without --allow-root.
 lab: setup
-	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks
 
 # The container image (docs/docker.md): JupyterLab, the panel and the API on port 8080, built with docker or podman.
 IMAGE ?= lmbench
