@@ -104,3 +104,17 @@ def test_make_lab_starts_as_root() -> None:
         ["sh", "-c", command.replace(".venv/bin/jupyter lab", "echo")], capture_output=True, text=True
     )
     assert ("--allow-root" in shown.stdout) == (os.geteuid() == 0)
+
+
+def test_the_stats_line_and_the_counter_speak_spanish(model_path: Path) -> None:
+    panel = lmbench.panel(str(model_path), lang="es")
+    panel.prompt.value = "Érase una vez"
+    panel.form.sliders["max_tokens"].value = 4
+    _click(panel, panel.generate_button)
+    run = panel.last_run
+    assert run is not None and panel.error.value == ""
+    stats = html.unescape(panel.stats.value)
+    assert f"{run.prompt_tokens} tokens del prompt" in stats and "texto en bruto" in stats
+    assert f"semilla {run.seed}" in stats and "prompt tokens" not in stats
+    assert f"{run.prompt_tokens} tokens de {panel.engine.n_ctx} · texto en bruto" in panel.token_count.value
+    assert "Copiar" in panel.output.value

@@ -65,18 +65,19 @@ def output(prompt: str, text: str, *, t: Callable[[str], str] = str, live: str =
     )
 
 
-def stats(run: Run) -> str:
-    """The stats line: tokens, time to first token, speed, finish reason, seed, run id."""
+def stats(run: Run, t: Callable[[str], str] = str) -> str:
+    """The stats line: tokens, time to first token, speed, finish reason, how the prompt was sent, seed,
+    run id (in the panel's language)."""
     parts = [
-        f"{run.prompt_tokens} prompt tokens",
-        f"{run.completion_tokens} completion tokens",
+        f"{run.prompt_tokens} {t('prompt tokens')}",
+        f"{run.completion_tokens} {t('completion tokens')}",
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
-        f"finish: {run.finish_reason}",
-        f"{run.n_threads} threads" if run.n_threads else "",
-        run.prompt_mode,
-        f"seed {run.seed}",
-        f"run {run.id[:8]}",
+        f"{t('finish')}: {run.finish_reason}",
+        f"{run.n_threads} {t('threads')}" if run.n_threads else "",
+        t(run.prompt_mode),
+        f"{t('seed')} {run.seed}",
+        f"{t('run')} {run.id[:8]}",
     ]
     line = " · ".join(p for p in parts if p)
     return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(line)}</div>"

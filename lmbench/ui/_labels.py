@@ -78,6 +78,11 @@ SPANISH = {
     "tokens, que comparten el prompt y la respuesta: indica como máximo {n_ctx} o carga el modelo con un contexto "
     "mayor",
     "Copy": "Copiar",
+    "prompt tokens": "tokens del prompt",
+    "completion tokens": "tokens generados",
+    "finish": "fin",
+    "seed": "semilla",
+    "run": "ejecución",
     "Copy the reply": "Copiar la respuesta",
     "characters": "caracteres",
     "tokens": "tokens",

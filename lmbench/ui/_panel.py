@@ -321,7 +321,7 @@ class Panel:
         self._render_output(run.prompt, run.text)
         if self.form.random_seed.value:  # show the seed drawn, so it can be kept by unticking "random"
             self.form.seed.value = run.seed
-        self.stats.value = view.stats(run)
+        self.stats.value = view.stats(run, self.t)
         self.picker.show_kv_cache(self.engine)
         entries = run.token_logprobs or []
         self.debug.value = view.tokens(entries)
