@@ -118,3 +118,28 @@ def test_the_stats_line_and_the_counter_speak_spanish(model_path: Path) -> None:
     assert f"semilla {run.seed}" in stats and "prompt tokens" not in stats
     assert f"{run.prompt_tokens} tokens de {panel.engine.n_ctx} · texto en bruto" in panel.token_count.value
     assert "Copiar" in panel.output.value
+
+
+def test_the_server_tabs_examples_are_the_panels_request_and_both_run(
+    panel: lmbench.Panel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    panel.prompt.value = "The little dragon"
+    panel.form.sliders["temperature"].value = 0.3
+    panel.form.sliders["max_tokens"].value = 7
+    panel.server.port.value = 0
+    panel.server.button.click()
+    try:
+        blocks = [html.unescape(b) for b in re.findall(r"<pre[^>]*>(.*?)</pre>", panel.server.info.value, re.S)]
+        assert len(blocks) == 2
+        guide, client = blocks
+        assert "'prompt': 'The little dragon'" in guide and "'temperature': 0.3" in guide and "'max_tokens': 7" in guide
+        assert "chat.completions.create(" in client and "max_tokens=7" in client and "print(" in client
+        for example in blocks:
+            exec(example, {})
+            assert capsys.readouterr().out.strip(), "each example prints the generated text"
+        runs = lmbench.runs(store=panel.store)
+        assert runs.prompt.tolist() == ["The little dragon"] * 2 and runs.max_tokens.tolist() == [7, 7]
+    finally:
+        panel.server.button.click()

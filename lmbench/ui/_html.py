@@ -115,21 +115,29 @@ def models_table(frame: Any, loaded: str | None) -> str:
     return f"<table class='lmbench-models' style='font-size:85%'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def server_info(url: str | None, api_key: str | None) -> str:
-    """Where the panel's API server listens, and the guides' Python example filled in for it."""
+def server_info(
+    url: str | None, api_key: str | None, request: dict[str, Any] | None = None, model: str = "local"
+) -> str:
+    """Where the panel's API server listens, and the guides' Python and ``openai`` examples filled in for it
+    with ``request`` (the panel's prompt, temperature, top_p and max_tokens), each in its own block."""
     if url is None:
         return (
             f"<small style='{MUTED}'>The local API (LM Studio-style and OpenAI-compatible) is not running: "
             "choose a port (0: any free one) and start it.</small>"
         )
+    body = request or {"prompt": "Once upon a time", "max_tokens": 100}
     headers = f', headers={{"Authorization": "Bearer {api_key}"}}' if api_key else ""
     example = (
         "import requests\n\n"
-        f'response = requests.post("{url}/api/generate", json={{"prompt": "Once upon a time", "max_tokens": 100}}'
-        f'{headers})\nprint(response.json()["text"])'
+        f'response = requests.post("{url}/api/generate", json={body!r}{headers})\nprint(response.json()["text"])'
     )
     openai_key = api_key or "unused"
-    client = f'from openai import OpenAI\n\nclient = OpenAI(base_url="{url}/v1", api_key="{openai_key}")'
+    settings = "".join(f", {k}={v!r}" for k, v in body.items() if k != "prompt")
+    client = (
+        f'from openai import OpenAI\n\nclient = OpenAI(base_url="{url}/v1", api_key="{openai_key}")\n'
+        f'reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": '
+        f"{body['prompt']!r}}}]{settings})\nprint(reply.choices[0].message.content)"
+    )
     return (
         f"<div>Serving on <a href='{html.escape(url)}/api/status' target='_blank'><code>{html.escape(url)}</code></a>"
         f" (this machine only; requests are recorded in the panel's store)</div>"

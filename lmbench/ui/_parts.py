@@ -316,7 +316,7 @@ class ParamsForm:
         self._restoring = False
         self._refresh_presets()
         grid = w.GridBox(
-            [*(w.HBox([v, self.max_tokens_note]) if k == "max_tokens" else v for k, v in self.sliders.items())],
+            [*(w.VBox([v, self.max_tokens_note]) if k == "max_tokens" else v for k, v in self.sliders.items())],
             layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))"),
         )
         self.box = w.VBox(
@@ -642,8 +642,18 @@ class ServerTab:
         api_log.setLevel(logging.INFO)
         api_log.addHandler(self._handler)
         self.button.description, self.button.button_style = t("Stop server"), "danger"
-        self.info.value = view.server_info(url, settings.api_key)
+        self.info.value = view.server_info(url, settings.api_key, self._example_request(), server.service.default_id)
         self.host.event(f"API server on {url} (model {server.service.default_id})")
+
+    def _example_request(self) -> dict[str, Any]:
+        """The examples' request: the panel's prompt (or the guides' own) and its main settings."""
+        try:
+            values = self.host.values()
+        except LmbenchError:  # a setting the form refuses: the examples keep the guides' values
+            values = {}
+        request: dict[str, Any] = {"prompt": self.host.prompt_text().strip() or "Once upon a time"}
+        request.update({k: values[k] for k in ("temperature", "top_p", "max_tokens") if k in values})
+        return request
 
     def _on_request(self, line: str) -> None:
         self._requests.append(f"{datetime.now():%H:%M:%S} {line}")
