@@ -59,7 +59,7 @@ def stats(run: Run) -> str:
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
         f"finish: {run.finish_reason}",
-        f"{run.n_threads} threads" if run.n_threads else "",
+        f"{run.n_threads} thread{'' if run.n_threads == 1 else 's'}" if run.n_threads else "",
         f"chat template ({run.chat_format})" if run.chat_format else "raw completion",
         f"seed {run.seed}",
         f"run {run.id[:8]}",
