@@ -74,7 +74,7 @@ def stats(run: Run, t: Callable[[str], str] = str) -> str:
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
         f"{t('finish')}: {run.finish_reason}",
-        f"{run.n_threads} {t('threads')}" if run.n_threads else "",
+        f"{run.n_threads} {t('thread' if run.n_threads == 1 else 'threads')}" if run.n_threads else "",
         t(run.prompt_mode),
         f"{t('seed')} {run.seed}",
         f"{t('run')} {run.id[:8]}",

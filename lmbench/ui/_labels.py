@@ -81,6 +81,7 @@ SPANISH = {
     "prompt tokens": "tokens del prompt",
     "completion tokens": "tokens generados",
     "finish": "fin",
+    "thread": "hilo",
     "seed": "semilla",
     "run": "ejecución",
     "Copy the reply": "Copiar la respuesta",
