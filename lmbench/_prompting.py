@@ -25,13 +25,12 @@ with ``"\\nUser:"`` added to the stop strings.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import _template, models
+from . import _template
 from .engine._engine import Engine
 from .errors import ParameterError
 from .params import check_text
@@ -68,14 +67,6 @@ class Turn:
 def has_template(engine: Engine) -> bool:
     """Whether the model carries a chat template (an instruct or chat model)."""
     return bool(engine.metadata.get("tokenizer.chat_template"))
-
-
-def uses_template(model: str | os.PathLike[str] | Engine | None) -> bool:
-    """Whether a model (loaded or not: read from its file's metadata) carries a chat template."""
-    if isinstance(model, Engine) and not model.closed:
-        return has_template(model)
-    path = model.path if isinstance(model, Engine) else models.resolve(model)
-    return bool(models.metadata(path).get("has_chat_template"))
 
 
 def prepare(engine: Engine, prompt: str, *, raw: bool = False, system: str | None = None) -> Turn:
