@@ -143,3 +143,20 @@ def test_the_server_tabs_examples_are_the_panels_request_and_both_run(
         assert runs.prompt.tolist() == ["The little dragon"] * 2 and runs.max_tokens.tolist() == [7, 7]
     finally:
         panel.server.button.click()
+
+
+def test_the_chat_has_a_stop_beside_its_message_box(panel: lmbench.Panel) -> None:
+    assert panel.chat.stop_button.disabled
+    panel.form.sliders["max_tokens"].value = 2000
+    panel.form.toggles["ignore_eos"].value = True
+    panel.chat.input.value = "Tell me a long story."
+    panel.chat.send_button.click()
+    for _ in range(600):  # until the reply has started streaming
+        if panel.chat.stop_button.disabled is False and "…" in panel.chat.transcript.value:
+            break
+        panel.wait(0.05)
+    panel.chat.stop_button.click()
+    panel.wait(120)
+    run = panel.last_run
+    assert run is not None and run.finish_reason == "cancelled" and run.completion_tokens < 2000
+    assert panel.chat.stop_button.disabled and panel.stop_button.disabled

@@ -234,9 +234,14 @@ class Panel:
         self.error.value = ""
         for action in self._action_buttons():
             action.disabled = True
-        self.stop_button.disabled = False
+        for stop in self._stop_buttons():
+            stop.disabled = False
         self._worker = threading.Thread(target=self._run_job, args=(job,), name="lmbench-panel", daemon=True)
         self._worker.start()
+
+    def _stop_buttons(self) -> tuple[w.Button, ...]:
+        """Stop under the prompt and beside the chat's message box: enabled while work runs."""
+        return (self.stop_button, self.chat.stop_button)
 
     def _action_buttons(self) -> tuple[w.Button, ...]:
         return (
@@ -258,7 +263,8 @@ class Panel:
             self.status_line.value = ""
             for action in self._action_buttons():
                 action.disabled = False
-            self.stop_button.disabled = True
+            for stop in self._stop_buttons():
+                stop.disabled = True
             self.history.refresh()
             self._refresh_log()
 

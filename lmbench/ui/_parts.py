@@ -286,7 +286,9 @@ class ParamsForm:
         self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True)
         self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False)
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
-        self.stop = w.TagsInput(value=[], allow_duplicates=False, tooltip="Stop strings")
+        self.stop = w.TagsInput(
+            value=[], allow_duplicates=False, tooltip="Stop strings", layout=w.Layout(min_width="24em", width="auto")
+        )
         self.json_schema = w.Textarea(
             placeholder='JSON schema, e.g. {"type": "object", "properties": {"answer": {"type": "string"}}}',
             rows=3,
@@ -548,11 +550,19 @@ class ChatTab:
         self.send_button.on_click(lambda _: host.start(self.job))
         self.regenerate_button = button(t("Regenerate"), "", "Ask for the last reply again", "lmbench-regenerate")
         self.regenerate_button.on_click(lambda _: host.start(self.regenerate))
+        self.stop_button = button(t("Stop"), "danger", "Stop the reply", "lmbench-chat-stop")
+        self.stop_button.disabled = True
+        self.stop_button.on_click(lambda _: host.cancel.set())
         new_chat = button(t("New chat"), "", "Forget the conversation", "lmbench-new-chat")
         new_chat.on_click(lambda _: self.new())
         self.render()
         self.box = w.VBox(
-            [self.system, self.transcript, self.input, row([self.send_button, self.regenerate_button, new_chat])]
+            [
+                self.system,
+                self.transcript,
+                self.input,
+                row([self.send_button, self.stop_button, self.regenerate_button, new_chat]),
+            ]
         )
 
     def job(self) -> None:
