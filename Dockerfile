@@ -44,6 +44,7 @@ COPY --from=builder /opt/lmbench /opt/lmbench
 COPY --from=app /app /tmp/app
 RUN /opt/lmbench/bin/pip install --no-deps --no-index /tmp/app/*.whl && rm -rf /tmp/app
 COPY docker/jupyter_server_config.py /opt/lmbench/etc/jupyter/jupyter_server_config.py
+COPY docker/overrides.json /opt/lmbench/share/jupyter/lab/settings/overrides.json
 COPY docker/start.sh /opt/lmbench/bin/lmbench-lab
 COPY notebooks /opt/lmbench/share/lmbench/notebooks
 # Runs, presets and notebooks in /data (the volume); extra GGUF files in /models; no telemetry or update checks.
