@@ -22,9 +22,11 @@ from .errors import (
 from .generation import generate
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
+from .reproduce import Divergence, audit, diff, fork
 from .run import Run
 from .scores import judge, leaderboard, score
-from .store import Store, export, get_store, runs, use_store
+from .significance import Paired, Regressions, paired, regressions
+from .store import Store, environments, export, get_store, runs, use_store
 from .sweep import sweep
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "ClusterError",
     "Comparison",
     "ContextOverflowError",
+    "Divergence",
     "Engine",
     "EngineClosedError",
     "GenerationError",
@@ -67,17 +70,23 @@ __all__ = [
     "LmbenchError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "Paired",
     "Panel",
     "ParameterError",
+    "Regressions",
     "Run",
     "Store",
     "StoreError",
     "__version__",
+    "audit",
     "chat",
     "compare",
     "delete_preset",
     "detokenize",
+    "diff",
+    "environments",
     "export",
+    "fork",
     "generate",
     "get_store",
     "judge",
@@ -86,6 +95,7 @@ __all__ = [
     "loaded",
     "metrics",
     "models",
+    "paired",
     "panel",
     "param_specs",
     "plot_heatmap",
@@ -93,6 +103,7 @@ __all__ = [
     "plot_quality_speed",
     "plot_sweep",
     "presets",
+    "regressions",
     "runs",
     "save_preset",
     "score",

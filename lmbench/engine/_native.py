@@ -20,6 +20,16 @@ from . import _llama_log
 Entry = tuple[int, int, int, bool]
 
 
+def ggml_type_name(value: int) -> str:
+    """A ggml tensor type's name as llama.cpp writes it (``f16``, ``q8_0``)."""
+    names = {
+        getattr(llama_cpp, n): n[len("GGML_TYPE_") :].lower()
+        for n in dir(llama_cpp)
+        if n.startswith("GGML_TYPE_") and n != "GGML_TYPE_COUNT"
+    }
+    return names.get(value, str(value))
+
+
 class Batch:
     """A ``llama_batch`` of up to ``capacity`` tokens, each in one sequence."""
 
@@ -73,6 +83,7 @@ class Context:
             self.ptr = None
             raise GenerationError(f"llama.cpp could not make a context of {slots} x {per_slot} tokens")
         self.slots, self.per_slot, self.n_batch = slots, per_slot, n_batch
+        self.kv_cache_type = ggml_type_name(params.type_k)
         self.memory = llama_cpp.llama_get_memory(self.ptr)
         self.batch = Batch(n_batch)
 

@@ -94,8 +94,13 @@ class Store:
             rows = [_checked_row(run.to_record(), declared) for run in batch]
             columns = list(declared)
             sql = f"INSERT OR REPLACE INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            environments = {r.environment: r.environment_facts for r in batch if r.environment and r.environment_facts}
             conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO environments (id, facts) VALUES (?, ?)",
+                    [(key, json.dumps(facts, sort_keys=True)) for key, facts in environments.items()],
+                )
                 for run, row in zip(batch, rows, strict=True):
                     conn.execute(sql, [row.get(c) for c in columns])
                     conn.executemany(
@@ -160,6 +165,16 @@ class Store:
         if last is not None:
             frame = frame.iloc[max(len(frame) - int(last), 0) :]
         return _typed(frame.reset_index(drop=True))
+
+    def environments(self) -> pd.DataFrame:
+        """One row per environment the store's runs were made in: its id (the runs' ``environment``
+        column) and its facts (llama.cpp's system info, versions, platform, CPU) as columns."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT id, facts FROM environments ORDER BY id").fetchall()
+        return pd.DataFrame(
+            [{"environment": key, **json.loads(facts)} for key, facts in rows],
+            columns=None if rows else ["environment"],
+        )
 
     def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
         """Write the runs table to CSV, JSON lines (.jsonl) or Parquet, chosen by the suffix."""
@@ -297,6 +312,11 @@ def runs(
 ) -> pd.DataFrame:
     """Recorded runs as a DataFrame (see ``Store.runs``)."""
     return get_store(store).runs(experiment, **kwargs)
+
+
+def environments(store: str | os.PathLike[str] | Store | None = None) -> pd.DataFrame:
+    """The environments of the store's runs (see ``Store.environments``)."""
+    return get_store(store).environments()
 
 
 def export(
