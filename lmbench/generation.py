@@ -85,14 +85,6 @@ def stopper(cancel: Cancel) -> Callable[[], bool]:
     return cancel
 
 
-@dataclass(frozen=True)
-class Continuation:
-    """Tokens a run starts from after its prompt, as if it had generated them (a fork), with their records."""
-
-    tokens: list[int]
-    entries: list[dict[str, Any]]
-
-
 @dataclass
 class Job:
     """One run to make: the prompt as sent, its parameters, the fields recorded with it, who hears its text."""
@@ -103,7 +95,14 @@ class Job:
     on_token: Callable[[str], Any] | None = None
     special: bool = False  # parse special-token text in the prompt (chat templates write them as text)
     add_bos: bool = True
-    continuation: Continuation | None = None  # a fork: generated tokens to go on from
+
+
+@dataclass
+class Continuation(Job):
+    """A job that goes on from tokens as if it had generated them after its prompt (a fork), with their records."""
+
+    tokens: list[int] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def execute_many(
@@ -143,9 +142,9 @@ def execute_many(
             end_tokens=engine.eog_tokens,
             on_token=job.on_token,
         )
-        resumed = job.continuation.tokens if job.continuation is not None else []
-        if job.continuation is not None:
-            sequence.resume(resumed, job.continuation.entries)
+        resumed = job.tokens if isinstance(job, Continuation) else []
+        if isinstance(job, Continuation):
+            sequence.resume(resumed, job.entries)
         sampler = (job.params, job.params.seed, engine.n_vocab, engine.eog_tokens, engine.vocab, resumed)
         requests.append(Request([*tokens, *resumed], sequence, sampler, should_stop))
     if slots is not None and requests:
@@ -178,7 +177,7 @@ def execute_many(
 
 def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> Run:
     sequence = request.sequence
-    resumed = len(job.continuation.tokens) if job.continuation is not None else 0
+    resumed = len(job.tokens) if isinstance(job, Continuation) else 0
     slots, n_batch, kv_cache_type = request.context or (None, None, None)
     return build_run(
         engine,

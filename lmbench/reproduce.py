@@ -238,11 +238,18 @@ def fork(
         parent_id=run.id,
         fork_position=position,
     )
-    continuation = Continuation([*ids[:position], chosen], [*entries[:position], _forced_entry(engine, at, chosen)])
     special = run.chat_format is not None  # a chat template wrote its special tokens (and maybe its BOS) as text
     with_bos = engine.tokenize(run.prompt, add_bos=True, special=special)
     add_bos = not (special and len(with_bos) > 1 and with_bos[0] == with_bos[1])
-    job = Job(run.prompt, values, labels, special=special, add_bos=add_bos, continuation=continuation)
+    job = Continuation(
+        run.prompt,
+        values,
+        labels,
+        special=special,
+        add_bos=add_bos,
+        tokens=[*ids[:position], chosen],
+        entries=[*entries[:position], _forced_entry(engine, at, chosen)],
+    )
     (child,), interruption = execute_many(engine, [job])
     if child is None:
         raise interruption or GenerationError("the fork did not start")
