@@ -111,3 +111,22 @@ def test_every_run_records_its_environment() -> None:
     assert grouped[(run.environment, 4)] == 4 and grouped[(run.environment, 1)] == 1
     again = lmbench.get_store().get(run.id)
     assert (again.environment, again.slots, again.kv_cache_type) == (run.environment, 1, "f16")
+
+
+def test_a_forced_divergence_is_reported_at_the_exact_token() -> None:
+    """On the test model every audit condition gives the same tokens (see the audit test), so the divergence
+    is forced: a fork at a chosen position. ``diff`` (the report an audit gives a divergent run) must name it."""
+    parent = lmbench.generate(PROMPT, model=TEST_MODEL, seed=5, temperature=0.0, max_tokens=16, logprobs=5)
+    at = 5
+    alternative = parent.token_logprobs[at]["top"][2]
+    child = fork(parent, at, alternative["id"])
+    report = diff(parent, child.id)
+    assert report.position == at and not report.identical
+    split = report.fork
+    assert split["token_a"] == parent.token_logprobs[at]["token"] and split["token_b"] == alternative["token"]
+    assert split["a_logprob_of_b"] == pytest.approx(alternative["logprob"])  # the parent's view of the chosen token
+    assert split["top_a"] == [(t["token"], round(t["logprob"], 6)) for t in parent.token_logprobs[at]["top"]]
+    assert split["near_tie"] is (
+        parent.token_logprobs[at]["top"][0]["logprob"] - parent.token_logprobs[at]["top"][1]["logprob"] < 1e-3
+    )
+    assert list(report.frame.same[:at]) == [True] * at
