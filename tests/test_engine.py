@@ -26,12 +26,28 @@ def test_load_is_cached_and_returns_the_same_engine(model_path: Path) -> None:
 
 def test_other_options_load_another_engine_and_evict_the_first(model_path: Path) -> None:
     first = lmbench.load(model_path)
-    other = lmbench.load(model_path, n_ctx=256)
+    with pytest.warns(UserWarning, match=r"loading it again with n_ctx=256 \(loaded: 2048\)"):
+        other = lmbench.load(model_path, n_ctx=256)
     assert other is not first and other.n_ctx == 256
     assert first.closed, "with one resident model the least recently used one is closed"
     with pytest.raises(lmbench.EngineClosedError):
         first.tokenize("hello")
     assert loaded() == [other]
+
+
+def test_load_settings_are_kept_by_every_call_naming_the_model(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    monkeypatch.setenv("LMBENCH_MODEL_PATH", str(model_path.parent))
+    lmbench.unload()
+    mine = lmbench.load(model_path, n_threads=1, n_ctx=512)
+    run = lmbench.generate("Once upon a time", model=str(model_path), max_tokens=4)
+    by_name = lmbench.generate("Once upon a time", model=model_path.name, max_tokens=4)
+    by_alias = lmbench.generate("Once upon a time", model=model_path.stem, max_tokens=4)
+    assert loaded() == [mine] and mine.n_threads == 1 and mine.n_ctx == 512
+    assert {run.model_path, by_name.model_path, by_alias.model_path} == {str(model_path)}
+    assert lmbench.load(model_path, n_threads=1) is mine, "settings that agree reuse the engine"
+    assert not [w for w in recwarn if "loaded with other settings" in str(w.message)]
 
 
 def test_max_models_keeps_several_resident(model_path: Path) -> None:

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
 from .. import models
-from ..errors import EngineClosedError, GenerationError, ModelLoadError, ParameterError
+from ..errors import EngineClosedError, ModelLoadError, ParameterError
 from ..params import GenerationParams
 from . import _llama_log, _probe
+from ._native import Model
 from ._sampling import SamplerChain
 from ._scheduler import Scheduler
 
 _llama_log.install()
-# The context of llama-cpp-python's own Llama object: lmbench decodes in its scheduler's context.
-_UNUSED_CTX = 64
 
 
 def physical_cores() -> int:
@@ -57,51 +55,6 @@ def cpu_has_amx() -> bool:
             return any(line.startswith("flags") and " amx_int8" in line for line in fh)
     except OSError:
         return False
-
-
-_params_lock = threading.Lock()
-
-
-class _NoChatFormatter:
-    """Stands in for llama-cpp-python's chat-template compiler while lmbench loads a model.
-
-    ``llama_cpp.Llama()`` compiles the file's chat templates with Jinja's constant folding on, so a
-    hostile template (``{{ 'x' * 3000000000 }}``) hangs the load; lmbench renders templates itself,
-    in a sandbox with limits (``lmbench._template``), and never uses llama-cpp-python's chat handlers.
-    """
-
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def to_chat_handler(self) -> Any:
-        def refuse(*_: Any, **__: Any) -> Any:
-            raise GenerationError("chat through lmbench.chat(); llama-cpp-python's chat handler is not set up")
-
-        return refuse
-
-
-@contextlib.contextmanager
-def model_params(**fields: Any) -> Iterator[None]:
-    """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load
-    (and keep it from compiling the file's chat templates)."""
-    module = llama_cpp.llama_cpp
-    original = module.llama_model_default_params
-    formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter
-
-    def patched() -> Any:
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
-
-    with _params_lock:
-        module.llama_model_default_params = patched
-        llama_cpp.llama_chat_format.Jinja2ChatFormatter = _NoChatFormatter  # type: ignore[misc, assignment]
-        try:
-            yield
-        finally:
-            module.llama_model_default_params = original
-            llama_cpp.llama_chat_format.Jinja2ChatFormatter = formatter  # type: ignore[misc]
 
 
 def preflight(path: Path, weight_repack: bool) -> tuple[dict[str, Any], str]:
@@ -154,35 +107,20 @@ class Engine:
         self.info, self.sha256 = preflight(path, self.weight_repack)
         self.size = path.stat().st_size
         checked = time.perf_counter()
-        with _llama_log.capture(self.logs), model_params(use_extra_bufts=self.weight_repack):
-            try:
-                self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=_UNUSED_CTX,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    n_gpu_layers=n_gpu_layers,
-                    logits_all=False,
-                    verbose=False,
-                    **load_options,
-                )
-            except (ValueError, RuntimeError, OSError) as exc:
-                tail = next((line for line in reversed(self.logs) if "ERROR" in line), "")
-                raise ModelLoadError(path, f"llama.cpp refused it: {exc} {tail}".strip()) from None
-            except TypeError as exc:
-                raise ModelLoadError(path, f"bad load option: {exc}") from None
+        self._model: Model | None = Model(
+            path, n_gpu_layers=n_gpu_layers, use_extra_bufts=self.weight_repack, logs=self.logs, **load_options
+        )
         done = time.perf_counter()
         # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
         self.load_s = done - started
         self.load_parts = {"checks_s": checked - started, "llama_cpp_s": done - checked}
-        llama = self._llama
-        self.n_ctx = n_ctx or llama_cpp.llama_model_n_ctx_train(llama.model)
-        self.n_vocab = llama.n_vocab()
-        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        model = self._model.pointer
+        self.n_ctx = n_ctx or llama_cpp.llama_model_n_ctx_train(model)
+        self._vocab = self._model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
-        model = llama.model
         head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
         width = llama_cpp.llama_model_n_embd(model) // max(llama_cpp.llama_model_n_head(model), 1) * head_kv
         self.scheduler = Scheduler(
@@ -205,14 +143,19 @@ class Engine:
 
     @property
     def closed(self) -> bool:
-        return self._llama is None
+        return self._model is None
 
     @property
-    def llama(self) -> llama_cpp.Llama:
-        """The underlying ``llama_cpp.Llama`` (raises once the engine is closed)."""
-        if self._llama is None:
+    def model(self) -> Model:
+        """The loaded llama.cpp model (raises once the engine is closed)."""
+        if self._model is None:
             raise EngineClosedError(f"the engine for {self.name} was closed; call lmbench.load() again")
-        return self._llama
+        return self._model
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model file's GGUF metadata as llama.cpp read it."""
+        return self.model.metadata
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
         """Token ids of ``text`` as this model sees it (``special``: parse special-token text such as ``<s>``).
@@ -220,7 +163,7 @@ class Engine:
         The buffer is sized from the text (a token covers at least one byte), not from the model's
         trained context, which a model file can set to anything.
         """
-        self.llama  # noqa: B018 - raises once the engine is closed
+        self.model  # noqa: B018 - raises once the engine is closed
         data = text.encode("utf-8")
         size = len(data) + 8
         buffer = (llama_cpp.llama_token * size)()
@@ -234,7 +177,7 @@ class Engine:
     @property
     def vocab(self) -> llama_cpp.llama_vocab_p:
         """The model's vocabulary (llama.cpp's pointer)."""
-        self.llama  # noqa: B018 - raises once the engine is closed
+        self.model  # noqa: B018 - raises once the engine is closed
         return self._vocab
 
     def check_constraint(self, params: GenerationParams) -> None:
@@ -295,9 +238,9 @@ class Engine:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
             self.scheduler.close()
-            if self._llama is not None:
-                self._llama.close()
-                self._llama = None
+            if self._model is not None:
+                self._model.close()
+                self._model = None
                 self.logs.append(f"[lmbench] unloaded {self.name}")
 
     def __repr__(self) -> str:
@@ -311,6 +254,7 @@ class Engine:
         )
 
 
+_FileKey = tuple[str, int, int]
 _CacheKey = tuple[str, int, int, tuple[tuple[str, Any], ...]]
 _cache: collections.OrderedDict[_CacheKey, Engine] = collections.OrderedDict()
 _cache_lock = threading.RLock()
@@ -336,15 +280,19 @@ def _evict(keep: int) -> None:
 def load_engine(
     model: str | os.PathLike[str] | Engine | None = None,
     *,
-    n_ctx: int = 2048,
+    n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     **load_options: Any,
 ) -> tuple[Engine, bool]:
     """Like ``load`` but also says whether this call did the loading.
 
-    A closed engine (unloaded to make room for another model) is loaded again with its own settings,
-    so notebook cells that hold an engine keep working after the panel switched models.
+    A loaded engine of the same file is reused whenever the settings this call gives agree with its
+    own (settings left out agree with any), so ``load(path, n_threads=1)`` followed by
+    ``generate(..., model=path)`` keeps the user's settings. A call that asks for other settings
+    loads another copy and says so in a warning. A closed engine (unloaded to make room for another
+    model) is loaded again with its own settings, so notebook cells that hold an engine keep working
+    after the panel switched models.
     """
     if isinstance(model, Engine):
         if not model.closed:
@@ -355,34 +303,44 @@ def load_engine(
         stat = path.stat()
     except OSError as exc:
         raise ModelLoadError(path, exc.strerror or "no such file") from None
-    threads = n_threads or physical_cores()
-    options = {"n_ctx": n_ctx, "n_threads": threads, "n_gpu_layers": n_gpu_layers, **load_options}
-    key: _CacheKey = (str(path), stat.st_size, stat.st_mtime_ns, tuple(sorted(options.items())))
+    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, **load_options}
+    given = {name: value for name, value in asked.items() if value is not None}
+    file: _FileKey = (str(path), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
-        engine = _cache.get(key)
-        if engine is not None and not engine.closed:
-            _cache.move_to_end(key)
-            return engine, False
+        same_file = [(key, e) for key, e in reversed(_cache.items()) if key[:3] == file and not e.closed]
+        for key, engine in same_file:
+            if all(engine.load_args.get(name) == value for name, value in given.items()):
+                _cache.move_to_end(key)
+                return engine, False
+        options = {"n_ctx": 2048, "n_threads": physical_cores(), "n_gpu_layers": 0, **given}
+        if same_file:
+            loaded_args = same_file[0][1].load_args
+            differ = ", ".join(
+                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})" for k, v in given.items() if loaded_args.get(k) != v
+            )
+            warnings.warn(f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3)
         repack = options.get("weight_repack")
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
-        _cache[key] = engine
+        _cache[(*file, tuple(sorted(options.items())))] = engine
         return engine, True
 
 
 def load(
     model: str | os.PathLike[str] | None = None,
     *,
-    n_ctx: int = 2048,
+    n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     **load_options: Any,
 ) -> Engine:
     """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
 
-    ``None`` means ``$LMBENCH_MODEL`` or else the default model. Bad files raise
-    ``ModelLoadError`` with the reason; they never reach llama.cpp.
+    ``None`` means ``$LMBENCH_MODEL`` or else the default model. Settings left out take their
+    defaults (``n_ctx`` 2048, ``n_threads`` the physical cores, ``n_gpu_layers`` 0) on a first load
+    and agree with any loaded engine of the same file. Bad files raise ``ModelLoadError`` with the
+    reason; they never reach llama.cpp.
     """
     return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
 
