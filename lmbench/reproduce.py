@@ -299,6 +299,7 @@ def audit(
     runs: int = 2,
     conditions: Sequence[str] = CONDITIONS,
     other_prompt: str = OTHER_PROMPT,
+    special: bool = False,
     experiment: str | None = None,
     store: str | os.PathLike[str] | Store | None = None,
     **params: Any,
@@ -310,6 +311,7 @@ def audit(
     and ``near_tie`` (the reference's best two within ``NEAR_TIE`` nats: float noise can swap
     them). Every audit run is recorded (``source="audit"``, tagged ``audit:<id>`` and
     ``condition:<name>``). Temperature 0 (greedy) by default; with sampling the seed is fixed.
+    ``special`` parses special-token text in ``prompt`` (a prompt a chat template wrote).
     """
     check_text("prompt", prompt)
     check_text("other_prompt", other_prompt)
@@ -329,7 +331,7 @@ def audit(
 
     def job(condition: str, text: str = prompt, job_seed: int = seed) -> Job:
         labels = Labels(experiment, ("audit:" + audit_id, "condition:" + condition), "audit", uuid.uuid4().hex)
-        return Job(text, values.model_copy(update={"seed": job_seed}), labels)
+        return Job(text, values.model_copy(update={"seed": job_seed}), labels, special=special)
 
     def once(target: Engine, condition: str, slots: int = 1, before: str | None = None, fresh: bool = True) -> Run:
         if fresh:

@@ -130,3 +130,35 @@ def test_a_forced_divergence_is_reported_at_the_exact_token() -> None:
         parent.token_logprobs[at]["top"][0]["logprob"] - parent.token_logprobs[at]["top"][1]["logprob"] < 1e-3
     )
     assert list(report.frame.same[:at]) == [True] * at
+
+
+def test_the_debug_tab_forks_from_an_alternative_and_checks_reproducibility() -> None:
+    panel = lmbench.panel(str(TEST_MODEL), lang="es")
+    try:
+        panel.prompt.value = PROMPT
+        panel.form.sliders["max_tokens"].value = 12
+        panel.form.sliders["temperature"].value = 0.0
+        panel.generate_button.click()
+        panel.wait(120)
+        parent = panel.last_run
+        assert parent is not None and panel.error.value == ""
+        panel.debug_token.value = 2
+        label, token = panel.fork_choice.options[0]
+        assert len(panel.fork_choice.options) >= 4 and token != parent.token_logprobs[2]["id"]
+        panel.fork_button.click()
+        panel.wait(120)
+        child = panel.last_run
+        assert panel.error.value == "" and child is not None and child.id != parent.id
+        assert (child.parent_id, child.fork_position) == (parent.id, 2)
+        assert child.token_logprobs[2]["id"] == token
+        assert "lmbench-diff" in panel.compare.output.value and "lmbench-diff" in panel.audit.value
+        panel.audit_button.click()
+        panel.wait(300)
+        assert panel.error.value == "", panel.error.value
+        assert "condición" in panel.audit.value and "batch 8" in panel.audit.value
+        audited = lmbench.runs(store=panel.store)
+        assert "audit" in set(audited.source)
+    finally:
+        panel.cancel.set()
+        panel.wait(60)
+    assert panel.fork_button.description == "Bifurcar" and panel.audit_button.description == "¿Reproducible?"

@@ -138,7 +138,10 @@ class Store:
                 raise StoreError(f"{'no' if not rows else 'more than one'} run matches id {run_id!r} in {self.path}")
             row = dict(rows[0])
             metrics = dict(conn.execute("SELECT name, value FROM metrics WHERE run_id = ?", (row["id"],)).fetchall())
-        return Run.from_record(row, metrics)
+            facts = conn.execute("SELECT facts FROM environments WHERE id = ?", (row["environment"],)).fetchone()
+        run = Run.from_record(row, metrics)
+        run.environment_facts = json.loads(facts[0]) if facts else None
+        return run
 
     def runs(
         self,

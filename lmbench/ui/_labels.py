@@ -77,6 +77,15 @@ SPANISH = {
     "API key (optional)": "clave de API (opcional)",
     "Start server": "Iniciar servidor",
     "Stop server": "Detener servidor",
+    "alternative": "alternativa",
+    "Fork": "Bifurcar",
+    "Reproducible?": "¿Reproducible?",
+    "checking…": "comprobando…",
+    "condition": "condición",
+    "identical": "idéntica",
+    "first divergent token": "primer token divergente",
+    "near tie": "casi empate",
+    "all identical": "todas idénticas",
 }
 
 
