@@ -144,7 +144,7 @@ def test_the_debug_tab_forks_from_an_alternative_and_checks_reproducibility() ->
         assert parent is not None and panel.error.value == ""
         panel.debug_token.value = 2
         label, token = panel.fork_choice.options[0]
-        assert len(panel.fork_choice.options) >= 4 and token != parent.token_logprobs[2]["id"]
+        assert len(panel.fork_choice.options) >= 4 and token != parent.token_logprobs[2]["id"] and " p=" in label
         panel.fork_button.click()
         panel.wait(120)
         child = panel.last_run
