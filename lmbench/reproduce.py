@@ -340,9 +340,8 @@ def audit(
             execute_many(target, [job(condition + " (other)", before)], on_finished=record, slots=1)
         fillers = [job(condition + " (filler)", other_prompt, seed + 1 + i) for i in range(slots - 1)]
         done, interruption = execute_many(target, [job(condition), *fillers], on_finished=record, slots=slots)
-        if interruption is not None:
-            raise interruption
-        assert done[0] is not None
+        if interruption is not None or done[0] is None:
+            raise interruption or GenerationError(f"the audit's run ({condition}) did not start")
         return done[0]
 
     reference = once(engine, "reference")
@@ -378,16 +377,16 @@ def _under(condition: str, engine: Engine, once: Callable[..., Run], other_promp
     if condition == "alone":
         return once(engine, condition)
     if condition == "prompt cached":
-        once(engine, condition)
+        once(engine, condition + " (warm-up)")
         return once(engine, condition, fresh=False)
     if condition.startswith("batch "):
         return once(engine, condition, slots=int(condition.split()[1]))
     if condition == "no prefix cache":
-        engine.scheduler.share_prefixes = False
+        sharing, engine.scheduler.share_prefixes = engine.scheduler.share_prefixes, False
         try:
             return once(engine, condition, fresh=False)
         finally:
-            engine.scheduler.share_prefixes = True
+            engine.scheduler.share_prefixes = sharing
     if condition == "after another prompt":
         return once(engine, condition, before=other_prompt)
     threads = engine.n_threads

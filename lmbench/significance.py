@@ -179,10 +179,10 @@ def _test(
         wins, losses = (up, down) if higher_is_better else (down, up)
         ratio = math.nan if wins + losses == 0 else (math.inf if losses == 0 else wins / losses)
         return "mcnemar", p, ratio, "odds_ratio"
-    spread = float(np.std(d, ddof=1)) if len(d) > 1 else math.nan
-    effect = 0.0 if spread == 0 and not d.any() else (float(np.mean(d)) / spread if spread else math.nan)
-    if not d.any():
-        return test, 1.0, effect, "cohen_dz"
+    if not d.any():  # every pair tied: nothing to test
+        return test, 1.0, 0.0, "cohen_dz"
+    spread = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    effect = float(np.mean(d)) / spread if spread > 0 else math.nan
     if test == "wilcoxon":
         p = float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
     else:
@@ -325,13 +325,15 @@ def versus_best(
     groups = {k if isinstance(k, tuple) else (k,): g for k, g in frame.groupby(key_list, dropna=False, sort=False)}
     rows = [tuple(row) for row in out[key_list].itertuples(index=False)]
     on = pair_keys(frame, exclude=key_list)
-    best = groups[rows[0]]
+    best = groups.get(rows[0])
     raw: list[float] = [math.nan]
     for row in rows[1:]:
+        other = groups.get(row)  # a key holding NaN finds no group
         try:
-            raw.append(compare_frames(best, groups[row], metric, on=on, alpha=alpha).p_value)
-        except ParameterError:
-            raw.append(math.nan)
+            p = math.nan if best is None or other is None else compare_frames(best, other, metric, on=on).p_value
+        except ParameterError:  # nothing to pair with the best
+            p = math.nan
+        raw.append(p)
     adjusted = [math.nan, *holm(raw[1:])]
     out[column] = adjusted
     out[tied] = pd.array([True, *(None if math.isnan(p) else bool(p >= alpha) for p in adjusted[1:])], dtype="boolean")
@@ -348,17 +350,17 @@ def versus_best(
 Side = pd.DataFrame | str
 
 
-def _runs_of(side: Side, store: Store) -> pd.DataFrame:
+def _runs_of(side: Side, store: Store, name: str) -> pd.DataFrame:
     """A side given as a runs table, or an experiment name or sweep id in the store."""
     if isinstance(side, pd.DataFrame):
         return side
     if not isinstance(side, str) or not side:
-        raise ParameterError(f"give a runs table, an experiment name or a sweep id, not {side!r}", name="before")
+        raise ParameterError(f"{name}: give a runs table, an experiment name or a sweep id, not {side!r}", name=name)
     frame = store.runs(side)
     if not len(frame):
         frame = store.runs(sweep_id=side)
     if not len(frame):
-        raise ParameterError(f"no runs in experiment or sweep {side!r} in {store.path}", name="before", value=side)
+        raise ParameterError(f"no runs in experiment or sweep {side!r} in {store.path}", name=name, value=side)
     return frame
 
 
@@ -383,8 +385,9 @@ class Regressions:
         """Whether this is a regression: ``"significant"`` (after is worse and the paired test says so),
         ``"any"`` (some item got worse by more than ``min_change``), or ``"none"`` (never)."""
         if fail_on == "significant":
-            s = self.summary
-            return s.significant and s.losses > s.wins and abs(s.difference) > min_change
+            s = self.summary  # after minus before
+            worse = s.difference < 0 if self.higher_is_better else s.difference > 0
+            return s.significant and worse and abs(s.difference) > min_change
         if fail_on == "any":
             return bool((self.items["change"].abs()[self.items["verdict"] == "worse"] > min_change).any())
         if fail_on == "none":
@@ -428,7 +431,8 @@ def regressions(
     test of after against before.
     """
     target = get_store(store)
-    frame_before, frame_after = with_coords(_runs_of(before, target)), with_coords(_runs_of(after, target))
+    frame_before = with_coords(_runs_of(before, target, "before"))
+    frame_after = with_coords(_runs_of(after, target, "after"))
     for frame in (frame_before, frame_after):
         _checked_metric(frame, metric)
     if on is None:
@@ -452,11 +456,9 @@ def regressions(
     change = pairs[f"{metric}_b"].astype(float) - pairs[f"{metric}_a"].astype(float)
     signed = change if higher_is_better else -change
     items = pairs[keys].copy()
-    items["before"], items["after"], items["change"] = (
-        pairs[f"{metric}_a"].astype(float),
-        pairs[f"{metric}_b"].astype(float),
-        change,
-    )
+    items["before"] = pairs[f"{metric}_a"].astype(float)
+    items["after"] = pairs[f"{metric}_b"].astype(float)
+    items["change"] = change
     items["verdict"] = np.select([signed < 0, signed > 0], ["worse", "better"], "same")
     for column, side in (("text", "_a"), ("text", "_b"), ("id", "_a"), ("id", "_b")):
         if column + side in pairs:
