@@ -182,10 +182,13 @@ class Run:
         """What the run's numbers depend on besides its parameters, in one line (empty for older runs)."""
         if self.environment is None:
             return ""
-        return (
-            f"{self.n_threads} threads, {self.slots} slots, batch {self.batch_size}, KV {self.kv_cache_type}, "
-            f"llama-cpp-python {self.llama_cpp_version}, env {self.environment}"
-        )
+        parts = [
+            f"{self.n_threads} threads" if self.n_threads else "",
+            f"{self.slots} slots, batch {self.batch_size}" if self.slots else "",
+            f"KV {self.kv_cache_type}" if self.kv_cache_type else "",
+            f"llama-cpp-python {self.llama_cpp_version}, env {self.environment}",
+        ]
+        return ", ".join(p for p in parts if p)
 
     def __repr__(self) -> str:
         text = self.text if len(self.text) < 60 else self.text[:57] + "..."

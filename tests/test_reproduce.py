@@ -103,6 +103,7 @@ def test_every_run_records_its_environment() -> None:
     assert run.environment and len(run.environment) == 12
     assert (run.slots, run.n_batch, run.kv_cache_type) == (1, 512, "f16")
     assert run.n_threads and run.lmbench_version == lmbench.__version__
+    assert f"env {run.environment}" in run._repr_html_() and "1 slots, batch 1" in run._repr_html_()
     assert set(frame.slots) == {4} and set(frame.environment) == {run.environment}
     envs = lmbench.environments()
     facts = envs.set_index("environment").loc[run.environment]
