@@ -93,18 +93,17 @@ class Paired:
 
 
 def with_coords(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with its runs' sweep coordinates (item, grid parameters) as columns where it lacks them,
-    as ``lmbench.runs()`` returns them inside ``sweep_coords``."""
+    """``df`` with its runs' sweep coordinates (item, grid parameters) as columns where it lacks them, as
+    ``lmbench.runs()`` returns them inside ``sweep_coords``, and the coordinates named in ``attrs["grid"]``."""
     if "sweep_coords" not in df or not len(df):
         return df
     coords = pd.DataFrame([c if isinstance(c, dict) else {} for c in df["sweep_coords"]], index=df.index)
-    extra = [c for c in coords.columns if c not in df]
-    if not extra:
-        return df
     out = df.copy()
-    for column in extra:
-        out[column] = coords[column]
-    out.attrs["grid"] = [*df.attrs.get("grid", []), *(c for c in extra if c not in ("model", "prompt_name", "seed"))]
+    for column in coords.columns:
+        if column not in out:
+            out[column] = coords[column]
+    named = [c for c in coords.columns if c not in ("model", "prompt_name", "seed")]
+    out.attrs["grid"] = list(dict.fromkeys([*df.attrs.get("grid", []), *named]))
     return out
 
 

@@ -207,3 +207,20 @@ def test_compare_runs_fails_a_ci_job_on_a_regression(capsys: pytest.CaptureFixtu
     assert cli.main(["compare-runs", "before", "after", "--metric", "mean_logprob", "--fail-on", "none"]) == 0
     assert cli.main(["compare-runs", "before", "nothing", "--metric", "mean_logprob"]) == 1
     assert "no runs in experiment or sweep 'nothing'" in capsys.readouterr().err
+
+
+def test_runs_from_the_store_pair_on_every_grid_parameter() -> None:
+    lmbench.sweep(
+        TEMPLATE,
+        grid={"temperature": [0.2, 1.2], "top_k": [20, 40]},
+        seeds=2,
+        experiment="grid",
+        data=[{"name": n} for n in NAMES[:6]],
+        max_tokens=6,
+        progress=False,
+    )
+    stored = lmbench.runs("grid")
+    result = lmbench.paired(stored, "mean_logprob", by="temperature", a=0.2, b=1.2)
+    assert result.on == ("model", "prompt_name", "item", "top_k", "seed") and result.n_pairs == 6 * 2 * 2
+    same = lmbench.regressions("grid", "grid", "mean_logprob")
+    assert same.summary.n_pairs == len(stored) and not same.failed("any") and len(same.worse) == 0
