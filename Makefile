@@ -9,7 +9,7 @@ OUT ?= out
 export LMBENCH_MODEL_PATH ?= $(abspath ../shared/models)
 export LMBENCH_TEST_MODEL ?= $(abspath ../shared/models/stories260K.gguf)
 
-.PHONY: setup sweep demo test lint typecheck format clean lab
+.PHONY: setup sweep demo test lint typecheck format clean lab image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,3 +65,12 @@ clean:
 # JupyterLab on this set-up (the lmbench kernel, the panel and the API under /lmbench/), on this machine only.
 lab: setup
 	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
+
+# The container image (docs/docker.md): JupyterLab, the panel and the API on port 8080, built with docker or podman.
+IMAGE ?= lmbench
+image:
+	docker/build.sh $(IMAGE)
+
+# Builds the image (cached), runs it with a volume, and checks the UI, the API, a restart and a clean stop.
+image-test: setup image
+	LMBENCH_HOME=$$(mktemp -d) LMBENCH_IMAGE=$(IMAGE) $(BIN)/python -m pytest -m image tests/test_image.py

@@ -28,18 +28,23 @@ from .reproduce import Divergence, audit, diff, fork
 from .run import Run
 from .scores import judge, leaderboard, score
 from .significance import Paired, Regressions, paired, regressions
-from .store import Store, environments, export, get_store, runs, use_store
+from .store import Store, environments, export, get_store, ratings, runs, use_store
 from .sweep import sweep
 
 
 def __getattr__(name: str) -> object:
-    """Import plotly and the panel (ipywidgets) only when first used: the CLI and the API never pay for them."""
+    """Import plotly, scipy's optimiser and the widgets (ipywidgets) only when first used: the CLI and the API
+    never pay for them."""
     if name in ("plot_sweep", "plot_heatmap", "plot_items", "plot_quality_speed"):
         require("plotly", "notebook", f"lmbench.{name}")
         from . import plots
 
         return getattr(plots, name)
-    if name in ("panel", "Panel"):
+    if name in ("arena_scores", "plot_arena", "rater_agreement", "judge_agreement"):
+        from . import preferences
+
+        return getattr(preferences, name)
+    if name in ("panel", "Panel", "arena", "rate"):
         for module in ("ipywidgets", "anywidget", "mistune"):
             require(module, "notebook", f"lmbench.{name}")
         from . import ui
@@ -84,6 +89,8 @@ __all__ = [
     "Store",
     "StoreError",
     "__version__",
+    "arena",
+    "arena_scores",
     "audit",
     "chat",
     "compare",
@@ -96,6 +103,7 @@ __all__ = [
     "generate",
     "get_store",
     "judge",
+    "judge_agreement",
     "leaderboard",
     "load",
     "loaded",
@@ -104,11 +112,15 @@ __all__ = [
     "paired",
     "panel",
     "param_specs",
+    "plot_arena",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",
     "plot_sweep",
     "presets",
+    "rate",
+    "rater_agreement",
+    "ratings",
     "regressions",
     "runs",
     "save_preset",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,3 +19,15 @@ def home() -> Path:
     except OSError as exc:
         raise StoreError(f"cannot create lmbench's home {path} (LMBENCH_HOME): {exc.strerror or exc}") from None
     return path
+
+
+def unwritable(exc: OSError) -> str:
+    """Why writing into a folder failed, in plain words (a full disk, a read-only folder, ...)."""
+    reasons = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "the folder is on a read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+    }
+    return reasons.get(exc.errno or 0) or exc.strerror or str(exc)

@@ -43,8 +43,12 @@ class RecipeLike(Protocol):
 
 
 def run_block(model: str, jobs: Sequence[Any], recipe: RecipeLike, n_threads: int | None) -> list[Run]:
-    """A Dask task on a worker: the block's runs, decoded together (nothing recorded here)."""
-    engine, loaded_now = load_engine(model, n_threads=n_threads)
+    """A Dask task on a worker: the block's runs, decoded together (nothing recorded here).
+
+    Without ``n_threads`` (a caller's cluster) llama.cpp gets the worker's own threads: a worker
+    started with ``--nthreads 1`` on a shared machine must not decode with all of its cores.
+    """
+    engine, loaded_now = load_engine(model, n_threads=n_threads or _worker_threads())
     generations = [recipe.generation(job, engine) for job in jobs]
     runs, interruption = execute_many(
         engine, generations, load_s=engine.load_s if loaded_now else 0.0, slots=len(generations)
@@ -52,6 +56,16 @@ def run_block(model: str, jobs: Sequence[Any], recipe: RecipeLike, n_threads: in
     if interruption is not None:
         raise interruption
     return [run for run in runs if run is not None]
+
+
+def _worker_threads() -> int | None:
+    """The threads of the Dask worker running this task (None outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError):
+        return None
 
 
 def connect(cluster: Any) -> tuple[Any, int | None]:

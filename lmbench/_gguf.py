@@ -205,9 +205,15 @@ def _consistency(header: Header) -> str | None:
     return None
 
 
+# Why a symbolic link cannot be opened as a model file.
+BROKEN_LINK = "a symbolic link that leads to no file (its target is missing, or links loop)"
+
+
 def read(path: Path) -> Header:
     """Parse the header of ``path`` and check that every tensor's data lies inside the file."""
     if not path.exists():
+        if path.is_symlink():
+            raise ModelLoadError(path, BROKEN_LINK)
         raise ModelLoadError(path, "no such file")
     if not path.is_file():
         raise ModelLoadError(path, "not a file (is it a directory?)")

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import LmbenchError
+from ._config import unwritable
+from .errors import LmbenchError, StoreError
 
 
 def read(path: Path, *, cache: bool = False) -> dict[str, Any]:
@@ -33,13 +34,22 @@ def read(path: Path, *, cache: bool = False) -> dict[str, Any]:
 
 
 def write(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` with ``data`` in one step: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace ``path`` with ``data`` in one step: readers see the old file or the new one, never half of one.
+
+    A folder that cannot be written (read-only, a full disk) raises ``StoreError`` naming the folder and why.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path.name} in {path.parent}: {unwritable(exc)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path.name} in {path.parent}: {unwritable(exc)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

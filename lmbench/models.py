@@ -5,6 +5,7 @@ read metadata (cached per file version), pick the default model, download from t
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -13,6 +14,7 @@ import socket
 import sys
 import threading
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pandas as pd
 
 from . import _gguf, _jsonfile
 from ._config import home
-from .errors import ModelLoadError, ModelNotFoundError
+from .errors import ModelLoadError, ModelNotFoundError, StoreError
 
 # The fallback default when no instruct model ships in an installed package: a 260K-parameter story writer.
 FALLBACK_MODEL = "stories260K"
@@ -216,7 +218,8 @@ def _cached(cache_name: str, path: Path, compute: Any) -> Any:
         cache = _jsonfile.read(cache_file, cache=True)
         cache = {k: v for k, v in cache.items() if os.path.exists(k.split("|", 1)[0])}  # forget removed files
         cache[key] = _meta_memo[memo_key] = entry
-        _jsonfile.write(cache_file, cache)
+        with contextlib.suppress(StoreError):  # a read-only or full home only costs time: the value is known
+            _jsonfile.write(cache_file, cache)
     return entry["value"]
 
 
@@ -340,7 +343,8 @@ def model_id(path: Path) -> str:
 def info(model: str | os.PathLike[str]) -> pd.Series:
     """GGUF metadata of a model, read without loading it into llama.cpp."""
     path = resolve(model)
-    facts: dict[str, Any] = {"path": str(path), "size": path.stat().st_size, **metadata(path)}
+    facts: dict[str, Any] = {"path": str(path), **metadata(path)}
+    facts = {"path": facts.pop("path"), "size": path.stat().st_size, **facts}
     shipped = _packaged_at(path)
     if shipped is not None:
         facts.update(alias=shipped.alias, distribution=shipped.distribution, version=shipped.version)
@@ -363,6 +367,13 @@ LIST_COLUMNS = [
 ]
 
 
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """Why ``path`` cannot be followed to a file, in words."""
+    if path.is_symlink():
+        return _gguf.BROKEN_LINK
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.list()
     """Every GGUF model lmbench can find: those shipped in installed packages, then the model folders' files.
 
@@ -371,7 +382,11 @@ def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.li
     rows: dict[Path, dict[str, Any]] = {}
 
     def add(path: Path, alias: str, **origin: Any) -> None:
-        real = path.resolve()
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # a dangling link, a link loop (RuntimeError before Python 3.13)
+            warnings.warn(f"skipping {path}: {_unreadable(path, exc)}", stacklevel=3)
+            return
         if real in rows or not real.is_file():
             return
         try:

@@ -7,7 +7,6 @@ Each field carries its name, type, default, allowed range and description; the U
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import annotated_types
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._grammar import MAX_GRAMMAR_CHARS, expanded_size, schema_grammar
 from .errors import ParameterError
 
 # llama.cpp reads 0xFFFFFFFF as "pick a random seed", so the largest usable seed is one less.
@@ -25,81 +25,6 @@ MAX_SEED = 2**32 - 2
 MAX_TOKENS = 1 << 20
 # The longest label (experiment, tag, source) kept with a run.
 MAX_LABEL_CHARS = 1000
-# The longest grammar (or JSON schema, as JSON) a generation may be constrained by.
-MAX_GRAMMAR_CHARS = 100_000
-
-
-@functools.lru_cache(maxsize=64)
-def _schema_grammar_of(schema_json: str) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    # The converter's string character lets raw control characters (a newline) into strings, which
-    # JSON forbids; llama.cpp's own converter excludes them, and so does this.
-    return json_schema_to_gbnf(schema_json).replace(r'char ::= [^"\\]', r'char ::= [^"\\\x7F\x00-\x1F]')
-
-
-# JSON-schema keywords llama-cpp-python's grammar converter ignores: refused, so "always valid" stays true.
-UNENFORCED_KEYWORDS = (
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
-    "uniqueItems",
-    "not",
-    "if",
-    "then",
-    "else",
-    "dependentSchemas",
-    "dependentRequired",
-    "minProperties",
-    "maxProperties",
-    "patternProperties",
-    "propertyNames",
-    "contains",
-)
-
-
-def _unenforced(schema: Any) -> str | None:
-    """The first keyword in ``schema`` that a grammar cannot enforce, if any."""
-    if isinstance(schema, list):
-        return next((k for k in map(_unenforced, schema) if k), None)
-    if not isinstance(schema, dict):
-        return None
-    for key, value in schema.items():
-        if key in UNENFORCED_KEYWORDS:
-            return key
-        if key in ("enum", "const", "default", "examples", "title", "description"):
-            continue
-        named = key in ("properties", "$defs", "definitions") and isinstance(value, dict)
-        found = _unenforced(list(value.values()) if named else value)
-        if found:
-            return found
-    return None
-
-
-def schema_grammar(schema: dict[str, Any]) -> str:
-    """A JSON schema as a GBNF grammar (llama-cpp-python's converter); ``ValueError`` if it cannot be converted.
-
-    Keywords the converter cannot enforce (numeric bounds and the like) are refused rather than
-    silently ignored: an output made under a schema always validates against it.
-    """
-    unenforced = _unenforced(schema)
-    if unenforced:
-        raise ValueError(
-            f"json_schema uses {unenforced!r}, which a grammar cannot enforce; use enum (or leave it out and "
-            "check values with a json_schema assertion)"
-        )
-    try:
-        text = json.dumps(schema, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"json_schema must be plain JSON: {exc}") from None
-    if len(text) > MAX_GRAMMAR_CHARS:
-        raise ValueError(f"json_schema is {len(text):,} characters of JSON; the limit is {MAX_GRAMMAR_CHARS:,}")
-    try:
-        return _schema_grammar_of(text)
-    except Exception as exc:  # noqa: BLE001 - the converter raises anything on a schema it cannot handle
-        raise ValueError(f"json_schema cannot be turned into a grammar: {type(exc).__name__}: {exc}") from None
 
 
 def ensure_text(value: Any, what: str) -> None:
@@ -251,6 +176,7 @@ class GenerationParams(BaseModel):
             ensure_text(value, "grammar")
             if not value.strip() or len(value) > MAX_GRAMMAR_CHARS:
                 raise ValueError(f"a grammar must be non-empty GBNF text of at most {MAX_GRAMMAR_CHARS:,} characters")
+            expanded_size(value)
         return value
 
     @model_validator(mode="after")

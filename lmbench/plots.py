@@ -36,6 +36,9 @@ LABELS = {
     "tokens_per_s": "decode speed (tokens/s)",
     "ttft_s": "time to first token (s)",
     "total_s": "generation time (s)",
+    "rating_up": "thumbs up (share of raters)",
+    "rating_score": "human score (1-5)",
+    "rating_wins": "pairwise wins (share, ties half)",
 }
 
 

@@ -25,8 +25,8 @@ import hashlib
 import json
 import math
 import os
-import re
 import string
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,17 +34,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import regex
 
-from . import metrics
+from . import metrics, models
 from ._extras import require
 from .chat import chat
+from .engine._engine import load_engine
 from .errors import ParameterError, StoreError
 from .metrics import bootstrap
-from .run import Run
+from .params import check_text
+from .run import COLUMNS, Run
 from .significance import versus_best
+from .store._ratings import SCORES as RATING_SCORES
 from .store._store import Store, get_store
 
 REFERENCE_SCORES = ("rouge1", "rouge2", "rougeL", "chrf", "bleu", "exact_match", "token_f1")
+# How long one regex assertion may search an output: a catastrophic pattern must not hang a sweep.
+ASSERTION_TIMEOUT_S = 1.0
 ASSERTION_TYPES = (
     "contains",
     "icontains",
@@ -137,7 +143,14 @@ def check(text: str, assertion: Mapping[str, Any]) -> bool:
     if kind == "icontains":
         return str(value).lower() in text.lower()
     if kind == "regex":
-        return re.search(str(value), text) is not None
+        try:
+            return regex.search(str(value), text, timeout=ASSERTION_TIMEOUT_S) is not None
+        except TimeoutError:
+            warnings.warn(
+                f"assertion timed out: regex {str(value)[:60]!r} ran past {ASSERTION_TIMEOUT_S:g} s (a fail)",
+                stacklevel=2,
+            )
+            return False
     if kind == "starts_with":
         return text.lstrip().startswith(str(value))
     if kind == "max_words":
@@ -159,27 +172,63 @@ def check(text: str, assertion: Mapping[str, Any]) -> bool:
     raise ParameterError(f"unknown assertion type {kind!r}; types: {', '.join(ASSERTION_TYPES)}", name="assertions")
 
 
-def check_assertions(assertions: Sequence[Mapping[str, Any] | Callable[[str], bool]] | None) -> list[dict[str, Any]]:
-    """Assertions as dicts, checked before anything runs (a bare callable is a ``python`` assertion)."""
+def check_assertions(
+    assertions: Sequence[Mapping[str, Any] | Callable[[str], bool]] | None,
+    *,
+    where: str = "assertions",
+    data: bool = False,
+) -> list[dict[str, Any]]:
+    """Assertions as dicts, checked before anything runs (a bare callable is a ``python`` assertion).
+
+    Each needs a known ``type`` and a ``value`` that type can use: text for the text checks, a
+    regex that compiles, a whole number for the counts, a valid JSON schema (a dict) for
+    ``json_schema``, a callable for ``python`` (not from a data set, ``data=True``: a data set
+    holds only what can be stored with a run).
+    """
+    if isinstance(assertions, str | bytes | Mapping) or not isinstance(assertions, Sequence | None):
+        raise ParameterError(f"{where} must be a list of assertions, not {assertions!r}", name="assertions")
     checked = []
     for i, assertion in enumerate(assertions or []):
-        if callable(assertion):
+        if callable(assertion) and not data:
             assertion = {"type": "python", "value": assertion}
-        if not isinstance(assertion, Mapping) or assertion.get("type") not in ASSERTION_TYPES:
+        at = f"{where}[{i}]"
+        kinds = ASSERTION_TYPES if not data else tuple(k for k in ASSERTION_TYPES if k != "python")
+        if not isinstance(assertion, Mapping) or assertion.get("type") not in kinds:
             raise ParameterError(
-                f"assertions[{i}] must be {{'type': one of {', '.join(ASSERTION_TYPES)}, 'value': ...}}, "
-                f"not {assertion!r}",
+                f"{at} must be {{'type': one of {', '.join(kinds)}, 'value': ...}}, not {assertion!r}",
                 name="assertions",
             )
-        if assertion["type"] in ("max_words", "max_chars") and not isinstance(assertion.get("value"), int):
-            raise ParameterError(f"assertions[{i}]: {assertion['type']} needs a whole number", name="assertions")
-        if assertion["type"] == "regex":
-            try:
-                re.compile(str(assertion.get("value")))
-            except re.error as exc:
-                raise ParameterError(f"assertions[{i}]: bad regex: {exc}", name="assertions") from None
+        _check_value(assertion["type"], assertion.get("value"), at)
         checked.append(dict(assertion))
     return checked
+
+
+def _check_value(kind: str, value: Any, at: str) -> None:
+    """``ParameterError`` unless ``value`` is what an assertion of ``kind`` can use."""
+    problem = None
+    if kind in ("contains", "icontains", "starts_with", "regex") and not isinstance(value, str):
+        problem = f"{kind} needs a string value, not {value!r}"
+    elif kind in ("max_words", "max_chars") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        problem = f"{kind} needs a whole number >= 0, not {value!r}"
+    elif kind == "regex":
+        try:
+            regex.compile(value)
+        except regex.error as exc:
+            problem = f"bad regex {value!r}: {exc}"
+    elif kind == "json_schema":
+        import jsonschema
+
+        if not isinstance(value, dict):
+            problem = f"json_schema needs a JSON schema (a dict), not {type(value).__name__}"
+        else:
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.SchemaError as exc:
+                problem = f"json_schema is not a valid JSON schema: {exc.message}"
+    elif kind == "python" and not callable(value):
+        problem = f"python needs a callable, not {value!r}"
+    if problem:
+        raise ParameterError(f"{at}: {problem}", name="assertions")
 
 
 def passes(run: Run) -> float:
@@ -272,6 +321,17 @@ class Judge:
         identity = json.dumps([run.id, self.rubric, self.model, list(self.scale), self.name])
         return "judge-" + hashlib.sha1(identity.encode()).hexdigest()[:24]
 
+    def check(self) -> None:
+        """``ParameterError`` before anything runs if the rubric leaves no room in the judge model's context."""
+        engine, _ = load_engine(self.model)
+        tokens, room = len(engine.tokenize(self.rubric)), engine.n_ctx - _JUDGE_ROOM
+        if tokens > room:
+            raise ParameterError(
+                f"the judge's rubric is {tokens:,} tokens, but {self.model or 'the default model'}'s context of "
+                f"{engine.n_ctx:,} tokens leaves {room:,} for it beside the answer to grade; shorten the rubric",
+                name="rubric",
+            )
+
     def __call__(self, run: Run, store: Store | None = None) -> float:
         """The grade of ``run`` (a recorded judge run is reused)."""
         target = get_store(store)
@@ -306,13 +366,38 @@ def _grade(text: str) -> float:
 def judge(
     rubric: str, model: str | os.PathLike[str] | None = None, scale: tuple[int, int] = (1, 5), *, name: str = "judge"
 ) -> Judge:
-    """A scorer that asks a local model to grade outputs against ``rubric`` on ``scale`` (stored as ``name``)."""
+    """A scorer that asks a local model to grade outputs against ``rubric`` on ``scale`` (stored as ``name``).
+
+    Checked at once: the rubric is valid text, the scale two whole numbers from 0 to 10, the name
+    a string that is not a column of the runs table, and the model one that exists.
+    """
     if not isinstance(rubric, str) or not rubric.strip():
         raise ParameterError("a judge needs a rubric: what makes an answer good", name="rubric")
+    check_text("rubric", rubric)
+    if isinstance(scale, str | bytes | Mapping) or not isinstance(scale, Sequence) or len(scale) != 2:
+        raise ParameterError(f"scale must be two whole numbers (low, high), not {scale!r}", name="scale")
     low, high = scale
-    if not (isinstance(low, int) and isinstance(high, int) and 0 <= low < high <= 10):
+    if not (_whole(low) and _whole(high) and 0 <= low < high <= 10):
         raise ParameterError(f"scale must be two whole numbers from 0 to 10, low first, not {scale!r}", name="scale")
-    return Judge(rubric, None if model is None else os.fspath(model), (low, high), name)
+    if not isinstance(name, str) or not name.strip():
+        raise ParameterError(f"a judge's name must be a non-empty string, not {name!r}", name="name")
+    check_text("name", name)
+    if name in _TAKEN_NAMES:
+        raise ParameterError(f"a judge cannot be named {name!r}: the runs table has a column of that name", name="name")
+    if model is not None:
+        models.metadata(models.resolve(model))  # ModelLoadError now, not a column of NaN later
+    return Judge(rubric, None if model is None else os.fspath(model), (int(low), int(high)), name)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+# Context tokens a judge keeps for the question, the answer it grades and its reply besides the rubric.
+_JUDGE_ROOM = 64
+
+# Columns of a runs table (and a sweep's coordinates) that a judge's scores must not overwrite.
+_TAKEN_NAMES = frozenset({*(c.name for c in COLUMNS), "model", "prompt_name", "item", "system", "metrics"})
 
 
 # Scoring recorded runs -------------------------------------------------------------------------------
@@ -354,6 +439,9 @@ def score(
     """
     target = get_store(store)
     named = [named_scorer(s) for s in scorers]
+    for scorer in scorers:
+        if isinstance(scorer, Judge):
+            scorer.check()
     frame = runs.copy() if isinstance(runs, pd.DataFrame) else pd.DataFrame({"id": list(runs)})
     values: dict[str, dict[str, float]] = {}
     for run_id in frame["id"]:
@@ -434,7 +522,9 @@ _ORDER = ("pass", "judge", "rougeL", "rouge1", "rouge2", "chrf", "bleu", "token_
 
 
 def _is_score(column: str) -> bool:
-    return column in _ORDER or column.startswith("assert_")
+    return (
+        column in _ORDER or column.startswith("assert_") or column in RATING_SCORES
+    )  # people's ratings, ranked after the automatic scores
 
 
 def _rank_order(column: str) -> tuple[int, str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import metrics as metrics_mod
 from . import scores
@@ -70,6 +71,12 @@ class PlannedRun:
 def _prompts(prompts: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     if isinstance(prompts, str):
         prompts = {"prompt": prompts}
+    elif isinstance(prompts, bytes) or not isinstance(prompts, Mapping | Sequence):
+        raise ParameterError(
+            f"prompts must be a string, a list of strings or a dict of named strings, not {type(prompts).__name__}",
+            name="prompts",
+            value=prompts,
+        )
     elif not isinstance(prompts, Mapping):
         prompts = {f"p{i + 1}": p for i, p in enumerate(prompts)}
     if not prompts:
@@ -120,7 +127,7 @@ def _seeds(seeds: int | Iterable[int]) -> list[int]:
     return values
 
 
-def plan(
+def planned_runs(
     prompts: str | Sequence[str] | Mapping[str, str],
     *,
     grid: Mapping[str, Sequence[Any]],
@@ -210,10 +217,223 @@ def sweep_id_for(name: str | None, experiment: str | None, jobs: list[PlannedRun
 MAX_BATCH = 32
 
 
+class SweepSpec(BaseModel):
+    """One sweep, declared once: ``sweep()``'s keywords, the CLI's options and a sweep config file
+    (YAML, JSON or TOML) all build this, so each option has one name, default and meaning.
+
+    Values are checked when the sweep is planned (``plan``), with errors that name the option.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True, frozen=True)
+
+    prompts: Any = Field(
+        None, description="a prompt, a list of prompts or a dict of named prompts (templates with data)"
+    )
+    messages: Any = Field(None, description="a conversation template instead of prompts (a list of chat messages)")
+    systems: Any = Field(None, description="system prompts as a grid dimension: one text or a dict of named texts")
+    grid: Any = Field(default_factory=dict, description="parameter name -> values; every combination is run")
+    seeds: Any = Field(3, description="a count n (seeds 0..n-1) or a list of seeds")
+    model: Any = Field(None, description="a model (path or alias) or a list of models; None: the default model")
+    params: dict[str, Any] = Field(default_factory=dict, description="generation parameters fixed for every run")
+    data: Any = Field(None, description="a data set: DataFrame, list of dicts, or a .csv / .jsonl / .parquet file")
+    reference: str = Field("reference", description="the data column holding each item's reference answer")
+    assertions: Any = Field(None, description="checks applied to every run (dicts or Python callables)")
+    scorers: Any = Field(None, description="more scores: metric names, callables or lmbench.judge(...) judges")
+    metrics: Any = Field("default", description="run and group metrics: 'default', None or a list of names")
+    chat: bool | None = Field(None, description="through the chat template: None for models that have one")
+    experiment: str | None = Field(None, description="the experiment name recorded with every run")
+    name: str | None = Field(None, description="the sweep's name: the same name resumes the same sweep")
+    batch: bool = Field(True, description="decode the runs of a model together (False: one at a time)")
+    batch_size: int | None = Field(None, description=f"the most runs sharing a decode (default {MAX_BATCH})")
+    executor: str = Field("local", description="where the runs are generated: a name in EXECUTORS")
+    cluster: Any = Field(None, description="the Dask cluster of the 'dask' executor (Client, address, 'local:N')")
+
+    @classmethod
+    def build(cls, **options: Any) -> SweepSpec:
+        """A spec from keyword options; an unknown option or a value of the wrong type is a ``ParameterError``."""
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "sweep"
+            known = ", ".join(cls.model_fields)
+            if error["type"] == "extra_forbidden":
+                raise ParameterError(f"unknown sweep option {where!r}; known: {known}", name=where) from None
+            message = f"sweep option {where}: {error['msg'].lower()}, not {error.get('input')!r}"
+            raise ParameterError(message, name=where, value=error.get("input")) from None
+
+
+@dataclass
+class Plan:
+    """A sweep made concrete: every planned run, its id, what is already done, and how runs are measured."""
+
+    spec: SweepSpec
+    runs: list[PlannedRun]
+    todo: list[PlannedRun]
+    sweep_id: str
+    recipe: Recipe
+    run_metrics: list[metrics_mod.Metric]
+    group_metrics: list[metrics_mod.Metric]
+    judges: list[scores.Judge]
+    store: Store
+
+
+def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -> Plan:
+    """Check ``spec`` and plan it against ``store``: every run, the sweep id, the runs still to make.
+
+    Nothing is generated; every error (a bad value, a missing template variable, an unknown
+    executor, ...) is raised here, before the first run.
+    """
+    fixed_params = {"logprobs": 0, **spec.params}
+    check_labels(spec.experiment, None, "sweep")
+    if spec.name is not None:
+        check_text("name", spec.name)
+    if spec.batch_size is not None and spec.batch_size < 1:
+        raise ParameterError(f"batch_size must be a whole number >= 1, not {spec.batch_size!r}", name="batch_size")
+    if not isinstance(spec.grid, Mapping):
+        raise ParameterError(f"grid must map parameter names to lists of values, not {spec.grid!r}", name="grid")
+    metrics = spec.metrics
+    if metrics is not None and metrics != "default" and not isinstance(metrics, str | Sequence):
+        raise ParameterError(f"metrics must be 'default', None or a list of names, not {metrics!r}", name="metrics")
+    if spec.executor not in EXECUTORS:
+        raise ParameterError(f"unknown executor {spec.executor!r}; registered: {', '.join(EXECUTORS)}", name="executor")
+    items = None if spec.data is None else load_items(spec.data, reference=spec.reference)
+    for row, item in enumerate(items or []):
+        scores.check_assertions(item.assertions, where=f"data row {row} (id {item.id!r})", data=True)
+    checks = scores.check_assertions(spec.assertions)
+    shared_checks = [c for c in checks if c["type"] != "python"]  # data, stored with each run
+    python_checks = [c["value"] for c in checks if c["type"] == "python"]  # code, scored as metrics
+    if (spec.prompts is None) == (spec.messages is None):
+        raise ParameterError(
+            "give a sweep prompts or messages (a conversation template), one of the two", name="prompts"
+        )
+    runs = planned_runs(
+        spec.prompts or "",
+        grid=spec.grid,
+        seeds=spec.seeds,
+        model=spec.model,
+        items=items,
+        messages=spec.messages,
+        systems=spec.systems,
+        **fixed_params,
+    )
+    records = [_item_record(j.item, shared_checks) for j in runs]
+    judges = [s for s in spec.scorers or [] if isinstance(s, scores.Judge)]
+    for judge in judges:
+        judge.check()
+    named = [s for s in spec.scorers or [] if not isinstance(s, scores.Judge)]
+    wanted = [n for n in scores.item_scorers([r for r in records if r]) if metrics is not None]
+    run_metrics = [*metrics_mod.select(metrics, "run"), *metrics_mod.select(wanted, "run")]
+    run_metrics += [metrics_mod.Metric(*scores.named_scorer(s), kind="run") for s in named]
+    run_metrics += [metrics_mod.Metric(*scores.python_assertion(fn), kind="run") for fn in python_checks]
+    target = get_store(store)
+    chat = spec.chat
+    sweep_id = sweep_id_for(
+        spec.name, spec.experiment, runs, fixed_params if chat is None else {**fixed_params, "chat": chat}
+    )
+    done = _finished_keys(target, sweep_id)
+    return Plan(
+        spec=spec,
+        runs=runs,
+        todo=[j for j in runs if j.key() not in done],
+        sweep_id=sweep_id,
+        recipe=Recipe(fixed_params, sweep_id, spec.experiment, chat, shared_checks),
+        run_metrics=run_metrics,
+        group_metrics=metrics_mod.select(metrics, "group"),
+        judges=judges,
+        store=target,
+    )
+
+
+# An executor generates a plan's runs still to make, handing each finished run to the recorder;
+# ``announce`` writes a line above the progress display (or is None).
+Executor = Callable[[Plan, Recorder, Callable[[], bool], Callable[[str], None] | None], None]
+EXECUTORS: dict[str, Executor] = {}
+
+
+def register_executor(name: str, executor: Executor) -> None:
+    """Make ``executor`` available to sweeps as ``executor=name`` (the built-ins are registered so too)."""
+    EXECUTORS[name] = executor
+
+
+def _local(
+    the_plan: Plan, save: Recorder, should_stop: Callable[[], bool], announce: Callable[[str], None] | None
+) -> None:
+    """In this process: model by model, all of a model's runs decoded together (or one at a time)."""
+    spec = the_plan.spec
+    for model_name, model_jobs in itertools.groupby(the_plan.todo, key=lambda j: j.model):
+        if should_stop():
+            break
+        engine, loaded_now = load_engine(model_name)
+        load_s = engine.load_s if loaded_now else 0.0
+        generations = [the_plan.recipe.generation(j, engine) for j in _by_prompt(model_jobs)]
+        batches = [generations] if spec.batch else [[g] for g in generations]
+        for group in batches:
+            slots = min(spec.batch_size or MAX_BATCH, len(group)) if spec.batch else None
+            _, interruption = execute_many(
+                engine, group, on_finished=save, cancel=should_stop, load_s=load_s, slots=slots
+            )
+            load_s = 0.0
+            if interruption is not None:
+                raise interruption
+            if should_stop():
+                break
+
+
+def _on_dask(
+    the_plan: Plan, save: Recorder, should_stop: Callable[[], bool], announce: Callable[[str], None] | None
+) -> None:
+    """On a Dask cluster (``spec.cluster``): blocks of runs decoded on workers, recorded here."""
+    from . import _dask
+
+    blocks_ = blocks(the_plan.todo, the_plan.spec.batch_size)
+    _dask.run_blocks(
+        the_plan.spec.cluster, blocks_, the_plan.recipe, on_run=save, cancel=should_stop, announce=announce
+    )
+
+
+register_executor("local", _local)
+register_executor("dask", _on_dask)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    store: str | os.PathLike[str] | Store | None = None,
+    cancel: Cancel = None,
+    progress: bool = True,
+    on_run: Callable[[Run], Any] | None = None,
+) -> pd.DataFrame:
+    """Plan ``spec``, generate the runs still to make with its executor, and return the sweep's runs."""
+    the_plan = plan(spec, store)
+    bar = Progress(len(the_plan.runs), initial=len(the_plan.runs) - len(the_plan.todo), disable=not progress)
+    started, tokens = time.perf_counter(), 0
+
+    def progressed(run: Run) -> None:
+        nonlocal tokens
+        if run.finish_reason in FINISHED:
+            tokens += run.completion_tokens
+            bar.update(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
+        if on_run is not None:
+            on_run(run)
+
+    save = Recorder(the_plan.store, the_plan.run_metrics, progressed)
+    try:
+        EXECUTORS[spec.executor](the_plan, save, stopper(cancel), bar.write if progress else None)
+    finally:
+        bar.close()
+    target = the_plan.store
+    frame = sweep_frame(the_plan.sweep_id, store=target, jobs=the_plan.runs, metrics=the_plan.group_metrics)
+    if the_plan.judges and len(frame):
+        graded = scores.score(frame[frame.finish_reason.isin(FINISHED)], the_plan.judges, store=target)
+        frame = frame.merge(graded[["id", *(j.name for j in the_plan.judges)]], on="id", how="left")
+    return frame
+
+
 def sweep(
     prompts: str | Sequence[str] | Mapping[str, str] | None = None,
     *,
-    grid: Mapping[str, Sequence[Any]],
+    grid: Mapping[str, Sequence[Any]] | None = None,
     seeds: int | Iterable[int] = 3,
     model: ModelArg | Sequence[ModelArg] = None,
     experiment: str | None = None,
@@ -233,6 +453,7 @@ def sweep(
     scorers: Sequence[scores.Scorer] | None = None,
     on_run: Callable[[Run], Any] | None = None,
     cluster: Any = None,
+    executor: str | None = None,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -265,98 +486,32 @@ def sweep(
     ``cluster`` spreads the runs over a Dask cluster (``pip install 'lmbench[dask]'``): a
     ``distributed.Client``, a scheduler address, or ``"local:N"`` (a ``LocalCluster`` of N worker
     processes); see ``lmbench._dask``. The runs, their ids and the store are the same as locally.
+
+    The options are those of ``SweepSpec`` (generation parameters given as keywords go to its
+    ``params``); ``run_sweep(spec)`` runs a spec built elsewhere (the CLI, a config file).
     """
-    fixed_params.setdefault("logprobs", 0)
-    check_labels(experiment, None, "sweep")
-    if name is not None:
-        check_text("name", name)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ParameterError(f"batch_size must be a whole number >= 1, not {batch_size!r}", name="batch_size")
-    if not isinstance(grid, Mapping):
-        raise ParameterError(f"grid must map parameter names to lists of values, not {grid!r}", name="grid")
-    if metrics is not None and metrics != "default" and not isinstance(metrics, str | Sequence):
-        raise ParameterError(f"metrics must be 'default', None or a list of names, not {metrics!r}", name="metrics")
-    items = None if data is None else load_items(data, reference=reference)
-    checks = scores.check_assertions(assertions)
-    shared_checks = [c for c in checks if c["type"] != "python"]  # data, stored with each run
-    python_checks = [c["value"] for c in checks if c["type"] == "python"]  # code, scored as metrics
-    if (prompts is None) == (messages is None):
-        raise ParameterError(
-            "give a sweep prompts or messages (a conversation template), one of the two", name="prompts"
-        )
-    jobs = plan(
-        prompts or "",
-        grid=grid,
-        seeds=seeds,
-        model=model,
-        items=items,
+    spec = SweepSpec.build(
+        prompts=prompts,
         messages=messages,
         systems=systems,
-        **fixed_params,
+        grid={} if grid is None else grid,
+        seeds=seeds,
+        model=model,
+        params=fixed_params,
+        data=data,
+        reference=reference,
+        assertions=assertions,
+        scorers=scorers,
+        metrics=metrics,
+        chat=chat,
+        experiment=experiment,
+        name=name,
+        batch=batch,
+        batch_size=batch_size,
+        executor=executor or ("local" if cluster is None else "dask"),
+        cluster=cluster,
     )
-    records = [_item_record(j.item, shared_checks) for j in jobs]
-    judges = [s for s in scorers or [] if isinstance(s, scores.Judge)]
-    named = [s for s in scorers or [] if not isinstance(s, scores.Judge)]
-    wanted = [n for n in scores.item_scorers([r for r in records if r]) if metrics is not None]
-    run_metrics = [*metrics_mod.select(metrics, "run"), *metrics_mod.select(wanted, "run")]
-    run_metrics += [metrics_mod.Metric(*scores.named_scorer(s), kind="run") for s in named]
-    run_metrics += [metrics_mod.Metric(*scores.python_assertion(fn), kind="run") for fn in python_checks]
-    group_metrics = metrics_mod.select(metrics, "group")
-    target = get_store(store)
-    sweep_id = sweep_id_for(name, experiment, jobs, fixed_params if chat is None else {**fixed_params, "chat": chat})
-    done = _finished_keys(target, sweep_id)
-    todo = [j for j in jobs if j.key() not in done]
-    bar = Progress(len(jobs), initial=len(jobs) - len(todo), disable=not progress)
-    started, tokens = time.perf_counter(), 0
-    should_stop = stopper(cancel)
-
-    def progressed(run: Run) -> None:
-        nonlocal tokens
-        if run.finish_reason in FINISHED:
-            tokens += run.completion_tokens
-            bar.update(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
-        if on_run is not None:
-            on_run(run)
-
-    save = Recorder(target, run_metrics, progressed)
-
-    recipe = Recipe(fixed_params, sweep_id, experiment, chat, shared_checks)
-    try:
-        if cluster is not None:
-            from . import _dask
-
-            _dask.run_blocks(
-                cluster,
-                blocks(todo, batch_size),
-                recipe,
-                on_run=save,
-                cancel=should_stop,
-                announce=bar.write if progress else None,
-            )
-        for model_name, model_jobs in itertools.groupby(todo if cluster is None else [], key=lambda j: j.model):
-            if should_stop():
-                break
-            engine, loaded_now = load_engine(model_name)
-            load_s = engine.load_s if loaded_now else 0.0
-            generations = [recipe.generation(j, engine) for j in _by_prompt(model_jobs)]
-            batches = [generations] if batch else [[g] for g in generations]
-            for group in batches:
-                slots = min(batch_size or MAX_BATCH, len(group)) if batch else None
-                _, interruption = execute_many(
-                    engine, group, on_finished=save, cancel=cancel, load_s=load_s, slots=slots
-                )
-                load_s = 0.0
-                if interruption is not None:
-                    raise interruption
-                if should_stop():
-                    break
-    finally:
-        bar.close()
-    frame = sweep_frame(sweep_id, store=target, jobs=jobs, metrics=group_metrics)
-    if judges and len(frame):
-        graded = scores.score(frame[frame.finish_reason.isin(FINISHED)], judges, store=target)
-        frame = frame.merge(graded[["id", *(j.name for j in judges)]], on="id", how="left")
-    return frame
+    return run_sweep(spec, store=store, cancel=cancel, progress=progress, on_run=on_run)
 
 
 @dataclass(frozen=True)
@@ -441,6 +596,8 @@ def sweep_frame(
     """The runs of a sweep with its coordinates as columns and group metrics per grid cell."""
     frame = get_store(store).runs(sweep_id=sweep_id)
     coords = pd.DataFrame(list(frame.sweep_coords), index=frame.index)
+    if "model" not in coords:  # no run yet (a sweep cancelled before its first run)
+        coords["model"] = pd.Series(index=frame.index, dtype=object)
     frame["model"] = coords["model"]
     if jobs is not None:  # the plan's runs only, in the plan's (grid) order rather than the order they finished
         position = {j.key(): i for i, j in enumerate(jobs)}

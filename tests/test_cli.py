@@ -181,3 +181,17 @@ def test_json_outputs_are_valid_json(tmp_path: Path) -> None:
     assert "\\/" not in listing.stdout and json.loads(listing.stdout)[0]["model_path"] == str(TEST_MODEL)
     info = cli("models", "info", str(TEST_MODEL))
     assert "1.2 MB" in info.stdout and "293K" in info.stdout
+
+
+def test_tables_are_written_by_one_rule_for_every_suffix(tmp_path: Path) -> None:
+    for suffix in (".csv", ".jsonl", ".ndjson", ".json", ".parquet"):
+        table = tmp_path / f"sweep{suffix}"
+        result = cli(
+            "sweep", "--prompt", "Once", "--grid", "temperature=0.5", "--seeds", "1", "-n", "4", "-o", str(table), "-q"
+        )
+        assert result.returncode == 0, result.stderr
+        exported = tmp_path / f"runs{suffix}"
+        assert cli("export", str(exported)).returncode == 0
+        assert lmbench.datasets.load(table) and lmbench.datasets.load(exported), "what is written reads back as data"
+    result = cli("export", str(tmp_path / "runs.xlsx"))
+    assert result.returncode == 1 and "use .csv, .jsonl, .ndjson, .json or .parquet" in result.stderr

@@ -129,3 +129,12 @@ def test_the_cli_sweeps_on_a_cluster_by_its_address(client: Client, tmp_path) ->
     elsewhere = [*command[:-6], "--name", "elsewhere", "--cluster", "tcp://127.0.0.1:9"]
     unreachable = subprocess.run(elsewhere, capture_output=True, text=True, timeout=120)
     assert unreachable.returncode != 0 and "cannot reach the Dask scheduler" in unreachable.stderr
+
+
+def test_a_callers_cluster_decodes_with_each_workers_own_threads() -> None:
+    with (
+        LocalCluster(processes=True, n_workers=1, threads_per_worker=3, dashboard_address=":0") as cluster,
+        Client(cluster) as connected,
+    ):
+        frame = _sweep(cluster=connected, grid={"temperature": [0.5]}, seeds=2, max_tokens=4)
+    assert len(frame) == 4 and set(frame.n_threads) == {3}, "the worker's 3 threads, not this machine's cores"

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,24 @@ def test_load_time_is_the_whole_wait_with_its_parts(model_path: Path) -> None:
     assert set(parts) == {"checks_s", "llama_cpp_s"} and all(v >= 0 for v in parts.values())
     assert engine.load_s >= parts["checks_s"] + parts["llama_cpp_s"] - 1e-6
     assert any("checks" in line and "llama.cpp" in line for line in engine.logs)
+
+
+def test_threads_follow_what_the_machine_leaves_free_unless_given(model_path: Path) -> None:
+    lmbench.unload()
+    fixed = lmbench.load(model_path, n_threads=2)
+    assert fixed.threads.fixed and fixed.n_threads == 2 and "2 (fixed)" in repr(fixed)
+    lmbench.unload()
+    auto = lmbench.load(model_path)
+    assert not auto.threads.fixed and "threads auto:" in repr(auto)
+    cpus = os.cpu_count() or 1
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cpus)]
+    try:
+        time.sleep(1.0)  # the engine re-reads the machine's CPU use every half second
+        runs = [lmbench.generate("Once upon a time", model=auto, max_tokens=64, ignore_eos=True) for _ in range(3)]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert auto.n_threads == 1, "every core busy with another process: one thread"
+    assert runs[-1].n_threads == 1 and all(r.completion_tokens == 64 for r in runs)

@@ -119,3 +119,19 @@ def test_json_extraction_notebook(tmp_path: Path) -> None:
     )
     assert _errors(out) == []
     assert "every constrained answer matches the schema: True" in _stdout(out)
+
+
+def test_arena_notebook_runs_headless_before_any_vote(tmp_path: Path) -> None:
+    out = tmp_path / "arena.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "arena.ipynb"),
+        str(out),
+        parameters={"seeds": 1, "rater": "papermill"},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    shown = [o.get("data", {}) for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
+    assert any("application/vnd.jupyter.widget-view+json" in data for data in shown), "the arena is displayed"
+    assert any("vote on a few pairs above" in data.get("text/plain", "") for data in shown)
+    assert lmbench.ratings().empty and len(lmbench.runs("arena")) == 3 * 2

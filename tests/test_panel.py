@@ -271,6 +271,28 @@ def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_m
     assert panel.picker.model.value == str(synthetic_model) and panel.prompt.value == "Elsewhere"
 
 
+def test_history_reads_a_page_of_runs_at_a_time(panel: lmbench.Panel) -> None:
+    import dataclasses
+    import datetime
+
+    from lmbench.ui._parts import HISTORY_SIZE
+
+    panel.prompt.value = "Once"
+    panel.form.sliders["max_tokens"].value = 2
+    first = _generate(panel)
+    panel.store.record(
+        dataclasses.replace(first, id=f"old{i:03d}", created_at=first.created_at - datetime.timedelta(seconds=i + 1))
+        for i in range(HISTORY_SIZE + 5)
+    )
+    panel.history.all.value = True
+    ids = [run_id for _, run_id in panel.history.runs.options]
+    assert len(ids) == HISTORY_SIZE and ids[0] == first.id and not panel.history.older.disabled
+    panel.history.older.click()
+    ids = [run_id for _, run_id in panel.history.runs.options]
+    assert len(ids) == HISTORY_SIZE + 6 and ids[-1] == f"old{HISTORY_SIZE + 4:03d}"
+    assert panel.history.older.disabled, "no older runs are left"
+
+
 def test_the_log_has_a_line_per_generation(panel: lmbench.Panel) -> None:
     panel.prompt.value = "Once upon a time"
     panel.form.sliders["max_tokens"].value = 5

@@ -115,3 +115,39 @@ def test_the_jupyter_extension_outlives_a_crashing_model(
         good = requests.post(f"{base}/api/generate", json={"prompt": "Hi", "max_tokens": 2}, headers=auth, timeout=120)
         assert good.status_code == 200, good.text
         assert requests.get(f"{jupyter.url}/api/status", headers=auth, timeout=10).ok, "Jupyter itself lives"
+
+
+def test_serve_stopped_with_ctrl_c_under_load_leaves_no_worker_log(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "import sys, lmbench.cli; sys.exit(lmbench.cli.main())"]
+    server = subprocess.Popen(
+        [*command, "serve", "--port", str(port), "--model", str(TEST_MODEL)],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                requests.get(f"{url}/v1/models", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        body = {"prompt": "Once upon a time", "max_tokens": 12000, "ignore_eos": True, "stream": True}
+        with requests.post(f"{url}/api/generate", json=body, stream=True, timeout=120) as response:
+            next(line for line in response.iter_lines() if line)
+            assert list(tmp_path.glob("lmbench-worker-*.log")), "the worker keeps its log while it runs"
+            server.send_signal(signal.SIGINT)
+            assert server.wait(60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert list(tmp_path.glob("lmbench-worker-*.log")) == []

@@ -16,7 +16,7 @@ import pytest
 from conftest import after
 
 import lmbench
-from lmbench.sweep import plan
+from lmbench.sweep import planned_runs
 
 
 def test_sweep_runs_the_full_cross_product_with_coordinates() -> None:
@@ -82,7 +82,7 @@ def test_models_list_runs_the_grid_on_every_model(model_path: Path, tmp_path: Pa
 @pytest.mark.parametrize("batch", [True, False])
 def test_keyboard_interrupt_keeps_finished_runs_and_rerun_completes(batch: bool) -> None:
     kwargs = {"grid": {"temperature": [0.3, 0.8, 1.3]}, "seeds": 20, "max_tokens": 200}
-    total = len(plan("Once upon a time", **kwargs))
+    total = len(planned_runs("Once upon a time", **kwargs))
     kwargs.update(progress=False, batch=batch, batch_size=4)
     # Ctrl-C once five runs are scored, with Python's own handler as in a terminal or kernel
     # (``interrupt_main`` runs it in the main thread; a background job starts with SIGINT ignored).
@@ -176,3 +176,48 @@ def test_a_sweep_without_metrics_records_none() -> None:
     assert len(df) == 2
     assert not {"distinct_2", "self_similarity", "mean_logprob", "chars"} & set(df.columns)
     assert all(lmbench.get_store().get(run_id).metrics == {} for run_id in df.id)
+
+
+def test_a_sweep_is_one_spec_planned_then_run_by_a_named_executor(model_path: Path) -> None:
+    from lmbench.sweep import EXECUTORS, SweepSpec, plan, register_executor, run_sweep
+
+    spec = SweepSpec.build(
+        prompts="Once upon a time", grid={"temperature": [0.0, 1.0]}, seeds=2, model=str(model_path), name="spec"
+    )
+    first = plan(spec)
+    assert len(first.runs) == len(first.todo) == 4 and first.sweep_id == plan(spec).sweep_id
+    seen: list[int] = []
+
+    def counting(the_plan, save, should_stop, announce):  # a third-party executor, registered like the built-ins
+        seen.append(len(the_plan.todo))
+        EXECUTORS["local"](the_plan, save, should_stop, announce)
+
+    register_executor("counting", counting)
+    try:
+        df = run_sweep(spec.model_copy(update={"executor": "counting"}), progress=False)
+        assert seen == [4] and len(df) == 4 and set(df.finish_reason) <= {"stop", "length"}
+        assert plan(spec).todo == [], "the plan knows what is done: a second run resumes with nothing to make"
+        again = lmbench.sweep(
+            "Once upon a time",
+            grid={"temperature": [0.0, 1.0]},
+            seeds=2,
+            model=str(model_path),
+            name="spec",
+            progress=False,
+        )
+        assert list(again.id) == list(df.id)
+    finally:
+        EXECUTORS.pop("counting")
+
+
+@pytest.mark.no_test_model
+def test_sweep_options_are_checked_by_the_spec() -> None:
+    from lmbench.sweep import SweepSpec
+
+    with pytest.raises(lmbench.ParameterError, match="unknown sweep option 'colour'"):
+        SweepSpec.build(prompts="x", colour="red")
+    with pytest.raises(lmbench.ParameterError, match="sweep option batch: input should be a valid boolean"):
+        lmbench.sweep("x", grid={"temperature": [0.5]}, batch="yes")
+    with pytest.raises(lmbench.ParameterError, match="unknown executor 'moon'; registered: local, dask"):
+        lmbench.sweep("x", grid={"temperature": [0.5]}, executor="moon")
+    assert lmbench.runs().empty, "nothing ran"

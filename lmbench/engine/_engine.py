@@ -14,13 +14,14 @@ from typing import Any
 
 import llama_cpp
 
-from .. import models
+from .. import _grammar, models
 from ..errors import EngineClosedError, ModelLoadError, ParameterError
 from ..params import GenerationParams
 from . import _llama_log, _probe
 from ._native import Model
 from ._sampling import SamplerChain
 from ._scheduler import Scheduler
+from ._threads import Threads
 
 _llama_log.install()
 
@@ -83,7 +84,7 @@ class Engine:
         path: Path,
         *,
         n_ctx: int,
-        n_threads: int,
+        n_threads: int | None,
         n_gpu_layers: int,
         weight_repack: bool | None = None,
         **load_options: Any,
@@ -92,7 +93,8 @@ class Engine:
         self.path = path
         self.logs: collections.deque[str] = collections.deque(maxlen=2000)
         self.lock = threading.RLock()
-        self.n_threads = n_threads
+        # The user's n_threads always wins; left out, the engine decodes with the cores others leave free.
+        self.threads = Threads(n_threads or physical_cores(), fixed=n_threads is not None)
         self.load_options = dict(load_options)
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
         # What it takes to load this model again (after it was closed to make room for another).
@@ -126,7 +128,7 @@ class Engine:
         self.scheduler = Scheduler(
             model,
             n_ctx=self.n_ctx,
-            n_threads=n_threads,
+            threads=self.threads,
             n_vocab=self.n_vocab,
             end_tokens=self.eog_tokens,
             kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width,
@@ -134,12 +136,17 @@ class Engine:
         )
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
-            f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads={n_threads})"
+            f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads {self.threads.describe()})"
         )
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def n_threads(self) -> int:
+        """The threads llama.cpp decodes with now (``threads.describe()`` says whether they are chosen or fixed)."""
+        return self.threads.current
 
     @property
     def closed(self) -> bool:
@@ -181,8 +188,16 @@ class Engine:
         return self._vocab
 
     def check_constraint(self, params: GenerationParams) -> None:
-        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse."""
-        if params.constraint() is not None:
+        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse.
+
+        A large grammar is built in a child process first: a crash there is an error here, not the end of this process.
+        """
+        grammar = params.constraint()
+        if grammar is not None:
+            try:
+                _grammar.verify(grammar, self.path)
+            except ValueError as exc:
+                raise ParameterError(str(exc), name="json_schema" if params.json_schema else "grammar") from None
             SamplerChain(params, 0, self.n_vocab, (), self.vocab).close()
 
     def detokenize(self, tokens: list[int]) -> str:
@@ -249,7 +264,7 @@ class Engine:
         status = self.scheduler.status()
         kv = f"{status['slots']} x {status['cells_per_slot']} cells, {status['kv_cache_bytes'] / 2**20:.1f} MiB"
         return (
-            f"<lmbench.Engine {self.name} (n_ctx={self.n_ctx}, threads={self.n_threads}, "
+            f"<lmbench.Engine {self.name} (n_ctx={self.n_ctx}, threads {self.threads.describe()}, "
             f"parallel={self.parallel}; KV cache {kv if status['slots'] else 'not made yet'})>"
         )
 
@@ -312,7 +327,7 @@ def load_engine(
             if all(engine.load_args.get(name) == value for name, value in given.items()):
                 _cache.move_to_end(key)
                 return engine, False
-        options = {"n_ctx": 2048, "n_threads": physical_cores(), "n_gpu_layers": 0, **given}
+        options = {"n_ctx": 2048, "n_threads": None, "n_gpu_layers": 0, **given}
         if same_file:
             loaded_args = same_file[0][1].load_args
             differ = ", ".join(
@@ -323,7 +338,7 @@ def load_engine(
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
-        _cache[(*file, tuple(sorted(options.items())))] = engine
+        _cache[(file[0], file[1], file[2], tuple(sorted(options.items())))] = engine
         return engine, True
 
 
@@ -338,7 +353,8 @@ def load(
     """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
 
     ``None`` means ``$LMBENCH_MODEL`` or else the default model. Settings left out take their
-    defaults (``n_ctx`` 2048, ``n_threads`` the physical cores, ``n_gpu_layers`` 0) on a first load
+    defaults (``n_ctx`` 2048, ``n_gpu_layers`` 0; without ``n_threads`` the engine decodes with
+    the physical cores that other processes leave free, re-checked as it goes) on a first load
     and agree with any loaded engine of the same file. Bad files raise ``ModelLoadError`` with the
     reason; they never reach llama.cpp.
     """

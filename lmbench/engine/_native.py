@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import GenerationError, ModelLoadError
 from . import _llama_log
+from ._threads import Threads
 
 # One decode entry: (token, position, sequence slot, whether its logits are wanted).
 Entry = tuple[int, int, int, bool]
@@ -154,9 +155,10 @@ class Context:
         slots: int,
         per_slot: int,
         n_batch: int,
-        n_threads: int,
+        threads: Threads,
         logs: collections.deque[str],
     ) -> None:
+        n_threads = threads.now()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = slots * per_slot
         params.n_batch = params.n_ubatch = n_batch
@@ -171,6 +173,7 @@ class Context:
             self.ptr = None
             raise GenerationError(f"llama.cpp could not make a context of {slots} x {per_slot} tokens")
         self.slots, self.per_slot, self.n_batch = slots, per_slot, n_batch
+        self.threads, self._n_threads = threads, n_threads
         self.kv_cache_type = ggml_type_name(params.type_k)
         self.memory = llama_cpp.llama_get_memory(self.ptr)
         self.batch = Batch(n_batch)
@@ -182,7 +185,11 @@ class Context:
         return self.ptr
 
     def decode(self, entries: Sequence[Entry]) -> None:
-        """One ``llama_decode`` of the entries (at most ``n_batch``)."""
+        """One ``llama_decode`` of the entries (at most ``n_batch``), with the threads the machine leaves free."""
+        n_threads = self.threads.now()
+        if n_threads != self._n_threads:
+            llama_cpp.llama_set_n_threads(self.ptr, n_threads, n_threads)
+            self._n_threads = n_threads
         with _llama_log.capture(self.logs):
             status = llama_cpp.llama_decode(self.ptr, self.batch.fill(entries))
         if status != 0:

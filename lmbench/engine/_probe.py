@@ -72,7 +72,7 @@ def _cache_file() -> Path:
 def verify(path: Path, digest: str, *, repack: bool) -> None:
     """Raise ``ModelLoadError`` if loading ``path`` and decoding one token crashes or fails a child process."""
     from .. import _jsonfile
-    from ..errors import ModelLoadError
+    from ..errors import ModelLoadError, StoreError
 
     key = f"{digest}|{llama_cpp.__version__}|{'repack' if repack else 'plain'}"
     with _lock:
@@ -84,7 +84,7 @@ def verify(path: Path, digest: str, *, repack: bool) -> None:
             verdict = _run_child(path, repack)
             cache = _jsonfile.read(_cache_file(), cache=True)
             cache[key] = verdict
-            with contextlib.suppress(OSError):  # an unwritable cache only costs time
+            with contextlib.suppress(StoreError):  # an unwritable cache only costs time
                 _jsonfile.write(_cache_file(), cache)
         if verdict != "ok":
             raise ModelLoadError(path, verdict)

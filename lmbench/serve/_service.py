@@ -902,4 +902,25 @@ def parse_body(raw: bytes, limit: int) -> dict[str, Any]:
         raise ApiError(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
+    if _deeper_than(body, MAX_BODY_DEPTH):
+        raise ApiError(400, f"request body nests JSON more than {MAX_BODY_DEPTH} levels deep")
     return body
+
+
+# The deepest JSON a request body may nest (a JSON schema of the deepest allowed nesting fits well within).
+MAX_BODY_DEPTH = 200
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` deep (walked without recursion:
+    a body too deep for Python's stack could not be passed to a model worker)."""
+    pending = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            pending += [(v, depth + 1) for v in node.values()]
+        elif isinstance(node, list):
+            pending += [(v, depth + 1) for v in node]
+    return False

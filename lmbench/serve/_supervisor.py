@@ -200,6 +200,8 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
+        with contextlib.suppress(OSError):  # now, not from the reader thread, which a stopping server outlives
+            os.unlink(self.log_path)
 
 
 class Supervisor:

@@ -116,6 +116,37 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
         CREATE TABLE environments (id TEXT PRIMARY KEY, facts TEXT NOT NULL) WITHOUT ROWID;
         """,
     ),
+    (
+        "0014_selection_indexes",  # the newest runs of an experiment or a sweep without sorting all of them
+        """
+        DROP INDEX IF EXISTS runs_experiment;
+        DROP INDEX IF EXISTS runs_sweep_id;
+        CREATE INDEX runs_experiment_created_at ON runs (experiment, created_at);
+        CREATE INDEX runs_sweep_id_created_at ON runs (sweep_id, created_at);
+        """,
+    ),
+    (
+        "0015_ratings",
+        """
+        CREATE TABLE ratings (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('pairwise', 'single')),
+            run_a TEXT NOT NULL,
+            run_b TEXT,
+            shown TEXT,
+            verdict TEXT,
+            score INTEGER CHECK (score BETWEEN 1 AND 5),
+            rater TEXT NOT NULL,
+            note TEXT,
+            session TEXT,
+            CHECK ((kind = 'pairwise') = (run_b IS NOT NULL))
+        );
+        CREATE INDEX ratings_run_a ON ratings (run_a);
+        CREATE INDEX ratings_run_b ON ratings (run_b);
+        CREATE INDEX ratings_session ON ratings (session);
+        """,
+    ),
 ]
 
 
@@ -128,6 +159,13 @@ def _statements(script: str) -> Iterator[str]:
             if pending.strip(" \n;"):
                 yield pending
             pending = ""
+
+
+def missing_migrations(conn: sqlite3.Connection) -> list[str]:
+    """The names of the migrations this database has not seen yet (it is not changed)."""
+    known = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_migrations'")
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")} if known.fetchone()[0] else set()
+    return [name for name, _ in MIGRATIONS if name not in done]
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:

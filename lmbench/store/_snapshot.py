@@ -9,11 +9,14 @@ counted by triggers in ``_changes``) or a schema change invalidates the snapshot
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +29,7 @@ ROWID = "_rowid"
 # A temporary snapshot file this old was left by a process that died while writing it.
 STALE_TMP_S = 600
 _ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64()}
+_SINCE = "rowid > ?"
 
 
 def snapshot_path(db_path: Path) -> Path:
@@ -46,7 +50,7 @@ def read(conn: sqlite3.Connection, columns: dict[str, str], snapshot: Path | Non
         count = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
         base = _load(snapshot, key) if snapshot is not None else None
         since = pc.max(base[ROWID]).as_py() if base is not None and base.num_rows else -1
-        fresh = _rows(conn, columns, since)
+        fresh = _rows(conn, columns, _SINCE, (since,))
     finally:
         conn.execute("COMMIT")
     table = fresh if base is None else _append(base, fresh)
@@ -57,18 +61,48 @@ def read(conn: sqlite3.Connection, columns: dict[str, str], snapshot: Path | Non
     return table
 
 
-def _rows(conn: sqlite3.Connection, columns: dict[str, str], since: int) -> pa.Table:
-    """Runs with rowid above ``since`` and their metrics, as typed Arrow columns."""
-    cursor = conn.execute(f"SELECT rowid, {', '.join(columns)} FROM runs WHERE rowid > ? ORDER BY rowid", (since,))
-    rows = cursor.fetchall()
+def select(
+    conn: sqlite3.Connection, columns: dict[str, str], where: str, params: Sequence[Any], last: int | None
+) -> pa.Table:
+    """The runs matching ``where`` (an SQL condition on the runs table), only the ``last`` newest when given,
+    with their metrics: read from SQLite alone, so a small selection costs what it returns."""
+    conn.execute("BEGIN")
+    try:
+        return _rows(conn, columns, where, params, last)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _rows(
+    conn: sqlite3.Connection,
+    columns: dict[str, str],
+    where: str = _SINCE,
+    params: Sequence[Any] = (-1,),
+    last: int | None = None,
+) -> pa.Table:
+    """Runs matching ``where`` (the ``last`` newest, when given) and their metrics, as typed Arrow columns."""
+    query = f"SELECT rowid, {', '.join(columns)} FROM runs WHERE {where}"
+    if last is None:
+        rows = conn.execute(f"{query} ORDER BY rowid", params).fetchall()
+    else:
+        rows = conn.execute(f"{query} ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, last)).fetchall()[::-1]
     values = list(zip(*rows, strict=True)) if rows else [()] * (len(columns) + 1)
     arrays = {ROWID: pa.array(values[0], pa.int64())}
     for (name, kind), column in zip(columns.items(), values[1:], strict=True):
         arrays[name] = pa.array(column, _ARROW_TYPES.get(kind, pa.string()))
-    position = {run_id: i for i, run_id in enumerate(arrays["id"].to_pylist())} if "id" in arrays else {}
+    ids = arrays["id"].to_pylist() if "id" in arrays else []
+    position = {run_id: i for i, run_id in enumerate(ids)}
+    if where == _SINCE and last is None:  # the table's newer part: one pass over the metrics joined
+        found = conn.execute(
+            "SELECT m.run_id, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.rowid > ?", params
+        )
+    else:  # the runs chosen, by their primary key
+        found = conn.execute(
+            "SELECT run_id, name, value FROM metrics WHERE run_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        )
     metrics: dict[str, list[float | None]] = {}
-    query = "SELECT m.run_id, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.rowid > ?"
-    for run_id, name, value in conn.execute(query, (since,)):
+    for run_id, name, value in found:
         values_of = metrics.get(name)
         if values_of is None:
             values_of = metrics[name] = [None] * len(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,11 +20,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from .._config import home
-from ..errors import StoreError
+from .._config import home, unwritable
+from ..datasets import write_table
+from ..errors import ParameterError, StoreError
 from ..run import COLUMNS, Run
+from . import _ratings
 from . import _snapshot as _table
-from ._migrations import migrate
+from ._migrations import migrate, missing_migrations
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -55,7 +58,7 @@ class Store:
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise StoreError(f"run store {self.path}: {_reason(exc)}") from exc
+            raise StoreError(f"run store {self.path}: {_reason(exc, self.path)}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         local = self._local
@@ -63,18 +66,45 @@ class Store:
             return local.conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if not self._migrated:
-                with self._lock:
-                    _check_integrity(conn, self.path)
-                    migrate(conn)
-                    self._migrated = True
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the run store {self.path}: {_reason(exc)}") from None
+            if self.path.is_file() and not os.access(self.path.parent, os.W_OK):
+                conn = self._read_only()
+            else:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                if not self._migrated:
+                    with self._lock:
+                        _check_integrity(conn, self.path)
+                        migrate(conn)
+                        self._migrated = True
+        except OSError as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {unwritable(exc)}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {_reason(exc, self.path)}") from None
         local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def _read_only(self) -> sqlite3.Connection:
+        """A connection that only reads, for a store in a folder this process cannot write.
+
+        SQLite's WAL mode needs to create ``-shm`` beside the database even to read, which a
+        read-only folder refuses; without a ``-wal`` file every committed run is in the database
+        file itself, so it is opened as immutable, else read-only through the existing files.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        mode = "mode=ro" if wal.exists() else "immutable=1"
+        conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True, isolation_level=None)
+        if not self._migrated:
+            with self._lock:
+                _check_integrity(conn, self.path)
+                pending = missing_migrations(conn)
+                if pending:
+                    raise StoreError(
+                        f"the run store {self.path} needs upgrading ({', '.join(pending)}), but its folder "
+                        f"{self.path.parent} is read-only; open it once where it can be written"
+                    )
+                self._migrated = True
         return conn
 
     def close(self) -> None:
@@ -148,26 +178,40 @@ class Store:
         experiment: str | None = None,
         *,
         sweep_id: str | None = None,
+        ids: Iterable[str] | None = None,
         last: int | None = None,
         heavy: bool = False,
     ) -> pd.DataFrame:
         """One row per run, newest last: a column per parameter, timing and metric.
 
-        ``heavy=True`` adds the per-token log-probabilities and chat messages (JSON text).
+        ``experiment``, ``sweep_id`` and ``ids`` keep only those runs and ``last`` only the newest
+        n; a small selection is read from SQLite alone (its indexes), so it costs what it returns,
+        while the whole table comes from the columnar snapshot. ``heavy=True`` adds the per-token
+        log-probabilities and chat messages (JSON text).
         """
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 0):
+            raise ParameterError(f"last must be a whole number of runs >= 0, not {last!r}", name="last", value=last)
+        conditions = {"experiment = ?": experiment, "sweep_id = ?": sweep_id}
+        if ids is not None:
+            conditions["id IN (SELECT value FROM json_each(?))"] = json.dumps(list(ids))
+        chosen = {sql: value for sql, value in conditions.items() if value is not None}
+        where, params = " AND ".join(chosen) or "1", tuple(chosen.values())
         with self.connect() as conn:
             declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
             columns = {c: kind for c, kind in declared.items() if heavy or c not in HEAVY_COLUMNS}
-            table = _table.read(conn, columns, None if heavy else _table.snapshot_path(self.path))
-        if experiment is not None:
-            table = table.filter(pc.equal(table["experiment"], experiment))
-        if sweep_id is not None:
-            table = table.filter(pc.equal(table["sweep_id"], sweep_id))
+            if last is not None or ids is not None or (chosen and _few(conn, where, params)):
+                table = _table.select(conn, columns, where, params, last)
+            else:
+                table = _table.read(conn, columns, None if heavy else _table.snapshot_path(self.path))
+                if experiment is not None:
+                    table = table.filter(pc.equal(table["experiment"], experiment))
+                if sweep_id is not None:
+                    table = table.filter(pc.equal(table["sweep_id"], sweep_id))
         frame = table.to_pandas()
         frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
-        if last is not None:
-            frame = frame.iloc[max(len(frame) - int(last), 0) :]
-        return _typed(frame.reset_index(drop=True))
+        with self.connect() as conn:
+            rated = _ratings.aggregates(conn)
+        return _ratings.with_aggregates(_typed(frame.reset_index(drop=True)), rated)
 
     def environments(self) -> pd.DataFrame:
         """One row per environment the store's runs were made in: its id (the runs' ``environment``
@@ -179,20 +223,55 @@ class Store:
             columns=None if rows else ["environment"],
         )
 
-    def export(self, path: str | os.PathLike[str], experiment: str | None = None) -> Path:
-        """Write the runs table to CSV, JSON lines (.jsonl) or Parquet, chosen by the suffix."""
+    def add_rating(
+        self,
+        run_a: str,
+        run_b: str | None = None,
+        *,
+        verdict: str | None = None,
+        score: int | None = None,
+        shown: str | None = None,
+        rater: str | None = None,
+        note: str | None = None,
+        session: str | None = None,
+    ) -> str:
+        """Record one human vote at once (one short transaction); return its id.
+
+        One run: ``verdict`` ``"up"``/``"down"`` and/or ``score`` 1-5. Two runs: ``verdict`` ``"a"``,
+        ``"b"``, ``"tie"``, ``"bad"`` (both bad) or ``"skip"``, and ``shown`` (``"ab"``: ``run_a`` was on
+        the left). ``rater`` defaults to ``$LMBENCH_RATER`` or the login name.
+        """
+        row = _ratings.checked_row(
+            run_a, run_b, verdict=verdict, score=score, shown=shown, rater=rater, note=note, session=session
+        )
+        with self.connect() as conn:
+            _ratings.insert(conn, row)
+        return str(row["id"])
+
+    def ratings(self, kind: str | None = None, *, session: str | None = None, rater: str | None = None) -> pd.DataFrame:
+        """Every human vote, oldest first (``kind``: ``"pairwise"`` or ``"single"``; or one session or rater)."""
+        with self.connect() as conn:
+            return _ratings.read(conn, kind, session, rater)
+
+    def export(self, path: str | os.PathLike[str], experiment: str | None = None, *, table: str = "runs") -> Path:
+        """Write the runs table (or ``table="ratings"``: the votes) to CSV, JSON lines (.jsonl) or Parquet."""
         target = Path(path)
-        frame = self.runs(experiment, heavy=True)
-        suffix = target.suffix.lower()
-        if suffix == ".csv":
-            frame.to_csv(target, index=False)
-        elif suffix in (".jsonl", ".ndjson", ".json"):
-            frame.to_json(target, orient="records", lines=suffix != ".json", date_format="iso")
-        elif suffix == ".parquet":
-            frame.to_parquet(target, index=False)
-        else:
-            raise StoreError(f"cannot export to {target.name!r}: use a .csv, .jsonl, .json or .parquet file")
-        return target
+        if table not in ("runs", "ratings"):
+            raise ParameterError(f"table must be 'runs' or 'ratings', not {table!r}", name="table", value=table)
+        if table == "ratings" and experiment is not None:
+            raise ParameterError("ratings are exported whole: filter ratings() for one experiment", name="experiment")
+        frame = self.runs(experiment, heavy=True) if table == "runs" else self.ratings()
+        return write_table(frame, target)
+
+
+# A filtered selection of at most this many runs is read from SQLite rather than from the snapshot.
+FEW_RUNS = 10 * _table.SNAPSHOT_MIN_ROWS
+
+
+def _few(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> bool:
+    """Whether at most ``FEW_RUNS`` runs match (counted through the index, without reading them)."""
+    query = f"SELECT count(*) FROM (SELECT 1 FROM runs WHERE {where} LIMIT {FEW_RUNS + 1})"
+    return bool(conn.execute(query, params).fetchone()[0] <= FEW_RUNS)
 
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {"TEXT": (str,), "INTEGER": (int,), "REAL": (float, int)}
@@ -266,12 +345,26 @@ def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     )
 
 
-def _reason(exc: BaseException) -> str:
-    """SQLite's words, made plain where they mislead."""
+def _reason(exc: BaseException, path: Path) -> str:
+    """SQLite's words, made plain where they mislead (a full disk, a read-only folder)."""
     text = str(exc)
-    if "disk is full" in text or "database or disk is full" in text:
+    if "disk is full" in text or (("disk I/O error" in text or "unable to open" in text) and _disk_full(path)):
         return "the disk is full"
+    if "readonly database" in text or "read-only" in text or not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} is read-only: runs can be read but not recorded"
     return text
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the disk holding ``path`` has (almost) no room left: SQLite often says "disk I/O error" then."""
+    try:
+        return shutil.disk_usage(path.parent).free < _FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+# Less free space than this (a few database pages) is a full disk.
+_FULL_BELOW_BYTES = 64 * 1024
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -323,7 +416,25 @@ def environments(store: str | os.PathLike[str] | Store | None = None) -> pd.Data
 
 
 def export(
-    path: str | os.PathLike[str], experiment: str | None = None, *, store: str | os.PathLike[str] | Store | None = None
+    path: str | os.PathLike[str],
+    experiment: str | None = None,
+    *,
+    table: str = "runs",
+    store: str | os.PathLike[str] | Store | None = None,
 ) -> Path:
-    """Export recorded runs to CSV, JSON lines or Parquet by file suffix."""
-    return get_store(store).export(path, experiment)
+    """Export recorded runs (or ``table="ratings"``: the human votes) to CSV, JSON lines or Parquet by file suffix."""
+    return get_store(store).export(path, experiment, table=table)
+
+
+def add_rating(
+    run_a: str, run_b: str | None = None, *, store: str | os.PathLike[str] | Store | None = None, **vote: Any
+) -> str:
+    """Record one human vote of one run or a pair (see ``Store.rate``); return its id."""
+    return get_store(store).add_rating(run_a, run_b, **vote)
+
+
+def ratings(
+    kind: str | None = None, *, store: str | os.PathLike[str] | Store | None = None, **filters: Any
+) -> pd.DataFrame:
+    """Every human vote as a DataFrame, oldest first (see ``Store.ratings``)."""
+    return get_store(store).ratings(kind, **filters)

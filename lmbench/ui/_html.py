@@ -27,6 +27,11 @@ def probability_colour(p: float) -> str:
     return f"hsla({120 * max(0.0, min(1.0, p)):.0f}, 80%, 50%, 0.35)"
 
 
+def rated(verdict: str, run_id: str) -> str:
+    """The note beside the history's thumbs once a run is rated."""
+    return f"<span style='{MUTED}'>{html.escape(verdict)} · run {html.escape(run_id[:8])}</span>"
+
+
 def error(message: str) -> str:
     """An error in plain words, in red."""
     return f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{html.escape(message)}</div>"
@@ -54,11 +59,13 @@ def stats(run: Run) -> str:
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
         f"finish: {run.finish_reason}",
+        f"{run.n_threads} threads" if run.n_threads else "",
         f"chat template ({run.chat_format})" if run.chat_format else "raw completion",
         f"seed {run.seed}",
         f"run {run.id[:8]}",
     ]
-    return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(' · '.join(parts))}</div>"
+    line = " · ".join(p for p in parts if p)
+    return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(line)}</div>"
 
 
 def history_row(row: Any) -> str:

@@ -40,6 +40,7 @@ SPANISH = {
     "New chat": "Nuevo chat",
     "Regenerate": "Regenerar",
     "Refresh": "Actualizar",
+    "Older runs": "Ejecuciones anteriores",
     "Save preset": "Guardar preset",
     "Output": "Salida",
     "History": "Historial",
@@ -51,6 +52,9 @@ SPANISH = {
     "Load settings": "Ajustes de carga",
     "context length": "contexto",
     "threads": "hilos",
+    "0: as many as the machine leaves free, re-checked while decoding": (
+        "0: tantos como la máquina deje libres, revisado durante la decodificación"
+    ),
     "parallel": "en paralelo",
     "random seed": "semilla aleatoria",
     "record token probabilities": "registrar probabilidades de tokens",
@@ -86,6 +90,27 @@ SPANISH = {
     "first divergent token": "primer token divergente",
     "near tie": "casi empate",
     "all identical": "todas idénticas",
+    # The arena and the rating grid.
+    "A is better": "A es mejor",
+    "B is better": "B es mejor",
+    "Tie": "Empate",
+    "Both bad": "Ambas malas",
+    "Skip": "Saltar",
+    "note (optional)": "nota (opcional)",
+    "Done": "Terminado",
+    "of": "de",
+    "pairs": "pares",
+    "keys": "teclas",
+    "rank": "puesto",
+    "score": "puntuación",
+    "95% interval": "intervalo del 95 %",
+    "win rate": "tasa de victorias",
+    "votes": "votos",
+    "Previous": "Anterior",
+    "Next": "Siguiente",
+    "runs": "ejecuciones",
+    "good": "buena",
+    "bad": "mala",
 }
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import models
 from ..chat import chat
 from ..compare import compare
-from ..engine._engine import Engine, physical_cores
+from ..engine._engine import Engine
 from ..errors import LmbenchError, ParameterError
 from ..generation import Job, Recorder, execute_many, random_seed
 from ..params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
@@ -156,10 +156,11 @@ class ModelPicker:
             **number,
         )
         self.n_threads = w.BoundedIntText(
-            engine.n_threads if engine else physical_cores(),
-            min=1,
+            engine.threads.most if engine and engine.threads.fixed else 0,
+            min=0,
             max=512,
             description=t("threads"),
+            tooltip=t("0: as many as the machine leaves free, re-checked while decoding"),
             layout=w.Layout(width="12em"),
             **number,
         )
@@ -389,19 +390,37 @@ class HistoryTab:
         self.all = w.Checkbox(False, description=host.t("all runs in the store (not only this panel's)"), indent=False)
         self.all.observe(lambda _: self.refresh(), names="value")
         self._restoring = False
-        self.box = w.VBox([row([refresh, self.all]), w.HTML(view.HISTORY_HEADER), self.runs])
+        self._pages = 1
+        self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
+        self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
+        self.thumbs = {}
+        for verdict, icon, tip in (("up", "thumbs-up", "good"), ("down", "thumbs-down", "bad")):
+            thumb = w.Button(icon=icon, tooltip=host.t(tip), layout=w.Layout(width="3em"), disabled=True)
+            thumb.add_class(f"lmbench-history-{verdict}")
+            thumb.on_click(lambda _, verdict=verdict: self.rate(verdict))
+            self.thumbs[verdict] = thumb
+        self.rated = w.HTML()
+        self.box = w.VBox(
+            [
+                row([refresh, self.all]),
+                w.HTML(view.HISTORY_HEADER),
+                self.runs,
+                row([*self.thumbs.values(), self.rated]),
+                self.older,
+            ]
+        )
 
-    def refresh(self) -> None:
-        """Reload the last runs from the store."""
-        try:
-            frame = self.host.store.runs()
+    def refresh(self, pages: int = 1) -> None:
+        """Reload the newest ``pages`` pages of runs from the store (only those rows are read)."""
+        self._pages = pages
+        mine = None if self.all.value else self.host._mine
+        try:  # a store of a million runs costs what the rows shown cost
+            frame = self.host.store.runs(ids=mine, last=HISTORY_SIZE * pages)
         except LmbenchError as exc:
             self.host.show_error(exc)
             return
-        if not self.all.value:
-            frame = frame[frame.id.isin(self.host._mine)]
-        frame = frame.iloc[-HISTORY_SIZE:]
         options = [(view.history_row(r), r.id) for r in frame.iloc[::-1].itertuples()]
+        self.older.disabled = len(frame) < HISTORY_SIZE * pages  # nothing older to show
         self._restoring = True
         try:
             self.runs.options = options
@@ -409,7 +428,21 @@ class HistoryTab:
         finally:
             self._restoring = False
 
+    def rate(self, verdict: str) -> None:
+        """Thumbs up or down for the selected run, stored at once (``rating_up`` in ``lmbench.runs()``)."""
+        if self.runs.value is None:
+            return
+        try:
+            self.host.store.add_rating(self.runs.value, verdict=verdict)
+        except LmbenchError as exc:
+            self.host.show_error(exc)
+            return
+        self.rated.value = view.rated(self.host.t("good" if verdict == "up" else "bad"), self.runs.value)
+
     def _on_select(self, change: dict[str, Any]) -> None:
+        for thumb in self.thumbs.values():
+            thumb.disabled = change["new"] is None
+        self.rated.value = ""
         if self._restoring or change["new"] is None:
             return
         try:
