@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import mistune
@@ -163,6 +163,26 @@ def alternatives(entry: dict[str, Any], index: int) -> str:
         f"p={math.exp(entry['logprob']):.4f}, entropy {entry.get('entropy', float('nan')):.3f} nats</div>"
         "<table class='lmbench-alternatives'><tr><th>alternative</th><th>probability</th><th>logprob</th></tr>"
         f"{rows}</table>"
+    )
+
+
+def audit(report: Any, t: Callable[[str], str]) -> str:
+    """The determinism audit: per condition, identical or the first divergent token (reference -> got)."""
+    rows = []
+    for row in report.itertuples():
+        if row.identical_rate == 1:
+            split = "—"
+        else:
+            split = (
+                f"#{int(row.first_divergence)} <code>{html.escape(repr(row.reference_token))}</code> → "
+                f"<code>{html.escape(repr(row.token))}</code>{' · ' + t('near tie') if row.near_tie else ''}"
+            )
+        rows.append(f"<tr><td>{html.escape(row.condition)}</td><td>{row.identical_rate:.0%}</td><td>{split}</td></tr>")
+    same = (report.identical_rate == 1).all()
+    return (
+        f"<div><b>{t('all identical') if same else t('Reproducible?')}</b></div>"
+        f"<table class='lmbench-audit-table'><tr><th>{t('condition')}</th><th>{t('identical')}</th>"
+        f"<th>{t('first divergent token')}</th></tr>{''.join(rows)}</table>"
     )
 
 
