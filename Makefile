@@ -74,4 +74,4 @@ image:
 
 # Builds the image (cached), runs it with a volume, and checks the UI, the API, a restart and a clean stop.
 image-test: setup image
-	LMBENCH_HOME=$$(mktemp -d) LMBENCH_IMAGE=$(IMAGE) $(BIN)/python -m pytest -m image tests/test_image.py
+	LMBENCH_HOME=$$(mktemp -d) LMBENCH_IMAGE=$(IMAGE) LMBENCH_IMAGE_TEST=1 $(BIN)/python -m pytest -m image tests/test_image.py

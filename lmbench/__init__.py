@@ -24,9 +24,11 @@ from .errors import (
 from .generation import generate
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
+from .reproduce import Divergence, audit, diff, fork
 from .run import Run
 from .scores import judge, leaderboard, score
-from .store import Store, export, get_store, ratings, runs, use_store
+from .significance import Paired, Regressions, paired, regressions
+from .store import Store, environments, export, get_store, ratings, runs, use_store
 from .sweep import sweep
 
 
@@ -70,6 +72,7 @@ __all__ = [
     "ClusterError",
     "Comparison",
     "ContextOverflowError",
+    "Divergence",
     "Engine",
     "EngineClosedError",
     "GenerationError",
@@ -78,19 +81,25 @@ __all__ = [
     "MissingExtraError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "Paired",
     "Panel",
     "ParameterError",
+    "Regressions",
     "Run",
     "Store",
     "StoreError",
     "__version__",
     "arena",
     "arena_scores",
+    "audit",
     "chat",
     "compare",
     "delete_preset",
     "detokenize",
+    "diff",
+    "environments",
     "export",
+    "fork",
     "generate",
     "get_store",
     "judge",
@@ -100,6 +109,7 @@ __all__ = [
     "loaded",
     "metrics",
     "models",
+    "paired",
     "panel",
     "param_specs",
     "plot_arena",
@@ -111,6 +121,7 @@ __all__ = [
     "rate",
     "rater_agreement",
     "ratings",
+    "regressions",
     "runs",
     "save_preset",
     "score",

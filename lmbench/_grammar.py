@@ -63,8 +63,8 @@ UNENFORCED_KEYWORDS = (
 )
 _COUNTS = (("minLength", "maxLength"), ("minItems", "maxItems"))
 _DATA_KEYWORDS = ("enum", "const", "default", "examples", "title", "description")
-# A rule name, a group, a literal, ... : what one written-out copy of a schema's repeated item costs.
-_ITEM_COST = 16
+# What one written-out copy of a schema's repeated item costs in grammar elements (a group, a rule, an option).
+_ITEM_COST = 8
 # A quantifier in a regular expression (not an escaped brace).
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
 _GBNF_TOKEN = re.compile(
@@ -127,7 +127,7 @@ def check_schema(schema: Any) -> None:
             counts = [_count(k, node[k], f"{where}/{k}") for k in (low, high) if k in node]
             if len(counts) == 2 and counts[0] > counts[1]:
                 raise ValueError(f"json_schema {low} is larger than {high} at {where or '/'}")
-            expanded += max(counts, default=0) * (len(where) + _ITEM_COST)
+            expanded += max(counts, default=0) * _ITEM_COST
         for key, value in node.items():
             at = f"{where}/{key}"
             if key in UNENFORCED_KEYWORDS:

@@ -64,6 +64,16 @@ class Turn:
         return describe_mode(self.chat_format)
 
 
+def template_stops(engine: Engine, chat_format: str | None) -> tuple[str, ...]:
+    """The stop strings a chat format adds: ``"\\nUser:"`` for the plain transcript, the model's end-of-turn
+    text for its own template, none for raw text (a run's ``stop`` leaves them out: its format implies them)."""
+    if chat_format == PLAIN:
+        return (PLAIN_STOP,)
+    if chat_format is not None and engine.model.eos_text:
+        return (engine.model.eos_text,)
+    return ()
+
+
 def has_template(engine: Engine) -> bool:
     """Whether the model carries a chat template (an instruct or chat model)."""
     return bool(engine.metadata.get("tokenizer.chat_template"))
@@ -149,14 +159,13 @@ def render(engine: Engine, messages: list[dict[str, str]]) -> Turn:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"]
         prompt = (f"{system}\n\n" if system else "") + "\n".join([*turns, "Assistant:"])
-        return Turn(asked, prompt, (PLAIN_STOP,), PLAIN, messages)
-    eos_text = engine.model.eos_text
+        return Turn(asked, prompt, template_stops(engine, PLAIN), PLAIN, messages)
     prompt = _template.render(
         template,
         messages=messages,
-        eos_token=eos_text,
+        eos_token=engine.model.eos_text,
         bos_token=engine.model.bos_text,
         add_generation_prompt=True,
         strftime_now=lambda fmt: datetime.now().strftime(fmt),
     )
-    return Turn(asked, prompt, (eos_text,) if eos_text else (), "gguf", messages)
+    return Turn(asked, prompt, template_stops(engine, "gguf"), "gguf", messages)

@@ -1,7 +1,8 @@
-"""The ``lmbench`` command line: run, sweep, runs, export, models, serve.
+"""The ``lmbench`` command line: run, sweep, runs, export, compare-runs, models, serve.
 
 A thin layer over the Python API. Generation options come from the parameter definition. Exit
-codes: 0 success, 1 an error while working (one line on stderr), 2 a usage error.
+codes: 0 success, 1 an error while working (one line on stderr) or a regression found by compare-runs,
+2 a usage error.
 """
 
 from __future__ import annotations
@@ -100,6 +101,24 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("path")
     export.add_argument("--experiment", "-e")
     export.add_argument("--table", choices=["runs", "ratings"], default="runs", help="what to export (default: runs)")
+
+    compare = sub.add_parser(
+        "compare-runs", help="what got worse (and better) between two experiments; exit status 1 on a regression"
+    )
+    compare.add_argument("before", help="an experiment name or sweep id")
+    compare.add_argument("after", help="an experiment name or sweep id over the same items")
+    compare.add_argument("--metric", required=True, help="the score to compare (a metric column, e.g. rougeL)")
+    compare.add_argument("--lower-is-better", action="store_true", help="for metrics such as perplexity")
+    compare.add_argument(
+        "--fail-on",
+        choices=["significant", "any", "none"],
+        default="significant",
+        help="significant: after is worse by a paired test (default); any: some item got worse; none: report only",
+    )
+    compare.add_argument("--min-change", type=float, default=0.0, help="ignore changes this small or smaller")
+    compare.add_argument("--alpha", type=float, default=0.05, help="the paired test's level (default 0.05)")
+    compare.add_argument("--on", action="append", metavar="COLUMN", help="pair runs on this column; repeatable")
+    compare.add_argument("--top", type=int, default=10, help="how many of the worst and best items to show")
 
     models = sub.add_parser("models", help="list, inspect and download models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
@@ -319,6 +338,26 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {args.table} to {export(args.path, args.experiment, table=args.table)}")
 
 
+def _cmd_compare_runs(args: argparse.Namespace) -> int:
+    from .significance import regressions
+
+    found = regressions(
+        args.before, args.after, args.metric, on=args.on, higher_is_better=not args.lower_is_better, alpha=args.alpha
+    )
+    print(found.summary)
+    for title, part in (("worse", found.worse), ("better", found.better)):
+        print(f"\n{len(part)} {title}:")
+        shown = part.head(args.top).drop(columns=[c for c in ("id_before", "id_after") if c in part])
+        for column in ("text_before", "text_after"):
+            if column in shown:
+                shown[column] = shown[column].str.replace("\n", " ").str.slice(0, 40)
+        _print_table(shown)
+    failed = found.failed(args.fail_on, args.min_change)
+    if failed:
+        print(f"lmbench: REGRESSION in {args.metric} (--fail-on {args.fail_on})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _cmd_models(args: argparse.Namespace) -> None:
     from . import models
     from ._gguf import readable_count
@@ -407,6 +446,7 @@ COMMANDS = {
     "sweep": _cmd_sweep,
     "runs": _cmd_runs,
     "export": _cmd_export,
+    "compare-runs": _cmd_compare_runs,
     "models": _cmd_models,
     "serve": _cmd_serve,
 }
@@ -417,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"lmbench: error: {exc}", file=sys.stderr)
@@ -435,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lmbench: error: {type(exc).__name__}: {exc} (LMBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import llama_cpp
 from . import metrics as metrics_mod
 from ._prompting import Turn, prepare
 from ._version import __version__
-from .engine import _sequence
+from .engine import _environment, _sequence
 from .engine._engine import Engine, load_engine
 from .engine._scheduler import Request
 from .errors import GenerationError, LmbenchError, ParameterError
@@ -46,10 +46,13 @@ def build_run(
     total: float,
     labels: Labels,
     asked: str | None = None,
+    resumed: int = 0,
     **measured: Any,
 ) -> Run:
     """A ``Run`` from what one generation produced (``prompt`` as sent, ``asked`` as typed when it differs),
-    with its labels, the engine's facts and library versions."""
+    with its labels, the engine's facts, library versions and environment (``resumed``: tokens of
+    ``n_generated`` that a fork started with, not decoded here)."""
+    new = n_generated - resumed
     return Run(
         id=labels.run_id or uuid.uuid4().hex,
         created_at=datetime.now(timezone.utc),
@@ -66,11 +69,13 @@ def build_run(
         completion_tokens=n_generated,
         ttft_s=ttft,
         total_s=total,
-        tokens_per_s=(n_generated - 1) / (total - ttft) if ttft is not None and n_generated > 1 else None,
+        tokens_per_s=(new - 1) / (total - ttft) if ttft is not None and new > 1 else None,
         n_ctx=engine.n_ctx,
         n_threads=engine.n_threads,
         lmbench_version=__version__,
         llama_cpp_version=llama_cpp.__version__,
+        environment=_environment.current(),
+        environment_facts=_environment.facts(),
         **labels.fields(),
         **measured,
     )
@@ -115,6 +120,14 @@ class Job:
         return self.params.model_copy(update={"stop": (*self.params.stop, *self.extra_stop)})
 
 
+@dataclass
+class Continuation(Job):
+    """A job that goes on from tokens as if it had generated them after its prompt (a fork), with their records."""
+
+    tokens: list[int] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
 def execute_many(
     engine: Engine,
     jobs: Sequence[Job],
@@ -152,8 +165,11 @@ def execute_many(
             end_tokens=engine.eog_tokens,
             on_token=job.on_token,
         )
-        sampler = (job.params, job.params.seed, engine.n_vocab, engine.eog_tokens, engine.vocab)
-        requests.append(Request(tokens, sequence, sampler, should_stop))
+        resumed = job.tokens if isinstance(job, Continuation) else []
+        if isinstance(job, Continuation):
+            sequence.resume(resumed, job.entries)
+        sampler = (job.params, job.params.seed, engine.n_vocab, engine.eog_tokens, engine.vocab, resumed)
+        requests.append(Request([*tokens, *resumed], sequence, sampler, should_stop))
     if slots is not None and requests:
         longest = max(len(r.tokens) + r.sequence.params.max_tokens for r in requests)
         for request in requests:
@@ -184,14 +200,20 @@ def execute_many(
 
 def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> Run:
     sequence = request.sequence
+    resumed = len(job.tokens) if isinstance(job, Continuation) else 0
+    slots, n_batch, kv_cache_type = request.context or (None, None, None)
     return build_run(
         engine,
         job.prompt,
         job.params,
         text=sequence.stream.text,
         finish=sequence.finish_reason or "error",
-        prompt_tokens=len(request.tokens),
+        prompt_tokens=len(request.tokens) - resumed,
         n_generated=sequence.n_generated,
+        resumed=resumed,
+        slots=slots,
+        n_batch=n_batch,
+        kv_cache_type=kv_cache_type,
         ttft=sequence.ttft,
         total=sequence.total,
         prompt_cached_tokens=request.cached,

@@ -37,7 +37,8 @@ def describe_mode(chat_format: str | None) -> str:
 @dataclass(frozen=True)
 class Labels:
     """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
-    (for sweeps and chats) its sweep, coordinates, data-set row, messages and chat format."""
+    (for sweeps and chats) its sweep, coordinates, data-set row, messages and chat format, and (for a
+    fork) the run it continues and the token position it forks at."""
 
     experiment: str | None = None
     tags: tuple[str, ...] = ()
@@ -48,6 +49,8 @@ class Labels:
     item: dict[str, Any] | None = None
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
+    parent_id: str | None = None
+    fork_position: int | None = None
 
     @classmethod
     def checked(
@@ -113,7 +116,17 @@ class Run:
     item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
     sweep_coords: dict[str, Any] | None = None
+    # What shaped the numbers besides the parameters: the sequence slots and tokens per decode of the
+    # context it ran in, its KV cache type, and the id of the machine's facts (``lmbench.environments()``).
+    slots: int | None = None
+    n_batch: int | None = None
+    kv_cache_type: str | None = None
+    environment: str | None = None
+    parent_id: str | None = None  # a fork: the run it continues, from its token at fork_position
+    fork_position: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    # The facts ``environment`` names, written once per id to the store's environments table (not a column).
+    environment_facts: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def prompt_mode(self) -> str:
@@ -162,6 +175,7 @@ class Run:
             f"finish: {self.finish_reason}",
             self.prompt_mode,
             f"seed {self.seed}",
+            self.environment_line(),
         ]
         params = ", ".join(
             f"{k}={getattr(self.params, k)!r}"
@@ -179,6 +193,18 @@ class Run:
             f"<div style='{MUTED};font-size:85%'>{' · '.join(s for s in stats if s)} · run {self.id[:8]}</div>"
             "</div>"
         )
+
+    def environment_line(self) -> str:
+        """What the run's numbers depend on besides its parameters, in one line (empty for older runs)."""
+        if self.environment is None:
+            return ""
+        parts = [
+            f"{self.n_threads} threads" if self.n_threads else "",
+            f"{self.slots} slots, batch {self.batch_size}" if self.slots else "",
+            f"KV {self.kv_cache_type}" if self.kv_cache_type else "",
+            f"llama-cpp-python {self.llama_cpp_version}, env {self.environment}",
+        ]
+        return ", ".join(p for p in parts if p)
 
     def __repr__(self) -> str:
         text = self.text if len(self.text) < 60 else self.text[:57] + "..."
@@ -242,7 +268,7 @@ def _columns() -> tuple[Column, ...]:
     for f in fields(Run):
         if f.name == "params":
             columns += [_column(n, param_hints[n], PARAM_SPECS[n].default == ()) for n in PARAM_NAMES]
-        elif f.name != "metrics":
+        elif f.name not in ("metrics", "environment_facts"):
             columns.append(_column(f.name, run_hints[f.name], f.default_factory is list))
     return tuple(columns)
 

@@ -44,6 +44,7 @@ from .errors import ParameterError, StoreError
 from .metrics import bootstrap
 from .params import check_text
 from .run import COLUMNS, Run
+from .significance import versus_best
 from .store._ratings import SCORES as RATING_SCORES
 from .store._store import Store, get_store
 
@@ -482,7 +483,10 @@ def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str
     """One row per setting: mean and 95% interval of each score, pass rates, tokens/s; best first.
 
     Pass/fail columns (``pass``, ``assert_*``) get a pass rate with a Wilson interval; other scores
-    a mean with a bootstrap interval. Sorted by the first metric, highest first.
+    a mean with a bootstrap interval. Sorted by the first metric, highest first. ``tied with best``
+    says which settings are indistinguishable from the best on it: a paired test against the best
+    (same items and seeds), Holm-corrected over the comparisons (``lmbench.significance.versus_best``;
+    the table's ``attrs["note"]`` says how it was tested).
     """
     keys = [by] if isinstance(by, str) else list(by)
     missing = [k for k in keys if k not in df]
@@ -514,7 +518,8 @@ def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str
     table = pd.DataFrame(rows)
     if chosen:
         table = table.sort_values(chosen[0], ascending=False, kind="stable", na_position="last")
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    return versus_best(df, table, keys, chosen[0]) if chosen else table
 
 
 _ORDER = ("pass", "judge", "rougeL", "rouge1", "rouge2", "chrf", "bleu", "token_f1", "exact_match")

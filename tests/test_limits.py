@@ -407,3 +407,14 @@ def test_the_api_refuses_what_would_crash_a_worker_and_other_streams_go_on(model
         assert answer.status_code == 400 and "nested more than 50 schemas deep" in answer.json()["error"]["message"]
         other.join(300)
         assert done["last"] == b"data: [DONE]", "the other client's stream finished"
+
+
+@pytest.mark.no_test_model
+def test_a_wide_schema_within_the_limits_is_accepted() -> None:
+    schema = {
+        "type": "object",
+        "properties": {f"field_{i}": {"type": "string", "maxLength": 1000} for i in range(50)},
+        "required": [f"field_{i}" for i in range(50)],
+    }
+    params = lmbench.validate_params(json_schema=schema)
+    assert _grammar.expanded_size(params.constraint() or "") > 50 * 1000

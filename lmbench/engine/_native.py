@@ -109,6 +109,16 @@ class Model:
             self.ptr = None
 
 
+def ggml_type_name(value: int) -> str:
+    """A ggml tensor type's name as llama.cpp writes it (``f16``, ``q8_0``)."""
+    names = {
+        getattr(llama_cpp, n): n[len("GGML_TYPE_") :].lower()
+        for n in dir(llama_cpp)
+        if n.startswith("GGML_TYPE_") and n != "GGML_TYPE_COUNT"
+    }
+    return names.get(value, str(value))
+
+
 class Batch:
     """A ``llama_batch`` of up to ``capacity`` tokens, each in one sequence."""
 
@@ -164,6 +174,7 @@ class Context:
             raise GenerationError(f"llama.cpp could not make a context of {slots} x {per_slot} tokens")
         self.slots, self.per_slot, self.n_batch = slots, per_slot, n_batch
         self.threads, self._n_threads = threads, n_threads
+        self.kv_cache_type = ggml_type_name(params.type_k)
         self.memory = llama_cpp.llama_get_memory(self.ptr)
         self.batch = Batch(n_batch)
 

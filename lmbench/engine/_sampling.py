@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import llama_cpp
 
@@ -25,8 +25,10 @@ class SamplerChain:
         n_vocab: int,
         eog_tokens: Collection[int] = (),
         vocab: llama_cpp.llama_vocab_p | None = None,
+        history: Sequence[int] = (),
     ) -> None:
-        """``eog_tokens`` are banned when ``params.ignore_eos`` is set; ``vocab`` is needed for a grammar."""
+        """``eog_tokens`` are banned when ``params.ignore_eos`` is set; ``vocab`` is needed for a grammar;
+        ``history`` are tokens already generated (a fork's), accepted so repetition penalties count them."""
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
@@ -54,12 +56,14 @@ class SamplerChain:
         )
         if params.temperature == 0:
             add(self.ptr, llama_cpp.llama_sampler_init_greedy())
-            return
-        add(self.ptr, llama_cpp.llama_sampler_init_top_k(params.top_k))
-        add(self.ptr, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        add(self.ptr, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-        add(self.ptr, llama_cpp.llama_sampler_init_temp(params.temperature))
-        add(self.ptr, llama_cpp.llama_sampler_init_dist(seed))
+        else:
+            add(self.ptr, llama_cpp.llama_sampler_init_top_k(params.top_k))
+            add(self.ptr, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            add(self.ptr, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(self.ptr, llama_cpp.llama_sampler_init_temp(params.temperature))
+            add(self.ptr, llama_cpp.llama_sampler_init_dist(seed))
+        for token in history:
+            llama_cpp.llama_sampler_accept(self.ptr, token)
 
     def sample(self, ctx: llama_cpp.llama_context_p, index: int = -1) -> int:
         """Sample (and accept) the next token from the logits at ``index`` of the last batch."""

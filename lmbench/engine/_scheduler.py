@@ -57,6 +57,7 @@ class Request:
     done: bool = False
     cached: int = 0  # prompt tokens that came from the KV cache
     batch_size: int = 0  # the most sequences that shared a decode with this one
+    context: tuple[int, int, str] | None = None  # the slots, tokens per decode and KV cache type it ran with
     failure: BaseException | None = None
 
 
@@ -339,6 +340,7 @@ class Scheduler:
             request.done = True
             return
         request.admitted, request.cached = True, keep
+        request.context = (context.slots, context.n_batch, context.kv_cache_type)
         request.sequence.restart_clock()
         slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1
 

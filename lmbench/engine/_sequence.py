@@ -119,6 +119,15 @@ class Sequence:
         self.finish_reason: str | None = None
         self.error: str | None = None
 
+    def resume(self, tokens: list[int], entries: list[dict[str, Any]] | None) -> None:
+        """Start from tokens already generated (a fork): their text, their count and their records."""
+        for token in tokens:
+            self.stream.add(self._piece(token))
+        self.stream.take()  # already known to whoever forks: only new text is streamed
+        self.n_generated = len(tokens)
+        if self.logprobs is not None and entries is not None:
+            self.logprobs.extend(entries)
+
     def restart_clock(self) -> None:
         """Start timing now (when the run joins the batch, not when it was queued)."""
         self.started = time.perf_counter()

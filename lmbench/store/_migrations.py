@@ -127,6 +127,19 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
     ("0010_backfill_defaults", _backfill_defaults),
     (
+        "0012_environment_and_forks",
+        """
+        ALTER TABLE runs ADD COLUMN slots INTEGER;
+        ALTER TABLE runs ADD COLUMN n_batch INTEGER;
+        ALTER TABLE runs ADD COLUMN kv_cache_type TEXT;
+        ALTER TABLE runs ADD COLUMN environment TEXT;
+        ALTER TABLE runs ADD COLUMN parent_id TEXT;
+        ALTER TABLE runs ADD COLUMN fork_position INTEGER;
+        CREATE INDEX runs_parent_id ON runs (parent_id);
+        CREATE TABLE environments (id TEXT PRIMARY KEY, facts TEXT NOT NULL) WITHOUT ROWID;
+        """,
+    ),
+    (
         "0014_selection_indexes",  # the newest runs of an experiment or a sweep without sorting all of them
         """
         DROP INDEX IF EXISTS runs_experiment;

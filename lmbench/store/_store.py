@@ -124,8 +124,13 @@ class Store:
             rows = [_checked_row(run.to_record(), declared) for run in batch]
             columns = list(declared)
             sql = f"INSERT OR REPLACE INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            environments = {r.environment: r.environment_facts for r in batch if r.environment and r.environment_facts}
             conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO environments (id, facts) VALUES (?, ?)",
+                    [(key, json.dumps(facts, sort_keys=True)) for key, facts in environments.items()],
+                )
                 for run, row in zip(batch, rows, strict=True):
                     conn.execute(sql, [row.get(c) for c in columns])
                     conn.executemany(
@@ -163,7 +168,10 @@ class Store:
                 raise StoreError(f"{'no' if not rows else 'more than one'} run matches id {run_id!r} in {self.path}")
             row = dict(rows[0])
             metrics = dict(conn.execute("SELECT name, value FROM metrics WHERE run_id = ?", (row["id"],)).fetchall())
-        return Run.from_record(row, metrics)
+            facts = conn.execute("SELECT facts FROM environments WHERE id = ?", (row["environment"],)).fetchone()
+        run = Run.from_record(row, metrics)
+        run.environment_facts = json.loads(facts[0]) if facts else None
+        return run
 
     def runs(
         self,
@@ -204,6 +212,16 @@ class Store:
         with self.connect() as conn:
             rated = _ratings.aggregates(conn)
         return _ratings.with_aggregates(_typed(frame.reset_index(drop=True)), rated)
+
+    def environments(self) -> pd.DataFrame:
+        """One row per environment the store's runs were made in: its id (the runs' ``environment``
+        column) and its facts (llama.cpp's system info, versions, platform, CPU) as columns."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT id, facts FROM environments ORDER BY id").fetchall()
+        return pd.DataFrame(
+            [{"environment": key, **json.loads(facts)} for key, facts in rows],
+            columns=None if rows else ["environment"],
+        )
 
     def add_rating(
         self,
@@ -390,6 +408,11 @@ def runs(
 ) -> pd.DataFrame:
     """Recorded runs as a DataFrame (see ``Store.runs``)."""
     return get_store(store).runs(experiment, **kwargs)
+
+
+def environments(store: str | os.PathLike[str] | Store | None = None) -> pd.DataFrame:
+    """The environments of the store's runs (see ``Store.environments``)."""
+    return get_store(store).environments()
 
 
 def export(

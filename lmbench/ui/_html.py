@@ -189,6 +189,26 @@ def alternatives(entry: dict[str, Any], index: int) -> str:
     )
 
 
+def audit(report: Any, t: Callable[[str], str]) -> str:
+    """The determinism audit: per condition, identical or the first divergent token (reference -> got)."""
+    rows = []
+    for row in report.itertuples():
+        if row.identical_rate == 1:
+            split = "—"
+        else:
+            split = (
+                f"#{int(row.first_divergence)} <code>{html.escape(repr(row.reference_token))}</code> → "
+                f"<code>{html.escape(repr(row.token))}</code>{' · ' + t('near tie') if row.near_tie else ''}"
+            )
+        rows.append(f"<tr><td>{html.escape(row.condition)}</td><td>{row.identical_rate:.0%}</td><td>{split}</td></tr>")
+    same = (report.identical_rate == 1).all()
+    return (
+        f"<div><b>{t('all identical') if same else t('Reproducible?')}</b></div>"
+        f"<table class='lmbench-audit-table'><tr><th>{t('condition')}</th><th>{t('identical')}</th>"
+        f"<th>{t('first divergent token')}</th></tr>{''.join(rows)}</table>"
+    )
+
+
 _MARKDOWN = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
 # Translucent over the theme's own background, in the theme's text colour: readable in light and dark.
 _BUBBLE = {"user": "rgba(66,133,244,0.18)", "assistant": "rgba(127,127,127,0.16)", "system": "rgba(255,171,0,0.16)"}

@@ -20,10 +20,11 @@ from typing import Any
 
 import ipywidgets as w
 
-from .._prompting import Turn, prepare
+from .._prompting import Turn, prepare, template_stops
 from ..engine._engine import Engine, load_engine
 from ..errors import LmbenchError, ParameterError
 from ..generation import generate
+from ..reproduce import audit, diff, fork
 from ..run import Run
 from ..serve._service import Settings
 from ..store._store import Store, get_store
@@ -41,6 +42,9 @@ from ._parts import (
     row,
 )
 from ._shortcuts import Shortcuts
+
+# The audit conditions the Debug tab's "Reproducible?" checks: those that need no second copy of the model.
+PANEL_AUDIT = ("alone", "prompt cached", "batch 2", "batch 8", "no prefix cache", "after another prompt")
 
 
 class Panel:
@@ -104,6 +108,18 @@ class Panel:
         self.debug_token = w.Dropdown(options=[], description=t("token"))
         self.debug_token.observe(lambda _: self._show_alternatives(), names="value")
         self.alternatives = w.HTML()
+        self.fork_choice = w.Dropdown(options=[], description=t("alternative"))
+        self.fork_button = button(t("Fork"), "", "Continue the generation from the chosen alternative", "lmbench-fork")
+        self.fork_button.on_click(lambda _: self.start(self._fork_job))
+        self.audit_button = button(
+            t("Reproducible?"),
+            "",
+            "Generate the last run again alone, in batches, with and without the cache",
+            "lmbench-audit",
+        )
+        self.audit_button.on_click(lambda _: self.start(self._audit_job))
+        self.audit = w.HTML()
+        self.audit.add_class("lmbench-audit")
         self.history = HistoryTab(self)
         numeric = [name for name in self.form.sliders if name != "max_tokens"]
         self.compare = CompareTab(self, numeric, lambda name: type(self.form.sliders[name].value))
@@ -114,7 +130,15 @@ class Panel:
                 w.VBox([self.output, self.stats]),
                 self.history.box,
                 w.VBox([self.log_debug, self.log]),
-                w.VBox([self.debug, self.debug_token, self.alternatives]),
+                w.VBox(
+                    [
+                        self.debug,
+                        self.debug_token,
+                        self.alternatives,
+                        row([self.fork_choice, self.fork_button, self.audit_button]),
+                        self.audit,
+                    ]
+                ),
                 self.compare.box,
                 self.chat.box,
                 self.server.box,
@@ -250,6 +274,8 @@ class Panel:
             self.picker.load_button,
             self.chat.send_button,
             self.chat.regenerate_button,
+            self.fork_button,
+            self.audit_button,
         )
 
     def _run_job(self, job: Callable[[], Any]) -> None:
@@ -309,6 +335,41 @@ class Panel:
         self.made(run)
         self.show_run(run)
 
+    def _fork_job(self) -> None:
+        """Continue the shown run from the chosen alternative at the chosen token; show where the two part
+        (in Debug and in Compare)."""
+        parent, at, token = self.last_run, self.debug_token.value, self.fork_choice.value
+        if parent is None or at is None or token is None:
+            raise ParameterError("generate first, then pick a token and one of its alternatives", name="token")
+        engine = self.load()
+        self.status(self.t("generating…"))
+        child = fork(parent, at, token, model=engine, store=self.store)
+        self.made(child)
+        self._render_output(child.prompt, child.text)
+        self.show_run(child)
+        self.audit.value = self.compare.output.value = diff(parent, child, store=self.store)._repr_html_()
+
+    def _audit_job(self) -> None:
+        """The determinism audit of the shown run's request, in the conditions that need no second model."""
+        run = self.last_run
+        if run is None:
+            raise ParameterError("generate first: the audit repeats the last run's request", name="prompt")
+        engine = self.load()
+        self.status(self.t("checking…"))
+        params = {k: v for k, v in run.params.model_dump().items() if k not in ("seed", "logprobs")}
+        params["stop"] = [*run.stop, *(s for s in template_stops(engine, run.chat_format) if s not in run.stop)]
+        report = audit(
+            run.prompt_sent or run.prompt,  # the text the run sent, its template's stops with it
+            model=engine,
+            seed=run.seed,
+            runs=1,
+            conditions=PANEL_AUDIT,
+            store=self.store,
+            special=run.chat_format is not None,
+            **params,
+        )
+        self.audit.value = view.audit(report, self.t)
+
     # Showing results ----------------------------------------------------------------------------
 
     def _render_output(self, prompt: str, text: str, live: str = "") -> None:
@@ -340,7 +401,15 @@ class Panel:
     def _show_alternatives(self) -> None:
         run, index = self.last_run, self.debug_token.value
         entries = run.token_logprobs if run is not None else None
-        self.alternatives.value = view.alternatives(entries[index], index) if entries and index is not None else ""
+        entry = entries[index] if entries and index is not None else None
+        self.alternatives.value = view.alternatives(entry, index) if entry is not None and index is not None else ""
+        options = [
+            (f"{alt['token']!r} p={math.exp(alt['logprob']):.3f}", alt["id"])
+            for alt in (entry or {}).get("top", [])
+            if entry is not None and alt["id"] != entry["id"]
+        ]
+        self.fork_choice.options = options
+        self.fork_choice.value = options[0][1] if options else None
 
     def _refresh_log(self) -> None:
         engine_lines = [*self.engine.logs] if self.engine is not None else []
