@@ -54,14 +54,20 @@ class Turn:
 
     @property
     def tokenize_options(self) -> dict[str, bool]:
-        """How to tokenize ``sent``: a template writes special tokens (and often its BOS) as text."""
-        templated = self.chat_format == "gguf"
-        return {"special": templated, "add_bos": not templated}
+        """How to tokenize ``sent`` (see ``tokenize_options``)."""
+        return tokenize_options(self.chat_format)
 
     @property
     def mode(self) -> str:
         """Which way the prompt went, in words: what every view shows."""
         return describe_mode(self.chat_format)
+
+
+def tokenize_options(chat_format: str | None) -> dict[str, bool]:
+    """How the text sent in a chat format is tokenized: a model's template writes its special tokens (and
+    its BOS, when it has one) as text; the plain transcript and raw text are plain text after a BOS."""
+    templated = chat_format == "gguf"
+    return {"special": templated, "add_bos": not templated}
 
 
 def template_stops(engine: Engine, chat_format: str | None) -> tuple[str, ...]:

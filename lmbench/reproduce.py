@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._prompting import template_stops
+from ._prompting import template_stops, tokenize_options
 from .engine._engine import Engine, load_engine
 from .errors import GenerationError, ParameterError
 from .generation import Continuation, Job, Recorder, execute_many
@@ -239,20 +239,17 @@ def fork(
         parent_id=run.id,
         fork_position=position,
     )
-    special = run.chat_format is not None  # a chat template wrote its special tokens (and maybe its BOS) as text
-    sent = run.prompt_sent or run.prompt
-    with_bos = engine.tokenize(sent, add_bos=True, special=special)
-    add_bos = not (special and len(with_bos) > 1 and with_bos[0] == with_bos[1])
+    options = tokenize_options(run.chat_format)
     job = Continuation(
-        sent,
+        run.prompt_sent or run.prompt,  # the text the run sent, tokenized as it was
         values,
         labels,
-        special=special,
-        add_bos=add_bos,
         asked=run.prompt,
         extra_stop=tuple(s for s in template_stops(engine, run.chat_format) if s not in values.stop),
         tokens=[*ids[:position], chosen],
         entries=[*entries[:position], _forced_entry(engine, at, chosen)],
+        special=options["special"],
+        add_bos=options["add_bos"],
     )
     (child,), interruption = execute_many(engine, [job])
     if child is None:

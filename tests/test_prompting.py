@@ -217,3 +217,12 @@ def test_the_compare_tab_sends_what_generate_sends(instruct: Path) -> None:
     panel.form.raw.value = True
     _click(panel, panel.compare.button)
     assert lmbench.runs().chat_format.isna().sum() == 2
+
+
+def test_a_fork_of_a_templated_run_sends_what_the_run_sent(instruct: Path) -> None:
+    parent = lmbench.generate("Once upon a time", model=instruct, max_tokens=8, seed=3, temperature=0, logprobs=3)
+    alternative = parent.token_logprobs[2]["top"][1]["id"]
+    child = lmbench.fork(parent, 2, alternative)
+    assert (child.prompt, child.prompt_sent, child.chat_format) == (parent.prompt, parent.prompt_sent, "gguf")
+    assert child.prompt_tokens == parent.prompt_tokens, "the same text sent, the same way"
+    assert child.token_logprobs[:2] == parent.token_logprobs[:2]
