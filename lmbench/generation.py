@@ -14,6 +14,7 @@ from typing import Any
 import llama_cpp
 
 from . import metrics as metrics_mod
+from . import tools
 from ._version import __version__
 from .engine import _sequence
 from .engine._engine import Engine, load_engine
@@ -47,8 +48,9 @@ def build_run(
     **measured: Any,
 ) -> Run:
     """A ``Run`` from what one generation produced, with its labels, the engine's facts and library versions."""
+    run_id = labels.run_id or uuid.uuid4().hex
     return Run(
-        id=labels.run_id or uuid.uuid4().hex,
+        id=run_id,
         created_at=datetime.now(timezone.utc),
         prompt=prompt,
         text=text,
@@ -67,6 +69,7 @@ def build_run(
         n_threads=engine.n_threads,
         lmbench_version=__version__,
         llama_cpp_version=llama_cpp.__version__,
+        tool_calls=tools.parse_calls(text, run_id) if labels.tools else None,
         **labels.fields(),
         **measured,
     )

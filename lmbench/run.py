@@ -32,7 +32,7 @@ def _json_ready(value: Any) -> Any:
 @dataclass(frozen=True)
 class Labels:
     """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
-    (for sweeps and chats) its sweep, coordinates, data-set row, messages and chat format."""
+    (for sweeps and chats) its sweep, coordinates, data-set row, messages, chat format and offered tools."""
 
     experiment: str | None = None
     tags: tuple[str, ...] = ()
@@ -43,6 +43,7 @@ class Labels:
     item: dict[str, Any] | None = None
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
+    tools: list[dict[str, Any]] | None = None
 
     @classmethod
     def checked(
@@ -99,6 +100,8 @@ class Run:
     token_logprobs: list[dict[str, Any]] | None = None
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
+    tools: list[dict[str, Any]] | None = None  # the tools a chat offered (see lmbench.tools)
+    tool_calls: list[dict[str, Any]] | None = None  # the calls the model made, in OpenAI's shape
     stop_word: str | None = None
     item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
@@ -203,7 +206,7 @@ class Column:
 
 
 _SQL = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
-_HEAVY = {"token_logprobs", "messages", "grammar", "item"}
+_HEAVY = {"token_logprobs", "messages", "grammar", "item", "tools"}
 
 
 def _column(name: str, hint: Any, listed_by_default: bool) -> Column:

@@ -6,12 +6,14 @@ import time
 from typing import Any, ClassVar, Literal
 
 from llama_cpp.llama_grammar import JSON_GBNF
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..chat import check_messages
 from ..engine._engine import Engine
+from ..errors import ParameterError
 from ..generation import Cancel
 from ..run import Run
+from ..tools import prepare, reply
 from ._requests import MAX_CHOICES, Body, Generating, NoQuery
 from ._service import SYSTEM_FINGERPRINT, Emit, Service, usage
 
@@ -44,7 +46,7 @@ class OpenAIRequest(Generating):
     """What OpenAI's completions and chat completions share: choices, token limit, output format."""
 
     # Fields that do not change the output: accepted and ignored.
-    ignored: ClassVar[frozenset[str]] = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
+    ignored: ClassVar[frozenset[str]] = frozenset({"user", "metadata", "store", "service_tier"})
 
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     max_completion_tokens: int | None = None
@@ -103,14 +105,23 @@ class ChatRequest(OpenAIRequest):
     messages: list[dict[str, Any]]
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: None = None  # tool calls are not supported yet: only null is accepted
-    functions: None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    functions: None = None  # OpenAI's old function calling: use tools
 
-    @field_validator("messages")
-    @classmethod
-    def _messages(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        check_messages(value)
-        return value
+    @model_validator(mode="after")
+    def _conversation(self) -> ChatRequest:
+        if self.tools and self.response_format and self.response_format.type != "text":
+            raise ParameterError("give tools or response_format, not both", name="response_format")
+        check_messages(prepare(self.messages, self.tools, self.choice(), parallel=self.parallel_tool_calls)[0])
+        return self
+
+    def choice(self) -> str | dict[str, Any]:
+        return self.tool_choice or "auto"
+
+    def offers_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
 
     def parameters(self) -> dict[str, Any]:
         params = super().parameters()
@@ -157,7 +168,7 @@ def completion(
 
 
 def chat_completion(service: Service, request: ChatRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any] | None:
-    """``POST /v1/chat/completions``."""
+    """``POST /v1/chat/completions``: with ``tools``, the calls come back as ``tool_calls`` (streamed whole)."""
     jobs = service.prepare(request)
     head = {
         "object": "chat.completion.chunk",
@@ -166,27 +177,45 @@ def chat_completion(service: Service, request: ChatRequest, emit: Emit | None, c
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
     stream_id = f"chatcmpl-{jobs.run_ids[0]}"
+    tools = request.offers_tools()
     on_piece = None
     begun: set[int] = set()
+
+    def chunk(i: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": stream_id, **head, "choices": [_delta(i, delta, finish)]}
+
     if emit is not None:
 
         def on_piece(i: int, text: str | None) -> None:
             if i not in begun:  # a choice's first chunk carries the role and empty content, as OpenAI sends it
                 begun.add(i)
-                emit({"id": stream_id, **head, "choices": [_delta(i, {"role": "assistant", "content": ""}, None)]})
-            if text:
-                emit({"id": stream_id, **head, "choices": [_delta(i, {"content": text}, None)]})
+                emit(chunk(i, {"role": "assistant", "content": ""}))
+            if text and not tools:  # an answer offered tools is JSON: its calls or reply are sent when complete
+                emit(chunk(i, {"content": text}))
 
-    engine, runs = service.generate(jobs, messages=request.messages, on_piece=on_piece, cancel=cancel)
+    engine, runs = service.generate(
+        jobs,
+        messages=request.messages,
+        on_piece=on_piece,
+        cancel=cancel,
+        tools=request.tools,
+        tool_choice=request.choice(),
+        parallel_tool_calls=request.parallel_tool_calls,
+    )
     if on_piece is not None and emit is not None:
         for i, run in enumerate(runs):
             on_piece(i, None)
-            emit({"id": stream_id, **head, "choices": [_delta(i, {}, finish(run))]})
+            if run.tool_calls:
+                calls = [{"index": k, **call} for k, call in enumerate(run.tool_calls)]
+                emit(chunk(i, {"tool_calls": calls}))
+            elif tools and reply(run.text):
+                emit(chunk(i, {"content": reply(run.text)}))
+            emit(chunk(i, {}, finish(run)))
         return _usage_chunk(request, {"id": stream_id, **head}, runs)
     choices = [
         {
             "index": i,
-            "message": {"role": "assistant", "content": run.text},
+            "message": _message(run, tools),
             "logprobs": _chat_logprobs(engine, run) if request.logprobs else None,
             "finish_reason": finish(run),
         }
@@ -201,6 +230,13 @@ def chat_completion(service: Service, request: ChatRequest, emit: Emit | None, c
     }
 
 
+def _message(run: Run, tools: bool) -> dict[str, Any]:
+    """The assistant's message: its text, or (when tools were offered) its reply or its calls."""
+    if run.tool_calls:
+        return {"role": "assistant", "content": None, "tool_calls": run.tool_calls}
+    return {"role": "assistant", "content": reply(run.text) if tools else run.text}
+
+
 def _usage_chunk(request: OpenAIRequest, head: dict[str, Any], runs: list[Run]) -> dict[str, Any] | None:
     """The last streamed chunk when ``stream_options.include_usage`` asks for it: no choices, the usage."""
     return {**head, "choices": [], "usage": usage(runs)} if request.wants_usage() else None
@@ -208,6 +244,8 @@ def _usage_chunk(request: OpenAIRequest, head: dict[str, Any], runs: list[Run]) 
 
 def finish(run: Run) -> str:
     """OpenAI's finish reasons: a cancelled run (client gone) counts as stopped."""
+    if run.tool_calls:
+        return "tool_calls"
     return "length" if run.finish_reason == "length" else "stop"
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from .. import models
 from .._version import __version__
-from ..chat import ChatPrompt, check_messages, render
+from ..chat import ChatPrompt, render, with_tools
 from ..chat import chat as chat_reply
 from ..engine._engine import Engine, load_engine, loaded
 from ..errors import LmbenchError
@@ -165,10 +165,13 @@ class Service:
         messages: list[dict[str, Any]] | None = None,
         on_piece: OnPiece | None = None,
         cancel: Cancel = None,
+        **tools: Any,
     ) -> tuple[Engine, list[Run]]:
         """``jobs.n`` recorded runs of a prompt (or a conversation): one run alone, several decoded together.
 
-        The runs are recorded under ``jobs.run_ids`` (known before the first streamed chunk).
+        The runs are recorded under ``jobs.run_ids`` (known before the first streamed chunk). A
+        conversation may offer ``tools`` (with ``tool_choice`` and ``parallel_tool_calls``, as
+        ``lmbench.chat`` takes them).
         """
         engine = self.engine(jobs.path)
         if engine.scheduler.queued + jobs.n > self.settings.max_queue:
@@ -192,10 +195,10 @@ class Service:
                     **jobs.params.model_dump(exclude_defaults=True),
                 }
                 if messages is not None:
-                    return engine, [chat_reply(messages, **options)]
+                    return engine, [chat_reply(messages, **options, **tools)]
                 assert prompt is not None
                 return engine, [generate_run(prompt, **options)]
-            return engine, self._batched(engine, jobs, prompt, messages, on_piece, cancel)
+            return engine, self._batched(engine, jobs, prompt, messages, on_piece, cancel, tools)
         except LmbenchError as exc:
             raise api_error(exc) from None
 
@@ -207,16 +210,25 @@ class Service:
         messages: list[dict[str, Any]] | None,
         on_piece: OnPiece | None,
         cancel: Cancel,
+        tools: dict[str, Any],
     ) -> list[Run]:
         """n choices of one prompt in one batch (the prompt evaluated once), each with its own seed."""
         params = jobs.params
         rendered: ChatPrompt | None = None
         labels = Labels.checked(jobs.experiment, jobs.tags, "api")
         if messages is not None:
-            turns = check_messages(messages)
+            turns, params, offered = with_tools(
+                messages,
+                params,
+                tools.get("tools"),
+                tools.get("tool_choice", "auto"),
+                tools.get("parallel_tool_calls", True),
+            )
             rendered = render(engine, turns)
             params = rendered.with_stops(params)
-            labels = dataclasses.replace(labels, messages=turns, chat_format=rendered.chat_format)
+            labels = dataclasses.replace(
+                labels, messages=turns, chat_format=rendered.chat_format, tools=offered or None
+            )
         first = params.seed if params.seed is not None else random_seed()
         seeds = [(first + i) % (MAX_SEED + 1) for i in range(jobs.n)]
         text = rendered.prompt if rendered else prompt
