@@ -100,7 +100,7 @@ ROUTES: tuple[Route, ...] = (
         _openai.chat_completion,
         _openai.ChatRequest,
         "openai",
-        "chat through the model's template (n choices, logprobs, stream with usage)",
+        "chat through the model's template (n choices, logprobs, tool calls, stream with usage)",
         streams=True,
         done_marker=True,
         records=True,
