@@ -6,7 +6,7 @@ from . import metrics, models
 from ._version import __version__
 from .chat import chat
 from .compare import Comparison, compare
-from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
+from .engine import Engine, detokenize, embed, load, loaded, set_max_models, tokenize, unload
 from .errors import (
     ChatTemplateError,
     ClusterError,
@@ -77,6 +77,7 @@ __all__ = [
     "compare",
     "delete_preset",
     "detokenize",
+    "embed",
     "export",
     "generate",
     "get_store",

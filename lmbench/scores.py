@@ -37,6 +37,7 @@ import pandas as pd
 
 from . import metrics
 from .chat import chat
+from .engine import embed
 from .errors import ParameterError, StoreError
 from .metrics import bootstrap
 from .run import Run
@@ -210,6 +211,33 @@ for _kind in ASSERTION_TYPES:
         default=False,
         description=f"1 when the run's {_kind} assertions pass, 0 when one fails.",
     )
+
+
+# Embeddings -------------------------------------------------------------------------------------
+
+
+def semantic_similarity(run: Run) -> float:
+    """Cosine similarity of the run's text to the reference, in the run's own model's embeddings (NaN without one)."""
+    reference = _reference(run)
+    if reference is None or not run.text.strip() or not reference.strip():
+        return math.nan
+    text, ref = embed([run.text, reference], model=run.model_path)
+    return float(text @ ref)
+
+
+def semantic_diversity(texts: Sequence[str]) -> float:
+    """1 minus the mean pairwise cosine similarity of a group's texts (the default model's embeddings)."""
+    kept = [t for t in texts if t.strip()]
+    if len(kept) < 2:
+        return math.nan
+    vectors = embed(kept)
+    similarity = vectors @ vectors.T
+    pairs = similarity[np.triu_indices(len(kept), k=1)]
+    return float(1.0 - pairs.mean())
+
+
+metrics.register("semantic_similarity", semantic_similarity, default=False)
+metrics.register("semantic_diversity", semantic_diversity, kind="group", default=False)
 
 
 # Tool calls ---------------------------------------------------------------------------------------

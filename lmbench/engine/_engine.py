@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from .. import models
 from ..errors import EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from ..params import GenerationParams
 from . import _llama_log, _probe
+from ._embed import Embedder
 from ._sampling import SamplerChain
 from ._scheduler import Scheduler
 
@@ -183,6 +185,7 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self._embedder: Embedder | None = None
         self._special_pieces: dict[int, bytes] = {}
         model = llama.model
         head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
@@ -295,9 +298,19 @@ class Engine:
             )
         self.scheduler.parallel = n
 
+    def embed(self, texts: list[str]) -> list[np.ndarray]:
+        """Normalised embeddings of ``texts`` (one context with embeddings on, made on first use; see ``_embed``)."""
+        with self.lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.llama.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
+            return [self._embedder.embed(self.tokenize(text)) for text in texts]
+
     def close(self) -> None:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
+            if self._embedder is not None:
+                self._embedder.close()
+                self._embedder = None
             self.scheduler.close()
             if self._llama is not None:
                 self._llama.close()
@@ -414,6 +427,19 @@ def detokenize(tokens: list[int], model: str | os.PathLike[str] | Engine | None 
     """The text of token ids for a model (loaded if needed)."""
     engine = load_engine(model)[0]
     return engine.detokenize(tokens)
+
+
+def embed(texts: str | list[str], model: str | os.PathLike[str] | Engine | None = None) -> np.ndarray:
+    """Embeddings of ``texts`` (one row each, L2-normalised: a dot product is the cosine similarity).
+
+    The model is loaded (or found in the engine cache) as for ``generate``; its embeddings context
+    is made on first use. A model with a pooling layer gives its pooled vector, others the mean of
+    their token vectors.
+    """
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    if not batch or not all(isinstance(t, str) for t in batch):
+        raise ParameterError("texts must be a string or a non-empty list of strings", name="texts")
+    return np.stack(load_engine(model)[0].embed(batch))
 
 
 def unload(model: str | os.PathLike[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..generation import Cancel
-from . import _llamacpp, _lmbench, _openai
+from . import _embeddings, _llamacpp, _lmbench, _openai
 from ._requests import NoQuery, parse
 from ._service import Emit, Service
 
@@ -104,6 +104,14 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
         done_marker=True,
         records=True,
+    ),
+    Route(
+        "POST",
+        ("v1/embeddings", "embeddings"),
+        _embeddings.embeddings,
+        _embeddings.EmbeddingsRequest,
+        "openai",
+        "embeddings of texts or token ids (normalised; float or base64)",
     ),
     Route(
         "POST",
