@@ -35,6 +35,7 @@ TIME = {
     },
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+DEFAULT = "smollm2-135m-instruct"
 
 
 @pytest.mark.no_test_model
@@ -113,20 +114,16 @@ def test_tools_and_a_json_schema_are_refused_together() -> None:
         lmbench.chat(ASK, model=TEST_MODEL, tools=[WEATHER], json_schema={"type": "object"})
 
 
-@pytest.fixture(scope="module")
-def default_model_server() -> Iterator[Server]:
-    with Server(Settings(), port=0) as running:
-        yield running
-
-
 @pytest.fixture
-def client(default_model_server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{default_model_server.url}/v1", api_key="unused", max_retries=0)
+def client() -> Iterator[openai.OpenAI]:
+    """The real client against a server of the default model (SmolLM2-135M-Instruct, its template without tools)."""
+    with Server(Settings(model=DEFAULT), port=0) as server:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
 
 
 def test_openai_client_required_and_named_calls_on_the_default_model(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
-        model="default", messages=ASK, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=60
+        model=DEFAULT, messages=ASK, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=60
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -141,12 +138,12 @@ def test_openai_client_required_and_named_calls_on_the_default_model(client: ope
 def test_openai_client_parallel_calls_and_the_answer_after_a_tool_result(client: openai.OpenAI) -> None:
     question = [{"role": "user", "content": "What is the weather in Paris, and what time is it in Tokyo?"}]
     reply = client.chat.completions.create(
-        model="default", messages=question, tools=[WEATHER, TIME], tool_choice="required", temperature=0, max_tokens=90
+        model=DEFAULT, messages=question, tools=[WEATHER, TIME], tool_choice="required", temperature=0, max_tokens=90
     )
     calls = reply.choices[0].message.tool_calls
     assert calls and {c.function.name for c in calls} <= {"get_weather", "get_time"}
     single = client.chat.completions.create(
-        model="default",
+        model=DEFAULT,
         messages=question,
         tools=[WEATHER, TIME],
         tool_choice="required",
@@ -161,7 +158,7 @@ def test_openai_client_parallel_calls_and_the_answer_after_a_tool_result(client:
         *({"role": "tool", "tool_call_id": c.id, "content": "18 C and sunny; 9 pm"} for c in calls),
     ]
     answer = client.chat.completions.create(
-        model="default", messages=followed, tools=[WEATHER, TIME], temperature=0, max_tokens=200
+        model=DEFAULT, messages=followed, tools=[WEATHER, TIME], temperature=0, max_tokens=200
     )
     message = answer.choices[0].message
     assert (message.content or message.tool_calls) and answer.choices[0].finish_reason in ("stop", "tool_calls")
@@ -172,7 +169,7 @@ def test_openai_client_parallel_calls_and_the_answer_after_a_tool_result(client:
 def test_openai_client_streams_tool_calls_as_deltas(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
-            model="default",
+            model=DEFAULT,
             messages=ASK,
             tools=[WEATHER],
             tool_choice="required",
@@ -185,6 +182,6 @@ def test_openai_client_streams_tool_calls_as_deltas(client: openai.OpenAI) -> No
     assert deltas and deltas[0].function.name == "get_weather" and deltas[0].id.startswith("call_")
     assert json.loads("".join(d.function.arguments for d in deltas if d.index == 0))["city"] == "Paris"
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
-    auto = client.chat.completions.create(model="default", messages=ASK, tools=[WEATHER], temperature=0, max_tokens=120)
+    auto = client.chat.completions.create(model=DEFAULT, messages=ASK, tools=[WEATHER], temperature=0, max_tokens=120)
     message = auto.choices[0].message
     assert bool(message.tool_calls) != bool(message.content), "auto: either calls or a reply, never raw JSON"

@@ -9,7 +9,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,12 +298,13 @@ class Engine:
             )
         self.scheduler.parallel = n
 
-    def embed(self, texts: list[str]) -> list[np.ndarray]:
-        """Normalised embeddings of ``texts`` (one context with embeddings on, made on first use; see ``_embed``)."""
+    def embed(self, texts: Sequence[str | list[int]]) -> list[np.ndarray]:
+        """Normalised embeddings of texts (or token ids, taken as given), from a context with embeddings on
+        made on first use (``_embed``)."""
         with self.lock:
             if self._embedder is None:
                 self._embedder = Embedder(self.llama.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
-            return [self._embedder.embed(self.tokenize(text)) for text in texts]
+            return [self._embedder.embed(t if isinstance(t, list) else self.tokenize(t)) for t in texts]
 
     def close(self) -> None:
         """Free the model's memory now (the engine cannot be used afterwards)."""

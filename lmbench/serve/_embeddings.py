@@ -34,7 +34,7 @@ class EmbeddingsRequest(UsesModel):
         return value
 
     def items(self) -> list[str | list[int]]:
-        """Each input: a text, or one text's token ids."""
+        """Each input: a text, or one text's token ids (embedded as given)."""
         value = self.input
         if isinstance(value, str):
             return [value]
@@ -55,9 +55,12 @@ def embeddings(service: Service, request: EmbeddingsRequest, emit: Emit | None, 
             param="dimensions",
         )
     try:
-        texts = [item if isinstance(item, str) else engine.detokenize(item) for item in request.items()]
-        vectors = engine.embed(texts)
-        tokens = sum(len(engine.tokenize(t)) for t in texts)
+        items = request.items()
+        for item in items:
+            if isinstance(item, list):
+                engine.detokenize(item)  # checks the ids
+        vectors = engine.embed(items)
+        tokens = sum(len(item) if isinstance(item, list) else len(engine.tokenize(item)) for item in items)
     except LmbenchError as exc:
         raise api_error(exc) from None
     data = [
