@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..generation import Cancel
-from . import _embeddings, _llamacpp, _lmbench, _openai
+from . import _anthropic, _embeddings, _llamacpp, _lmbench, _openai
 from ._requests import NoQuery, parse
 from ._service import Emit, Service
 
@@ -32,6 +32,7 @@ class Route:
     summary: str
     streams: bool = False  # answers "stream": true with server-sent events
     done_marker: bool = False  # a stream ends with "data: [DONE]"
+    named_events: bool = False  # each streamed event has an "event:" line naming its type (Anthropic's streams)
     records: bool = False  # each answer is recorded as runs
     public: bool = False  # answered without the API key
 
@@ -112,6 +113,17 @@ ROUTES: tuple[Route, ...] = (
         _embeddings.EmbeddingsRequest,
         "openai",
         "embeddings of texts or token ids (normalised; float or base64)",
+    ),
+    Route(
+        "POST",
+        ("v1/messages",),
+        _anthropic.messages,
+        _anthropic.MessagesRequest,
+        "anthropic",
+        "Anthropic's Messages API: system, content blocks, stop sequences, tool use, named stream events",
+        streams=True,
+        named_events=True,
+        records=True,
     ),
     Route(
         "POST",

@@ -128,12 +128,12 @@ class ApiRoutes(tornado.web.RequestHandler):
                     self.set_header("Cache-Control", "no-cache")
                     started = True
                 if kind == "event":
-                    self.write(f"data: {json.dumps(value)}\n\n")
+                    self.write(_event(route, value))
                     await self.flush()
                     continue
                 final = value.body() if kind == "error" else value
                 if final is not None:
-                    self.write(f"data: {json.dumps(final)}\n\n")
+                    self.write(_event(route, final))
                 if route.done_marker:
                     self.write("data: [DONE]\n\n")
                 self.finish()
@@ -150,6 +150,12 @@ class ApiRoutes(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(ApiError(status_code, self._reason).body()))
+
+
+def _event(route: Route, value: dict[str, Any]) -> str:
+    """One server-sent event; routes with named events (Anthropic's) name each by its ``type``."""
+    name = f"event: {value.get('type', 'error')}\n" if route.named_events else ""
+    return f"{name}data: {json.dumps(value)}\n\n"
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -176,6 +182,7 @@ class StandaloneHandler(ApiRoutes):
             host=headers.get("Host"),
             origin=origin,
             authorization=headers.get("Authorization"),
+            x_api_key=headers.get("x-api-key"),
             settings=settings if not public else _without_key(settings),
             bound_host=self.bound_host,
         )
