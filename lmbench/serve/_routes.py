@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..generation import Cancel
-from . import _anthropic, _embeddings, _llamacpp, _lmbench, _openai
+from . import _anthropic, _embeddings, _llamacpp, _lmbench, _openai, _responses
 from ._requests import NoQuery, parse
 from ._service import Emit, Service
 
@@ -113,6 +113,17 @@ ROUTES: tuple[Route, ...] = (
         _embeddings.EmbeddingsRequest,
         "openai",
         "embeddings of texts or token ids (normalised; float or base64)",
+    ),
+    Route(
+        "POST",
+        ("v1/responses", "responses"),
+        _responses.responses,
+        _responses.ResponsesRequest,
+        "openai",
+        "OpenAI's Responses API: input text or items, instructions, function tools, streamed events",
+        streams=True,
+        named_events=True,
+        records=True,
     ),
     Route(
         "POST",
