@@ -7,7 +7,7 @@ from ._extras import require
 from ._version import __version__
 from .chat import chat
 from .compare import Comparison, compare
-from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
+from .engine import Engine, detokenize, embed, load, loaded, set_max_models, tokenize, unload
 from .errors import (
     ChatTemplateError,
     ClusterError,
@@ -97,6 +97,7 @@ __all__ = [
     "delete_preset",
     "detokenize",
     "diff",
+    "embed",
     "environments",
     "export",
     "fork",

@@ -14,6 +14,7 @@ from typing import Any
 import llama_cpp
 
 from . import metrics as metrics_mod
+from . import tools
 from ._version import __version__
 from .engine import _environment, _sequence
 from .engine._engine import Engine, load_engine
@@ -50,8 +51,9 @@ def build_run(
     """A ``Run`` from what one generation produced, with its labels, the engine's facts, library versions and
     environment (``resumed``: tokens of ``n_generated`` that a fork started with, not decoded here)."""
     new = n_generated - resumed
+    run_id = labels.run_id or uuid.uuid4().hex
     return Run(
-        id=labels.run_id or uuid.uuid4().hex,
+        id=run_id,
         created_at=datetime.now(timezone.utc),
         prompt=prompt,
         text=text,
@@ -72,6 +74,7 @@ def build_run(
         llama_cpp_version=llama_cpp.__version__,
         environment=_environment.current(),
         environment_facts=_environment.facts(),
+        tool_calls=tools.parse_calls(text, run_id) if labels.tools else None,
         **labels.fields(),
         **measured,
     )

@@ -32,8 +32,8 @@ def _json_ready(value: Any) -> Any:
 @dataclass(frozen=True)
 class Labels:
     """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
-    (for sweeps and chats) its sweep, coordinates, data-set row, messages and chat format, and (for a
-    fork) the run it continues and the token position it forks at."""
+    (for sweeps and chats) its sweep, coordinates, data-set row, messages, chat format and offered tools, and
+    (for a fork) the run it continues and the token position it forks at."""
 
     experiment: str | None = None
     tags: tuple[str, ...] = ()
@@ -46,6 +46,7 @@ class Labels:
     chat_format: str | None = None
     parent_id: str | None = None
     fork_position: int | None = None
+    tools: list[dict[str, Any]] | None = None
 
     @classmethod
     def checked(
@@ -102,6 +103,8 @@ class Run:
     token_logprobs: list[dict[str, Any]] | None = None
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
+    tools: list[dict[str, Any]] | None = None  # the tools a chat offered (see lmbench.tools)
+    tool_calls: list[dict[str, Any]] | None = None  # the calls the model made, in OpenAI's shape
     stop_word: str | None = None
     item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
@@ -229,7 +232,7 @@ class Column:
 
 
 _SQL = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
-_HEAVY = {"token_logprobs", "messages", "grammar", "item"}
+_HEAVY = {"token_logprobs", "messages", "grammar", "item", "tools"}
 
 
 def _column(name: str, hint: Any, listed_by_default: bool) -> Column:

@@ -9,21 +9,26 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from .. import _grammar, models
 from ..errors import EngineClosedError, ModelLoadError, ParameterError
 from ..params import GenerationParams
 from . import _llama_log, _probe
+from ._embed import Embedder
 from ._native import Model
 from ._sampling import SamplerChain
 from ._scheduler import Scheduler
 from ._threads import Threads
 
 _llama_log.install()
+# The most sequence slots one engine decodes together (the server's --parallel has the same bound).
+MAX_PARALLEL = 256
 
 
 def physical_cores() -> int:
@@ -122,6 +127,7 @@ class Engine:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self._embedder: Embedder | None = None
         self._special_pieces: dict[int, bytes] = {}
         head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
         width = llama_cpp.llama_model_n_embd(model) // max(llama_cpp.llama_model_n_head(model), 1) * head_kv
@@ -158,6 +164,11 @@ class Engine:
         if self._model is None:
             raise EngineClosedError(f"the engine for {self.name} was closed; call lmbench.load() again")
         return self._model
+
+    @property
+    def n_embd(self) -> int:
+        """The width of the model's embeddings (and hidden states)."""
+        return int(llama_cpp.llama_model_n_embd(self.model.pointer))
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -245,13 +256,26 @@ class Engine:
 
     @parallel.setter
     def parallel(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
-            raise ParameterError(f"parallel must be a whole number from 1 to 256, not {n!r}", name="parallel", value=n)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PARALLEL:
+            raise ParameterError(
+                f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {n!r}", name="parallel", value=n
+            )
         self.scheduler.parallel = n
+
+    def embed(self, texts: Sequence[str | list[int]]) -> list[np.ndarray]:
+        """Normalised embeddings of texts (or token ids, taken as given), from a context with embeddings on
+        made on first use (``_embed``)."""
+        with self.lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.model.pointer, n_ctx=self.n_ctx, n_threads=self.n_threads)
+            return [self._embedder.embed(t if isinstance(t, list) else self.tokenize(t)) for t in texts]
 
     def close(self) -> None:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
+            if self._embedder is not None:
+                self._embedder.close()
+                self._embedder = None
             self.scheduler.close()
             if self._model is not None:
                 self._model.close()
@@ -384,6 +408,19 @@ def detokenize(tokens: list[int], model: str | os.PathLike[str] | Engine | None 
     """The text of token ids for a model (loaded if needed)."""
     engine = load_engine(model)[0]
     return engine.detokenize(tokens)
+
+
+def embed(texts: str | list[str], model: str | os.PathLike[str] | Engine | None = None) -> np.ndarray:
+    """Embeddings of ``texts`` (one row each, L2-normalised: a dot product is the cosine similarity).
+
+    The model is loaded (or found in the engine cache) as for ``generate``; its embeddings context
+    is made on first use. A model with a pooling layer gives its pooled vector, others the mean of
+    their token vectors.
+    """
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    if not batch or not all(isinstance(t, str) for t in batch):
+        raise ParameterError("texts must be a string or a non-empty list of strings", name="texts")
+    return np.stack(load_engine(model)[0].embed(batch))
 
 
 def unload(model: str | os.PathLike[str] | None = None) -> None:

@@ -116,6 +116,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
         CREATE TABLE environments (id TEXT PRIMARY KEY, facts TEXT NOT NULL) WITHOUT ROWID;
         """,
     ),
+    ("0013_tool_calls", "ALTER TABLE runs ADD COLUMN tools TEXT; ALTER TABLE runs ADD COLUMN tool_calls TEXT;"),
     (
         "0014_selection_indexes",  # the newest runs of an experiment or a sweep without sorting all of them
         """

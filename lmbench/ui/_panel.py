@@ -25,7 +25,7 @@ from ..engine._engine import Engine, load_engine
 from ..errors import LmbenchError, ParameterError
 from ..reproduce import audit, diff, fork
 from ..run import Run
-from ..serve._service import Settings
+from ..serve._settings import Settings
 from ..store._store import Store, get_store
 from . import _html as view
 from ._labels import language, translator
