@@ -20,6 +20,7 @@ from .errors import (
     StoreError,
 )
 from .generation import generate
+from .likelihood import loglikelihood, perplexity
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .run import Run
@@ -84,10 +85,12 @@ __all__ = [
     "leaderboard",
     "load",
     "loaded",
+    "loglikelihood",
     "metrics",
     "models",
     "panel",
     "param_specs",
+    "perplexity",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",

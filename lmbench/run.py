@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams, check_labels
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+# What a run measured: a generation, or the model scoring given text (``lmbench.likelihood``).
+KINDS = ("generate", "loglikelihood", "perplexity", "choice")
 # Colours for HTML views that follow JupyterLab's theme (light or dark), with fallbacks elsewhere.
 MUTED = "color:var(--jp-content-font-color2,#666)"
 BORDER = "border:1px solid var(--jp-border-color2,#ddd)"
@@ -68,6 +70,10 @@ class Run:
     first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. The clock starts when the run
     joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
     decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
+
+    ``kind`` (one of ``KINDS``) says what the run measured: a generation, or the model scoring
+    given text (the prompt as context, ``text`` as the scored continuation; the result in
+    ``metrics`` and per token in ``token_logprobs``; the generation parameters do not apply).
     """
 
     id: str
@@ -103,6 +109,7 @@ class Run:
     item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
     sweep_coords: dict[str, Any] | None = None
+    kind: str = "generate"
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property

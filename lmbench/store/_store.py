@@ -142,10 +142,12 @@ class Store:
         sweep_id: str | None = None,
         last: int | None = None,
         heavy: bool = False,
+        kind: str | None = None,
     ) -> pd.DataFrame:
         """One row per run, newest last: a column per parameter, timing and metric.
 
-        ``heavy=True`` adds the per-token log-probabilities and chat messages (JSON text).
+        ``heavy=True`` adds the per-token log-probabilities and chat messages (JSON text);
+        ``kind`` keeps one kind of run (``"generate"``, ``"loglikelihood"``, ...: ``lmbench.run.KINDS``).
         """
         with self.connect() as conn:
             declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
@@ -155,6 +157,8 @@ class Store:
             table = table.filter(pc.equal(table["experiment"], experiment))
         if sweep_id is not None:
             table = table.filter(pc.equal(table["sweep_id"], sweep_id))
+        if kind is not None:
+            table = table.filter(pc.equal(table["kind"], kind))
         frame = table.to_pandas()
         frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
         if last is not None:
