@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import metrics, models
 from ._version import __version__
 from .chat import chat
+from .choices import choice_summary, choose, classification_report, confusion
 from .compare import Comparison, compare
 from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
 from .errors import (
@@ -31,7 +32,7 @@ from .sweep import sweep
 
 def __getattr__(name: str) -> object:
     """Import plotly and the panel (ipywidgets) only when first used: the CLI and the API never pay for them."""
-    if name in ("plot_sweep", "plot_heatmap", "plot_items", "plot_quality_speed"):
+    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed"):
         from . import plots
 
         return getattr(plots, name)
@@ -75,7 +76,11 @@ __all__ = [
     "StoreError",
     "__version__",
     "chat",
+    "choice_summary",
+    "choose",
+    "classification_report",
     "compare",
+    "confusion",
     "delete_preset",
     "detokenize",
     "export",
@@ -91,6 +96,7 @@ __all__ = [
     "panel",
     "param_specs",
     "perplexity",
+    "plot_confusion",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",
