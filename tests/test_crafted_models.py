@@ -20,8 +20,7 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench import _gguf, _probe, _template
-from lmbench.serve._server import Server
-from lmbench.serve._service import Settings
+from lmbench.serve import Server, Settings
 
 CHILD = """
 import json, sys

@@ -29,6 +29,8 @@ _llama_log.install()
 SCORE_CELLS = 8192
 # The context of llama-cpp-python's own Llama object: lmbench decodes in its scheduler's context.
 _UNUSED_CTX = 64
+# The most sequence slots one engine decodes together (the server's --parallel has the same bound).
+MAX_PARALLEL = 256
 
 
 def physical_cores() -> int:
@@ -365,8 +367,10 @@ class Engine:
 
     @parallel.setter
     def parallel(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
-            raise ParameterError(f"parallel must be a whole number from 1 to 256, not {n!r}", name="parallel", value=n)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PARALLEL:
+            raise ParameterError(
+                f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {n!r}", name="parallel", value=n
+            )
         self.scheduler.parallel = n
 
     def close(self) -> None:

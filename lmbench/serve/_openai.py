@@ -1,0 +1,247 @@
+"""OpenAI's dialect: ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions`` (also without ``/v1``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+from llama_cpp.llama_grammar import JSON_GBNF
+from pydantic import ConfigDict, Field, field_validator
+
+from ..chat import check_messages
+from ..engine._engine import Engine
+from ..generation import Cancel
+from ..run import Run
+from ._requests import MAX_CHOICES, Body, Generating, NoQuery
+from ._service import SYSTEM_FINGERPRINT, Emit, Service, usage
+
+
+class JsonSchemaFormat(Body):
+    """``response_format.json_schema``: a named JSON schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+
+
+class ResponseFormat(Body):
+    """``response_format``: free text, any JSON object, or JSON matching a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(Body):
+    """``stream_options``: whether the stream ends with a usage chunk."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class OpenAIRequest(Generating):
+    """What OpenAI's completions and chat completions share: choices, token limit, output format."""
+
+    # Fields that do not change the output: accepted and ignored.
+    ignored: ClassVar[frozenset[str]] = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
+
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    max_completion_tokens: int | None = None
+    response_format: ResponseFormat | None = None
+    stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise ValueError("logit_bias is not supported")
+        return value
+
+    def choices(self) -> int:
+        return self.n
+
+    def parameters(self) -> dict[str, Any]:
+        params = super().parameters()
+        if self.max_completion_tokens is not None:
+            params["max_tokens"] = self.max_completion_tokens
+        kind = self.response_format.type if self.response_format else "text"
+        if kind == "json_object":
+            params["grammar"] = JSON_GBNF
+        elif kind == "json_schema":
+            spec = self.response_format.json_schema if self.response_format else None
+            params["json_schema"] = spec.schema_ if spec else {}
+        return params
+
+    def wants_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(OpenAIRequest):
+    """``POST /v1/completions``: one prompt (a string, or a list of one)."""
+
+    prompt: str | list[str]
+    echo: bool = False
+    best_of: int | None = None  # accepted; n choices are what lmbench makes
+    suffix: None = None  # insertion is not supported: only null is accepted
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("give one prompt (a string, or a list of one string)")
+        return value
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class ChatRequest(OpenAIRequest):
+    """``POST /v1/chat/completions``: messages through the model's chat template."""
+
+    messages: list[dict[str, Any]]
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: None = None  # tool calls are not supported yet: only null is accepted
+    functions: None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _messages(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        check_messages(value)
+        return value
+
+    def parameters(self) -> dict[str, Any]:
+        params = super().parameters()
+        if self.logprobs:
+            params["logprobs"] = self.top_logprobs or 0
+        return params
+
+
+def list_models(service: Service, query: NoQuery, emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
+    """``GET /v1/models``: each model once, by its alias."""
+    data = [{"id": i, "object": "model", "created": service.started, "owned_by": "lmbench"} for i in service.ids()]
+    return {"object": "list", "data": data}
+
+
+def completion(
+    service: Service, request: CompletionRequest, emit: Emit | None, cancel: Cancel
+) -> dict[str, Any] | None:
+    """``POST /v1/completions``."""
+    jobs = service.prepare(request)
+    head = {"object": "text_completion", "created": int(time.time()), "model": jobs.name}
+    stream_id = f"cmpl-{jobs.run_ids[0]}"
+    on_piece = None
+    if emit is not None:
+
+        def on_piece(i: int, text: str | None) -> None:
+            emit({"id": stream_id, **head, "choices": [_text_choice(i, text or "", None, None)]})
+
+    prompt = request.text()
+    _, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    if emit is not None:
+        for i, run in enumerate(runs):
+            emit({"id": stream_id, **head, "choices": [_text_choice(i, "", None, finish(run))]})
+        return _usage_chunk(request, {"id": stream_id, **head}, runs)
+    echo = prompt if request.echo else ""
+    logprobs = [_completion_logprobs(run, len(echo)) for run in runs]
+    choices = [_text_choice(i, echo + r.text, logprobs[i], finish(r)) for i, r in enumerate(runs)]
+    return {
+        "id": f"cmpl-{runs[0].id}",
+        **head,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "choices": choices,
+        "usage": usage(runs),
+    }
+
+
+def chat_completion(service: Service, request: ChatRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any] | None:
+    """``POST /v1/chat/completions``."""
+    jobs = service.prepare(request)
+    head = {
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": jobs.name,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+    stream_id = f"chatcmpl-{jobs.run_ids[0]}"
+    on_piece = None
+    begun: set[int] = set()
+    if emit is not None:
+
+        def on_piece(i: int, text: str | None) -> None:
+            if i not in begun:  # a choice's first chunk carries the role and empty content, as OpenAI sends it
+                begun.add(i)
+                emit({"id": stream_id, **head, "choices": [_delta(i, {"role": "assistant", "content": ""}, None)]})
+            if text:
+                emit({"id": stream_id, **head, "choices": [_delta(i, {"content": text}, None)]})
+
+    engine, runs = service.generate(jobs, messages=request.messages, on_piece=on_piece, cancel=cancel)
+    if on_piece is not None and emit is not None:
+        for i, run in enumerate(runs):
+            on_piece(i, None)
+            emit({"id": stream_id, **head, "choices": [_delta(i, {}, finish(run))]})
+        return _usage_chunk(request, {"id": stream_id, **head}, runs)
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": run.text},
+            "logprobs": _chat_logprobs(engine, run) if request.logprobs else None,
+            "finish_reason": finish(run),
+        }
+        for i, run in enumerate(runs)
+    ]
+    return {
+        "id": f"chatcmpl-{runs[0].id}",
+        **head,
+        "object": "chat.completion",
+        "choices": choices,
+        "usage": usage(runs),
+    }
+
+
+def _usage_chunk(request: OpenAIRequest, head: dict[str, Any], runs: list[Run]) -> dict[str, Any] | None:
+    """The last streamed chunk when ``stream_options.include_usage`` asks for it: no choices, the usage."""
+    return {**head, "choices": [], "usage": usage(runs)} if request.wants_usage() else None
+
+
+def finish(run: Run) -> str:
+    """OpenAI's finish reasons: a cancelled run (client gone) counts as stopped."""
+    return "length" if run.finish_reason == "length" else "stop"
+
+
+def _text_choice(index: int, text: str, logprobs: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _delta(index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def _completion_logprobs(run: Run, offset: int) -> dict[str, Any] | None:
+    """OpenAI's legacy completion logprobs (tokens, their log-probabilities, top alternatives, offsets)."""
+    if run.token_logprobs is None:
+        return None
+    entries = run.token_logprobs
+    offsets, at = [], offset
+    for entry in entries:
+        offsets.append(at)
+        at += len(entry["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{alt["token"]: alt["logprob"] for alt in e.get("top", [])} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def _chat_logprobs(engine: Engine, run: Run) -> dict[str, Any] | None:
+    """OpenAI's chat logprobs: each token with its bytes, log-probability and top alternatives."""
+    if run.token_logprobs is None:
+        return None
+
+    def entry(e: dict[str, Any]) -> dict[str, Any]:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": list(engine.piece(e["id"]))}
+
+    return {"content": [{**entry(e), "top_logprobs": [entry(a) for a in e.get("top", [])]} for e in run.token_logprobs]}
