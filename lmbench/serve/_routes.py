@@ -121,9 +121,17 @@ ROUTES: tuple[Route, ...] = (
         _llamacpp.tokenize,
         _llamacpp.TokenizeRequest,
         "llama.cpp",
-        "text to token ids (add_special, parse_special, pieces)",
+        "text to token ids (content, add_special, parse_special, pieces; vLLM's prompt, add_special_tokens)",
     ),
     Route("POST", ("detokenize",), _llamacpp.detokenize, _llamacpp.DetokenizeRequest, "llama.cpp", "token ids to text"),
+    Route(
+        "GET",
+        ("tokenizer_info",),
+        _llamacpp.tokenizer_info,
+        NoQuery,
+        "vLLM",
+        "special tokens, chat template, context length (for lm-evaluation-harness's remote tokenizer)",
+    ),
     Route(
         "GET",
         ("health", "v1/health"),
