@@ -134,7 +134,8 @@ def test_classify_reviews_notebook(tmp_path: Path) -> None:
     printed = _stdout(out)
     assert "8 reviews (4 en, 4 es)" in printed and "Best template: " in printed
     notebook = nbformat.read(out, as_version=4)
-    figures = [o for c in notebook.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    plotly = "application/vnd.plotly.v1+json"
+    figures = [o for c in notebook.cells for o in c.get("outputs", []) if plotly in o.get("data", {})]
     assert len(figures) == 2, "a confusion matrix by likelihood and one by constrained generation"
     runs = lmbench.runs("classify-reviews")
     assert (runs.kind == "choice").sum() == 8 * 3 and (runs.kind == "generate").sum() == 8

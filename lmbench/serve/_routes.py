@@ -89,7 +89,7 @@ ROUTES: tuple[Route, ...] = (
         _openai.completion,
         _openai.CompletionRequest,
         "openai",
-        "text completion (n choices, logprobs, echo, stream with usage)",
+        "text completion (prompts as text or token ids, n choices, logprobs, echo with the prompt's logprobs, stream)",
         streams=True,
         done_marker=True,
         records=True,
