@@ -36,6 +36,8 @@ from .store import Store, get_store
 # The generation parameters recorded with a scoring run: nothing is sampled (greedy is the reference).
 SCORING_PARAMS = validate_params({"max_tokens": 1, "temperature": 0.0, "seed": 0})
 StoreArg = str | os.PathLike[str] | Store | None
+# Contexts evaluated together before their other continuations join (see ``_waves``).
+WAVE = 4
 
 
 @dataclass
@@ -97,7 +99,7 @@ def score_pairs(engine: Engine, pairs: Sequence[tuple[str, str]], *, top: int = 
     for (context, continuation), (_, tokens) in zip(pairs, encoded, strict=True):
         if not tokens:
             raise ParameterError(f"the continuation {continuation!r} of {context[-40:]!r} has no tokens", name="pairs")
-    order = sorted(range(len(pairs)), key=lambda i: encoded[i][0])
+    order = _waves([encoded[i][0] for i in range(len(pairs))])
     results = engine.score(
         [encoded[i][0] + encoded[i][1] for i in order], start=[len(encoded[i][0]) for i in order], top=top
     )
@@ -105,6 +107,21 @@ def score_pairs(engine: Engine, pairs: Sequence[tuple[str, str]], *, top: int = 
     for i, result in zip(order, results, strict=True):
         scored[i] = Scored(pairs[i][0], pairs[i][1], encoded[i][0], encoded[i][1], result)
     return [s for s in scored if s is not None]
+
+
+def _waves(contexts: list[list[int]], width: int = WAVE) -> list[int]:
+    """An order for scoring: pairs grouped by context, ``width`` contexts at a time, each wave's first
+    pairs before the rest, so the first ones evaluate their contexts together in one decode and the
+    rest then take those cells (a pair waits for a context being evaluated that it shares)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in sorted(range(len(contexts)), key=lambda i: contexts[i]):
+        groups.setdefault(tuple(contexts[i]), []).append(i)
+    members = list(groups.values())
+    order = []
+    for at in range(0, len(members), width):
+        wave = members[at : at + width]
+        order += [g[0] for g in wave] + [i for g in wave for i in g[1:]]
+    return order
 
 
 def token_entries(engine: Engine, scores: TokenScores) -> list[dict[str, Any]]:
