@@ -6,6 +6,7 @@ from . import metrics, models
 from ._extras import require
 from ._version import __version__
 from .chat import chat
+from .choices import choice_summary, choose, classification_report, confusion
 from .compare import Comparison, compare
 from .engine import Engine, detokenize, embed, load, loaded, set_max_models, tokenize, unload
 from .errors import (
@@ -22,6 +23,7 @@ from .errors import (
     StoreError,
 )
 from .generation import generate
+from .likelihood import loglikelihood, perplexity
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .reproduce import Divergence, audit, diff, fork
@@ -35,7 +37,7 @@ from .sweep import sweep
 def __getattr__(name: str) -> object:
     """Import plotly, scipy's optimiser and the widgets (ipywidgets) only when first used: the CLI and the API
     never pay for them."""
-    if name in ("plot_sweep", "plot_heatmap", "plot_items", "plot_quality_speed"):
+    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed"):
         require("plotly", "notebook", f"lmbench.{name}")
         from . import plots
 
@@ -93,7 +95,11 @@ __all__ = [
     "arena_scores",
     "audit",
     "chat",
+    "choice_summary",
+    "choose",
+    "classification_report",
     "compare",
+    "confusion",
     "delete_preset",
     "detokenize",
     "diff",
@@ -108,12 +114,15 @@ __all__ = [
     "leaderboard",
     "load",
     "loaded",
+    "loglikelihood",
     "metrics",
     "models",
     "paired",
     "panel",
     "param_specs",
+    "perplexity",
     "plot_arena",
+    "plot_confusion",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",

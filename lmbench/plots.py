@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from .choices import confusion
 from .errors import ParameterError
 from .metrics import summarize
 
@@ -172,4 +173,12 @@ def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequen
         yaxis_title=label(score),
         template="plotly_white",
     )
+    return fig
+
+
+def plot_confusion(df: pd.DataFrame, *, truth: str = "answer", predicted: str = "prediction") -> go.Figure:
+    """The confusion matrix of ``lmbench.choose``'s answers: true labels down, predicted across."""
+    table = confusion(df, truth=truth, predicted=predicted)
+    fig = _heatmap(table, "count", "Confusion matrix", "predicted", "true", digits=0)
+    fig.update_yaxes(autorange="reversed")  # the first label at the top, as confusion matrices are read
     return fig

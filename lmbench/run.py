@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams, check_labels
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+# What a run measured: a generation, or the model scoring given text (``lmbench.likelihood``).
+KINDS = ("generate", "loglikelihood", "perplexity", "choice")
 # Colours for HTML views that follow JupyterLab's theme (light or dark), with fallbacks elsewhere.
 MUTED = "color:var(--jp-content-font-color2,#666)"
 BORDER = "border:1px solid var(--jp-border-color2,#ddd)"
@@ -72,6 +74,10 @@ class Run:
     first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. The clock starts when the run
     joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
     decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
+
+    ``kind`` (one of ``KINDS``) says what the run measured: a generation, or the model scoring
+    given text (the prompt as context, ``text`` as the scored continuation; the result in
+    ``metrics`` and per token in ``token_logprobs``; the generation parameters do not apply).
     """
 
     id: str
@@ -117,6 +123,7 @@ class Run:
     environment: str | None = None
     parent_id: str | None = None  # a fork: the run it continues, from its token at fork_position
     fork_position: int | None = None
+    kind: str = "generate"
     metrics: dict[str, float] = field(default_factory=dict)
     # The facts ``environment`` names, written once per id to the store's environments table (not a column).
     environment_facts: dict[str, str] | None = field(default=None, repr=False, compare=False)

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,19 @@ import llama_cpp
 import numpy as np
 
 from .. import _grammar, models
-from ..errors import EngineClosedError, ModelLoadError, ParameterError
-from ..params import GenerationParams
-from . import _llama_log, _probe
+from ..errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
+from ..params import GenerationParams, validate_params
+from . import _llama_log, _probe, _sequence
 from ._embed import Embedder
 from ._native import Model
 from ._sampling import SamplerChain
-from ._scheduler import Scheduler
+from ._scheduler import Request, Scheduler
+from ._scoring import Scoring, TokenScores
 from ._threads import Threads
 
 _llama_log.install()
+# KV cells the default scoring layout may take (slots x cells per slot): the memory of long windows stays bounded.
+SCORE_CELLS = 8192
 # The most sequence slots one engine decodes together (the server's --parallel has the same bound).
 MAX_PARALLEL = 256
 
@@ -223,6 +226,80 @@ class Engine:
                 value=bad,
             )
         return b"".join(self.piece(t, special=True) for t in tokens).decode("utf-8", errors="replace")
+
+    def score(
+        self,
+        sequences: Sequence[Sequence[int]],
+        *,
+        start: int | Sequence[int] = 1,
+        top: int = 0,
+        distributions: bool = False,
+        slots: int | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[TokenScores]:
+        """Teacher-forced scores of each token sequence from position ``start`` on (one per sequence, or one for all).
+
+        Every sequence is fed whole through the scheduler, several per decode; a prefix one
+        sequence shares with another (a context with several continuations) is evaluated once.
+        ``top`` asks for the most likely tokens at each scored position; ``distributions`` for
+        every token's log-probability there (to compare two models on the same tokens).
+        ``slots`` sequence slots are used when the scheduler is idle (default: up to 16, at most
+        ``SCORE_CELLS`` KV cells in all).
+        """
+        seqs = [self._checked_tokens(tokens, f"sequences[{i}]") for i, tokens in enumerate(sequences)]
+        starts = [start] * len(seqs) if isinstance(start, int) else list(start)
+        if len(starts) != len(seqs):
+            raise ParameterError(f"start has {len(starts)} values for {len(seqs)} sequences", name="start")
+        for i, (tokens, first) in enumerate(zip(seqs, starts, strict=True)):
+            if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first < len(tokens):
+                raise ParameterError(
+                    f"sequences[{i}]: start must be a whole number from 1 to {len(tokens) - 1} (a token is scored "
+                    f"given the ones before it), not {first!r}",
+                    name="start",
+                    value=first,
+                )
+            if len(tokens) > self.n_ctx:
+                raise ContextOverflowError(len(tokens), self.n_ctx)
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 100:
+            raise ParameterError(f"top must be a whole number from 0 to 100, not {top!r}", name="top", value=top)
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 256):
+            raise ParameterError(f"slots must be a whole number from 1 to 256, not {slots!r}", name="slots")
+        if not seqs:
+            return []
+        params = validate_params({"max_tokens": 1, "temperature": 0.0, "seed": 0})  # a scored sequence samples nothing
+        per_slot = -(-max(map(len, seqs)) // 256) * 256
+        layout = (slots or min(len(seqs), 16, max(1, SCORE_CELLS // per_slot)), per_slot)
+        requests = []
+        for tokens, first in zip(seqs, starts, strict=True):
+            fed = tokens[:-1]
+            progress = _sequence.Sequence(params, n_prompt=len(fed), n_ctx=self.n_ctx, piece=self.piece, end_tokens=())
+            scoring = Scoring(tokens, first, top=top, distributions=distributions, n_vocab=self.n_vocab)
+            requests.append(Request(fed, progress, (), cancel or _never, layout=layout, scoring=scoring))
+        self.scheduler.submit(requests)
+        self.scheduler.run(requests)
+        for request in requests:
+            reason = request.sequence.finish_reason
+            if request.failure is not None or reason != "stop":
+                detail = request.failure or request.sequence.error or reason
+                raise GenerationError(f"scoring did not finish: {detail}") from request.failure
+        return [
+            r.scoring.result(cached=r.cached, total_s=r.sequence.total, batch_size=max(r.batch_size, 1))
+            for r in requests
+            if r.scoring is not None
+        ]
+
+    def _checked_tokens(self, tokens: Any, name: str) -> list[int]:
+        """``tokens`` as a list of ids in this model's vocabulary, else ``ParameterError`` naming the bad one."""
+        if isinstance(tokens, str | bytes) or not isinstance(tokens, Sequence):
+            raise ParameterError(f"{name} must be a list of token ids, not {type(tokens).__name__}", name=name)
+        bad = next(
+            (t for t in tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.n_vocab), None
+        )
+        if bad is not None:
+            raise ParameterError(
+                f"{name}: token ids run from 0 to {self.n_vocab - 1}; got {bad!r}", name=name, value=bad
+            )
+        return list(tokens)
 
     def piece(self, token: int, *, special: bool = False) -> bytes:
         """The raw bytes of one token (may be part of a multi-byte character); cached per token."""
@@ -435,3 +512,7 @@ def loaded() -> list[Engine]:
     """The engines currently resident, least recently used first."""
     with _cache_lock:
         return [*_cache.values()]
+
+
+def _never() -> bool:
+    return False

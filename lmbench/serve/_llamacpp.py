@@ -105,12 +105,20 @@ class NativeCompletionRequest(Generating):
 
 
 class TokenizeRequest(UsesModel):
-    """``POST /tokenize``."""
+    """``POST /tokenize``: llama.cpp's ``content`` form, or vLLM's ``prompt`` form (``add_special_tokens``)."""
 
-    content: str
+    content: str | None = None
     add_special: bool = False
     parse_special: bool = True
     with_pieces: bool = False
+    prompt: str | None = None
+    add_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _one_text(self) -> TokenizeRequest:
+        if (self.content is None) == (self.prompt is None):
+            raise ValueError("give the text as content (llama.cpp) or as prompt (vLLM), one of them")
+        return self
 
 
 class DetokenizeRequest(UsesModel):
@@ -154,6 +162,11 @@ def _prompt_text(service: Service, jobs: Jobs, prompt: str | list[int | str]) ->
 def tokenize(service: Service, request: TokenizeRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any]:
     """``POST /tokenize``: ``content`` as token ids (with their text pieces when asked)."""
     engine = service.engine_for(request.model)
+    if request.prompt is not None:  # vLLM's form: special-token text is parsed, as Hugging Face tokenizers do
+        with engine.lock:
+            tokens = engine.tokenize(request.prompt, add_bos=request.add_special_tokens, special=True)
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.n_ctx}
+    assert request.content is not None
     with engine.lock:
         tokens = engine.tokenize(request.content, add_bos=request.add_special, special=request.parse_special)
     if not request.with_pieces:
@@ -162,12 +175,38 @@ def tokenize(service: Service, request: TokenizeRequest, emit: Emit | None, canc
 
 
 def detokenize(service: Service, request: DetokenizeRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any]:
-    """``POST /detokenize``: token ids back to text."""
+    """``POST /detokenize``: token ids back to text (as llama.cpp's ``content`` and vLLM's ``prompt``)."""
     engine = service.engine_for(request.model)
     try:
-        return {"content": engine.detokenize(request.tokens)}
+        text = engine.detokenize(request.tokens)
+        return {"content": text, "prompt": text}
     except ParameterError as exc:
         raise ApiError(400, str(exc), param="tokens") from None
+
+
+def tokenizer_info(service: Service, query: NoQuery, emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
+    """``GET /tokenizer_info`` (vLLM's): the special tokens as text, the chat template and the context length.
+
+    The token texts tokenize back to their ids through ``POST /tokenize`` (``prompt``), which is how
+    lm-evaluation-harness's remote tokenizer finds them.
+    """
+    engine = service.engine(service.default_path)
+    vocab = engine.vocab
+
+    def text(token: int) -> str | None:
+        return None if token < 0 else engine.piece(token, special=True).decode("utf-8", errors="replace")
+
+    facts = models.metadata(service.default_path)
+    return {
+        "tokenizer_class": "llama.cpp",
+        "bos_token": text(llama_cpp.llama_vocab_bos(vocab)),
+        "eos_token": text(llama_cpp.llama_vocab_eos(vocab)),
+        "pad_token": text(llama_cpp.llama_vocab_pad(vocab)),
+        "add_bos_token": bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+        "chat_template": facts.get("chat_template") or None,
+        "model_max_length": engine.n_ctx,
+        "vocab_size": engine.n_vocab,
+    }
 
 
 def health(service: Service, query: NoQuery, emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:

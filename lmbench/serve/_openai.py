@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, ClassVar, Literal
 
+import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..chat import check_messages
 from ..engine._engine import Engine
-from ..errors import ParameterError
+from ..errors import LmbenchError, ParameterError
 from ..generation import Cancel
 from ..run import Run
 from ..tools import prepare, reply
+from ._errors import ApiError, api_error
 from ._requests import MAX_CHOICES, Body, Generating, NoQuery
 from ._service import SYSTEM_FINGERPRINT, Emit, Service, usage
 
@@ -80,23 +83,46 @@ class OpenAIRequest(Generating):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class CompletionRequest(OpenAIRequest):
-    """``POST /v1/completions``: one prompt (a string, or a list of one)."""
+Prompt = str | list[int]
 
-    prompt: str | list[str]
+
+class CompletionRequest(OpenAIRequest):
+    """``POST /v1/completions``: a prompt or a list of them, each a string or a list of token ids.
+
+    With ``echo`` and ``logprobs`` the prompt's own tokens come back with their log-probabilities
+    (the first one's null, as OpenAI's legacy completions give them); ``max_tokens`` 0 then scores
+    the prompt and generates nothing.
+    """
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0)
     echo: bool = False
     best_of: int | None = None  # accepted; n choices are what lmbench makes
     suffix: None = None  # insertion is not supported: only null is accepted
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and len(value) != 1:
-            raise ValueError("give one prompt (a string, or a list of one string)")
+    def _prompts(cls, value: str | list[str] | list[int] | list[list[int]]) -> Any:
+        if isinstance(value, list) and (not value or any(isinstance(p, list) and not p for p in value)):
+            raise ValueError("give at least one prompt, and no empty list of token ids")
         return value
 
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def parameters(self) -> dict[str, Any]:
+        params = super().parameters()
+        if self.max_tokens:  # 0 (score the prompt only) is not a generation parameter
+            params["max_tokens"] = self.max_tokens
+        return params
+
+    def prompts(self) -> list[Prompt]:
+        """Every prompt: a string, or token ids."""
+        value = self.prompt
+        if isinstance(value, str) or (value and isinstance(value[0], int)):
+            return [value]
+        return list(value)  # type: ignore[arg-type]
+
+    def scores_prompt(self) -> bool:
+        """Whether the prompt's tokens come back with their log-probabilities (echo with logprobs)."""
+        return self.echo and self.parameters().get("logprobs") is not None
 
 
 class ChatRequest(OpenAIRequest):
@@ -139,25 +165,51 @@ def list_models(service: Service, query: NoQuery, emit: Emit | None = None, canc
 def completion(
     service: Service, request: CompletionRequest, emit: Emit | None, cancel: Cancel
 ) -> dict[str, Any] | None:
-    """``POST /v1/completions``."""
+    """``POST /v1/completions``: each prompt's choices, in order (``index`` = prompt x n + choice)."""
+    if request.max_tokens == 0 and not request.scores_prompt():
+        raise ApiError(400, "max_tokens 0 generates nothing: it needs echo and logprobs", param="max_tokens")
+    prompts = request.prompts()
+    if len(prompts) > 1 and emit is not None:
+        raise ApiError(400, "stream one prompt at a time", param="prompt")
     jobs = service.prepare(request)
     head = {"object": "text_completion", "created": int(time.time()), "model": jobs.name}
     stream_id = f"cmpl-{jobs.run_ids[0]}"
+    engine = service.engine(jobs.path)
+    texts = [_prompt_text(engine, p) for p in prompts]
+    echoed = _prompt_logprobs(engine, prompts, texts, jobs.params.logprobs or 0) if request.scores_prompt() else None
+    if request.max_tokens == 0:
+        assert echoed is not None
+        choices = [_text_choice(i, text, echoed[i], "length") for i, text in enumerate(texts)]
+        tokens = sum(len(e["tokens"]) for e in echoed)
+        return {
+            "id": f"cmpl-{jobs.run_ids[0]}",
+            **head,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+            "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens},
+        }
     on_piece = None
     if emit is not None:
 
         def on_piece(i: int, text: str | None) -> None:
             emit({"id": stream_id, **head, "choices": [_text_choice(i, text or "", None, None)]})
 
-    prompt = request.text()
-    _, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    runs: list[Run] = []
+    choices = []
+    for k, prompt in enumerate(texts):
+        mine = jobs if k == 0 else dataclasses.replace(jobs, run_ids=[])
+        _, made = service.generate(mine, prompt=prompt, on_piece=on_piece, cancel=cancel)
+        for i, run in enumerate(made):
+            echo = prompt if request.echo else ""
+            logprobs = _completion_logprobs(run, len(echo))
+            if echoed is not None and logprobs is not None:
+                logprobs = _joined(echoed[k], logprobs)
+            choices.append(_text_choice(k * jobs.n + i, echo + run.text, logprobs, finish(run)))
+        runs += made
     if emit is not None:
         for i, run in enumerate(runs):
             emit({"id": stream_id, **head, "choices": [_text_choice(i, "", None, finish(run))]})
         return _usage_chunk(request, {"id": stream_id, **head}, runs)
-    echo = prompt if request.echo else ""
-    logprobs = [_completion_logprobs(run, len(echo)) for run in runs]
-    choices = [_text_choice(i, echo + r.text, logprobs[i], finish(r)) for i, r in enumerate(runs)]
     return {
         "id": f"cmpl-{runs[0].id}",
         **head,
@@ -165,6 +217,74 @@ def completion(
         "choices": choices,
         "usage": usage(runs),
     }
+
+
+def _prompt_text(engine: Engine, prompt: Prompt) -> str:
+    """A prompt as text: token ids are written out (a leading BOS, which generation adds again, left off)."""
+    if isinstance(prompt, str):
+        return prompt
+    tokens = _checked(engine, prompt)
+    if tokens and tokens[0] == llama_cpp.llama_vocab_bos(engine.vocab):
+        tokens = tokens[1:]
+    return b"".join(engine.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+
+def _checked(engine: Engine, tokens: list[int]) -> list[int]:
+    try:
+        engine.detokenize(tokens)  # refuses ids outside the vocabulary
+    except ParameterError as exc:
+        raise ApiError(400, str(exc), param="prompt") from None
+    return tokens
+
+
+def _prompt_logprobs(engine: Engine, prompts: list[Prompt], texts: list[str], top: int) -> list[dict[str, Any]]:
+    """Each prompt's tokens with their log-probabilities, scored together (OpenAI's legacy echo).
+
+    A string is tokenized as generation tokenizes it (with the model's BOS); token ids are taken
+    as they are, and scored after the model's BOS when it uses one and they do not start with it
+    (as a text prompt would be). The first token's log-probability is null; ``text_offset`` indexes the
+    echoed ``texts`` (a space the tokenizer put before the first word has no place there).
+    """
+    bos = int(llama_cpp.llama_vocab_bos(engine.vocab))
+    adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(engine.vocab)) and bos >= 0
+    entries = []  # (the tokens shown, the sequence scored, where its scoring starts)
+    for prompt in prompts:
+        tokens = engine.tokenize(prompt) if isinstance(prompt, str) else _checked(engine, prompt)
+        lead = [bos] if adds_bos and tokens[0] != bos else []
+        entries.append((tokens, lead + tokens, len(lead) or 1))
+    scorable = [(sequence, start) for _, sequence, start in entries if len(sequence) > 1]
+    try:
+        results = iter(engine.score([q for q, _ in scorable], start=[k for _, k in scorable], top=top))
+    except LmbenchError as exc:
+        raise api_error(exc) from None
+
+    def text(token: int) -> str:
+        return engine.piece(token).decode("utf-8", errors="replace")
+
+    answers = []
+    for (tokens, sequence, _), echoed in zip(entries, texts, strict=True):
+        result = next(results) if len(sequence) > 1 else None
+        unscored = len(tokens) - (0 if result is None else len(result.tokens))
+        logprobs: list[float | None] = [None] * unscored
+        tops: list[dict[str, float] | None] = [None] * unscored
+        if result is not None:
+            logprobs += [float(v) for v in result.logprobs]
+            tops += [
+                {text(int(t)): float(v) for t, v in zip(ids, values, strict=True)}
+                for ids, values in zip(result.top_ids, result.top_logprobs, strict=True)
+            ]
+        logprobs[0] = tops[0] = None  # nothing comes before the first token (a BOS added here is not shown)
+        pieces = [text(t) for t in tokens]
+        joined = "".join(pieces)
+        extra = len(joined) - len(echoed) if joined.endswith(echoed) else 0
+        offsets = [max(sum(map(len, pieces[:i])) - extra, 0) for i in range(len(pieces))]
+        answers.append({"tokens": pieces, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
+    return answers
+
+
+def _joined(prompt: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
+    """The prompt's logprobs followed by the completion's (whose offsets already count the echoed prompt)."""
+    return {key: prompt[key] + completion[key] for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
 
 
 def chat_completion(service: Service, request: ChatRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any] | None:

@@ -103,6 +103,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
     ("0010_backfill_defaults", _backfill_defaults),
+    ("0011_run_kind", "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'generate';"),
     (
         "0012_environment_and_forks",
         """
