@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[smollm2,dask,test]"
+	$(BIN)/pip install --quiet -e ".[smollm2,notebook,eval,dask,test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	@# A regular install enables the Jupyter server extension through its data file; an editable one needs a copy.
 	install -D -m 644 extensions/jupyter-config/lmbench_server.json $(VENV)/etc/jupyter/jupyter_server_config.d/

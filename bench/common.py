@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import llama_cpp
 
-from lmbench.engine._engine import cpu_has_amx, model_params, physical_cores
+from lmbench.engine._engine import cpu_has_amx, physical_cores
 
 PROMPT = "Once upon a time"
 SAMPLING = {"temperature": 0.8, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
@@ -44,10 +45,29 @@ def alternate(a: Callable[[], float], b: Callable[[], float], reps: int) -> tupl
 def baseline_llama(path: Path, n_ctx: int = 2048) -> llama_cpp.Llama:
     """The bare llama-cpp-python model the comparisons run against (same threads and context as lmbench's)."""
     threads = physical_cores()
-    with model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine._engine)
+    with _model_params(use_extra_bufts=not cpu_has_amx()):  # as lmbench loads it (see lmbench.engine._native)
         return llama_cpp.Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
         )
+
+
+@contextlib.contextmanager
+def _model_params(**fields: object) -> Iterator[None]:
+    """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load."""
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def patched() -> object:
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    module.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = original
 
 
 def sequential(bare: llama_cpp.Llama, requests: Iterable[tuple[str, dict[str, object]]]) -> float:

@@ -88,6 +88,31 @@ def build(target: str) -> Path | None:
     return binary
 
 
+def features(system_info: str) -> dict[str, str]:
+    """The ``NAME = value`` CPU features of a llama.cpp ``system_info`` line (SSE3, AVX2, OPENMP, REPACK, ...)."""
+    line = next((part for part in system_info.splitlines() if "CPU :" in part or "system_info" in part), "")
+    return dict(re.findall(r"([A-Z][A-Z0-9_]*) = (\w+)", line))
+
+
+def library_features() -> dict[str, str]:
+    """The CPU features of the llama.cpp inside the installed llama-cpp-python."""
+    return features(llama_cpp.llama_print_system_info().decode())
+
+
+def same_features(tool: str, output: str) -> str:
+    """The tool's system_info line, after checking its CPU features equal llama-cpp-python's; a fair comparison
+    needs the same kernels on both sides, so a difference stops the benchmark."""
+    theirs, ours = features(output), library_features()
+    if not theirs:
+        raise RuntimeError(f"{tool} printed no system_info line: cannot check its CPU features")
+    differ = {k: (ours.get(k), theirs.get(k)) for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)}
+    if differ:
+        raise RuntimeError(
+            f"refusing to compare: {tool} was built with other CPU features than llama-cpp-python {differ}"
+        )
+    return " | ".join(f"{k} = {v}" for k, v in sorted(theirs.items()))
+
+
 def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, threads: int, reps: int) -> float:
     """Median S_TG (generated tokens/s over all sequences) for ``n_seq`` sequences sharing one prompt.
 
@@ -124,5 +149,6 @@ def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, th
         ]
         if not rows:
             raise RuntimeError(f"llama-batched-bench gave no result:\n{out.stdout}\n{out.stderr}")
+        same_features("llama-batched-bench", out.stdout + out.stderr)
         speeds.append(float(rows[-1][8]))
     return statistics.median(speeds)

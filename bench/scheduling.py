@@ -221,18 +221,21 @@ def _llama_server(binary: Path, path: Path, parallel: int, per_slot: int) -> Ite
         str(port),
         "--no-webui",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                    break
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(30)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                        break
+                time.sleep(0.2)
+            log.seek(0)
+            llama_tools.same_features("llama-server", log.read().decode(errors="replace"))
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def _clients(base_url: str, *, clients: int = 16, each: int = 4, max_tokens: int = 64) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import metrics, models
+from ._extras import require
 from ._version import __version__
 from .chat import chat
 from .choices import choice_summary, choose, classification_report, confusion
@@ -15,6 +16,7 @@ from .errors import (
     EngineClosedError,
     GenerationError,
     LmbenchError,
+    MissingExtraError,
     ModelLoadError,
     ModelNotFoundError,
     ParameterError,
@@ -33,10 +35,13 @@ from .sweep import sweep
 def __getattr__(name: str) -> object:
     """Import plotly and the panel (ipywidgets) only when first used: the CLI and the API never pay for them."""
     if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed"):
+        require("plotly", "notebook", f"lmbench.{name}")
         from . import plots
 
         return getattr(plots, name)
     if name in ("panel", "Panel"):
+        for module in ("ipywidgets", "anywidget", "mistune"):
+            require(module, "notebook", f"lmbench.{name}")
         from . import ui
 
         return getattr(ui, name)
@@ -67,6 +72,7 @@ __all__ = [
     "GenerationError",
     "GenerationParams",
     "LmbenchError",
+    "MissingExtraError",
     "ModelLoadError",
     "ModelNotFoundError",
     "Panel",

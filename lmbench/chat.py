@@ -60,7 +60,7 @@ class ChatPrompt:
 
 def has_template(engine: Engine) -> bool:
     """Whether the model carries a chat template (an instruct or chat model)."""
-    return bool(engine.llama.metadata.get("tokenizer.chat_template"))
+    return bool(engine.metadata.get("tokenizer.chat_template"))
 
 
 def uses_template(model: str | os.PathLike[str] | Engine | None) -> bool:
@@ -132,20 +132,18 @@ def _text_of(content: Any, i: int, message: Any) -> str:
 
 def render(engine: Engine, messages: list[dict[str, str]]) -> ChatPrompt:
     """The prompt for ``messages`` in the model's chat template (rendered in a sandbox), or the plain fallback."""
-    llama = engine.llama
-    template = llama.metadata.get("tokenizer.chat_template")
+    template = engine.metadata.get("tokenizer.chat_template")
     if not template:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"]
         prompt = (f"{system}\n\n" if system else "") + "\n".join([*turns, "Assistant:"])
         return ChatPrompt(prompt, (PLAIN_STOP,), PLAIN, added_special=False)
-    eos, bos = llama.token_eos(), llama.token_bos()
-    eos_text = llama._model.token_get_text(eos) if eos != -1 else ""
+    eos_text = engine.model.eos_text
     prompt = _template.render(
         template,
         messages=messages,
         eos_token=eos_text,
-        bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+        bos_token=engine.model.bos_text,
         add_generation_prompt=True,
         strftime_now=lambda fmt: datetime.now().strftime(fmt),
     )

@@ -60,3 +60,7 @@ class ChatTemplateError(LmbenchError):
 
 class ClusterError(LmbenchError):
     """A sweep's Dask cluster cannot be reached or used, or a task failed on it."""
+
+
+class MissingExtraError(LmbenchError, ImportError):
+    """A feature needs a package from one of lmbench's extras (``pip install 'lmbench[notebook]'``)."""

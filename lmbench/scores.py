@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from ._extras import require
 from .chat import chat
 from .errors import ParameterError, StoreError
 from .metrics import bootstrap
@@ -63,11 +64,22 @@ def _reference(run: Run) -> str | None:
     return (run.item or {}).get("reference")
 
 
+# Reference scores whose package comes with the "eval" extra: checked when a scorer is named, before any run.
+_PACKAGES = {
+    "rouge": ("rouge_score.rouge_scorer", "the ROUGE scores"),
+    "sacre": ("sacrebleu", "the chrF and BLEU scores"),
+}
+_NEEDS = {"rouge1": "rouge", "rouge2": "rouge", "rougeL": "rouge", "chrf": "sacre", "bleu": "sacre"}
+
+
+def _package(which: str) -> Any:
+    module, what = _PACKAGES[which]
+    return require(module, "eval", what)
+
+
 @functools.lru_cache(maxsize=1)
 def _rouge() -> Any:
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    return _package("rouge").RougeScorer(["rouge1", "rouge2", "rougeL"])
 
 
 def _rouge_f(run: Run, kind: str) -> float:
@@ -76,8 +88,7 @@ def _rouge_f(run: Run, kind: str) -> float:
 
 
 def _sacre(run: Run, kind: str) -> float:
-    import sacrebleu
-
+    sacrebleu = _package("sacre")
     reference = _reference(run)
     if reference is None:
         return math.nan
@@ -319,6 +330,8 @@ def named_scorer(scorer: Scorer) -> tuple[str, Callable[[Run], float]]:
         known = metrics.available("run")
         if scorer not in known:
             raise ParameterError(f"unknown scorer {scorer!r}; registered: {', '.join(known)}", name="scorers")
+        if scorer in _NEEDS:
+            _package(_NEEDS[scorer])
         return scorer, known[scorer].fn
     if isinstance(scorer, Judge):
         return scorer.name, scorer

@@ -16,7 +16,7 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench import _http_guard
+from lmbench.serve import _guard as _http_guard
 from lmbench.serve._server import Server
 from lmbench.serve._service import ROUTES, Settings
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import gguf
+import pytest
 from conftest import REPO
 
 import lmbench
@@ -30,9 +31,10 @@ def test_synth_writes_a_llama_that_loads(tmp_path: Path) -> None:
 
 
 def test_bench_run_quick() -> None:
-    out = _run("bench/run.py", "--reps", "1", "--models", "stories260K", "--only", "B1,B2,B3,B5", "--no-record")
-    for bench in ("B1 overhead", "B2 sweep", "B3 shared prompt", "B5 store"):
+    out = _run("bench/run.py", "--reps", "1", "--models", "stories260K", "--only", "B1,B2,B3,B5,B13", "--no-record")
+    for bench in ("B1 overhead", "B2 sweep", "B3 shared prompt", "B5 store", "B13 busy machine"):
         assert f"| {bench} |" in out
+    assert "load average" in out, "the results say how quiet the machine was"
     print(out)
 
 
@@ -40,3 +42,17 @@ def test_per_token_profile() -> None:
     out = _run("bench/per_token.py")
     assert "llama.cpp decode" in out and "sampler chain" in out
     print(out)
+
+
+def test_llama_cpp_tools_are_compared_only_with_the_same_cpu_features() -> None:
+    sys.path.insert(0, str(REPO))
+    from bench import llama_tools
+
+    ours = llama_tools.library_features()
+    assert ours, "llama-cpp-python reports its CPU features"
+    line = "system_info: n_threads = 2 | CPU : " + " | ".join(f"{k} = {v}" for k, v in ours.items()) + " |"
+    assert "OPENMP" in llama_tools.same_features("llama-server", line) or "OPENMP" not in ours
+    first = next(iter(ours))
+    other = line.replace(f"{first} = {ours[first]}", f"{first} = 0" if ours[first] != "0" else f"{first} = 1")
+    with pytest.raises(RuntimeError, match="refusing to compare"):
+        llama_tools.same_features("llama-server", other)

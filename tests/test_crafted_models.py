@@ -19,7 +19,8 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench import _gguf, _probe, _template
+from lmbench import _gguf, _template
+from lmbench.engine import _probe
 from lmbench.serve._server import Server
 from lmbench.serve._service import Settings
 

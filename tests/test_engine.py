@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,28 @@ def test_load_is_cached_and_returns_the_same_engine(model_path: Path) -> None:
 
 def test_other_options_load_another_engine_and_evict_the_first(model_path: Path) -> None:
     first = lmbench.load(model_path)
-    other = lmbench.load(model_path, n_ctx=256)
+    with pytest.warns(UserWarning, match=r"loading it again with n_ctx=256 \(loaded: 2048\)"):
+        other = lmbench.load(model_path, n_ctx=256)
     assert other is not first and other.n_ctx == 256
     assert first.closed, "with one resident model the least recently used one is closed"
     with pytest.raises(lmbench.EngineClosedError):
         first.tokenize("hello")
     assert loaded() == [other]
+
+
+def test_load_settings_are_kept_by_every_call_naming_the_model(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    monkeypatch.setenv("LMBENCH_MODEL_PATH", str(model_path.parent))
+    lmbench.unload()
+    mine = lmbench.load(model_path, n_threads=1, n_ctx=512)
+    run = lmbench.generate("Once upon a time", model=str(model_path), max_tokens=4)
+    by_name = lmbench.generate("Once upon a time", model=model_path.name, max_tokens=4)
+    by_alias = lmbench.generate("Once upon a time", model=model_path.stem, max_tokens=4)
+    assert loaded() == [mine] and mine.n_threads == 1 and mine.n_ctx == 512
+    assert {run.model_path, by_name.model_path, by_alias.model_path} == {str(model_path)}
+    assert lmbench.load(model_path, n_threads=1) is mine, "settings that agree reuse the engine"
+    assert not [w for w in recwarn if "loaded with other settings" in str(w.message)]
 
 
 def test_max_models_keeps_several_resident(model_path: Path) -> None:
@@ -181,3 +198,24 @@ def test_load_time_is_the_whole_wait_with_its_parts(model_path: Path) -> None:
     assert set(parts) == {"checks_s", "llama_cpp_s"} and all(v >= 0 for v in parts.values())
     assert engine.load_s >= parts["checks_s"] + parts["llama_cpp_s"] - 1e-6
     assert any("checks" in line and "llama.cpp" in line for line in engine.logs)
+
+
+def test_threads_follow_what_the_machine_leaves_free_unless_given(model_path: Path) -> None:
+    lmbench.unload()
+    fixed = lmbench.load(model_path, n_threads=2)
+    assert fixed.threads.fixed and fixed.n_threads == 2 and "2 (fixed)" in repr(fixed)
+    lmbench.unload()
+    auto = lmbench.load(model_path)
+    assert not auto.threads.fixed and "threads auto:" in repr(auto)
+    cpus = os.cpu_count() or 1
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cpus)]
+    try:
+        time.sleep(1.0)  # the engine re-reads the machine's CPU use every half second
+        runs = [lmbench.generate("Once upon a time", model=auto, max_tokens=64, ignore_eos=True) for _ in range(3)]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert auto.n_threads == 1, "every core busy with another process: one thread"
+    assert runs[-1].n_threads == 1 and all(r.completion_tokens == 64 for r in runs)

@@ -299,7 +299,7 @@ def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerat
 
 
 def test_chat_replies_render_markdown_but_never_html() -> None:
-    from lmbench import _panel_html as view
+    from lmbench.ui import _html as view
 
     page = view.chat([("user", "**not bold** <b>x</b>", None), ("assistant", "**bold** <script>x()</script>", "note")])
     assert "<strong>bold</strong>" in page and "<script>" not in page and "&lt;script&gt;" in page

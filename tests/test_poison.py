@@ -186,7 +186,7 @@ def test_a_value_the_table_cannot_hold_is_refused_by_the_store() -> None:
 
 
 def test_a_snapshot_is_never_served_for_another_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmbench import _table
+    from lmbench.store import _snapshot as _table
 
     monkeypatch.setattr(_table, "SNAPSHOT_MIN_ROWS", 1)
     path = tmp_path / "runs.db"
@@ -202,7 +202,7 @@ def test_a_snapshot_is_never_served_for_another_database(tmp_path: Path, monkeyp
 
 
 def test_stale_temporary_snapshots_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmbench import _table
+    from lmbench.store import _snapshot as _table
 
     monkeypatch.setattr(_table, "SNAPSHOT_MIN_ROWS", 1)
     path = tmp_path / "runs.db"

@@ -167,7 +167,7 @@ def test_batched_runs_record_their_top_alternatives() -> None:
 
 
 def test_a_llama_cpp_failure_mid_batch_records_the_runs_in_flight_as_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmbench import _native
+    from lmbench.engine import _native
 
     real_decode = _native.Context.decode
     calls = [0]

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 import lmbench
-from lmbench import _table
-from lmbench.store._store import MIGRATIONS, Store, migrate
+from lmbench.store import Store
+from lmbench.store import _snapshot as _table
+from lmbench.store._migrations import MIGRATIONS, migrate
 
 
 def test_runs_table_has_a_column_per_parameter_and_timing(tmp_path: Path) -> None:

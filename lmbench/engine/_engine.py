@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,16 @@ from .. import models
 from ..errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from ..params import GenerationParams, validate_params
 from . import _llama_log, _probe
+from ._native import Model
 from ._sampling import SamplerChain
 from ._scheduler import Request, Scheduler
 from ._scoring import Scoring, TokenScores
 from ._sequence import Sequence as Progress
+from ._threads import Threads
 
 _llama_log.install()
 # KV cells the default scoring layout may take (slots x cells per slot): the memory of long windows stays bounded.
 SCORE_CELLS = 8192
-# The context of llama-cpp-python's own Llama object: lmbench decodes in its scheduler's context.
-_UNUSED_CTX = 64
 
 
 def physical_cores() -> int:
@@ -63,51 +63,6 @@ def cpu_has_amx() -> bool:
         return False
 
 
-_params_lock = threading.Lock()
-
-
-class _NoChatFormatter:
-    """Stands in for llama-cpp-python's chat-template compiler while lmbench loads a model.
-
-    ``llama_cpp.Llama()`` compiles the file's chat templates with Jinja's constant folding on, so a
-    hostile template (``{{ 'x' * 3000000000 }}``) hangs the load; lmbench renders templates itself,
-    in a sandbox with limits (``lmbench._template``), and never uses llama-cpp-python's chat handlers.
-    """
-
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def to_chat_handler(self) -> Any:
-        def refuse(*_: Any, **__: Any) -> Any:
-            raise GenerationError("chat through lmbench.chat(); llama-cpp-python's chat handler is not set up")
-
-        return refuse
-
-
-@contextlib.contextmanager
-def model_params(**fields: Any) -> Iterator[None]:
-    """Set llama.cpp model parameters that ``llama_cpp.Llama()`` has no argument for, for one load
-    (and keep it from compiling the file's chat templates)."""
-    module = llama_cpp.llama_cpp
-    original = module.llama_model_default_params
-    formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter
-
-    def patched() -> Any:
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
-
-    with _params_lock:
-        module.llama_model_default_params = patched
-        llama_cpp.llama_chat_format.Jinja2ChatFormatter = _NoChatFormatter  # type: ignore[misc, assignment]
-        try:
-            yield
-        finally:
-            module.llama_model_default_params = original
-            llama_cpp.llama_chat_format.Jinja2ChatFormatter = formatter  # type: ignore[misc]
-
-
 def preflight(path: Path, weight_repack: bool) -> tuple[dict[str, Any], str]:
     """Everything that can refuse a model file before it is loaded: the header checks and the child-process test.
 
@@ -134,7 +89,7 @@ class Engine:
         path: Path,
         *,
         n_ctx: int,
-        n_threads: int,
+        n_threads: int | None,
         n_gpu_layers: int,
         weight_repack: bool | None = None,
         **load_options: Any,
@@ -143,7 +98,8 @@ class Engine:
         self.path = path
         self.logs: collections.deque[str] = collections.deque(maxlen=2000)
         self.lock = threading.RLock()
-        self.n_threads = n_threads
+        # The user's n_threads always wins; left out, the engine decodes with the cores others leave free.
+        self.threads = Threads(n_threads or physical_cores(), fixed=n_threads is not None)
         self.load_options = dict(load_options)
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
         # What it takes to load this model again (after it was closed to make room for another).
@@ -158,41 +114,26 @@ class Engine:
         self.info, self.sha256 = preflight(path, self.weight_repack)
         self.size = path.stat().st_size
         checked = time.perf_counter()
-        with _llama_log.capture(self.logs), model_params(use_extra_bufts=self.weight_repack):
-            try:
-                self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=_UNUSED_CTX,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    n_gpu_layers=n_gpu_layers,
-                    logits_all=False,
-                    verbose=False,
-                    **load_options,
-                )
-            except (ValueError, RuntimeError, OSError) as exc:
-                tail = next((line for line in reversed(self.logs) if "ERROR" in line), "")
-                raise ModelLoadError(path, f"llama.cpp refused it: {exc} {tail}".strip()) from None
-            except TypeError as exc:
-                raise ModelLoadError(path, f"bad load option: {exc}") from None
+        self._model: Model | None = Model(
+            path, n_gpu_layers=n_gpu_layers, use_extra_bufts=self.weight_repack, logs=self.logs, **load_options
+        )
         done = time.perf_counter()
         # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
         self.load_s = done - started
         self.load_parts = {"checks_s": checked - started, "llama_cpp_s": done - checked}
-        llama = self._llama
-        self.n_ctx = n_ctx or llama_cpp.llama_model_n_ctx_train(llama.model)
-        self.n_vocab = llama.n_vocab()
-        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        model = self._model.pointer
+        self.n_ctx = n_ctx or llama_cpp.llama_model_n_ctx_train(model)
+        self._vocab = self._model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
-        model = llama.model
         head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
         width = llama_cpp.llama_model_n_embd(model) // max(llama_cpp.llama_model_n_head(model), 1) * head_kv
         self.scheduler = Scheduler(
             model,
             n_ctx=self.n_ctx,
-            n_threads=n_threads,
+            threads=self.threads,
             n_vocab=self.n_vocab,
             end_tokens=self.eog_tokens,
             kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width,
@@ -200,7 +141,7 @@ class Engine:
         )
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
-            f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads={n_threads})"
+            f"llama.cpp {self.load_parts['llama_cpp_s']:.3f}s; n_ctx={self.n_ctx}, threads {self.threads.describe()})"
         )
 
     @property
@@ -208,15 +149,25 @@ class Engine:
         return self.path.name
 
     @property
-    def closed(self) -> bool:
-        return self._llama is None
+    def n_threads(self) -> int:
+        """The threads llama.cpp decodes with now (``threads.describe()`` says whether they are chosen or fixed)."""
+        return self.threads.current
 
     @property
-    def llama(self) -> llama_cpp.Llama:
-        """The underlying ``llama_cpp.Llama`` (raises once the engine is closed)."""
-        if self._llama is None:
+    def closed(self) -> bool:
+        return self._model is None
+
+    @property
+    def model(self) -> Model:
+        """The loaded llama.cpp model (raises once the engine is closed)."""
+        if self._model is None:
             raise EngineClosedError(f"the engine for {self.name} was closed; call lmbench.load() again")
-        return self._llama
+        return self._model
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model file's GGUF metadata as llama.cpp read it."""
+        return self.model.metadata
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
         """Token ids of ``text`` as this model sees it (``special``: parse special-token text such as ``<s>``).
@@ -224,7 +175,7 @@ class Engine:
         The buffer is sized from the text (a token covers at least one byte), not from the model's
         trained context, which a model file can set to anything.
         """
-        self.llama  # noqa: B018 - raises once the engine is closed
+        self.model  # noqa: B018 - raises once the engine is closed
         data = text.encode("utf-8")
         size = len(data) + 8
         buffer = (llama_cpp.llama_token * size)()
@@ -238,7 +189,7 @@ class Engine:
     @property
     def vocab(self) -> llama_cpp.llama_vocab_p:
         """The model's vocabulary (llama.cpp's pointer)."""
-        self.llama  # noqa: B018 - raises once the engine is closed
+        self.model  # noqa: B018 - raises once the engine is closed
         return self._vocab
 
     def check_constraint(self, params: GenerationParams) -> None:
@@ -373,9 +324,9 @@ class Engine:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
             self.scheduler.close()
-            if self._llama is not None:
-                self._llama.close()
-                self._llama = None
+            if self._model is not None:
+                self._model.close()
+                self._model = None
                 self.logs.append(f"[lmbench] unloaded {self.name}")
 
     def __repr__(self) -> str:
@@ -384,11 +335,12 @@ class Engine:
         status = self.scheduler.status()
         kv = f"{status['slots']} x {status['cells_per_slot']} cells, {status['kv_cache_bytes'] / 2**20:.1f} MiB"
         return (
-            f"<lmbench.Engine {self.name} (n_ctx={self.n_ctx}, threads={self.n_threads}, "
+            f"<lmbench.Engine {self.name} (n_ctx={self.n_ctx}, threads {self.threads.describe()}, "
             f"parallel={self.parallel}; KV cache {kv if status['slots'] else 'not made yet'})>"
         )
 
 
+_FileKey = tuple[str, int, int]
 _CacheKey = tuple[str, int, int, tuple[tuple[str, Any], ...]]
 _cache: collections.OrderedDict[_CacheKey, Engine] = collections.OrderedDict()
 _cache_lock = threading.RLock()
@@ -414,15 +366,19 @@ def _evict(keep: int) -> None:
 def load_engine(
     model: str | os.PathLike[str] | Engine | None = None,
     *,
-    n_ctx: int = 2048,
+    n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     **load_options: Any,
 ) -> tuple[Engine, bool]:
     """Like ``load`` but also says whether this call did the loading.
 
-    A closed engine (unloaded to make room for another model) is loaded again with its own settings,
-    so notebook cells that hold an engine keep working after the panel switched models.
+    A loaded engine of the same file is reused whenever the settings this call gives agree with its
+    own (settings left out agree with any), so ``load(path, n_threads=1)`` followed by
+    ``generate(..., model=path)`` keeps the user's settings. A call that asks for other settings
+    loads another copy and says so in a warning. A closed engine (unloaded to make room for another
+    model) is loaded again with its own settings, so notebook cells that hold an engine keep working
+    after the panel switched models.
     """
     if isinstance(model, Engine):
         if not model.closed:
@@ -433,34 +389,45 @@ def load_engine(
         stat = path.stat()
     except OSError as exc:
         raise ModelLoadError(path, exc.strerror or "no such file") from None
-    threads = n_threads or physical_cores()
-    options = {"n_ctx": n_ctx, "n_threads": threads, "n_gpu_layers": n_gpu_layers, **load_options}
-    key: _CacheKey = (str(path), stat.st_size, stat.st_mtime_ns, tuple(sorted(options.items())))
+    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, **load_options}
+    given = {name: value for name, value in asked.items() if value is not None}
+    file: _FileKey = (str(path), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
-        engine = _cache.get(key)
-        if engine is not None and not engine.closed:
-            _cache.move_to_end(key)
-            return engine, False
+        same_file = [(key, e) for key, e in reversed(_cache.items()) if key[:3] == file and not e.closed]
+        for key, engine in same_file:
+            if all(engine.load_args.get(name) == value for name, value in given.items()):
+                _cache.move_to_end(key)
+                return engine, False
+        options = {"n_ctx": 2048, "n_threads": None, "n_gpu_layers": 0, **given}
+        if same_file:
+            loaded_args = same_file[0][1].load_args
+            differ = ", ".join(
+                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})" for k, v in given.items() if loaded_args.get(k) != v
+            )
+            warnings.warn(f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3)
         repack = options.get("weight_repack")
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
-        _cache[key] = engine
+        _cache[(file[0], file[1], file[2], tuple(sorted(options.items())))] = engine
         return engine, True
 
 
 def load(
     model: str | os.PathLike[str] | None = None,
     *,
-    n_ctx: int = 2048,
+    n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     **load_options: Any,
 ) -> Engine:
     """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
 
-    ``None`` means ``$LMBENCH_MODEL`` or else the default model. Bad files raise
-    ``ModelLoadError`` with the reason; they never reach llama.cpp.
+    ``None`` means ``$LMBENCH_MODEL`` or else the default model. Settings left out take their
+    defaults (``n_ctx`` 2048, ``n_gpu_layers`` 0; without ``n_threads`` the engine decodes with
+    the physical cores that other processes leave free, re-checked as it goes) on a first load
+    and agree with any loaded engine of the same file. Bad files raise ``ModelLoadError`` with the
+    reason; they never reach llama.cpp.
     """
     return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
 

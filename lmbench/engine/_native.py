@@ -1,23 +1,112 @@
 """llama.cpp's native objects that decoding needs, one small class each, freed in ``close()``.
 
-In the manner of llama-cpp-python's ``_internals.py``: a ``Context`` (a KV cache with a stream of
-cells per sequence slot) and the ``Batch`` it decodes. Sampler chains live in ``lmbench._sampling``.
+In the manner of llama-cpp-python's ``_internals.py``: the ``Model`` (weights and vocabulary), a
+``Context`` (a KV cache with a stream of cells per sequence slot) and the ``Batch`` it decodes.
+Sampler chains live in ``_sampling``.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
-from ..errors import GenerationError
+from ..errors import GenerationError, ModelLoadError
 from . import _llama_log
+from ._threads import Threads
 
 # One decode entry: (token, position, sequence slot, whether its logits are wanted).
 Entry = tuple[int, int, int, bool]
+
+
+# Load options a caller may give (``lmbench.load(model, use_mmap=False)``), with their defaults.
+MODEL_OPTIONS: dict[str, Any] = {"use_mmap": True, "use_mlock": False, "main_gpu": 0, "check_tensors": False}
+
+
+class Model:
+    """A GGUF model loaded with llama.cpp's model functions (weights and vocabulary, no context of its own)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_gpu_layers: int,
+        use_extra_bufts: bool,
+        logs: collections.deque[str],
+        **options: Any,
+    ) -> None:
+        unknown = sorted(set(options) - set(MODEL_OPTIONS))
+        if unknown:
+            raise ModelLoadError(path, f"bad load option {unknown[0]!r} (known: {', '.join(MODEL_OPTIONS)})")
+        given = {**MODEL_OPTIONS, **options}
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = use_extra_bufts  # weight repacking for the CPU's extra instructions
+        params.main_gpu = given["main_gpu"]
+        params.check_tensors = given["check_tensors"]
+        mmap, mlock = bool(given["use_mmap"]), bool(given["use_mlock"])
+        params.load_mode = {
+            (True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
+            (False, True): llama_cpp.LLAMA_LOAD_MODE_MLOCK,
+            (True, False): llama_cpp.LLAMA_LOAD_MODE_MMAP,
+            (False, False): llama_cpp.LLAMA_LOAD_MODE_NONE,
+        }[(mmap, mlock)]
+        with _llama_log.capture(logs):
+            ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            tail = next((line for line in reversed(logs) if "error" in line.lower()), "")
+            raise ModelLoadError(path, f"llama.cpp refused it {tail}".strip())
+        self.ptr: llama_cpp.llama_model_p | None = ptr
+        self.vocab = llama_cpp.llama_model_get_vocab(ptr)
+
+    @property
+    def pointer(self) -> llama_cpp.llama_model_p:
+        if self.ptr is None:
+            raise GenerationError("the model was freed")
+        return self.ptr
+
+    @functools.cached_property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF key-value metadata as llama.cpp read it (values as text)."""
+        found: dict[str, str] = {}
+        buffer = ctypes.create_string_buffer(1024)
+        for i in range(llama_cpp.llama_model_meta_count(self.pointer)):
+            keys = []
+            for read in (llama_cpp.llama_model_meta_key_by_index, llama_cpp.llama_model_meta_val_str_by_index):
+                n = read(self.pointer, i, buffer, len(buffer))
+                if n >= len(buffer):
+                    buffer = ctypes.create_string_buffer(n + 1)
+                    read(self.pointer, i, buffer, len(buffer))
+                keys.append(buffer.value.decode("utf-8", errors="replace"))
+            found[keys[0]] = keys[1]
+        return found
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary's text of ``token`` ("" for -1, llama.cpp's "no such token")."""
+        if token == -1:
+            return ""
+        return llama_cpp.llama_vocab_get_text(self.vocab, token).decode("utf-8", errors="replace")
+
+    @property
+    def bos_text(self) -> str:
+        """The text of the beginning-of-sequence token, as chat templates write it."""
+        return self.token_text(llama_cpp.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_text(self) -> str:
+        """The text of the end-of-sequence token, as chat templates write it."""
+        return self.token_text(llama_cpp.llama_vocab_eos(self.vocab))
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None
 
 
 class Batch:
@@ -56,9 +145,10 @@ class Context:
         slots: int,
         per_slot: int,
         n_batch: int,
-        n_threads: int,
+        threads: Threads,
         logs: collections.deque[str],
     ) -> None:
+        n_threads = threads.now()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = slots * per_slot
         params.n_batch = params.n_ubatch = n_batch
@@ -73,6 +163,7 @@ class Context:
             self.ptr = None
             raise GenerationError(f"llama.cpp could not make a context of {slots} x {per_slot} tokens")
         self.slots, self.per_slot, self.n_batch = slots, per_slot, n_batch
+        self.threads, self._n_threads = threads, n_threads
         self.memory = llama_cpp.llama_get_memory(self.ptr)
         self.batch = Batch(n_batch)
 
@@ -83,7 +174,11 @@ class Context:
         return self.ptr
 
     def decode(self, entries: Sequence[Entry]) -> None:
-        """One ``llama_decode`` of the entries (at most ``n_batch``)."""
+        """One ``llama_decode`` of the entries (at most ``n_batch``), with the threads the machine leaves free."""
+        n_threads = self.threads.now()
+        if n_threads != self._n_threads:
+            llama_cpp.llama_set_n_threads(self.ptr, n_threads, n_threads)
+            self._n_threads = n_threads
         with _llama_log.capture(self.logs):
             status = llama_cpp.llama_decode(self.ptr, self.batch.fill(entries))
         if status != 0:

@@ -35,6 +35,7 @@ from ._native import Context, Entry
 from ._sampling import SamplerChain
 from ._scoring import Scoring
 from ._sequence import log_softmax
+from ._threads import Threads
 
 # Tokens per llama_decode: generating sequences first, then prompt chunks.
 N_BATCH = 512
@@ -93,14 +94,14 @@ class Scheduler:
         model: llama_cpp.llama_model_p,
         *,
         n_ctx: int,
-        n_threads: int,
+        threads: Threads,
         n_vocab: int,
         end_tokens: Collection[int],
         kv_bytes_per_cell: int,
         logs: collections.deque[str],
         parallel: int = 1,
     ) -> None:
-        self._model, self.n_ctx, self.n_threads, self.n_vocab = model, n_ctx, n_threads, n_vocab
+        self._model, self.n_ctx, self.threads, self.n_vocab = model, n_ctx, threads, n_vocab
         self.end_tokens, self.kv_bytes_per_cell, self.logs = end_tokens, kv_bytes_per_cell, logs
         self.parallel = parallel
         self.share_prefixes = True  # off: every prompt is evaluated whole (for comparisons)
@@ -343,7 +344,7 @@ class Scheduler:
             slots=slots,
             per_slot=per_slot,
             n_batch=max(N_BATCH, slots),
-            n_threads=self.n_threads,
+            threads=self.threads,
             logs=self.logs,
         )
         self._slots = [_Slot(i) for i in range(slots)]

@@ -54,11 +54,13 @@ def stats(run: Run) -> str:
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
         f"finish: {run.finish_reason}",
+        f"{run.n_threads} threads" if run.n_threads else "",
         f"chat template ({run.chat_format})" if run.chat_format else "raw completion",
         f"seed {run.seed}",
         f"run {run.id[:8]}",
     ]
-    return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(' · '.join(parts))}</div>"
+    line = " · ".join(p for p in parts if p)
+    return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(line)}</div>"
 
 
 def history_row(row: Any) -> str:

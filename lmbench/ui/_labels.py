@@ -51,6 +51,9 @@ SPANISH = {
     "Load settings": "Ajustes de carga",
     "context length": "contexto",
     "threads": "hilos",
+    "0: as many as the machine leaves free, re-checked while decoding": (
+        "0: tantos como la máquina deje libres, revisado durante la decodificación"
+    ),
     "parallel": "en paralelo",
     "random seed": "semilla aleatoria",
     "record token probabilities": "registrar probabilidades de tokens",

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import models
 from ..chat import chat
 from ..compare import compare
-from ..engine._engine import Engine, physical_cores
+from ..engine._engine import Engine
 from ..errors import LmbenchError, ParameterError
 from ..generation import Job, Recorder, execute_many, random_seed
 from ..params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_params
@@ -156,10 +156,11 @@ class ModelPicker:
             **number,
         )
         self.n_threads = w.BoundedIntText(
-            engine.n_threads if engine else physical_cores(),
-            min=1,
+            engine.threads.most if engine and engine.threads.fixed else 0,
+            min=0,
             max=512,
             description=t("threads"),
+            tooltip=t("0: as many as the machine leaves free, re-checked while decoding"),
             layout=w.Layout(width="12em"),
             **number,
         )
