@@ -30,11 +30,12 @@ from .run import Run
 from .scores import judge, leaderboard, score
 from .store import Store, export, get_store, runs, use_store
 from .sweep import sweep
+from .variants_lab import Drift, drift, quantize, variants
 
 
 def __getattr__(name: str) -> object:
     """Import plotly and the panel (ipywidgets) only when first used: the CLI and the API never pay for them."""
-    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed"):
+    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed", "plot_frontier"):
         require("plotly", "notebook", f"lmbench.{name}")
         from . import plots
 
@@ -67,6 +68,7 @@ __all__ = [
     "ClusterError",
     "Comparison",
     "ContextOverflowError",
+    "Drift",
     "Engine",
     "EngineClosedError",
     "GenerationError",
@@ -89,6 +91,7 @@ __all__ = [
     "confusion",
     "delete_preset",
     "detokenize",
+    "drift",
     "export",
     "generate",
     "get_store",
@@ -103,11 +106,13 @@ __all__ = [
     "param_specs",
     "perplexity",
     "plot_confusion",
+    "plot_frontier",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",
     "plot_sweep",
     "presets",
+    "quantize",
     "runs",
     "save_preset",
     "score",
@@ -117,4 +122,5 @@ __all__ = [
     "unload",
     "use_store",
     "validate_params",
+    "variants",
 ]

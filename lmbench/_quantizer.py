@@ -33,7 +33,7 @@ _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 
 
 def _child(source: str, out: str, ftype: int, threads: int, requantize: bool) -> int:
-    @llama_cpp.llama_log_callback
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes callback type
     def echo(level: int, text: bytes, data: ctypes.c_void_p) -> None:
         sys.stdout.write(text.decode("utf-8", errors="replace"))
         sys.stdout.flush()

@@ -422,7 +422,10 @@ def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.li
         row.update(base=facts.get("base"), source=facts.get("kind", row["source"]))
     # Each base model's variants right after it.
     order = {str(real): i for i, real in enumerate(rows)}
-    ranked = sorted(rows.values(), key=lambda r: (order.get(r["base"] or "", order[str(Path(r["path"]).resolve())]), bool(r["base"])))
+    ranked = sorted(
+        rows.values(),
+        key=lambda r: (order.get(r["base"] or "", order[str(Path(r["path"]).resolve())]), bool(r["base"])),
+    )
     frame = pd.DataFrame(ranked)
     return frame.reindex(columns=[*LIST_COLUMNS, *(c for c in frame.columns if c not in LIST_COLUMNS)])
 

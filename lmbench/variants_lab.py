@@ -355,3 +355,21 @@ def variants(
     frame = pd.DataFrame(rows)
     extra = [c for c in frame.columns if c not in VARIANT_COLUMNS]
     return frame.reindex(columns=[*VARIANT_COLUMNS, *extra])
+
+
+# Columns of the variants table where less is better (everything else: more is better).
+LOWER_IS_BETTER = frozenset({"kl_mean", "kl_p99", "delta_ppl", "file_mb", "memory_mb", "load_s"})
+
+
+def frontier(df: pd.DataFrame, x: str = "tokens_per_s", y: str = "top1_agreement") -> pd.Series:
+    """Which rows no other row beats on both ``x`` and ``y`` (the Pareto frontier; ``LOWER_IS_BETTER`` respected)."""
+    missing = [c for c in (x, y) if c not in df.columns]
+    if missing:
+        raise ParameterError(f"the table has no column {missing[0]!r}", name="x" if missing[0] == x else "y")
+    signs = np.array([-1.0 if c in LOWER_IS_BETTER else 1.0 for c in (x, y)])
+    points = df[[x, y]].to_numpy(dtype=float) * signs  # now more is better on both
+    known = ~np.isnan(points).any(axis=1)
+    at_least = (points[None, :, :] >= points[:, None, :]).all(axis=2)
+    better = (points[None, :, :] > points[:, None, :]).any(axis=2)
+    beaten = (at_least & better & known[None, :]).any(axis=1)
+    return pd.Series(known & ~beaten, index=df.index, name="on_frontier")
