@@ -110,6 +110,8 @@ class Run:
     sweep_id: str | None = None
     sweep_coords: dict[str, Any] | None = None
     kind: str = "generate"
+    lora: dict[str, float] | None = None  # the LoRA adapters applied (file -> scale)
+    lora_scale: float | None = None  # the scale of the one adapter applied (None without, or with several)
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from ._progress import Progress
 from .chat import ChatPrompt, check_messages, has_template, render, user_turn
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
-from .engine._engine import Engine, load_engine
+from .engine._engine import Engine, checked_lora, load_engine
 from .errors import ParameterError
 from .generation import Cancel, Job, Recorder, execute_many, stopper
 from .models import resolve as resolve_model
@@ -82,10 +83,37 @@ def _prompts(prompts: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]
     return dict(prompts)
 
 
-def _grid(grid: Mapping[str, Iterable[Any]], fixed: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+# Grid dimensions that are not generation parameters but how the model is loaded (each value its own engine).
+LOAD_DIMENSIONS = ("lora_scale",)
+
+
+def _load_settings(job: PlannedRun, lora: str | None) -> dict[str, Any]:
+    """The ``load`` settings of a job: its LoRA adapter at the job's scale (default 1), when the sweep has one."""
+    return {} if lora is None else {"lora": {lora: dict(job.cell).get("lora_scale", 1.0)}}
+
+
+def _grid(
+    grid: Mapping[str, Iterable[Any]], fixed: dict[str, Any], lora: str | None = None
+) -> list[tuple[tuple[str, Any], ...]]:
     """Every grid cell; values may be lists, tuples or NumPy arrays (their items become Python numbers)."""
     checked: dict[str, list[Any]] = {}
     for name, values in grid.items():
+        if name == "lora_scale":
+            if lora is None:
+                raise ParameterError(
+                    "grid has lora_scale but the sweep has no adapter: give lora='adapter.gguf'", name=name
+                )
+            scales = list(values) if isinstance(values, Iterable) and not isinstance(values, str | bytes) else []
+            checked[name] = [
+                float(v)
+                for v in scales
+                if isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(v)
+            ]
+            if not scales or len(checked[name]) != len(scales):
+                raise ParameterError(
+                    f"grid['lora_scale'] must be a non-empty list of finite numbers, not {values!r}", name=name
+                )
+            continue
         if name not in PARAM_NAMES or name == "seed":
             why = "use seeds= for seeds" if name == "seed" else f"valid parameters are: {', '.join(PARAM_NAMES)}"
             raise ParameterError(f"grid has unknown parameter {name!r}; {why}", name=name)
@@ -129,6 +157,7 @@ def plan(
     items: Sequence[Item] | None = None,
     messages: Sequence[Mapping[str, str]] | None = None,
     systems: str | Mapping[str, str] | None = None,
+    lora: str | None = None,
     **fixed_params: Any,
 ) -> list[PlannedRun]:
     """Every run a sweep would make, checked before anything is generated.
@@ -153,7 +182,7 @@ def plan(
                 filled.append((name, json.dumps(done), item, system, done))
             else:
                 filled.append((name, text if item is None else fill(name, text, item, row), item, None, None))
-    cells = _grid(grid, fixed_params)
+    cells = _grid(grid, fixed_params, lora)
     seed_list = _seeds(seeds)
     if model is not None and not isinstance(model, str | os.PathLike | Sequence):
         raise ParameterError(f"model must be a path, an alias or a list of them, not {model!r}", name="model")
@@ -233,6 +262,7 @@ def sweep(
     scorers: Sequence[scores.Scorer] | None = None,
     on_run: Callable[[Run], Any] | None = None,
     cluster: Any = None,
+    lora: str | os.PathLike[str] | None = None,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -265,8 +295,14 @@ def sweep(
     ``cluster`` spreads the runs over a Dask cluster (``pip install 'lmbench[dask]'``): a
     ``distributed.Client``, a scheduler address, or ``"local:N"`` (a ``LocalCluster`` of N worker
     processes); see ``lmbench._dask``. The runs, their ids and the store are the same as locally.
+
+    ``lora`` applies a LoRA adapter file to every model (scale 1); ``grid={"lora_scale": [0, 0.5, 1]}``
+    sweeps its scale like a parameter (each scale a loaded engine of its own, recorded with the runs).
     """
     fixed_params.setdefault("logprobs", 0)
+    adapter = None if lora is None else checked_lora({lora: 1.0})[0][0]
+    if adapter is not None and cluster is not None:
+        raise ParameterError("a sweep with a LoRA adapter runs locally; leave cluster out", name="cluster")
     check_labels(experiment, None, "sweep")
     if name is not None:
         check_text("name", name)
@@ -292,6 +328,7 @@ def sweep(
         items=items,
         messages=messages,
         systems=systems,
+        lora=adapter,
         **fixed_params,
     )
     records = [_item_record(j.item, shared_checks) for j in jobs]
@@ -333,12 +370,18 @@ def sweep(
                 cancel=should_stop,
                 announce=bar.write if progress else None,
             )
-        for model_name, model_jobs in itertools.groupby(todo if cluster is None else [], key=lambda j: j.model):
+
+        def engine_key(job: PlannedRun) -> tuple[str, str]:
+            return job.model, json.dumps(_load_settings(job, adapter))
+
+        local = sorted(todo, key=engine_key) if cluster is None else []  # stable: plan order within an engine
+        for (model_name, _), model_jobs in itertools.groupby(local, key=engine_key):
             if should_stop():
                 break
-            engine, loaded_now = load_engine(model_name)
+            engine_jobs = list(model_jobs)
+            engine, loaded_now = load_engine(model_name, **_load_settings(engine_jobs[0], adapter))
             load_s = engine.load_s if loaded_now else 0.0
-            generations = [recipe.generation(j, engine) for j in _by_prompt(model_jobs)]
+            generations = [recipe.generation(j, engine) for j in _by_prompt(engine_jobs)]
             batches = [generations] if batch else [[g] for g in generations]
             for group in batches:
                 slots = min(batch_size or MAX_BATCH, len(group)) if batch else None
@@ -372,7 +415,8 @@ class Recipe:
     def generation(self, job: PlannedRun, engine: Engine) -> Job:
         """The text the model gets (through its chat template when it should), the parameters with the
         job's seed, and the fields recorded with the run (its id a function of the sweep and the job)."""
-        params = validate_params({**self.fixed_params, **dict(job.cell), "seed": job.seed})
+        cell = {k: v for k, v in job.cell if k not in LOAD_DIMENSIONS}
+        params = validate_params({**self.fixed_params, **cell, "seed": job.seed})
         labels = Labels(
             self.experiment,
             source="sweep",

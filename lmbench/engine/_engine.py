@@ -5,17 +5,18 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import math
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
-from .. import models
+from .. import _gguf, models
 from ..errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from ..params import GenerationParams, validate_params
 from . import _llama_log, _probe
@@ -92,6 +93,7 @@ class Engine:
         n_threads: int | None,
         n_gpu_layers: int,
         weight_repack: bool | None = None,
+        lora: tuple[tuple[str, float], ...] = (),
         **load_options: Any,
     ) -> None:
         started = time.perf_counter()
@@ -104,18 +106,25 @@ class Engine:
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
         # What it takes to load this model again (after it was closed to make room for another).
         repack_choice = {} if weight_repack is None else {"weight_repack": weight_repack}
+        self.lora = dict(lora)  # adapter path -> scale
         self.load_args: dict[str, Any] = {
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_gpu_layers": n_gpu_layers,
             **repack_choice,
+            "lora": lora,
             **load_options,
         }
         self.info, self.sha256 = preflight(path, self.weight_repack)
         self.size = path.stat().st_size
         checked = time.perf_counter()
         self._model: Model | None = Model(
-            path, n_gpu_layers=n_gpu_layers, use_extra_bufts=self.weight_repack, logs=self.logs, **load_options
+            path,
+            n_gpu_layers=n_gpu_layers,
+            use_extra_bufts=self.weight_repack,
+            logs=self.logs,
+            lora=lora,
+            **load_options,
         )
         done = time.perf_counter()
         # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
@@ -138,6 +147,7 @@ class Engine:
             end_tokens=self.eog_tokens,
             kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width,
             logs=self.logs,
+            adapters=self._model.adapters,
         )
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
@@ -369,6 +379,7 @@ def load_engine(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
 ) -> tuple[Engine, bool]:
     """Like ``load`` but also says whether this call did the loading.
@@ -389,7 +400,8 @@ def load_engine(
         stat = path.stat()
     except OSError as exc:
         raise ModelLoadError(path, exc.strerror or "no such file") from None
-    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, **load_options}
+    adapters = None if lora is None else checked_lora(lora)
+    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "lora": adapters, **load_options}
     given = {name: value for name, value in asked.items() if value is not None}
     file: _FileKey = (str(path), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
@@ -409,8 +421,33 @@ def load_engine(
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
+        for adapter, scale in engine.lora.items():
+            models.register_variant(Path(adapter), base=path, kind="adapter", scale=scale)
         _cache[(file[0], file[1], file[2], tuple(sorted(options.items())))] = engine
         return engine, True
+
+
+def checked_lora(lora: Any) -> tuple[tuple[str, float], ...]:
+    """``lora`` ({adapter file: scale}) as sorted (absolute path, scale) pairs; ``ParameterError``/``ModelLoadError``.
+
+    An empty mapping means no adapter.
+    """
+    if not isinstance(lora, Mapping):
+        raise ParameterError(
+            f"lora must map adapter files to scales, like {{'adapter.gguf': 0.8}}, not {lora!r}", name="lora"
+        )
+    pairs = []
+    for file, scale in lora.items():
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+            raise ParameterError(
+                f"lora[{file!r}]: the scale must be a finite number, not {scale!r}", name="lora", value=scale
+            )
+        path = Path(os.path.abspath(Path(file).expanduser()))
+        header = _gguf.read(path)  # ModelLoadError when it is no GGUF file
+        if header.field("general.type") != "adapter":
+            raise ModelLoadError(path, "not a LoRA adapter (its general.type is not 'adapter')")
+        pairs.append((str(path), float(scale)))
+    return tuple(sorted(pairs))
 
 
 def load(
@@ -419,6 +456,7 @@ def load(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
 ) -> Engine:
     """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
@@ -427,9 +465,10 @@ def load(
     defaults (``n_ctx`` 2048, ``n_gpu_layers`` 0; without ``n_threads`` the engine decodes with
     the physical cores that other processes leave free, re-checked as it goes) on a first load
     and agree with any loaded engine of the same file. Bad files raise ``ModelLoadError`` with the
-    reason; they never reach llama.cpp.
+    reason; they never reach llama.cpp. ``lora`` applies LoRA adapters with their scales
+    (``{"adapter.gguf": 0.8}``); each is recorded with every run and listed beside its base model.
     """
-    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
+    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, lora=lora, **load_options)[0]
 
 
 def tokenize(

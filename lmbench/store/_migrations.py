@@ -104,6 +104,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
     ("0010_backfill_defaults", _backfill_defaults),
     ("0011_run_kind", "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'generate';"),
+    ("0017_lora", "ALTER TABLE runs ADD COLUMN lora TEXT; ALTER TABLE runs ADD COLUMN lora_scale REAL;"),
 ]
 
 
