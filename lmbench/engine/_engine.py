@@ -389,18 +389,19 @@ def load_engine(
     ``generate(..., model=path)`` keeps the user's settings. A call that asks for other settings
     loads another copy and says so in a warning. A closed engine (unloaded to make room for another
     model) is loaded again with its own settings, so notebook cells that hold an engine keep working
-    after the panel switched models.
+    after the panel switched models. LoRA adapters are not a setting left out: a call without
+    ``lora`` means the model without adapters.
     """
     if isinstance(model, Engine):
         if not model.closed:
             return model, False
-        return load_engine(model.path, **model.load_args)
+        return load_engine(model.path, **{**model.load_args, "lora": model.lora})
     path = models.resolve(model)
     try:
         stat = path.stat()
     except OSError as exc:
         raise ModelLoadError(path, exc.strerror or "no such file") from None
-    adapters = None if lora is None else checked_lora(lora)
+    adapters = checked_lora(lora or {})  # always a choice: a file named without adapters means the base model
     asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "lora": adapters, **load_options}
     given = {name: value for name, value in asked.items() if value is not None}
     file: _FileKey = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -414,9 +415,14 @@ def load_engine(
         if same_file:
             loaded_args = same_file[0][1].load_args
             differ = ", ".join(
-                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})" for k, v in given.items() if loaded_args.get(k) != v
+                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})"
+                for k, v in given.items()
+                if loaded_args.get(k) != v and k != "lora"  # another adapter is another model, on purpose
             )
-            warnings.warn(f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3)
+            if differ:
+                warnings.warn(
+                    f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3
+                )
         repack = options.get("weight_repack")
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
