@@ -87,7 +87,7 @@ def test_bad_adapters_are_refused_clearly(adapter: Path, tmp_path: Path) -> None
     with pytest.raises(lmbench.ModelLoadError, match="no such file"):
         lmbench.load(TEST_MODEL, lora={tmp_path / "missing.gguf": 1.0})
     other = write_adapter(tmp_path / "other-model.gguf", width=96)
-    with pytest.raises(lmbench.ModelLoadError, match="refused it as a LoRA adapter of stories260K.gguf"):
+    with pytest.raises(lmbench.ModelLoadError, match=r"refused it as a LoRA adapter of stories260K\.gguf"):
         lmbench.load(TEST_MODEL, lora={other: 1.0})
     assert _greedy(lmbench.load(TEST_MODEL), n=2).completion_tokens == 2, "the base model still works"
 
