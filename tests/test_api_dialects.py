@@ -12,8 +12,7 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.serve._server import Server
-from lmbench.serve._service import ROUTES, Settings, routes_table
+from lmbench.serve import ROUTES, Server, Settings, routes_table
 
 JSON = {"Content-Type": "application/json"}
 
@@ -210,7 +209,7 @@ def test_tokenize_detokenize_health_props(server: Server) -> None:
     assert _post(server, "/detokenize", {"tokens": [10**9]}).status_code == 400
     assert requests.get(f"{server.url}/health", timeout=10).json() == {"status": "ok"}
     props = requests.get(f"{server.url}/props", timeout=10).json()
-    assert props["default_generation_settings"]["n_ctx"] == 2048 and props["total_slots"] == 1
+    assert props["default_generation_settings"]["n_ctx"] == 2048 and props["total_slots"] == 4
     assert str(TEST_MODEL) not in json.dumps(props) and "model_path" not in props
     assert lmbench.runs().empty, "nothing here generates"
 

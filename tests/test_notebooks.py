@@ -119,3 +119,23 @@ def test_json_extraction_notebook(tmp_path: Path) -> None:
     )
     assert _errors(out) == []
     assert "every constrained answer matches the schema: True" in _stdout(out)
+
+
+def test_classify_reviews_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "classify_reviews.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "classify_reviews.ipynb"),
+        str(out),
+        parameters={"limit": 4, "data": str(REPO / "notebooks" / "data" / "reviews.jsonl")},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    printed = _stdout(out)
+    assert "8 reviews (4 en, 4 es)" in printed and "Best template: " in printed
+    notebook = nbformat.read(out, as_version=4)
+    plotly = "application/vnd.plotly.v1+json"
+    figures = [o for c in notebook.cells for o in c.get("outputs", []) if plotly in o.get("data", {})]
+    assert len(figures) == 2, "a confusion matrix by likelihood and one by constrained generation"
+    runs = lmbench.runs("classify-reviews")
+    assert (runs.kind == "choice").sum() == 8 * 3 and (runs.kind == "generate").sum() == 8

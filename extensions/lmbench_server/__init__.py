@@ -27,8 +27,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.base.handlers import APIHandler
     from jupyter_server.utils import url_path_join
 
+    from lmbench.serve._routes import route_pattern
     from lmbench.serve._server import WORKERS, ApiRoutes
-    from lmbench.serve._service import Settings, route_pattern
+    from lmbench.serve._settings import from_config
     from lmbench.serve._supervisor import Supervisor
 
     class LmbenchApiHandler(ApiRoutes, APIHandler):
@@ -48,18 +49,15 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     lock = threading.Lock()
     backends: list[Supervisor] = []
-    # c.LmbenchServer.parallel = 8 (and max_queue) in jupyter_server_config.py, as `lmbench serve --parallel 8`.
-    config = serverapp.config.get("LmbenchServer", {})
-    parallel, max_queue = (
-        int(config.get("parallel", Settings.parallel)),
-        int(config.get("max_queue", Settings.max_queue)),
-    )
+    # c.LmbenchServer.parallel = 8 (any setting of `lmbench serve`) in jupyter_server_config.py, checked now.
+    # Jupyter's token guards the routes, so an API key or Host and Origin lists do not apply here.
+    settings = from_config(serverapp.config.get("LmbenchServer", {}))
 
     def get_backend() -> Supervisor:
         with lock:
             if not backends:
-                model = os.environ.get("LMBENCH_MODEL") or None
-                backends.append(Supervisor(Settings(model=model, parallel=parallel, max_queue=max_queue)))
+                model = settings.model or os.environ.get("LMBENCH_MODEL") or None
+                backends.append(Supervisor(settings.model_copy(update={"model": model})))
             return backends[0]
 
     executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="lmbench-api")

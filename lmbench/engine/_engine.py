@@ -30,6 +30,8 @@ from ._threads import Threads
 _llama_log.install()
 # KV cells the default scoring layout may take (slots x cells per slot): the memory of long windows stays bounded.
 SCORE_CELLS = 8192
+# The most sequence slots one engine decodes together (the server's --parallel has the same bound).
+MAX_PARALLEL = 256
 
 
 def physical_cores() -> int:
@@ -326,8 +328,10 @@ class Engine:
 
     @parallel.setter
     def parallel(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
-            raise ParameterError(f"parallel must be a whole number from 1 to 256, not {n!r}", name="parallel", value=n)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PARALLEL:
+            raise ParameterError(
+                f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {n!r}", name="parallel", value=n
+            )
         self.scheduler.parallel = n
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ import hmac
 import ipaddress
 import urllib.parse
 
-from ._service import ApiError, Settings
+from ._errors import ApiError
+from ._settings import Settings
 
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"

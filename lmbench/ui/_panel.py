@@ -24,7 +24,7 @@ from ..chat import ask
 from ..engine._engine import Engine, load_engine
 from ..errors import LmbenchError, ParameterError
 from ..run import Run
-from ..serve._service import Settings
+from ..serve._settings import Settings
 from ..store._store import Store, get_store
 from . import _html as view
 from ._labels import language, translator

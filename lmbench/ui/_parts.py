@@ -33,7 +33,7 @@ from ..params import MAX_SEED, PARAM_SPECS, ParamSpec, param_specs, validate_par
 from ..presets import presets, resolve_preset, save_preset
 from ..run import Labels, Run
 from ..serve._server import Server
-from ..serve._service import Settings
+from ..serve._settings import Settings
 from ..store._store import Store
 from . import _html as view
 
