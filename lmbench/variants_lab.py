@@ -297,7 +297,7 @@ def variants(
     data: datasets.DataArg = None,
     column: str = "text",
     task: Task | None = None,
-    prompt: str = "Once upon a time",
+    prompt: str | None = None,
     max_tokens: int = 64,
     experiment: str = "variants",
     store: Any = None,
@@ -305,9 +305,10 @@ def variants(
     """One row per model file: size, memory, load time, speed, drift against ``reference`` and a task score.
 
     ``reference`` (default: the first file) is what the others drift from, measured on ``texts``
-    or ``data`` (see ``drift``). Each file is loaded fresh (``load_s``, and ``memory_mb``: its
-    weights plus its KV cache), then generates ``max_tokens`` greedy tokens from ``prompt``
-    (a recorded run in ``experiment``): ``prompt_tokens_per_s`` and ``tokens_per_s``. ``task``
+    or ``data`` (see ``drift``). Each file is loaded fresh (``load_s``: llama.cpp's load, without
+    lmbench's one-time file checks; ``memory_mb``: its weights plus its KV cache), warmed up with
+    one token, then evaluates ``prompt`` and generates ``max_tokens`` greedy tokens from ``prompt`` (default: the texts
+    joined) as a recorded run in ``experiment``: ``prompt_tokens_per_s`` and ``tokens_per_s``. ``task``
     is called with each file's path and returns a score (column ``score``) or several (their
     names as columns), e.g. an accuracy from ``lmbench.choose``.
     """
@@ -317,22 +318,29 @@ def variants(
         raise ParameterError("task must be a function of a model path that returns a score", name="task")
     paths = list(dict.fromkeys(models.resolve(f) for f in files))
     ref_path = models.resolve(reference) if reference is not None else paths[0]
+    if prompt is not None:
+        check_text("prompt", prompt)
     found = drift(ref_path, paths, texts=texts, data=data, column=column, worst=0).summary.set_index("path")
+    text = prompt if prompt is not None else " ".join(_texts(texts, data, column))
     rows = []
     for path in paths:
         unload(path)
         engine, _ = load_engine(path)
-        run = generate(
-            prompt,
-            model=engine,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            seed=0,
-            ignore_eos=True,
-            experiment=experiment,
-            tags=["variants"],
-            store=store,
-        )
+        prompt_tokens = engine.tokenize(text)[: max(1, engine.n_ctx // 2 - max_tokens)]
+        asked = engine.detokenize(prompt_tokens[1:]) if len(prompt_tokens) > 1 else text
+        # The warm-up makes the KV cache; its own prompt, so the measured one is evaluated whole.
+        for words, n, tags in (("Warm up.", 1, ["variants", "warm-up"]), (asked, max_tokens, ["variants"])):
+            run = generate(
+                words,
+                model=engine,
+                max_tokens=n,
+                temperature=0.0,
+                seed=0,
+                ignore_eos=True,
+                experiment=experiment,
+                tags=tags,
+                store=store,
+            )
         status = engine.scheduler.status()
         memory = llama_cpp.llama_model_size(engine.model.pointer) + status["kv_cache_bytes"]
         facts = found.loc[str(path)]
@@ -342,8 +350,10 @@ def variants(
             "quantization": models.metadata(path)["quantization"],
             "file_mb": path.stat().st_size / 2**20,
             "memory_mb": memory / 2**20,
-            "load_s": engine.load_s,
-            "prompt_tokens_per_s": run.prompt_tokens / run.ttft_s if run.ttft_s else math.nan,
+            "load_s": engine.load_parts["llama_cpp_s"],
+            "prompt_tokens_per_s": (run.prompt_tokens - run.prompt_cached_tokens) / run.ttft_s
+            if run.ttft_s
+            else math.nan,
             "tokens_per_s": run.tokens_per_s,
             **{name: float(facts[name]) for name in ("kl_mean", "kl_p99", "top1_agreement", "delta_ppl")},
             "score": math.nan,
