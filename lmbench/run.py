@@ -71,6 +71,9 @@ class Run:
     joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
     decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
 
+    ``lora`` holds the LoRA adapters the model ran with (file -> scale) and ``lora_scale`` the
+    scale of a single one.
+
     ``kind`` (one of ``KINDS``) says what the run measured: a generation, or the model scoring
     given text (the prompt as context, ``text`` as the scored continuation; the result in
     ``metrics`` and per token in ``token_logprobs``; the generation parameters do not apply).

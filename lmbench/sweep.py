@@ -374,7 +374,8 @@ def sweep(
         def engine_key(job: PlannedRun) -> tuple[str, str]:
             return job.model, json.dumps(_load_settings(job, adapter))
 
-        local = sorted(todo, key=engine_key) if cluster is None else []  # stable: plan order within an engine
+        first = {k: i for i, k in reversed([*enumerate(map(engine_key, todo))])}  # engines in plan order
+        local = sorted(todo, key=lambda j: first[engine_key(j)]) if cluster is None else []  # stable sort
         for (model_name, _), model_jobs in itertools.groupby(local, key=engine_key):
             if should_stop():
                 break

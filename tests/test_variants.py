@@ -39,6 +39,10 @@ def test_quantize_writes_smaller_files_of_the_asked_types_recorded_with_their_so
     for path in made.path:
         assert listed.loc[path, "source"] == "quantized"
         assert listed.loc[path, "base"] == str(TEST_MODEL.resolve())
+    from lmbench.ui._html import models_table
+
+    shown = models_table(lmbench.models.list(), None)
+    assert "↳ <code>stories260K.Q8_0</code>" in shown and "↳ <code>stories260K.Q4_0</code>" in shown
     # The same call again reuses the files made from the same source.
     assert lmbench.quantize(TEST_MODEL, "Q8_0", out=tmp_path, progress=False).reused.all()
     # A quantized copy loads and generates.
