@@ -137,7 +137,9 @@ def test_variants_gives_one_row_per_file_with_every_column(model_path: Path, qua
     assert table.kl_mean.iloc[0] == 0.0 and table.kl_mean.iloc[1] < table.kl_mean.iloc[2]
     assert table.score.iloc[0] > table.score.iloc[2]
     recorded = lmbench.runs(experiment="variants")
-    assert sorted(recorded.model_path) == sorted(str(f) for f in files)
+    measured = recorded[["warm-up" not in tags for tags in recorded.tags]]
+    assert len(recorded) == 2 * len(files) and sorted(measured.model_path) == sorted(str(f) for f in files)
+    assert (measured.prompt_tokens - measured.prompt_cached_tokens > 20).all(), "the prompt is evaluated, not cached"
 
 
 def test_the_frontier_keeps_what_nothing_beats_on_both_axes() -> None:
