@@ -40,7 +40,7 @@ def test_every_route_answers_its_own_request_model() -> None:
         ("chat_completion", {**CHAT, "logprobs": 1}, "logprobs", "valid boolean"),
         ("chat_completion", {**CHAT, "response_format": {"type": "yaml"}}, "response_format", "json_schema"),
         ("chat_completion", {"messages": [{"role": "robot", "content": "x"}]}, "messages", "robot"),
-        ("completion", {"prompt": ["a", "b"]}, "prompt", "one prompt"),
+        ("completion", {"prompt": []}, "prompt", "at least one prompt"),
         ("completion", {"prompt": "x", "max_completion_tokens": 0}, "max_tokens", "max_tokens"),
         ("native_completion", {"prompt": "x", "n_predict": 0}, "n_predict", "-1"),
         ("native_completion", {"prompt": "x", "typical_p": 0.5}, "typical_p", "not supported"),

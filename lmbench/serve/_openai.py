@@ -166,7 +166,7 @@ def completion(
     stream_id = f"cmpl-{jobs.run_ids[0]}"
     engine = service.engine(jobs.path)
     texts = [_prompt_text(engine, p) for p in prompts]
-    echoed = _prompt_logprobs(engine, prompts, jobs.params.logprobs or 0) if request.scores_prompt() else None
+    echoed = _prompt_logprobs(engine, prompts, texts, jobs.params.logprobs or 0) if request.scores_prompt() else None
     if request.max_tokens == 0:
         assert echoed is not None
         choices = [_text_choice(i, text, echoed[i], "length") for i, text in enumerate(texts)]
@@ -227,12 +227,13 @@ def _checked(engine: Engine, tokens: list[int]) -> list[int]:
     return tokens
 
 
-def _prompt_logprobs(engine: Engine, prompts: list[Prompt], top: int) -> list[dict[str, Any]]:
+def _prompt_logprobs(engine: Engine, prompts: list[Prompt], texts: list[str], top: int) -> list[dict[str, Any]]:
     """Each prompt's tokens with their log-probabilities, scored together (OpenAI's legacy echo).
 
     A string is tokenized as generation tokenizes it (with the model's BOS); token ids are taken
     as they are, and scored after the model's BOS when it uses one and they do not start with it
-    (as a text prompt would be). The first token's log-probability is null.
+    (as a text prompt would be). The first token's log-probability is null; ``text_offset`` indexes the
+    echoed ``texts`` (a space the tokenizer put before the first word has no place there).
     """
     bos = int(llama_cpp.llama_vocab_bos(engine.vocab))
     adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(engine.vocab)) and bos >= 0
@@ -251,7 +252,7 @@ def _prompt_logprobs(engine: Engine, prompts: list[Prompt], top: int) -> list[di
         return engine.piece(token).decode("utf-8", errors="replace")
 
     answers = []
-    for tokens, sequence, _ in entries:
+    for (tokens, sequence, _), echoed in zip(entries, texts, strict=True):
         result = next(results) if len(sequence) > 1 else None
         unscored = len(tokens) - (0 if result is None else len(result.tokens))
         logprobs: list[float | None] = [None] * unscored
@@ -263,24 +264,17 @@ def _prompt_logprobs(engine: Engine, prompts: list[Prompt], top: int) -> list[di
                 for ids, values in zip(result.top_ids, result.top_logprobs, strict=True)
             ]
         logprobs[0] = tops[0] = None  # nothing comes before the first token (a BOS added here is not shown)
-        texts = [text(t) for t in tokens]
-        offsets = [sum(map(len, texts[:i])) for i in range(len(texts))]
-        answers.append({"tokens": texts, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
+        pieces = [text(t) for t in tokens]
+        joined = "".join(pieces)
+        extra = len(joined) - len(echoed) if joined.endswith(echoed) else 0
+        offsets = [max(sum(map(len, pieces[:i])) - extra, 0) for i in range(len(pieces))]
+        answers.append({"tokens": pieces, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
     return answers
 
 
 def _joined(prompt: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
-    """The prompt's logprobs followed by the completion's, offsets continuing after the prompt's text."""
-    shift = len("".join(prompt["tokens"]))
-    return {
-        "tokens": prompt["tokens"] + completion["tokens"],
-        "token_logprobs": prompt["token_logprobs"] + completion["token_logprobs"],
-        "top_logprobs": prompt["top_logprobs"] + completion["top_logprobs"],
-        "text_offset": prompt["text_offset"]
-        + [o - completion["text_offset"][0] + shift for o in completion["text_offset"]]
-        if completion["text_offset"]
-        else prompt["text_offset"],
-    }
+    """The prompt's logprobs followed by the completion's (whose offsets already count the echoed prompt)."""
+    return {key: prompt[key] + completion[key] for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
 
 
 def chat_completion(service: Service, request: ChatRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any] | None:
