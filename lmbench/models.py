@@ -307,7 +307,8 @@ def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     """Turn a path, an alias, a bare file name or ``None`` into an existing model path.
 
     ``None`` means the default model (``default_model()``). An alias is looked for among the
-    models shipped in installed packages, then in the model folders, and downloaded only when absent.
+    models shipped in installed packages, then in the model folders, then among the files
+    ``lmbench.quantize`` made, and downloaded only when absent.
     """
     text = os.fspath(model) if model is not None else default_model()
     path = Path(text).expanduser()
@@ -323,6 +324,9 @@ def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     found = _find_local(entry.filename if entry else f"{text}.gguf")
     if found is not None:
         return _absolute(found)
+    made = next((Path(p) for p in variants() if Path(p).name in (text, f"{text}.gguf")), None)
+    if made is not None:  # a quantized copy or an adapter, by the name the model list shows
+        return made
     if entry is not None:
         return pull(entry.repo_id, entry.filename, alias=text)
     names = sorted({*known, *(m.alias for m in packaged())})

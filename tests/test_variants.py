@@ -45,8 +45,9 @@ def test_quantize_writes_smaller_files_of_the_asked_types_recorded_with_their_so
     assert "↳ <code>stories260K.Q8_0</code>" in shown and "↳ <code>stories260K.Q4_0</code>" in shown
     # The same call again reuses the files made from the same source.
     assert lmbench.quantize(TEST_MODEL, "Q8_0", out=tmp_path, progress=False).reused.all()
-    # A quantized copy loads and generates.
-    run = lmbench.generate("Once upon a time", model=made.path[0], max_tokens=8, temperature=0.0)
+    # A quantized copy loads and generates, by the name the model list shows, wherever it was written.
+    assert lmbench.models.resolve("stories260K.Q8_0") == Path(made.path[0])
+    run = lmbench.generate("Once upon a time", model="stories260K.Q8_0", max_tokens=8, temperature=0.0)
     assert run.completion_tokens == 8
 
 
