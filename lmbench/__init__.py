@@ -32,12 +32,13 @@ from .scores import judge, leaderboard, score
 from .significance import Paired, Regressions, paired, regressions
 from .store import Store, environments, export, get_store, ratings, runs, use_store
 from .sweep import sweep
+from .variants_lab import Drift, drift, quantize, variants
 
 
 def __getattr__(name: str) -> object:
     """Import plotly, scipy's optimiser and the widgets (ipywidgets) only when first used: the CLI and the API
     never pay for them."""
-    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed"):
+    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed", "plot_frontier"):
         require("plotly", "notebook", f"lmbench.{name}")
         from . import plots
 
@@ -75,6 +76,7 @@ __all__ = [
     "Comparison",
     "ContextOverflowError",
     "Divergence",
+    "Drift",
     "Engine",
     "EngineClosedError",
     "GenerationError",
@@ -103,6 +105,7 @@ __all__ = [
     "delete_preset",
     "detokenize",
     "diff",
+    "drift",
     "embed",
     "environments",
     "export",
@@ -123,11 +126,13 @@ __all__ = [
     "perplexity",
     "plot_arena",
     "plot_confusion",
+    "plot_frontier",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",
     "plot_sweep",
     "presets",
+    "quantize",
     "rate",
     "rater_agreement",
     "ratings",
@@ -141,4 +146,5 @@ __all__ = [
     "unload",
     "use_store",
     "validate_params",
+    "variants",
 ]

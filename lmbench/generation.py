@@ -70,6 +70,8 @@ def build_run(
         tokens_per_s=(new - 1) / (total - ttft) if ttft is not None and new > 1 else None,
         n_ctx=engine.n_ctx,
         n_threads=engine.n_threads,
+        lora=engine.lora or None,
+        lora_scale=next(iter(engine.lora.values())) if len(engine.lora) == 1 else None,
         lmbench_version=__version__,
         llama_cpp_version=llama_cpp.__version__,
         environment=_environment.current(),

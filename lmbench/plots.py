@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -14,6 +15,7 @@ from plotly.colors import qualitative
 from .choices import confusion
 from .errors import ParameterError
 from .metrics import summarize
+from .variants_lab import LOWER_IS_BETTER, frontier
 
 LABELS = {
     "temperature": "temperature",
@@ -171,6 +173,48 @@ def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequen
         title=f"{label(score)} against speed, per setting",
         xaxis_title=label("tokens_per_s"),
         yaxis_title=label(score),
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_frontier(
+    df: pd.DataFrame,
+    x: str = "tokens_per_s",
+    y: str = "top1_agreement",
+    size: str | None = "file_mb",
+    name: str = "variant",
+) -> go.Figure:
+    """``lmbench.variants``' table as quality against speed (marker area: ``size``), the frontier's variants named.
+
+    A variant is on the frontier when no other is better on both axes (``lmbench.variants_lab.frontier``);
+    the title lists them, best ``y`` first, and a line joins them.
+    """
+    _require(df, x, y, name, *([size] if size else []))
+    on = frontier(df, x, y)
+    sizes = df[size].astype(float) if size else pd.Series(1.0, index=df.index)
+    scale = 40 / max(float(np.sqrt(sizes.max())), 1e-9)
+    best = df[on].sort_values(y, ascending=y in LOWER_IS_BETTER)
+    fig = go.Figure()
+    for flag, group in ((True, df[on]), (False, df[~on])):
+        fig.add_trace(
+            go.Scatter(
+                x=group[x],
+                y=group[y],
+                mode="markers+text" if flag else "markers",
+                text=group[name].astype(str),
+                textposition="top center",
+                marker={"size": np.sqrt(sizes[group.index]) * scale + 6, "opacity": 0.9 if flag else 0.4},
+                name="on the frontier" if flag else "beaten",
+                hovertemplate=f"%{{text}}<br>{label(y)}=%{{y:.4g}}<br>{label(x)}=%{{x:.4g}}<extra></extra>",
+            )
+        )
+    line = best.sort_values(x)
+    fig.add_trace(go.Scatter(x=line[x], y=line[y], mode="lines", line={"dash": "dot"}, showlegend=False))
+    fig.update_layout(
+        title=f"Frontier: {', '.join(best[name].astype(str))}",
+        xaxis_title=label(x),
+        yaxis_title=label(y),
         template="plotly_white",
     )
     return fig

@@ -75,6 +75,9 @@ class Run:
     joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
     decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
 
+    ``lora`` holds the LoRA adapters the model ran with (file -> scale) and ``lora_scale`` the
+    scale of a single one.
+
     ``kind`` (one of ``KINDS``) says what the run measured: a generation, or the model scoring
     given text (the prompt as context, ``text`` as the scored continuation; the result in
     ``metrics`` and per token in ``token_logprobs``; the generation parameters do not apply).
@@ -124,6 +127,8 @@ class Run:
     parent_id: str | None = None  # a fork: the run it continues, from its token at fork_position
     fork_position: int | None = None
     kind: str = "generate"
+    lora: dict[str, float] | None = None  # the LoRA adapters applied (file -> scale)
+    lora_scale: float | None = None  # the scale of the one adapter applied (None without, or with several)
     metrics: dict[str, float] = field(default_factory=dict)
     # The facts ``environment`` names, written once per id to the store's environments table (not a column).
     environment_facts: dict[str, str] | None = field(default=None, repr=False, compare=False)

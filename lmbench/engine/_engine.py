@@ -5,18 +5,19 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import math
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
-from .. import _grammar, models
+from .. import _gguf, _grammar, models
 from ..errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from ..params import GenerationParams, validate_params
 from . import _llama_log, _probe, _sequence
@@ -95,6 +96,7 @@ class Engine:
         n_threads: int | None,
         n_gpu_layers: int,
         weight_repack: bool | None = None,
+        lora: tuple[tuple[str, float], ...] = (),
         **load_options: Any,
     ) -> None:
         started = time.perf_counter()
@@ -107,18 +109,25 @@ class Engine:
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
         # What it takes to load this model again (after it was closed to make room for another).
         repack_choice = {} if weight_repack is None else {"weight_repack": weight_repack}
+        self.lora = dict(lora)  # adapter path -> scale
         self.load_args: dict[str, Any] = {
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_gpu_layers": n_gpu_layers,
             **repack_choice,
+            "lora": lora,
             **load_options,
         }
         self.info, self.sha256 = preflight(path, self.weight_repack)
         self.size = path.stat().st_size
         checked = time.perf_counter()
         self._model: Model | None = Model(
-            path, n_gpu_layers=n_gpu_layers, use_extra_bufts=self.weight_repack, logs=self.logs, **load_options
+            path,
+            n_gpu_layers=n_gpu_layers,
+            use_extra_bufts=self.weight_repack,
+            logs=self.logs,
+            lora=lora,
+            **load_options,
         )
         done = time.perf_counter()
         # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
@@ -142,6 +151,7 @@ class Engine:
             end_tokens=self.eog_tokens,
             kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width,
             logs=self.logs,
+            adapters=self._model.adapters,
         )
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
@@ -399,6 +409,7 @@ def load_engine(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
 ) -> tuple[Engine, bool]:
     """Like ``load`` but also says whether this call did the loading.
@@ -408,18 +419,20 @@ def load_engine(
     ``generate(..., model=path)`` keeps the user's settings. A call that asks for other settings
     loads another copy and says so in a warning. A closed engine (unloaded to make room for another
     model) is loaded again with its own settings, so notebook cells that hold an engine keep working
-    after the panel switched models.
+    after the panel switched models. LoRA adapters are not a setting left out: a call without
+    ``lora`` means the model without adapters.
     """
     if isinstance(model, Engine):
         if not model.closed:
             return model, False
-        return load_engine(model.path, **model.load_args)
+        return load_engine(model.path, **{**model.load_args, "lora": model.lora})
     path = models.resolve(model)
     try:
         stat = path.stat()
     except OSError as exc:
         raise ModelLoadError(path, exc.strerror or "no such file") from None
-    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, **load_options}
+    adapters = checked_lora(lora or {})  # always a choice: a file named without adapters means the base model
+    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "lora": adapters, **load_options}
     given = {name: value for name, value in asked.items() if value is not None}
     file: _FileKey = (str(path), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
@@ -432,15 +445,45 @@ def load_engine(
         if same_file:
             loaded_args = same_file[0][1].load_args
             differ = ", ".join(
-                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})" for k, v in given.items() if loaded_args.get(k) != v
+                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})"
+                for k, v in given.items()
+                if loaded_args.get(k) != v and k != "lora"  # another adapter is another model, on purpose
             )
-            warnings.warn(f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3)
+            if differ:
+                warnings.warn(
+                    f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3
+                )
         repack = options.get("weight_repack")
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
+        for adapter, scale in engine.lora.items():
+            models.register_variant(Path(adapter), base=path, kind="adapter", scale=scale)
         _cache[(file[0], file[1], file[2], tuple(sorted(options.items())))] = engine
         return engine, True
+
+
+def checked_lora(lora: Any) -> tuple[tuple[str, float], ...]:
+    """``lora`` ({adapter file: scale}) as sorted (absolute path, scale) pairs; ``ParameterError``/``ModelLoadError``.
+
+    An empty mapping means no adapter.
+    """
+    if not isinstance(lora, Mapping):
+        raise ParameterError(
+            f"lora must map adapter files to scales, like {{'adapter.gguf': 0.8}}, not {lora!r}", name="lora"
+        )
+    pairs = []
+    for file, scale in lora.items():
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+            raise ParameterError(
+                f"lora[{file!r}]: the scale must be a finite number, not {scale!r}", name="lora", value=scale
+            )
+        path = Path(os.path.abspath(Path(file).expanduser()))
+        header = _gguf.read(path)  # ModelLoadError when it is no GGUF file
+        if header.field("general.type") != "adapter":
+            raise ModelLoadError(path, "not a LoRA adapter (its general.type is not 'adapter')")
+        pairs.append((str(path), float(scale)))
+    return tuple(sorted(pairs))
 
 
 def load(
@@ -449,6 +492,7 @@ def load(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
 ) -> Engine:
     """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
@@ -457,9 +501,10 @@ def load(
     defaults (``n_ctx`` 2048, ``n_gpu_layers`` 0; without ``n_threads`` the engine decodes with
     the physical cores that other processes leave free, re-checked as it goes) on a first load
     and agree with any loaded engine of the same file. Bad files raise ``ModelLoadError`` with the
-    reason; they never reach llama.cpp.
+    reason; they never reach llama.cpp. ``lora`` applies LoRA adapters with their scales
+    (``{"adapter.gguf": 0.8}``); each is recorded with every run and listed beside its base model.
     """
-    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
+    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, lora=lora, **load_options)[0]
 
 
 def tokenize(

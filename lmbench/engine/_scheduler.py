@@ -101,7 +101,9 @@ class Scheduler:
         kv_bytes_per_cell: int,
         logs: collections.deque[str],
         parallel: int = 1,
+        adapters: Sequence[tuple[llama_cpp.llama_adapter_lora_p, float]] = (),
     ) -> None:
+        self.adapters = adapters  # LoRA adapters and scales, set on each context made
         self._model, self.n_ctx, self.threads, self.n_vocab = model, n_ctx, threads, n_vocab
         self.end_tokens, self.kv_bytes_per_cell, self.logs = end_tokens, kv_bytes_per_cell, logs
         self.parallel = parallel
@@ -347,6 +349,7 @@ class Scheduler:
             n_batch=max(N_BATCH, slots),
             threads=self.threads,
             logs=self.logs,
+            adapters=self.adapters,
         )
         self._slots = [_Slot(i) for i in range(slots)]
 
