@@ -5,12 +5,13 @@ from __future__ import annotations
 import typing
 
 import pytest
+import requests
 from conftest import TEST_MODEL
 from pydantic import BaseModel
 
 import lmbench
 from lmbench import cli
-from lmbench.serve import ROUTES, Settings
+from lmbench.serve import ROUTES, Server, Settings
 from lmbench.serve._errors import ApiError
 from lmbench.serve._requests import parse
 from lmbench.serve._routes import HANDLERS
@@ -88,3 +89,14 @@ def test_props_reports_the_real_slot_count() -> None:
     service = Service(Settings(model=str(TEST_MODEL), parallel=3))
     assert call_route(service, "props")["total_slots"] == 3
     assert call_route(service, "status")["parallel"] == 3
+
+
+def test_llama_server_names_and_numbers_in_the_openai_routes() -> None:
+    with Server(Settings(model=str(TEST_MODEL), n_ctx=64), port=0) as server:
+        body = {"prompt": "Once upon a time", "n_predict": 3, "ignore_eos": True}
+        answer = requests.post(f"{server.url}/v1/completions", json=body, timeout=60).json()
+        assert answer["usage"]["completion_tokens"] == 3, "n_predict is max_tokens, as llama-server takes it"
+        long = requests.post(f"{server.url}/completion", json={"prompt": "Once upon a time " * 40}, timeout=60)
+    error = long.json()["error"]
+    assert long.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert error["n_ctx"] == 64 and error["n_prompt_tokens"] > 64, "the numbers, as llama-server gives them"

@@ -32,13 +32,16 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
         self.retry_after = retry_after  # seconds, sent as the Retry-After header
+        self.details = details or {}  # more fields of the error, such as llama-server's n_prompt_tokens and n_ctx
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+        return {"error": {**error, **self.details}}
 
 
 # lmbench's exceptions as (status, OpenAI error type, code), most specific first.
@@ -55,7 +58,10 @@ ERRORS: tuple[tuple[type[LmbenchError], int, str, str | None], ...] = (
 def api_error(exc: LmbenchError) -> ApiError:
     """The answer to a request that failed with ``exc``."""
     status, kind, code = next((s, k, c) for cls, s, k, c in ERRORS if isinstance(exc, cls))
-    return ApiError(status, str(exc), kind=kind, param=getattr(exc, "name", None), code=code)
+    details = {}
+    if isinstance(exc, ContextOverflowError):  # the numbers, as llama-server's exceed_context_size_error has them
+        details = {"n_prompt_tokens": exc.prompt_tokens, "n_ctx": exc.n_ctx}
+    return ApiError(status, str(exc), kind=kind, param=getattr(exc, "name", None), code=code, details=details)
 
 
 def invalid(exc: ValidationError) -> ApiError:

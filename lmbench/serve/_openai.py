@@ -53,6 +53,7 @@ class OpenAIRequest(Generating):
 
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     max_completion_tokens: int | None = None
+    n_predict: int | None = Field(None, ge=1)  # llama-server's name for max_tokens, which it accepts here too
     response_format: ResponseFormat | None = None
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
@@ -69,6 +70,8 @@ class OpenAIRequest(Generating):
 
     def parameters(self) -> dict[str, Any]:
         params = super().parameters()
+        if self.n_predict is not None and "max_tokens" not in params:
+            params["max_tokens"] = self.n_predict
         if self.max_completion_tokens is not None:
             params["max_tokens"] = self.max_completion_tokens
         kind = self.response_format.type if self.response_format else "text"

@@ -73,12 +73,12 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
             else:
                 send("done", rid, service.call(HANDLERS[handler], request, emit, cancels[rid]))
         except ApiError as exc:
-            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code, exc.retry_after)
+            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code, exc.retry_after, exc.details)
         except LmbenchError as exc:
             error = api_error(exc)
-            send("error", rid, error.status, error.message, error.kind, error.param, error.code, None)
+            send("error", rid, error.status, error.message, error.kind, error.param, error.code, None, error.details)
         except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
-            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None, None)
+            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None, None, None)
         finally:
             cancels.pop(rid, None)
 
@@ -192,8 +192,16 @@ class _Worker:
                 elif kind == "done":
                     return rest[0]
                 elif kind == "error":
-                    status, message, error_kind, param, code, retry_after = rest
-                    raise ApiError(status, message, kind=error_kind, param=param, code=code, retry_after=retry_after)
+                    status, message, error_kind, param, code, retry_after, details = rest
+                    raise ApiError(
+                        status,
+                        message,
+                        kind=error_kind,
+                        param=param,
+                        code=code,
+                        retry_after=retry_after,
+                        details=details,
+                    )
                 elif kind == "ended":
                     raise ApiError(500, rest[0], kind="server_error", code="model_worker_crashed")
         finally:
