@@ -140,6 +140,8 @@ def with_tools(
 ) -> tuple[list[dict[str, str]], GenerationParams, list[dict[str, Any]]]:
     """The checked turns and parameters of a chat that may offer tools (their output schema constrains it),
     and the tools offered."""
+    if isinstance(messages, str) or not isinstance(messages, Sequence):
+        check_messages(messages)  # says what is wrong before the tool turns are looked at
     folded, schema, offered = tools_mod.prepare(messages, tools, tool_choice, parallel=parallel)
     if schema is not None:
         if params.json_schema is not None or params.grammar is not None:
