@@ -72,6 +72,6 @@ IMAGE ?= lmbench
 image:
 	docker/build.sh $(IMAGE)
 
-# Builds the image (cached), runs it with a volume, and checks the UI, the API, a restart and a clean stop.
-image-test: setup image
+# Builds the image (cached; the test does it), runs it with a volume, and checks the UI, the API, a clean stop and a restart.
+image-test: setup
 	LMBENCH_HOME=$$(mktemp -d) LMBENCH_IMAGE=$(IMAGE) LMBENCH_IMAGE_TEST=1 $(BIN)/python -m pytest -m image tests/test_image.py

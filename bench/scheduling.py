@@ -24,8 +24,7 @@ import lmbench
 from bench import llama_tools
 from bench.common import SAMPLING, Result, alternate, baseline_llama, sequential, sweep_target
 from lmbench.engine._engine import physical_cores
-from lmbench.serve._server import Server
-from lmbench.serve._service import Settings
+from lmbench.serve import Server, Settings
 from lmbench.store._store import Store
 
 OPENERS = [

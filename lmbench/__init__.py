@@ -6,8 +6,9 @@ from . import metrics, models
 from ._extras import require
 from ._version import __version__
 from .chat import chat
+from .choices import choice_summary, choose, classification_report, confusion
 from .compare import Comparison, compare
-from .engine import Engine, detokenize, load, loaded, set_max_models, tokenize, unload
+from .engine import Engine, detokenize, embed, load, loaded, set_max_models, tokenize, unload
 from .errors import (
     ChatTemplateError,
     ClusterError,
@@ -22,6 +23,7 @@ from .errors import (
     StoreError,
 )
 from .generation import generate
+from .likelihood import loglikelihood, perplexity
 from .params import GenerationParams, param_specs, validate_params
 from .presets import delete_preset, presets, save_preset
 from .reproduce import Divergence, audit, diff, fork
@@ -30,12 +32,13 @@ from .scores import judge, leaderboard, score
 from .significance import Paired, Regressions, paired, regressions
 from .store import Store, environments, export, get_store, ratings, runs, use_store
 from .sweep import sweep
+from .variants_lab import Drift, drift, quantize, variants
 
 
 def __getattr__(name: str) -> object:
     """Import plotly, scipy's optimiser and the widgets (ipywidgets) only when first used: the CLI and the API
     never pay for them."""
-    if name in ("plot_sweep", "plot_heatmap", "plot_items", "plot_quality_speed"):
+    if name in ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed", "plot_frontier"):
         require("plotly", "notebook", f"lmbench.{name}")
         from . import plots
 
@@ -73,6 +76,7 @@ __all__ = [
     "Comparison",
     "ContextOverflowError",
     "Divergence",
+    "Drift",
     "Engine",
     "EngineClosedError",
     "GenerationError",
@@ -93,10 +97,16 @@ __all__ = [
     "arena_scores",
     "audit",
     "chat",
+    "choice_summary",
+    "choose",
+    "classification_report",
     "compare",
+    "confusion",
     "delete_preset",
     "detokenize",
     "diff",
+    "drift",
+    "embed",
     "environments",
     "export",
     "fork",
@@ -107,17 +117,22 @@ __all__ = [
     "leaderboard",
     "load",
     "loaded",
+    "loglikelihood",
     "metrics",
     "models",
     "paired",
     "panel",
     "param_specs",
+    "perplexity",
     "plot_arena",
+    "plot_confusion",
+    "plot_frontier",
     "plot_heatmap",
     "plot_items",
     "plot_quality_speed",
     "plot_sweep",
     "presets",
+    "quantize",
     "rate",
     "rater_agreement",
     "ratings",
@@ -131,4 +146,5 @@ __all__ = [
     "unload",
     "use_store",
     "validate_params",
+    "variants",
 ]

@@ -174,6 +174,9 @@ def _consistency(header: Header) -> str | None:
     arch = header.field("general.architecture")
     if not isinstance(arch, str) or not arch:
         return "general.architecture is missing"
+    if header.field("general.type") == "adapter":
+        # A LoRA adapter holds no model metadata; llama.cpp checks its tensors against the model's (and refuses).
+        return None
     tokenizer = header.field("tokenizer.ggml.model")
     if tokenizer is not None and tokenizer not in KNOWN_TOKENIZERS:
         return f"unknown tokenizer model {tokenizer!r} (llama.cpp knows: {', '.join(KNOWN_TOKENIZERS)})"

@@ -30,8 +30,10 @@ def _in_kernel() -> bool:
 class Progress:
     """Runs done out of ``total``, with a note (tokens per second); ``write`` puts a line above it."""
 
-    def __init__(self, total: int, *, initial: int = 0, desc: str = "sweep", disable: bool = False) -> None:
-        self.total, self.done, self.desc, self.note = total, initial, desc, ""
+    def __init__(
+        self, total: int, *, initial: int = 0, desc: str = "sweep", unit: str = "run", disable: bool = False
+    ) -> None:
+        self.total, self.done, self.desc, self.note, self.unit = total, initial, desc, "", unit
         self.started = time.perf_counter()
         self._drawn = 0.0
         self._bar: Any = None
@@ -39,7 +41,7 @@ class Progress:
         if disable:
             return
         if not _in_kernel():
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="run")
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit)
             return
         from IPython.display import display
 
@@ -77,6 +79,6 @@ class Progress:
         share = self.done / self.total if self.total else 1.0
         note = f", {self.note}" if self.note else ""
         elapsed = time.perf_counter() - self.started
-        text = f"{self.desc}: {self.done}/{self.total} runs ({share:.0%}) in {elapsed:.1f} s{note}"
+        text = f"{self.desc}: {self.done}/{self.total} {self.unit}s ({share:.0%}) in {elapsed:.1f} s{note}"
         bar = f"<progress value='{self.done}' max='{max(self.total, 1)}' style='width:16em'></progress>"
         return {"text/plain": text, "text/html": f"<div class='lmbench-progress'>{bar} {html.escape(text)}</div>"}

@@ -8,17 +8,39 @@ last user message and ``Run.prompt_sent`` the rendered text.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import tools as tools_mod
 from ._prompting import check_messages, render
 from .engine._engine import Engine, load_engine
+from .errors import ParameterError
 from .generation import Cancel, Job, Recorder, complete
-from .params import validate_params
+from .params import GenerationParams, validate_params
 from .presets import resolve_preset
 from .run import Labels, Run
 from .store._store import Store
+
+
+def with_tools(
+    messages: Sequence[dict[str, Any]],
+    params: GenerationParams,
+    tools: Sequence[dict[str, Any]] | None,
+    tool_choice: tools_mod.ToolChoice = "auto",
+    parallel: bool = True,
+) -> tuple[list[dict[str, str]], GenerationParams, list[dict[str, Any]]]:
+    """The checked turns and parameters of a chat that may offer tools (their output schema constrains it),
+    and the tools offered."""
+    if isinstance(messages, str) or not isinstance(messages, Sequence):
+        check_messages(messages)  # says what is wrong before the tool turns are looked at
+    folded, schema, offered = tools_mod.prepare(messages, tools, tool_choice, parallel=parallel)
+    if schema is not None:
+        if params.json_schema is not None or params.grammar is not None:
+            raise ParameterError("tools constrain the output themselves: give tools or json_schema/grammar, not both")
+        params = params.model_copy(update={"json_schema": schema})
+    return check_messages(folded), params, offered
 
 
 def chat(
@@ -33,17 +55,23 @@ def chat(
     store: str | os.PathLike[str] | Store | None = None,
     source: str = "python",
     run_id: str | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    tool_choice: tools_mod.ToolChoice = "auto",
+    parallel_tool_calls: bool = True,
     **params: Any,
 ) -> Run:
     """Reply to a conversation (OpenAI-style messages); the reply is ``run.text``, the messages are recorded.
 
     Takes the same parameters as ``generate``; the template's stop strings are used while decoding
     (``run.stop`` keeps the ones asked for). ``run_id`` records the run under a fixed id (recording
-    it again replaces it).
+    it again replaces it). ``tools`` (OpenAI-style function tools) are offered as ``lmbench.tools``
+    describes; the calls the model made are ``run.tool_calls``.
     """
-    turns = check_messages(messages)
     labels = Labels.checked(experiment, tags, source, run_id)
-    values = validate_params({**resolve_preset(preset), **params})
+    turns, values, offered = with_tools(
+        messages, validate_params({**resolve_preset(preset), **params}), tools, tool_choice, parallel_tool_calls
+    )
+    labels = dataclasses.replace(labels, tools=offered or None)
     engine, loaded_now = load_engine(model)
     return complete(
         engine,

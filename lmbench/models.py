@@ -124,8 +124,13 @@ def alias_for(filename: str) -> str:
 
     ``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct``.
     """
+    return strip_quantization(filename).lower()
+
+
+def strip_quantization(filename: str) -> str:
+    """A model file's name without ``.gguf`` and its quantization: ``Model.Q4_K_M.gguf`` -> ``Model``."""
     stem = filename[:-5] if filename.lower().endswith(".gguf") else filename
-    return _QUANT_SUFFIX.sub("", stem).lower()
+    return _QUANT_SUFFIX.sub("", stem)
 
 
 @dataclass(frozen=True)
@@ -305,7 +310,8 @@ def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     """Turn a path, an alias, a bare file name or ``None`` into an existing model path.
 
     ``None`` means the default model (``default_model()``). An alias is looked for among the
-    models shipped in installed packages, then in the model folders, and downloaded only when absent.
+    models shipped in installed packages, then in the model folders, then among the files
+    ``lmbench.quantize`` made, and downloaded only when absent.
     """
     text = os.fspath(model) if model is not None else default_model()
     path = Path(text).expanduser()
@@ -321,6 +327,9 @@ def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     found = _find_local(entry.filename if entry else f"{text}.gguf")
     if found is not None:
         return _absolute(found)
+    made = next((Path(p) for p in variants() if Path(p).name in (text, f"{text}.gguf")), None)
+    if made is not None:  # a quantized copy or an adapter, by the name the model list shows
+        return made
     if entry is not None:
         return pull(entry.repo_id, entry.filename, alias=text)
     names = sorted({*known, *(m.alias for m in packaged())})
@@ -351,6 +360,25 @@ def info(model: str | os.PathLike[str]) -> pd.Series:
     return pd.Series(facts, name=path.name)
 
 
+def _variants_file() -> Path:
+    return home() / "variants.json"
+
+
+def register_variant(path: Path, *, base: Path, kind: str, **facts: Any) -> None:
+    """Record that ``path`` was made from ``base`` (``kind``: "quantized", "adapter"), so lists show it beside it.
+
+    Saved in ``$LMBENCH_HOME/variants.json`` with ``facts`` (the file type, the scale, ...).
+    """
+    saved = _jsonfile.read(_variants_file())
+    saved[str(_absolute(path).resolve())] = {"base": str(_absolute(base).resolve()), "kind": kind, **facts}
+    _jsonfile.write(_variants_file(), saved)
+
+
+def variants() -> dict[str, dict[str, Any]]:
+    """Every recorded variant whose file still exists: its resolved path -> base, kind and facts."""
+    return {path: facts for path, facts in _jsonfile.read(_variants_file()).items() if Path(path).is_file()}
+
+
 LIST_COLUMNS = [
     "alias",
     "path",
@@ -362,6 +390,7 @@ LIST_COLUMNS = [
     "has_chat_template",
     "layers",
     "source",
+    "base",
     "distribution",
     "version",
 ]
@@ -375,9 +404,11 @@ def _unreadable(path: Path, exc: BaseException) -> str:
 
 
 def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.list()
-    """Every GGUF model lmbench can find: those shipped in installed packages, then the model folders' files.
+    """Every GGUF model lmbench can find: those shipped in installed packages, the model folders' files, the variants.
 
-    One row per file, with its alias, where it comes from and its main metadata (cached).
+    One row per file, with its alias, where it comes from and its main metadata (cached). A file
+    made by ``lmbench.quantize`` (or an adapter for a model) follows its base model, whose path is
+    in its ``base`` column.
     """
     rows: dict[Path, dict[str, Any]] = {}
 
@@ -402,7 +433,19 @@ def list() -> pd.DataFrame:  # noqa: A001 - the public name is lmbench.models.li
     for folder in search_dirs():
         for path in sorted(folder.rglob("*.gguf")):
             add(path, aliases.get(path.name, path.stem), source="folder")
-    frame = pd.DataFrame([*rows.values()])
+    made = variants()
+    for path_text, facts in made.items():
+        add(Path(path_text), Path(path_text).stem, source=facts["kind"])
+    for real, row in rows.items():
+        facts = made.get(str(real), {})
+        row.update(base=facts.get("base"), source=facts.get("kind", row["source"]))
+    # Each base model's variants right after it.
+    order = {str(real): i for i, real in enumerate(rows)}
+    ranked = sorted(
+        rows.values(),
+        key=lambda r: (order.get(r["base"] or "", order[str(Path(r["path"]).resolve())]), bool(r["base"])),
+    )
+    frame = pd.DataFrame(ranked)
     return frame.reindex(columns=[*LIST_COLUMNS, *(c for c in frame.columns if c not in LIST_COLUMNS)])
 
 

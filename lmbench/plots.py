@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from .choices import confusion
 from .errors import ParameterError
 from .metrics import bounds_of, summarize
+from .variants_lab import LOWER_IS_BETTER, frontier
 
 LABELS = {
     "temperature": "temperature",
@@ -220,3 +223,53 @@ def plot_quality_speed(df: pd.DataFrame, score: str = "rougeL", by: str | Sequen
 
 # Label positions taken in turn, so that labels of points close together do not cover one another.
 _POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left")
+
+
+def plot_frontier(
+    df: pd.DataFrame,
+    x: str = "tokens_per_s",
+    y: str = "top1_agreement",
+    size: str | None = "file_mb",
+    name: str = "variant",
+) -> go.Figure:
+    """``lmbench.variants``' table as quality against speed (marker area: ``size``), the frontier's variants named.
+
+    A variant is on the frontier when no other is better on both axes (``lmbench.variants_lab.frontier``);
+    the title lists them, best ``y`` first, and a line joins them.
+    """
+    _require(df, x, y, name, *([size] if size else []))
+    on = frontier(df, x, y)
+    sizes = df[size].astype(float) if size else pd.Series(1.0, index=df.index)
+    scale = 40 / max(float(np.sqrt(sizes.max())), 1e-9)
+    best = df[on].sort_values(y, ascending=y in LOWER_IS_BETTER)
+    fig = go.Figure()
+    for flag, group in ((True, df[on]), (False, df[~on])):
+        fig.add_trace(
+            go.Scatter(
+                x=group[x],
+                y=group[y],
+                mode="markers+text" if flag else "markers",
+                text=group[name].astype(str),
+                textposition="top center",
+                marker={"size": np.sqrt(sizes[group.index]) * scale + 6, "opacity": 0.9 if flag else 0.4},
+                name="on the frontier" if flag else "beaten",
+                hovertemplate=f"%{{text}}<br>{label(y)}=%{{y:.4g}}<br>{label(x)}=%{{x:.4g}}<extra></extra>",
+            )
+        )
+    line = best.sort_values(x)
+    fig.add_trace(go.Scatter(x=line[x], y=line[y], mode="lines", line={"dash": "dot"}, showlegend=False))
+    fig.update_layout(
+        title=f"Frontier: {', '.join(best[name].astype(str))}",
+        xaxis_title=label(x),
+        yaxis_title=label(y),
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_confusion(df: pd.DataFrame, *, truth: str = "answer", predicted: str = "prediction") -> go.Figure:
+    """The confusion matrix of ``lmbench.choose``'s answers: true labels down, predicted across."""
+    table = confusion(df, truth=truth, predicted=predicted)
+    fig = _heatmap(table, "count", "Confusion matrix", "predicted", "true", digits=0)
+    fig.update_yaxes(autorange="reversed")  # the first label at the top, as confusion matrices are read
+    return fig

@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 from .params import PARAM_NAMES, PARAM_SPECS, GenerationParams, check_labels
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+# What a run measured: a generation, or the model scoring given text (``lmbench.likelihood``).
+KINDS = ("generate", "loglikelihood", "perplexity", "choice")
 # Colours for HTML views that follow JupyterLab's theme (light or dark), with fallbacks elsewhere.
 MUTED = "color:var(--jp-content-font-color2,#666)"
 BORDER = "border:1px solid var(--jp-border-color2,#ddd)"
@@ -37,8 +39,8 @@ def describe_mode(chat_format: str | None) -> str:
 @dataclass(frozen=True)
 class Labels:
     """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
-    (for sweeps and chats) its sweep, coordinates, data-set row, messages and chat format, and (for a
-    fork) the run it continues and the token position it forks at."""
+    (for sweeps and chats) its sweep, coordinates, data-set row, messages, chat format and offered tools, and
+    (for a fork) the run it continues and the token position it forks at."""
 
     experiment: str | None = None
     tags: tuple[str, ...] = ()
@@ -51,6 +53,7 @@ class Labels:
     chat_format: str | None = None
     parent_id: str | None = None
     fork_position: int | None = None
+    tools: list[dict[str, Any]] | None = None
 
     @classmethod
     def checked(
@@ -80,6 +83,13 @@ class Run:
     first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. The clock starts when the run
     joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
     decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
+
+    ``lora`` holds the LoRA adapters the model ran with (file -> scale) and ``lora_scale`` the
+    scale of a single one.
+
+    ``kind`` (one of ``KINDS``) says what the run measured: a generation, or the model scoring
+    given text (the prompt as context, ``text`` as the scored continuation; the result in
+    ``metrics`` and per token in ``token_logprobs``; the generation parameters do not apply).
     """
 
     id: str
@@ -112,6 +122,8 @@ class Run:
     messages: list[dict[str, Any]] | None = None
     chat_format: str | None = None
     prompt_sent: str | None = None  # the text the model continued (the chat template's rendering of ``prompt``)
+    tools: list[dict[str, Any]] | None = None  # the tools a chat offered (see lmbench.tools)
+    tool_calls: list[dict[str, Any]] | None = None  # the calls the model made, in OpenAI's shape
     stop_word: str | None = None
     item: dict[str, Any] | None = None  # the data-set row a sweep filled its template with (id, vars, reference)
     sweep_id: str | None = None
@@ -124,6 +136,9 @@ class Run:
     environment: str | None = None
     parent_id: str | None = None  # a fork: the run it continues, from its token at fork_position
     fork_position: int | None = None
+    kind: str = "generate"
+    lora: dict[str, float] | None = None  # the LoRA adapters applied (file -> scale)
+    lora_scale: float | None = None  # the scale of the one adapter applied (None without, or with several)
     metrics: dict[str, float] = field(default_factory=dict)
     # The facts ``environment`` names, written once per id to the store's environments table (not a column).
     environment_facts: dict[str, str] | None = field(default=None, repr=False, compare=False)
@@ -245,7 +260,7 @@ class Column:
 
 
 _SQL = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
-_HEAVY = {"token_logprobs", "messages", "grammar", "item", "prompt_sent"}
+_HEAVY = {"token_logprobs", "messages", "grammar", "item", "tools", "prompt_sent"}
 
 
 def _column(name: str, hint: Any, listed_by_default: bool) -> Column:

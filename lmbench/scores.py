@@ -39,6 +39,7 @@ import regex
 from . import metrics, models
 from ._extras import require
 from .chat import chat
+from .engine import embed
 from .engine._engine import load_engine
 from .errors import ParameterError, StoreError
 from .metrics import bootstrap
@@ -275,6 +276,94 @@ for _kind in ASSERTION_TYPES:
         description=f"1 when the run's {_kind} assertions pass, 0 when one fails.",
         bounds=(0.0, 1.0),
     )
+
+
+# Embeddings -------------------------------------------------------------------------------------
+
+
+def semantic_similarity(run: Run) -> float:
+    """Cosine similarity of the run's text to the reference, in the run's own model's embeddings (NaN without one)."""
+    reference = _reference(run)
+    if reference is None or not run.text.strip() or not reference.strip():
+        return math.nan
+    text, ref = embed([run.text, reference], model=run.model_path)
+    return float(text @ ref)
+
+
+def semantic_diversity(texts: Sequence[str]) -> float:
+    """1 minus the mean pairwise cosine similarity of a group's texts (the default model's embeddings)."""
+    kept = [t for t in texts if t.strip()]
+    if len(kept) < 2:
+        return math.nan
+    vectors = embed(kept)
+    similarity = vectors @ vectors.T
+    pairs = similarity[np.triu_indices(len(kept), k=1)]
+    return float(1.0 - pairs.mean())
+
+
+metrics.register("semantic_similarity", semantic_similarity, default=False)
+metrics.register("semantic_diversity", semantic_diversity, kind="group", default=False)
+
+
+# Tool calls ---------------------------------------------------------------------------------------
+
+
+def _called(run: Run) -> list[tuple[str, Any]]:
+    """The run's tool calls as (name, arguments); NaN scores follow when no tools were offered."""
+    calls = []
+    for call in run.tool_calls or []:
+        try:
+            calls.append((call["function"]["name"], json.loads(call["function"]["arguments"])))
+        except (KeyError, TypeError, ValueError):
+            calls.append((str(call), None))
+    return calls
+
+
+def _expected_call(run: Run) -> Mapping[str, Any] | None:
+    expected = (run.item or {}).get("tool_call")
+    return expected if isinstance(expected, Mapping) else None
+
+
+def tool_name(run: Run) -> float:
+    """1 when the run's first tool call names the data-set row's ``tool_call`` name (NaN without one)."""
+    expected = _expected_call(run)
+    if expected is None or not run.tools:
+        return math.nan
+    calls = _called(run)
+    return float(bool(calls) and calls[0][0] == expected.get("name"))
+
+
+def tool_args_valid(run: Run) -> float:
+    """1 when the run made tool calls and each one's arguments validate against its tool's JSON schema."""
+    import jsonschema
+
+    if not run.tools:
+        return math.nan
+    schemas = {t["name"]: t.get("parameters") or {} for t in run.tools}
+    calls = _called(run)
+    return float(
+        bool(calls)
+        and all(
+            name in schemas and jsonschema.Draft202012Validator(schemas[name]).is_valid(arguments)
+            for name, arguments in calls
+        )
+    )
+
+
+def tool_call(run: Run) -> float:
+    """1 when the first tool call equals the row's ``tool_call`` (its name, and its ``arguments`` when given)."""
+    expected = _expected_call(run)
+    if expected is None or not run.tools:
+        return math.nan
+    calls = _called(run)
+    if not calls or calls[0][0] != expected.get("name"):
+        return 0.0
+    return float("arguments" not in expected or calls[0][1] == expected["arguments"])
+
+
+metrics.register("tool_name", tool_name, default=False)
+metrics.register("tool_args_valid", tool_args_valid, default=False)
+metrics.register("tool_call", tool_call, default=False)
 
 
 def item_scorers(items: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from ._progress import Progress
 from ._prompting import Turn, check_messages, has_template, prepare, render
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
-from .engine._engine import Engine, load_engine
+from .engine._engine import Engine, checked_lora, load_engine
 from .errors import ParameterError
 from .generation import Cancel, Job, Recorder, execute_many, stopper
 from .models import resolve as resolve_model
@@ -88,10 +89,37 @@ def _prompts(prompts: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]
     return dict(prompts)
 
 
-def _grid(grid: Mapping[str, Iterable[Any]], fixed: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+# Grid dimensions that are not generation parameters but how the model is loaded (each value its own engine).
+LOAD_DIMENSIONS = ("lora_scale",)
+
+
+def _load_settings(job: PlannedRun, lora: str | None) -> dict[str, Any]:
+    """The ``load`` settings of a job: its LoRA adapter at the job's scale (default 1), when the sweep has one."""
+    return {} if lora is None else {"lora": {lora: dict(job.cell).get("lora_scale", 1.0)}}
+
+
+def _grid(
+    grid: Mapping[str, Iterable[Any]], fixed: dict[str, Any], lora: str | None = None
+) -> list[tuple[tuple[str, Any], ...]]:
     """Every grid cell; values may be lists, tuples or NumPy arrays (their items become Python numbers)."""
     checked: dict[str, list[Any]] = {}
     for name, values in grid.items():
+        if name == "lora_scale":
+            if lora is None:
+                raise ParameterError(
+                    "grid has lora_scale but the sweep has no adapter: give lora='adapter.gguf'", name=name
+                )
+            scales = list(values) if isinstance(values, Iterable) and not isinstance(values, str | bytes) else []
+            checked[name] = [
+                float(v)
+                for v in scales
+                if isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(v)
+            ]
+            if not scales or len(checked[name]) != len(scales):
+                raise ParameterError(
+                    f"grid['lora_scale'] must be a non-empty list of finite numbers, not {values!r}", name=name
+                )
+            continue
         if name not in PARAM_NAMES or name == "seed":
             why = "use seeds= for seeds" if name == "seed" else f"valid parameters are: {', '.join(PARAM_NAMES)}"
             raise ParameterError(f"grid has unknown parameter {name!r}; {why}", name=name)
@@ -135,6 +163,7 @@ def planned_runs(
     items: Sequence[Item] | None = None,
     messages: Sequence[Mapping[str, str]] | None = None,
     systems: str | Mapping[str, str] | None = None,
+    lora: str | None = None,
     **fixed_params: Any,
 ) -> list[PlannedRun]:
     """Every run a sweep would make, checked before anything is generated.
@@ -159,7 +188,7 @@ def planned_runs(
                 filled.append((name, json.dumps(done), item, system, done))
             else:
                 filled.append((name, text if item is None else fill(name, text, item, row), item, None, None))
-    cells = _grid(grid, fixed_params)
+    cells = _grid(grid, fixed_params, lora)
     seed_list = _seeds(seeds)
     if model is not None and not isinstance(model, str | os.PathLike | Sequence):
         raise ParameterError(f"model must be a path, an alias or a list of them, not {model!r}", name="model")
@@ -246,6 +275,9 @@ class SweepSpec(BaseModel):
     batch_size: int | None = Field(None, description=f"the most runs sharing a decode (default {MAX_BATCH})")
     executor: str = Field("local", description="where the runs are generated: a name in EXECUTORS")
     cluster: Any = Field(None, description="the Dask cluster of the 'dask' executor (Client, address, 'local:N')")
+    lora: str | None = Field(
+        None, description="a LoRA adapter file applied to every model (grid lora_scale: its scale)"
+    )
 
     @classmethod
     def build(cls, **options: Any) -> SweepSpec:
@@ -275,6 +307,7 @@ class Plan:
     group_metrics: list[metrics_mod.Metric]
     judges: list[scores.Judge]
     store: Store
+    adapter: str | None = None  # the checked LoRA adapter's path
 
 
 def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -> Plan:
@@ -296,6 +329,9 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
         raise ParameterError(f"metrics must be 'default', None or a list of names, not {metrics!r}", name="metrics")
     if spec.executor not in EXECUTORS:
         raise ParameterError(f"unknown executor {spec.executor!r}; registered: {', '.join(EXECUTORS)}", name="executor")
+    adapter = None if spec.lora is None else checked_lora({spec.lora: 1.0})[0][0]
+    if adapter is not None and spec.executor != "local":
+        raise ParameterError("a sweep with a LoRA adapter runs locally; leave cluster out", name="cluster")
     items = None if spec.data is None else load_items(spec.data, reference=spec.reference)
     for row, item in enumerate(items or []):
         scores.check_assertions(item.assertions, where=f"data row {row} (id {item.id!r})", data=True)
@@ -314,6 +350,7 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
         items=items,
         messages=spec.messages,
         systems=spec.systems,
+        lora=adapter,
         **fixed_params,
     )
     records = [_item_record(j.item, shared_checks) for j in runs]
@@ -341,6 +378,7 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
         group_metrics=metrics_mod.select(metrics, "group"),
         judges=judges,
         store=target,
+        adapter=adapter,
     )
 
 
@@ -358,14 +396,23 @@ def register_executor(name: str, executor: Executor) -> None:
 def _local(
     the_plan: Plan, save: Recorder, should_stop: Callable[[], bool], announce: Callable[[str], None] | None
 ) -> None:
-    """In this process: model by model, all of a model's runs decoded together (or one at a time)."""
-    spec = the_plan.spec
-    for model_name, model_jobs in itertools.groupby(the_plan.todo, key=lambda j: j.model):
+    """In this process: engine by engine (a model and its load settings, in plan order), all of an
+    engine's runs decoded together (or one at a time)."""
+    spec, adapter = the_plan.spec, the_plan.adapter
+
+    def engine_key(job: PlannedRun) -> tuple[str, str]:
+        return job.model, json.dumps(_load_settings(job, adapter))
+
+    first = {k: i for i, k in reversed([*enumerate(map(engine_key, the_plan.todo))])}  # engines in plan order
+    for (model_name, _), model_jobs in itertools.groupby(
+        sorted(the_plan.todo, key=lambda j: first[engine_key(j)]), key=engine_key
+    ):
         if should_stop():
             break
-        engine, loaded_now = load_engine(model_name)
+        engine_jobs = list(model_jobs)
+        engine, loaded_now = load_engine(model_name, **_load_settings(engine_jobs[0], adapter))
         load_s = engine.load_s if loaded_now else 0.0
-        generations = [the_plan.recipe.generation(j, engine) for j in _by_prompt(model_jobs)]
+        generations = [the_plan.recipe.generation(j, engine) for j in _by_prompt(engine_jobs)]
         batches = [generations] if spec.batch else [[g] for g in generations]
         for group in batches:
             slots = min(spec.batch_size or MAX_BATCH, len(group)) if spec.batch else None
@@ -453,6 +500,7 @@ def sweep(
     on_run: Callable[[Run], Any] | None = None,
     cluster: Any = None,
     executor: str | None = None,
+    lora: str | os.PathLike[str] | None = None,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -486,6 +534,9 @@ def sweep(
     ``distributed.Client``, a scheduler address, or ``"local:N"`` (a ``LocalCluster`` of N worker
     processes); see ``lmbench._dask``. The runs, their ids and the store are the same as locally.
 
+    ``lora`` applies a LoRA adapter file to every model (scale 1); ``grid={"lora_scale": [0, 0.5, 1]}``
+    sweeps its scale like a parameter (each scale a loaded engine of its own, recorded with the runs).
+
     The options are those of ``SweepSpec`` (generation parameters given as keywords go to its
     ``params``); ``run_sweep(spec)`` runs a spec built elsewhere (the CLI, a config file).
     """
@@ -509,6 +560,7 @@ def sweep(
         batch_size=batch_size,
         executor=executor or ("local" if cluster is None else "dask"),
         cluster=cluster,
+        lora=None if lora is None else os.fspath(lora),
     )
     return run_sweep(spec, store=store, cancel=cancel, progress=progress, on_run=on_run)
 
@@ -526,7 +578,8 @@ class Recipe:
     def generation(self, job: PlannedRun, engine: Engine) -> Job:
         """The text the model gets (through its chat template when it should), the parameters with the
         job's seed, and the fields recorded with the run (its id a function of the sweep and the job)."""
-        params = validate_params({**self.fixed_params, **dict(job.cell), "seed": job.seed})
+        cell = {k: v for k, v in job.cell if k not in LOAD_DIMENSIONS}
+        params = validate_params({**self.fixed_params, **cell, "seed": job.seed})
         labels = Labels(
             self.experiment,
             source="sweep",

@@ -12,8 +12,7 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.serve._server import Server
-from lmbench.serve._service import ROUTES, Settings, routes_table
+from lmbench.serve import ROUTES, Server, Settings, routes_table
 
 JSON = {"Content-Type": "application/json"}
 
@@ -114,14 +113,15 @@ def test_completion_echo_and_legacy_logprobs(server: Server) -> None:
     run = lmbench.get_store().get(lmbench.runs().id.iloc[-1])
     assert choice.text == "Once upon a time" + run.text and completion.id == f"cmpl-{run.id}"
     logprobs = choice.logprobs
-    assert logprobs.tokens == [t["token"] for t in run.token_logprobs] and len(logprobs.tokens) == 6
-    assert logprobs.token_logprobs == [t["logprob"] for t in run.token_logprobs]
-    assert all(len(top) == 2 for top in logprobs.top_logprobs)
-    assert logprobs.text_offset[0] == len("Once upon a time"), "offsets count the echoed prompt"
-    assert all(
-        b - a == len(t)
-        for a, b, t in zip(logprobs.text_offset, logprobs.text_offset[1:], logprobs.tokens, strict=False)
-    )
+    prompt = lmbench.tokenize("Once upon a time", TEST_MODEL)
+    # OpenAI's legacy echo: the prompt's tokens (the first without a log-probability), then the generated ones.
+    assert len(logprobs.tokens) == len(prompt) + 6 and logprobs.token_logprobs[0] is None
+    assert logprobs.tokens[len(prompt) :] == [t["token"] for t in run.token_logprobs]
+    assert logprobs.token_logprobs[len(prompt) :] == [t["logprob"] for t in run.token_logprobs]
+    assert all(len(top) == 2 for top in logprobs.top_logprobs[1:])
+    assert logprobs.text_offset[len(prompt)] == len("Once upon a time"), "offsets count the echoed prompt"
+    after_first_word = [(a, t) for a, t in zip(logprobs.text_offset, logprobs.tokens, strict=True) if a > 0]
+    assert all(choice.text[a : a + len(t)] == t for a, t in after_first_word)  # the first word's space is not echoed
     plain = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=3, seed=4)
     assert plain.choices[0].logprobs is None and not plain.choices[0].text.startswith("Once upon a time")
 
@@ -210,7 +210,7 @@ def test_tokenize_detokenize_health_props(server: Server) -> None:
     assert _post(server, "/detokenize", {"tokens": [10**9]}).status_code == 400
     assert requests.get(f"{server.url}/health", timeout=10).json() == {"status": "ok"}
     props = requests.get(f"{server.url}/props", timeout=10).json()
-    assert props["default_generation_settings"]["n_ctx"] == 2048 and props["total_slots"] == 1
+    assert props["default_generation_settings"]["n_ctx"] == 2048 and props["total_slots"] == 4
     assert str(TEST_MODEL) not in json.dumps(props) and "model_path" not in props
     assert lmbench.runs().empty, "nothing here generates"
 

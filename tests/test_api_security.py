@@ -16,9 +16,8 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
+from lmbench.serve import ROUTES, Server, Settings
 from lmbench.serve import _guard as _http_guard
-from lmbench.serve._server import Server
-from lmbench.serve._service import ROUTES, Settings
 
 EVIL_ORIGINS = [
     "http://evil.example",

@@ -21,8 +21,7 @@ from conftest import TEST_MODEL
 import lmbench
 from lmbench import _gguf, _template
 from lmbench.engine import _probe
-from lmbench.serve._server import Server
-from lmbench.serve._service import Settings
+from lmbench.serve import Server, Settings
 
 CHILD = """
 import json, sys

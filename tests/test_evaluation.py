@@ -17,8 +17,7 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench import scores
-from lmbench.serve._server import Server
-from lmbench.serve._service import Settings
+from lmbench.serve import Server, Settings
 
 SCHEMA = {
     "type": "object",

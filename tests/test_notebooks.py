@@ -135,3 +135,58 @@ def test_arena_notebook_runs_headless_before_any_vote(tmp_path: Path) -> None:
     assert any("application/vnd.jupyter.widget-view+json" in data for data in shown), "the arena is displayed"
     assert any("vote on a few pairs above" in data.get("text/plain", "") for data in shown)
     assert lmbench.ratings().empty and len(lmbench.runs("arena")) == 3 * 2
+
+
+def test_classify_reviews_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "classify_reviews.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "classify_reviews.ipynb"),
+        str(out),
+        parameters={"limit": 4, "data": str(REPO / "notebooks" / "data" / "reviews.jsonl")},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    printed = _stdout(out)
+    assert "8 reviews (4 en, 4 es)" in printed and "Best template: " in printed
+    notebook = nbformat.read(out, as_version=4)
+    plotly = "application/vnd.plotly.v1+json"
+    figures = [o for c in notebook.cells for o in c.get("outputs", []) if plotly in o.get("data", {})]
+    assert len(figures) == 2, "a confusion matrix by likelihood and one by constrained generation"
+    runs = lmbench.runs("classify-reviews")
+    assert (runs.kind == "choice").sum() == 8 * 3 and (runs.kind == "generate").sum() == 8
+
+
+def test_which_quant_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "which_quant.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "which_quant.ipynb"),
+        str(out),
+        parameters={
+            "test_model": str(TEST_MODEL),
+            "default_model": str(lmbench.models.packaged()[0].path),  # the tests' $LMBENCH_MODEL is the test model
+            "types": ["Q8_0", "Q4_0"],
+            "limit": 6,
+            "max_tokens": 8,
+            "out": str(tmp_path / "quants"),
+            "data": str(REPO / "notebooks" / "data" / "stories_mc.jsonl"),
+        },
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    printed = _stdout(out)
+    assert "6 stories" in printed
+    assert printed.count("test: ") == 1 and printed.count("default: ") == 1, "a recommendation for each model"
+    notebook = nbformat.read(out, as_version=4)
+    plotly = "application/vnd.plotly.v1+json"
+    figures = [o for c in notebook.cells for o in c.get("outputs", []) if plotly in o.get("data", {})]
+    assert len(figures) == 2, "a frontier plot per model"
+    assert sorted(p.name for p in (tmp_path / "quants").iterdir()) == [
+        "SmolLM2-135M-Instruct.Q4_0.gguf",
+        "SmolLM2-135M-Instruct.Q8_0.gguf",
+        "stories260K.Q4_0.gguf",
+        "stories260K.Q8_0.gguf",
+    ]
+    measured = lmbench.runs("which-quant")
+    assert len(measured) == 2 * 3 * 2, "a warm-up and a measured generation per file, 3 files per model"

@@ -19,7 +19,9 @@ from conftest import MISSING_TEST_MODEL, TEST_MODEL
 
 import lmbench
 from lmbench import models
-from lmbench.serve._service import Service, Settings
+from lmbench.serve import Settings
+from lmbench.serve._routes import answer as call_route
+from lmbench.serve._service import Service
 
 INSTRUCT = "smollm2-135m-instruct"
 pytestmark = [pytest.mark.no_test_model, pytest.mark.slow]  # runs without stories260K, on SmolLM2
@@ -168,15 +170,17 @@ def test_cli_lists_the_packaged_model_and_answers_with_it_by_default() -> None:
 
 def test_the_api_names_the_packaged_model_by_its_alias_once() -> None:
     service = Service(Settings(store=None))
-    assert service.default_id == INSTRUCT and service.status({})["model"] == INSTRUCT
-    ids = [m["id"] for m in service.list_models({})["data"]]
+    assert service.default_id == INSTRUCT and call_route(service, "status")["model"] == INSTRUCT
+    ids = [m["id"] for m in call_route(service, "list_models")["data"]]
     assert ids.count(INSTRUCT) == 1 and not any(i.startswith("SmolLM2-135M-Instruct") for i in ids)
-    answer = service.chat_completion({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8})
-    assert answer["model"] == INSTRUCT
+    reply = call_route(
+        service, "chat_completion", {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+    )
+    assert reply["model"] == INSTRUCT
 
 
 def test_the_served_model_list_over_http(tmp_path: Path) -> None:
-    from lmbench.serve._server import Server
+    from lmbench.serve import Server
 
     with Server(Settings(), host="127.0.0.1", port=0) as server:
         listed = requests.get(f"{server.url}/v1/models", timeout=30).json()

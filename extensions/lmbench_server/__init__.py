@@ -36,8 +36,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.base.handlers import APIHandler
     from jupyter_server.utils import url_path_join
 
+    from lmbench.serve._routes import route_pattern
     from lmbench.serve._server import WORKERS, ApiRoutes, StandaloneHandler
-    from lmbench.serve._service import Settings, route_pattern
+    from lmbench.serve._settings import from_config
     from lmbench.serve._supervisor import Supervisor
 
     class LmbenchApiHandler(ApiRoutes, APIHandler):
@@ -68,20 +69,17 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     lock = threading.Lock()
     backends: list[Supervisor] = []
-    # c.LmbenchServer.parallel = 8 (and max_queue) in jupyter_server_config.py, as `lmbench serve --parallel 8`.
+    # c.LmbenchServer.parallel = 8 (any setting of `lmbench serve`) in jupyter_server_config.py, checked now.
+    # Jupyter's token guards the routes under /lmbench/; c.LmbenchServer.api_key guards the root routes.
     config = serverapp.config.get("LmbenchServer", {})
-    parallel, max_queue = (
-        int(config.get("parallel", Settings.parallel)),
-        int(config.get("max_queue", Settings.max_queue)),
-    )
-    root_routes, api_key = bool(config.get("root_routes", False)), config.get("api_key") or None
+    settings = from_config(config)
+    root_routes, api_key = bool(config.get("root_routes", False)), settings.api_key
 
     def get_backend() -> Supervisor:
         with lock:
             if not backends:
-                model = os.environ.get("LMBENCH_MODEL") or None
-                settings = Settings(model=model, parallel=parallel, max_queue=max_queue, api_key=api_key)
-                backends.append(Supervisor(settings))
+                model = settings.model or os.environ.get("LMBENCH_MODEL") or None
+                backends.append(Supervisor(settings.model_copy(update={"model": model})))
             return backends[0]
 
     def close_backends() -> None:

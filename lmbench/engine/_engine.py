@@ -5,25 +5,34 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import math
 import os
 import threading
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
-from .. import _grammar, models
-from ..errors import EngineClosedError, ModelLoadError, ParameterError
-from ..params import GenerationParams
-from . import _llama_log, _probe
+from .. import _gguf, _grammar, models
+from ..errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
+from ..params import GenerationParams, validate_params
+from . import _llama_log, _probe, _sequence
+from ._embed import Embedder
 from ._native import Model
 from ._sampling import SamplerChain
-from ._scheduler import Scheduler
+from ._scheduler import Request, Scheduler
+from ._scoring import Scoring, TokenScores
 from ._threads import Threads
 
 _llama_log.install()
+# KV cells the default scoring layout may take (slots x cells per slot): the memory of long windows stays bounded.
+SCORE_CELLS = 8192
+# The most sequence slots one engine decodes together (the server's --parallel has the same bound).
+MAX_PARALLEL = 256
 
 
 def physical_cores() -> int:
@@ -87,6 +96,7 @@ class Engine:
         n_threads: int | None,
         n_gpu_layers: int,
         weight_repack: bool | None = None,
+        lora: tuple[tuple[str, float], ...] = (),
         **load_options: Any,
     ) -> None:
         started = time.perf_counter()
@@ -99,18 +109,25 @@ class Engine:
         self.weight_repack = not cpu_has_amx() if weight_repack is None else weight_repack
         # What it takes to load this model again (after it was closed to make room for another).
         repack_choice = {} if weight_repack is None else {"weight_repack": weight_repack}
+        self.lora = dict(lora)  # adapter path -> scale
         self.load_args: dict[str, Any] = {
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_gpu_layers": n_gpu_layers,
             **repack_choice,
+            "lora": lora,
             **load_options,
         }
         self.info, self.sha256 = preflight(path, self.weight_repack)
         self.size = path.stat().st_size
         checked = time.perf_counter()
         self._model: Model | None = Model(
-            path, n_gpu_layers=n_gpu_layers, use_extra_bufts=self.weight_repack, logs=self.logs, **load_options
+            path,
+            n_gpu_layers=n_gpu_layers,
+            use_extra_bufts=self.weight_repack,
+            logs=self.logs,
+            lora=lora,
+            **load_options,
         )
         done = time.perf_counter()
         # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
@@ -122,6 +139,7 @@ class Engine:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self._embedder: Embedder | None = None
         self._special_pieces: dict[int, bytes] = {}
         head_kv = llama_cpp.llama_model_n_head_kv(model) or 1
         width = llama_cpp.llama_model_n_embd(model) // max(llama_cpp.llama_model_n_head(model), 1) * head_kv
@@ -133,6 +151,7 @@ class Engine:
             end_tokens=self.eog_tokens,
             kv_bytes_per_cell=2 * 2 * llama_cpp.llama_model_n_layer(model) * width,
             logs=self.logs,
+            adapters=self._model.adapters,
         )
         self.logs.append(
             f"[lmbench] loaded {path.name} in {self.load_s:.3f}s (checks {self.load_parts['checks_s']:.3f}s, "
@@ -158,6 +177,11 @@ class Engine:
         if self._model is None:
             raise EngineClosedError(f"the engine for {self.name} was closed; call lmbench.load() again")
         return self._model
+
+    @property
+    def n_embd(self) -> int:
+        """The width of the model's embeddings (and hidden states)."""
+        return int(llama_cpp.llama_model_n_embd(self.model.pointer))
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -213,6 +237,80 @@ class Engine:
             )
         return b"".join(self.piece(t, special=True) for t in tokens).decode("utf-8", errors="replace")
 
+    def score(
+        self,
+        sequences: Sequence[Sequence[int]],
+        *,
+        start: int | Sequence[int] = 1,
+        top: int = 0,
+        distributions: bool = False,
+        slots: int | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[TokenScores]:
+        """Teacher-forced scores of each token sequence from position ``start`` on (one per sequence, or one for all).
+
+        Every sequence is fed whole through the scheduler, several per decode; a prefix one
+        sequence shares with another (a context with several continuations) is evaluated once.
+        ``top`` asks for the most likely tokens at each scored position; ``distributions`` for
+        every token's log-probability there (to compare two models on the same tokens).
+        ``slots`` sequence slots are used when the scheduler is idle (default: up to 16, at most
+        ``SCORE_CELLS`` KV cells in all).
+        """
+        seqs = [self._checked_tokens(tokens, f"sequences[{i}]") for i, tokens in enumerate(sequences)]
+        starts = [start] * len(seqs) if isinstance(start, int) else list(start)
+        if len(starts) != len(seqs):
+            raise ParameterError(f"start has {len(starts)} values for {len(seqs)} sequences", name="start")
+        for i, (tokens, first) in enumerate(zip(seqs, starts, strict=True)):
+            if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first < len(tokens):
+                raise ParameterError(
+                    f"sequences[{i}]: start must be a whole number from 1 to {len(tokens) - 1} (a token is scored "
+                    f"given the ones before it), not {first!r}",
+                    name="start",
+                    value=first,
+                )
+            if len(tokens) > self.n_ctx:
+                raise ContextOverflowError(len(tokens), self.n_ctx)
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 100:
+            raise ParameterError(f"top must be a whole number from 0 to 100, not {top!r}", name="top", value=top)
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 256):
+            raise ParameterError(f"slots must be a whole number from 1 to 256, not {slots!r}", name="slots")
+        if not seqs:
+            return []
+        params = validate_params({"max_tokens": 1, "temperature": 0.0, "seed": 0})  # a scored sequence samples nothing
+        per_slot = -(-max(map(len, seqs)) // 256) * 256
+        layout = (slots or min(len(seqs), 16, max(1, SCORE_CELLS // per_slot)), per_slot)
+        requests = []
+        for tokens, first in zip(seqs, starts, strict=True):
+            fed = tokens[:-1]
+            progress = _sequence.Sequence(params, n_prompt=len(fed), n_ctx=self.n_ctx, piece=self.piece, end_tokens=())
+            scoring = Scoring(tokens, first, top=top, distributions=distributions, n_vocab=self.n_vocab)
+            requests.append(Request(fed, progress, (), cancel or _never, layout=layout, scoring=scoring))
+        self.scheduler.submit(requests)
+        self.scheduler.run(requests)
+        for request in requests:
+            reason = request.sequence.finish_reason
+            if request.failure is not None or reason != "stop":
+                detail = request.failure or request.sequence.error or reason
+                raise GenerationError(f"scoring did not finish: {detail}") from request.failure
+        return [
+            r.scoring.result(cached=r.cached, total_s=r.sequence.total, batch_size=max(r.batch_size, 1))
+            for r in requests
+            if r.scoring is not None
+        ]
+
+    def _checked_tokens(self, tokens: Any, name: str) -> list[int]:
+        """``tokens`` as a list of ids in this model's vocabulary, else ``ParameterError`` naming the bad one."""
+        if isinstance(tokens, str | bytes) or not isinstance(tokens, Sequence):
+            raise ParameterError(f"{name} must be a list of token ids, not {type(tokens).__name__}", name=name)
+        bad = next(
+            (t for t in tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.n_vocab), None
+        )
+        if bad is not None:
+            raise ParameterError(
+                f"{name}: token ids run from 0 to {self.n_vocab - 1}; got {bad!r}", name=name, value=bad
+            )
+        return list(tokens)
+
     def piece(self, token: int, *, special: bool = False) -> bytes:
         """The raw bytes of one token (may be part of a multi-byte character); cached per token."""
         cache = self._special_pieces if special else self._pieces
@@ -245,13 +343,26 @@ class Engine:
 
     @parallel.setter
     def parallel(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
-            raise ParameterError(f"parallel must be a whole number from 1 to 256, not {n!r}", name="parallel", value=n)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PARALLEL:
+            raise ParameterError(
+                f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {n!r}", name="parallel", value=n
+            )
         self.scheduler.parallel = n
+
+    def embed(self, texts: Sequence[str | list[int]]) -> list[np.ndarray]:
+        """Normalised embeddings of texts (or token ids, taken as given), from a context with embeddings on
+        made on first use (``_embed``)."""
+        with self.lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.model.pointer, n_ctx=self.n_ctx, n_threads=self.n_threads)
+            return [self._embedder.embed(t if isinstance(t, list) else self.tokenize(t)) for t in texts]
 
     def close(self) -> None:
         """Free the model's memory now (the engine cannot be used afterwards)."""
         with self.lock:
+            if self._embedder is not None:
+                self._embedder.close()
+                self._embedder = None
             self.scheduler.close()
             if self._model is not None:
                 self._model.close()
@@ -298,6 +409,7 @@ def load_engine(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
 ) -> tuple[Engine, bool]:
     """Like ``load`` but also says whether this call did the loading.
@@ -307,18 +419,20 @@ def load_engine(
     ``generate(..., model=path)`` keeps the user's settings. A call that asks for other settings
     loads another copy and says so in a warning. A closed engine (unloaded to make room for another
     model) is loaded again with its own settings, so notebook cells that hold an engine keep working
-    after the panel switched models.
+    after the panel switched models. LoRA adapters are not a setting left out: a call without
+    ``lora`` means the model without adapters.
     """
     if isinstance(model, Engine):
         if not model.closed:
             return model, False
-        return load_engine(model.path, **model.load_args)
+        return load_engine(model.path, **{**model.load_args, "lora": model.lora})
     path = models.resolve(model)
     try:
         stat = path.stat()
     except OSError as exc:
         raise ModelLoadError(path, exc.strerror or "no such file") from None
-    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, **load_options}
+    adapters = checked_lora(lora or {})  # always a choice: a file named without adapters means the base model
+    asked = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "lora": adapters, **load_options}
     given = {name: value for name, value in asked.items() if value is not None}
     file: _FileKey = (str(path), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
@@ -331,15 +445,45 @@ def load_engine(
         if same_file:
             loaded_args = same_file[0][1].load_args
             differ = ", ".join(
-                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})" for k, v in given.items() if loaded_args.get(k) != v
+                f"{k}={v!r} (loaded: {loaded_args.get(k)!r})"
+                for k, v in given.items()
+                if loaded_args.get(k) != v and k != "lora"  # another adapter is another model, on purpose
             )
-            warnings.warn(f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3)
+            if differ:
+                warnings.warn(
+                    f"{path.name} is loaded with other settings; loading it again with {differ}", stacklevel=3
+                )
         repack = options.get("weight_repack")
         preflight(path, not cpu_has_amx() if repack is None else bool(repack))  # a bad file leaves loaded models be
         _evict(keep=_max_models - 1)
         engine = Engine(path, **options)
+        for adapter, scale in engine.lora.items():
+            models.register_variant(Path(adapter), base=path, kind="adapter", scale=scale)
         _cache[(file[0], file[1], file[2], tuple(sorted(options.items())))] = engine
         return engine, True
+
+
+def checked_lora(lora: Any) -> tuple[tuple[str, float], ...]:
+    """``lora`` ({adapter file: scale}) as sorted (absolute path, scale) pairs; ``ParameterError``/``ModelLoadError``.
+
+    An empty mapping means no adapter.
+    """
+    if not isinstance(lora, Mapping):
+        raise ParameterError(
+            f"lora must map adapter files to scales, like {{'adapter.gguf': 0.8}}, not {lora!r}", name="lora"
+        )
+    pairs = []
+    for file, scale in lora.items():
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+            raise ParameterError(
+                f"lora[{file!r}]: the scale must be a finite number, not {scale!r}", name="lora", value=scale
+            )
+        path = Path(os.path.abspath(Path(file).expanduser()))
+        header = _gguf.read(path)  # ModelLoadError when it is no GGUF file
+        if header.field("general.type") != "adapter":
+            raise ModelLoadError(path, "not a LoRA adapter (its general.type is not 'adapter')")
+        pairs.append((str(path), float(scale)))
+    return tuple(sorted(pairs))
 
 
 def load(
@@ -348,6 +492,7 @@ def load(
     n_ctx: int | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
 ) -> Engine:
     """Load a GGUF model (a path or an alias), or return the already loaded engine for it.
@@ -356,9 +501,10 @@ def load(
     defaults (``n_ctx`` 2048, ``n_gpu_layers`` 0; without ``n_threads`` the engine decodes with
     the physical cores that other processes leave free, re-checked as it goes) on a first load
     and agree with any loaded engine of the same file. Bad files raise ``ModelLoadError`` with the
-    reason; they never reach llama.cpp.
+    reason; they never reach llama.cpp. ``lora`` applies LoRA adapters with their scales
+    (``{"adapter.gguf": 0.8}``); each is recorded with every run and listed beside its base model.
     """
-    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, **load_options)[0]
+    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, lora=lora, **load_options)[0]
 
 
 def tokenize(
@@ -386,6 +532,19 @@ def detokenize(tokens: list[int], model: str | os.PathLike[str] | Engine | None 
     return engine.detokenize(tokens)
 
 
+def embed(texts: str | list[str], model: str | os.PathLike[str] | Engine | None = None) -> np.ndarray:
+    """Embeddings of ``texts`` (one row each, L2-normalised: a dot product is the cosine similarity).
+
+    The model is loaded (or found in the engine cache) as for ``generate``; its embeddings context
+    is made on first use. A model with a pooling layer gives its pooled vector, others the mean of
+    their token vectors.
+    """
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    if not batch or not all(isinstance(t, str) for t in batch):
+        raise ParameterError("texts must be a string or a non-empty list of strings", name="texts")
+    return np.stack(load_engine(model)[0].embed(batch))
+
+
 def unload(model: str | os.PathLike[str] | None = None) -> None:
     """Close every loaded engine, or only those of ``model``."""
     path = None if model is None else str(models.resolve(model))
@@ -398,3 +557,7 @@ def loaded() -> list[Engine]:
     """The engines currently resident, least recently used first."""
     with _cache_lock:
         return [*_cache.values()]
+
+
+def _never() -> bool:
+    return False

@@ -39,6 +39,7 @@ class Model:
         n_gpu_layers: int,
         use_extra_bufts: bool,
         logs: collections.deque[str],
+        lora: Sequence[tuple[str, float]] = (),
         **options: Any,
     ) -> None:
         unknown = sorted(set(options) - set(MODEL_OPTIONS))
@@ -64,6 +65,18 @@ class Model:
             raise ModelLoadError(path, f"llama.cpp refused it {tail}".strip())
         self.ptr: llama_cpp.llama_model_p | None = ptr
         self.vocab = llama_cpp.llama_model_get_vocab(ptr)
+        # LoRA adapters (llama.cpp frees them with the model) and their scales, set on every context.
+        self.adapters: list[tuple[llama_cpp.llama_adapter_lora_p, float]] = []
+        for adapter_path, scale in lora:
+            with _llama_log.capture(logs):
+                adapter = llama_cpp.llama_adapter_lora_init(ptr, adapter_path.encode())
+            if not adapter:
+                self.close()
+                tail = next((line for line in reversed(logs) if "error" in line.lower() or "fail" in line), "")
+                raise ModelLoadError(
+                    Path(adapter_path), f"llama.cpp refused it as a LoRA adapter of {path.name} {tail}"
+                )
+            self.adapters.append((adapter, scale))
 
     @property
     def pointer(self) -> llama_cpp.llama_model_p:
@@ -157,6 +170,7 @@ class Context:
         n_batch: int,
         threads: Threads,
         logs: collections.deque[str],
+        adapters: Sequence[tuple[llama_cpp.llama_adapter_lora_p, float]] = (),
     ) -> None:
         n_threads = threads.now()
         params = llama_cpp.llama_context_default_params()
@@ -177,6 +191,13 @@ class Context:
         self.kv_cache_type = ggml_type_name(params.type_k)
         self.memory = llama_cpp.llama_get_memory(self.ptr)
         self.batch = Batch(n_batch)
+        if adapters:
+            table: Any = llama_cpp.llama_adapter_lora_p_ctypes * len(adapters)  # the stubs miss void pointers
+            pointers = table(*(a for a, _ in adapters))
+            scales = (ctypes.c_float * len(adapters))(*(s for _, s in adapters))
+            if llama_cpp.llama_set_adapters_lora(self.ptr, pointers, len(adapters), scales) != 0:
+                self.close()
+                raise GenerationError("llama.cpp could not set the LoRA adapters on the context")
 
     @property
     def pointer(self) -> llama_cpp.llama_context_p:

@@ -33,6 +33,7 @@ from ..errors import ContextOverflowError, GenerationError, ParameterError
 from . import _sequence
 from ._native import Context, Entry
 from ._sampling import SamplerChain
+from ._scoring import Scoring
 from ._sequence import log_softmax
 from ._threads import Threads
 
@@ -41,11 +42,18 @@ N_BATCH = 512
 # Shared tokens always worth copying another slot's cells for (a copy moves the whole stream); fewer
 # are worth it only when they are the whole prompt.
 MIN_SHARED = 8
+# Rows of logits scored at once (a row is n_vocab floats).
+SCORE_ROWS = 64
 
 
 @dataclass(eq=False)
 class Request:
-    """One generation asked of the scheduler, and (once ``done``) what came of it."""
+    """One generation asked of the scheduler, and (once ``done``) what came of it.
+
+    With ``scoring`` it is a teacher-forced sequence instead: ``tokens`` are fed (all but the
+    sequence's last), nothing is sampled, and the logits from ``scoring.first`` on go to ``scoring``;
+    ``sequence`` then only keeps the clock and how the request ended.
+    """
 
     tokens: list[int]
     sequence: _sequence.Sequence
@@ -59,6 +67,14 @@ class Request:
     batch_size: int = 0  # the most sequences that shared a decode with this one
     context: tuple[int, int, str] | None = None  # the slots, tokens per decode and KV cache type it ran with
     failure: BaseException | None = None
+    scoring: Scoring | None = None
+
+    @property
+    def reusable(self) -> int:
+        """How many leading tokens may come from a cache: all but the last (decoded for its logits), and
+        for a scored sequence none from the position whose logits predict its first scored token."""
+        last = len(self.tokens) - 1
+        return last if self.scoring is None else min(last, self.scoring.first)
 
 
 @dataclass(eq=False)
@@ -85,7 +101,9 @@ class Scheduler:
         kv_bytes_per_cell: int,
         logs: collections.deque[str],
         parallel: int = 1,
+        adapters: Sequence[tuple[llama_cpp.llama_adapter_lora_p, float]] = (),
     ) -> None:
+        self.adapters = adapters  # LoRA adapters and scales, set on each context made
         self._model, self.n_ctx, self.threads, self.n_vocab = model, n_ctx, threads, n_vocab
         self.end_tokens, self.kv_bytes_per_cell, self.logs = end_tokens, kv_bytes_per_cell, logs
         self.parallel = parallel
@@ -181,6 +199,7 @@ class Scheduler:
                 entries.append((slot.next_token, len(slot.cells), slot.index, True))
         budget = context.n_batch - len(entries)
         feeding: list[tuple[_Slot, list[int]]] = []
+        scored: list[tuple[_Slot, range, bool]] = []  # scoring slots: the entries whose logits they take
         for slot in active:
             assert slot.request is not None
             if slot.next_token >= 0 or budget <= 0:
@@ -189,9 +208,15 @@ class Scheduler:
             chunk = tokens[slot.fed : slot.fed + budget]
             last = slot.fed + len(chunk) == len(tokens)
             start = slot.fed
-            entries.extend((t, start + i, slot.index, last and i == len(chunk) - 1) for i, t in enumerate(chunk))
-            if last:
-                sampled.append((slot, len(entries) - 1))
+            scoring = slot.request.scoring
+            if scoring is None:
+                entries.extend((t, start + i, slot.index, last and i == len(chunk) - 1) for i, t in enumerate(chunk))
+                if last:
+                    sampled.append((slot, len(entries) - 1))
+            else:
+                base = len(entries)
+                entries.extend((t, start + i, slot.index, start + i >= scoring.first) for i, t in enumerate(chunk))
+                scored.append((slot, range(base + max(scoring.first - start, 0), len(entries)), last))
             feeding.append((slot, chunk))
             budget -= len(chunk)
         try:
@@ -203,6 +228,16 @@ class Scheduler:
         for slot, chunk in feeding:
             slot.cells.extend(chunk)
             slot.fed += len(chunk)
+        for slot, wanted, last in scored:
+            request = slot.request
+            assert request is not None and request.scoring is not None
+            request.batch_size = max(request.batch_size, len(active))
+            for at in range(0, len(wanted), SCORE_ROWS):
+                rows = wanted[at : at + SCORE_ROWS]
+                request.scoring.add(np.stack([context.logits(i, self.n_vocab) for i in rows]))
+            if last:
+                request.sequence.end("stop")
+                finished.append(self._release(slot))
         scores = self._scores(context, sampled)
         for slot, index in sampled:
             request = slot.request
@@ -289,12 +324,17 @@ class Scheduler:
         if not self.share_prefixes:
             return False
         tokens = request.tokens
-        now = max((_shared(s.cells, tokens) for s in self._slots), default=0)
+        limit = request.reusable
+        now = max((_shared(s.cells, tokens, limit) for s in self._slots), default=0)
         coming = max(
-            (_shared(s.request.tokens, tokens) for s in self._slots if s.request is not None and s.next_token < 0),
+            (
+                _shared(s.request.tokens, tokens, limit)
+                for s in self._slots
+                if s.request is not None and s.next_token < 0
+            ),
             default=0,
         )
-        return coming > now and _worth_sharing(coming, tokens)
+        return coming > now and _worth_sharing(coming, limit)
 
     def _rebuild(self, layout: tuple[int, int]) -> None:
         slots, per_slot = layout
@@ -309,6 +349,7 @@ class Scheduler:
             n_batch=max(N_BATCH, slots),
             threads=self.threads,
             logs=self.logs,
+            adapters=self.adapters,
         )
         self._slots = [_Slot(i) for i in range(slots)]
 
@@ -319,12 +360,12 @@ class Scheduler:
         tokens = request.tokens
 
         def shared(slot: _Slot) -> int:
-            return _shared(slot.cells, tokens) if self.share_prefixes else 0
+            return _shared(slot.cells, tokens, request.reusable) if self.share_prefixes else 0
 
         best_free = max(free, key=shared)
         source = max(self._slots, key=shared)
         slot, keep = best_free, shared(best_free)
-        if source is not best_free and shared(source) > keep and _worth_sharing(shared(source), tokens):
+        if source is not best_free and shared(source) > keep and _worth_sharing(shared(source), request.reusable):
             slot = min(free, key=lambda s: len(s.cells))
             keep = shared(source)
             context.copy_sequence(source.index, slot.index, keep)
@@ -333,7 +374,7 @@ class Scheduler:
             context.forget(slot.index, keep)
             del slot.cells[keep:]
         try:
-            sampler = SamplerChain(*request.sampler_args)
+            sampler = None if request.scoring is not None else SamplerChain(*request.sampler_args)
         except ParameterError as exc:
             request.failure = exc
             request.sequence.end("error", str(exc))
@@ -398,17 +439,18 @@ class Scheduler:
                 self._cond.notify_all()
 
 
-def _shared(cells: list[int], tokens: list[int]) -> int:
-    """How many leading ``tokens`` are in ``cells`` (the last token is always decoded, for its logits)."""
-    n, top = 0, min(len(cells), len(tokens) - 1)
+def _shared(cells: list[int], tokens: list[int], limit: int) -> int:
+    """How many leading ``tokens`` (at most ``limit``: see ``Request.reusable``) are in ``cells``."""
+    n, top = 0, min(len(cells), limit)
     while n < top and cells[n] == tokens[n]:
         n += 1
     return n
 
 
-def _worth_sharing(shared: int, tokens: list[int]) -> bool:
-    """Whether copying ``shared`` cells from another slot beats evaluating them (a BOS token alone does not)."""
-    return shared >= 2 and shared >= min(MIN_SHARED, len(tokens) - 1)
+def _worth_sharing(shared: int, limit: int) -> bool:
+    """Whether copying ``shared`` of at most ``limit`` reusable cells from another slot beats evaluating them
+    (a BOS token alone does not)."""
+    return shared >= 2 and shared >= min(MIN_SHARED, limit)
 
 
 def _yes() -> bool:

@@ -11,10 +11,11 @@ import hmac
 import ipaddress
 import urllib.parse
 
-from ._service import ApiError, Settings
+from ._errors import ApiError
+from ._settings import Settings
 
 CORS_METHODS = "GET, POST, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type"
+CORS_HEADERS = "Authorization, Content-Type, x-api-key, anthropic-version"
 
 
 def _is_local_name(host: str) -> bool:
@@ -66,9 +67,18 @@ def key_matches(authorization: str | None, key: str) -> bool:
 
 
 def check(
-    *, host: str | None, origin: str | None, authorization: str | None, settings: Settings, bound_host: str
+    *,
+    host: str | None,
+    origin: str | None,
+    authorization: str | None,
+    settings: Settings,
+    bound_host: str,
+    x_api_key: str | None = None,
 ) -> ApiError | None:
-    """The refusal a request gets before any routing, or None when it may go on."""
+    """The refusal a request gets before any routing, or None when it may go on.
+
+    The key may come as ``Authorization: Bearer KEY`` or, as Anthropic's clients send it, ``x-api-key: KEY``.
+    """
     if not host_allowed(host, settings, bound_host):
         return ApiError(
             403, f"host {host_name(host)!r} is not served here (add it with --allow-host)", kind="permission_error"
@@ -79,10 +89,13 @@ def check(
             f"requests from web pages at {origin!r} are not allowed (allow one with --cors-origin)",
             kind="permission_error",
         )
-    if settings.api_key and not key_matches(authorization, settings.api_key):
+    if settings.api_key and not (
+        key_matches(authorization, settings.api_key)
+        or (x_api_key is not None and hmac.compare_digest(x_api_key.strip().encode(), settings.api_key.encode()))
+    ):
         return ApiError(
             401,
-            "missing or wrong API key (Authorization: Bearer ...)",
+            "missing or wrong API key (Authorization: Bearer ... or x-api-key: ...)",
             kind="authentication_error",
             code="invalid_api_key",
         )

@@ -1,18 +1,16 @@
 """The HTTP transport for ``lmbench.serve``: tornado handlers shared by ``lmbench serve`` and the Jupyter extension.
 
 Routes come from ``lmbench.serve.ROUTES``. Requests are answered by a backend: by default a
-``Supervisor``, which keeps each model in a worker process (``lmbench._supervisor``), so no model
+``Supervisor``, which keeps each model in a worker process (``_supervisor``), so no model
 file can take the server down. Streaming answers are server-sent events; a client that
 disconnects cancels its run (which is still recorded, as cancelled). ``lmbench serve`` checks
-every request's Host, Origin and API key before routing (``lmbench._http_guard``); inside Jupyter,
+every request's Host, Origin and API key before routing (``_guard``); inside Jupyter,
 Jupyter's own checks and token do that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import json
 import logging
 import threading
@@ -24,11 +22,16 @@ import tornado.httpserver
 import tornado.iostream
 import tornado.netutil
 import tornado.web
+from pydantic import BaseModel
 
 from ..errors import LmbenchError
 from ..generation import Cancel
 from . import _guard as _http_guard
-from ._service import ApiError, Emit, Route, Service, Settings, api_error, find_route, parse_body
+from ._errors import ApiError, api_error
+from ._requests import parse, parse_body
+from ._routes import Route, find_route
+from ._service import Emit, Service
+from ._settings import Settings
 from ._supervisor import Supervisor
 
 log = logging.getLogger("lmbench.serve")
@@ -41,15 +44,15 @@ class Backend(Protocol):
 
     settings: Settings
 
-    def call(
-        self, method: str, handler: str, payload: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
-    ) -> Any: ...
+    def call(self, route: Route, request: BaseModel, emit: Emit | None = None, cancel: Cancel = None) -> Any: ...
 
 
 class ApiRoutes(tornado.web.RequestHandler):
     """Answers the API's routes for a backend: JSON, or server-sent events for streams.
 
-    Subclasses say where the backend and the thread pool come from (``initialize``).
+    Each request is parsed into its route's request model first (a 400 naming the field if it
+    does not fit), so no backend ever sees an unchecked body. Subclasses say where the backend
+    and the thread pool come from (``initialize``).
     """
 
     get_backend: Callable[[], Backend]
@@ -72,17 +75,16 @@ class ApiRoutes(tornado.web.RequestHandler):
             route = routes.get(method)
             if route is None:
                 raise ApiError(405, f"use {' or '.join(routes)} for {self.request.path}")
-            handler = functools.partial(backend.call, method, route.handler)
             if method == "GET":
-                query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
-                return self._json(200, await self._in_thread(lambda: handler(query)))
+                query = parse(route.request, {k: self.get_query_argument(k) for k in self.request.query_arguments})
+                return self._json(200, await self._in_thread(lambda: backend.call(route, query)))
             if not _http_guard.is_json(self.request.headers.get("Content-Type")):
                 raise ApiError(415, "send the request body as JSON (Content-Type: application/json)")
-            body = parse_body(self.request.body, backend.settings.max_body_bytes)
-            self._cancel = threading.Event()
-            if body.get("stream") and route.streams:
-                return await self._stream(route, handler, body)
-            self._json(200, await self._in_thread(lambda: handler(body, None, self._cancel)))
+            request = parse(route.request, parse_body(self.request.body, backend.settings.max_body_bytes))
+            cancel = self._cancel = threading.Event()
+            if route.streams and getattr(request, "stream", False):
+                return await self._stream(route, backend, request)
+            self._json(200, await self._in_thread(lambda: backend.call(route, request, None, cancel)))
         except ApiError as exc:
             self._json(exc.status, exc.body(), exc.retry_after)
         except LmbenchError as exc:
@@ -92,7 +94,7 @@ class ApiRoutes(tornado.web.RequestHandler):
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
-    async def _stream(self, route: Route, handler: Callable[..., Any], body: dict[str, Any]) -> None:
+    async def _stream(self, route: Route, backend: Backend, request: BaseModel) -> None:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = self._cancel
@@ -106,7 +108,7 @@ class ApiRoutes(tornado.web.RequestHandler):
 
         def work() -> None:
             try:
-                push("done", handler(body, lambda event: push("event", event), cancel))
+                push("done", backend.call(route, request, lambda event: push("event", event), cancel))
             except ApiError as exc:
                 push("error", exc)
             except LmbenchError as exc:
@@ -126,12 +128,12 @@ class ApiRoutes(tornado.web.RequestHandler):
                     self.set_header("Cache-Control", "no-cache")
                     started = True
                 if kind == "event":
-                    self.write(f"data: {json.dumps(value)}\n\n")
+                    self.write(_event(route, value))
                     await self.flush()
                     continue
                 final = value.body() if kind == "error" else value
                 if final is not None:
-                    self.write(f"data: {json.dumps(final)}\n\n")
+                    self.write(_event(route, final))
                 if route.done_marker:
                     self.write("data: [DONE]\n\n")
                 self.finish()
@@ -148,6 +150,12 @@ class ApiRoutes(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(ApiError(status_code, self._reason).body()))
+
+
+def _event(route: Route, value: dict[str, Any]) -> str:
+    """One server-sent event; routes with named events (Anthropic's) name each by its ``type``."""
+    name = f"event: {value.get('type', 'error')}\n" if route.named_events else ""
+    return f"{name}data: {json.dumps(value)}\n\n"
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -174,6 +182,7 @@ class StandaloneHandler(ApiRoutes):
             host=headers.get("Host"),
             origin=origin,
             authorization=headers.get("Authorization"),
+            x_api_key=headers.get("x-api-key"),
             settings=settings if not public else _without_key(settings),
             bound_host=self.bound_host,
         )
@@ -200,7 +209,7 @@ class StandaloneHandler(ApiRoutes):
 
 
 def _without_key(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, api_key=None)
+    return settings.model_copy(update={"api_key": None})
 
 
 class Server:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import itertools
 import multiprocessing
 import os
@@ -27,11 +26,17 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..engine import _probe
 from ..errors import LmbenchError
 from ..generation import Cancel, stopper
 from ..store._store import Store
-from ._service import ApiError, Emit, Service, Settings, api_error
+from ._errors import ApiError, api_error
+from ._requests import NoQuery
+from ._routes import HANDLERS, Route
+from ._service import Emit, Service
+from ._settings import Settings
 
 # Models kept in worker processes at once; idle workers beyond this are stopped, least recently used first.
 MAX_WORKERS = 2
@@ -42,8 +47,8 @@ _POLL_S = 0.1
 class _PinnedService(Service):
     """A worker's service: every request is for the worker's model, already resolved by the front."""
 
-    def model_path(self, name: Any) -> tuple[str, Path]:
-        return (name if isinstance(name, str) and name else self.default_id), self.default_path
+    def model_path(self, name: str | None) -> tuple[str, Path]:
+        return name or self.default_id, self.default_path
 
 
 def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
@@ -60,22 +65,25 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
         with send_lock, contextlib.suppress(OSError):
             conn.send(message)
 
-    def work(rid: int, handler: str, body: dict[str, Any], streams: bool) -> None:
+    def work(rid: int, handler: str, request: BaseModel, streams: bool) -> None:
         emit = (lambda event: send("event", rid, event)) if streams else None
         try:
-            send("done", rid, getattr(service, handler)(body, emit, cancels[rid]))
+            if handler == "engines":
+                send("done", rid, service.engines())
+            else:
+                send("done", rid, service.call(HANDLERS[handler], request, emit, cancels[rid]))
         except ApiError as exc:
-            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code, exc.retry_after)
+            send("error", rid, exc.status, exc.message, exc.kind, exc.param, exc.code, exc.retry_after, exc.details)
         except LmbenchError as exc:
             error = api_error(exc)
-            send("error", rid, error.status, error.message, error.kind, error.param, error.code, None)
+            send("error", rid, error.status, error.message, error.kind, error.param, error.code, None, error.details)
         except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
-            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None, None)
+            send("error", rid, 500, f"{type(exc).__name__}: {exc}", "server_error", None, None, None, None)
         finally:
             cancels.pop(rid, None)
 
     with contextlib.suppress(LmbenchError):  # a model that fails to load says so to each request
-        service._engine(service._request({}, {}))
+        service.engine(service.default_path)
     while True:
         try:
             kind, rid, *rest = conn.recv()
@@ -159,7 +167,7 @@ class _Worker:
             f"unaffected and the next request for this model starts a new worker. llama.cpp's last lines: {last}"
         )
 
-    def call(self, handler: str, body: dict[str, Any], emit: Emit | None, cancel: Cancel) -> Any:
+    def call(self, handler: str, request: BaseModel, emit: Emit | None, cancel: Cancel) -> Any:
         """Send one request to the worker and wait for its answer, passing on streamed events."""
         rid = next(self._ids)
         answers: queue.Queue[tuple[str, list[Any]]] = queue.Queue()
@@ -167,7 +175,7 @@ class _Worker:
             if not self.alive:
                 raise ApiError(503, f"the model worker for {self.path.name} has stopped; retry", kind="server_error")
             self._pending[rid] = answers
-            self.conn.send(("call", rid, handler, body, emit is not None))
+            self.conn.send(("call", rid, handler, request, emit is not None))
         should_stop, cancelled = stopper(cancel), False
         try:
             while True:
@@ -184,8 +192,16 @@ class _Worker:
                 elif kind == "done":
                     return rest[0]
                 elif kind == "error":
-                    status, message, error_kind, param, code, retry_after = rest
-                    raise ApiError(status, message, kind=error_kind, param=param, code=code, retry_after=retry_after)
+                    status, message, error_kind, param, code, retry_after, details = rest
+                    raise ApiError(
+                        status,
+                        message,
+                        kind=error_kind,
+                        param=param,
+                        code=code,
+                        retry_after=retry_after,
+                        details=details,
+                    )
                 elif kind == "ended":
                     raise ApiError(500, rest[0], kind="server_error", code="model_worker_crashed")
         finally:
@@ -211,23 +227,22 @@ class Supervisor:
         self.service = Service(settings)  # answers what needs no model, and resolves model names
         self.settings = self.service.settings
         store = self.settings.store
-        self._worker_settings = dataclasses.replace(
-            self.settings, api_key=None, strict_models=False, store=store.path if isinstance(store, Store) else store
+        self._worker_settings = self.settings.model_copy(
+            update={"api_key": None, "strict_models": False, "store": store.path if isinstance(store, Store) else store}
         )
         self._workers: collections.OrderedDict[Path, _Worker] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def call(
-        self, method: str, handler: str, payload: dict[str, Any], emit: Emit | None = None, cancel: Cancel = None
-    ) -> Any:
-        """Answer one route: GET routes here, POST routes (which use a model) in that model's worker."""
-        if method == "GET" and handler == "status":  # with each worker's scheduler
-            engines = [e for w in self._live() for e in w.call("engines", {}, None, None)["engines"]]
-            return {**self.service.status(payload), "engines": engines}
-        if method == "GET":
-            return self.service.call(method, handler, payload)
-        _, path = self.service.model_path(payload.get("model"))
-        return self._worker(path).call(handler, payload, emit, cancel)
+    def call(self, route: Route, request: BaseModel, emit: Emit | None = None, cancel: Cancel = None) -> Any:
+        """Answer one route: routes without a model here, routes that use one in that model's worker."""
+        if not route.uses_model:
+            answer = self.service.call(route, request)
+            if route.handler == "status":  # with each worker's scheduler
+                loaded = [w.call("engines", NoQuery(), None, None)["engines"] for w in self._live()]
+                answer["engines"] = [engine for engines in loaded for engine in engines]
+            return answer
+        _, path = self.service.model_path(getattr(request, "model", None))
+        return self._worker(path).call(route.handler, request, emit, cancel)
 
     def _worker(self, path: Path) -> _Worker:
         with self._lock:
@@ -239,7 +254,7 @@ class Supervisor:
             idle = [p for p, w in self._workers.items() if not w.busy or not w.alive]
             for old in idle[: max(0, len(self._workers) + 1 - MAX_WORKERS)]:
                 threading.Thread(target=self._workers.pop(old).stop, daemon=True).start()
-            settings = dataclasses.replace(self._worker_settings, model=str(path))
+            settings = self._worker_settings.model_copy(update={"model": str(path)})
             worker = self._workers[path] = _Worker(path, settings)
             return worker
 

@@ -126,6 +126,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ("0008_constraints", "ALTER TABLE runs ADD COLUMN json_schema TEXT; ALTER TABLE runs ADD COLUMN grammar TEXT;"),
     ("0009_items", "ALTER TABLE runs ADD COLUMN item TEXT;"),
     ("0010_backfill_defaults", _backfill_defaults),
+    ("0011_run_kind", "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'generate';"),
     (
         "0012_environment_and_forks",
         """
@@ -139,6 +140,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
         CREATE TABLE environments (id TEXT PRIMARY KEY, facts TEXT NOT NULL) WITHOUT ROWID;
         """,
     ),
+    ("0013_tool_calls", "ALTER TABLE runs ADD COLUMN tools TEXT; ALTER TABLE runs ADD COLUMN tool_calls TEXT;"),
     (
         "0014_selection_indexes",  # the newest runs of an experiment or a sweep without sorting all of them
         """
@@ -171,6 +173,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
         """,
     ),
     ("0016_prompt_as_asked", _prompt_as_asked),
+    ("0017_lora", "ALTER TABLE runs ADD COLUMN lora TEXT; ALTER TABLE runs ADD COLUMN lora_scale REAL;"),
 ]
 
 

@@ -181,32 +181,33 @@ class Store:
         ids: Iterable[str] | None = None,
         last: int | None = None,
         heavy: bool = False,
+        kind: str | None = None,
     ) -> pd.DataFrame:
         """One row per run, newest last: a column per parameter, timing and metric.
 
-        ``experiment``, ``sweep_id`` and ``ids`` keep only those runs and ``last`` only the newest
-        n; a small selection is read from SQLite alone (its indexes), so it costs what it returns,
-        while the whole table comes from the columnar snapshot. ``heavy=True`` adds the per-token
-        log-probabilities and chat messages (JSON text).
+        ``experiment``, ``sweep_id``, ``kind`` (``"generate"``, ``"loglikelihood"``, ...:
+        ``lmbench.run.KINDS``) and ``ids`` keep only those runs and ``last`` only the newest n; a small
+        selection is read from SQLite alone (its indexes), so it costs what it returns, while the whole
+        table comes from the columnar snapshot. ``heavy=True`` adds the per-token log-probabilities and
+        chat messages (JSON text).
         """
         if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 0):
             raise ParameterError(f"last must be a whole number of runs >= 0, not {last!r}", name="last", value=last)
-        conditions = {"experiment = ?": experiment, "sweep_id = ?": sweep_id}
+        conditions = {"experiment = ?": experiment, "sweep_id = ?": sweep_id, "kind = ?": kind}
         if ids is not None:
             conditions["id IN (SELECT value FROM json_each(?))"] = json.dumps(list(ids))
         chosen = {sql: value for sql, value in conditions.items() if value is not None}
         where, params = " AND ".join(chosen) or "1", tuple(chosen.values())
         with self.connect() as conn:
             declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
-            columns = {c: kind for c, kind in declared.items() if heavy or c not in HEAVY_COLUMNS}
+            columns = {c: sql_type for c, sql_type in declared.items() if heavy or c not in HEAVY_COLUMNS}
             if last is not None or ids is not None or (chosen and _few(conn, where, params)):
                 table = _table.select(conn, columns, where, params, last)
             else:
                 table = _table.read(conn, columns, None if heavy else _table.snapshot_path(self.path))
-                if experiment is not None:
-                    table = table.filter(pc.equal(table["experiment"], experiment))
-                if sweep_id is not None:
-                    table = table.filter(pc.equal(table["sweep_id"], sweep_id))
+                for column, value in (("experiment", experiment), ("sweep_id", sweep_id), ("kind", kind)):
+                    if value is not None:
+                        table = table.filter(pc.equal(table[column], value))
         frame = table.to_pandas()
         frame = frame.sort_values("created_at", kind="stable").drop(columns=_table.ROWID)
         with self.connect() as conn:

@@ -96,15 +96,17 @@ def history_row(row: Any) -> str:
 
 def models_table(frame: Any, loaded: str | None) -> str:
     """The models found (as ``lmbench.models.list()`` gives them), the loaded one marked: what LM Studio's
-    model list shows."""
+    model list shows. A quantized copy or an adapter follows its base model, indented."""
     if frame is None or not len(frame):
         return "<small>No models found in the model folders or installed packages.</small>"
     rows = []
     for row in frame.itertuples():
         mark = " ◀ loaded" if loaded is not None and str(row.path) == loaded else ""
+        base = getattr(row, "base", None)
+        indent = "↳ " if isinstance(base, str) and base else ""
         parameters = readable_count(int(row.parameters)) if row.parameters == row.parameters else "?"
         rows.append(
-            f"<tr><td><code>{html.escape(str(row.alias))}</code>{mark}</td><td>{row.size / 2**20:,.1f} MiB</td>"
+            f"<tr><td>{indent}<code>{html.escape(str(row.alias))}</code>{mark}</td><td>{row.size / 2**20:,.1f} MiB</td>"
             f"<td>{parameters}</td><td>{html.escape(str(row.quantization))}</td><td>{row.context_length}</td>"
             f"<td>{'yes' if row.has_chat_template else 'no'}</td><td>{html.escape(str(row.source))}</td></tr>"
         )

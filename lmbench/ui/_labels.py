@@ -36,6 +36,13 @@ SPANISH = {
     "Stop": "Detener",
     "Load": "Cargar",
     "Compare": "Comparar",
+    "Compare variants": "Comparar variantes",
+    "Drift of this model's quantized copies on the prompt": (
+        "Deriva de las copias cuantizadas de este modelo con el prompt"
+    ),
+    "No quantized copies of this model yet: make some with lmbench.quantize": (
+        "Aún no hay copias cuantizadas de este modelo: créalas con lmbench.quantize"
+    ),
     "Send": "Enviar",
     "New chat": "Nuevo chat",
     "Regenerate": "Regenerar",

@@ -26,7 +26,7 @@ from ..errors import LmbenchError, ParameterError
 from ..generation import generate
 from ..reproduce import audit, diff, fork
 from ..run import Run
-from ..serve._service import Settings
+from ..serve._settings import Settings
 from ..store._store import Store, get_store
 from . import _html as view
 from ._labels import language, translator

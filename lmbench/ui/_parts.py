@@ -34,8 +34,9 @@ from ..params import MAX_SEED, MAX_TOKENS, PARAM_SPECS, ParamSpec, param_specs, 
 from ..presets import presets, resolve_preset, save_preset
 from ..run import Labels, Run
 from ..serve._server import Server
-from ..serve._service import Settings
+from ..serve._settings import Settings
 from ..store._store import Store
+from ..variants_lab import drift
 from . import _html as view
 
 # Runs listed in the history tab.
@@ -198,12 +199,21 @@ class ModelPicker:
         self.table = w.HTML(view.models_table(_with_loaded(found, engine), str(engine.path) if engine else None))
         self.table.add_class("lmbench-models")
         self.load_button = button(t("Load"), "", "Load the model now (Generate also loads it)", "lmbench-load")
+        self.variants_button = button(
+            t("Compare variants"), "", t("Drift of this model's quantized copies on the prompt"), "lmbench-variants"
+        )
+        self.variants_button.layout.width = "12em"
+        self.variants_button.on_click(lambda _: host.start(self.compare_variants))
+        self.variants_output = w.HTML()
+        self.variants_output.add_class("lmbench-variants-output")
         settings = w.Accordion(
             [w.VBox([row([self.n_ctx, self.n_threads, self.parallel]), self.kv_info, self.table])],
             titles=(t("Load settings"),),
         )
         settings.selected_index = None
-        self.box = w.VBox([row([self.model, self.load_button]), self.info, settings])
+        self.box = w.VBox(
+            [row([self.model, self.load_button, self.variants_button]), self.info, self.variants_output, settings]
+        )
 
     @property
     def name(self) -> str | None:
@@ -217,6 +227,21 @@ class ModelPicker:
             self.table.value = view.models_table(_with_loaded(found_models(), engine), str(engine.path))
         engine.parallel = self.parallel.value
         self.show_kv_cache(engine)
+
+    def compare_variants(self) -> None:
+        """The drift of the chosen model's quantized copies (``lmbench.quantize``) from it, on the prompt."""
+        engine = self.host.load()
+        base = str(engine.path.resolve())
+        copies = [
+            path for path, facts in models.variants().items() if facts["base"] == base and facts["kind"] == "quantized"
+        ]
+        if not copies:
+            none = self.host.t("No quantized copies of this model yet: make some with lmbench.quantize")
+            self.variants_output.value = f"<small>{html.escape(none)}</small>"
+            return
+        self.host.status(f"comparing {len(copies)} variants of {engine.name} on the prompt…")
+        found = drift(engine.path, copies, texts=[self.host.prompt_text()], worst=3)
+        self.variants_output.value = found._repr_html_()
 
     def show_kv_cache(self, engine: Engine | None) -> None:
         """The loaded model's KV cache: slots, cells each, memory (made at the first generation)."""

@@ -1,0 +1,300 @@
+"""llama.cpp's ``llama-server`` dialect: ``/completion``, ``/tokenize``, ``/detokenize``, ``/health``, ``/props``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import llama_cpp
+from pydantic import Field, field_validator, model_validator
+
+from .. import models
+from .._version import __version__
+from ..engine._engine import Engine
+from ..errors import ParameterError
+from ..generation import Cancel
+from ..params import MAX_TOKENS, GenerationParams, validate_params
+from ..run import Run
+from ._errors import ApiError
+from ._requests import MAX_CHOICES, Generating, NoQuery, UsesModel
+from ._service import Emit, Jobs, Service, finite
+
+# llama-server fields lmbench accepts and ignores (its own prompt cache and scheduling do their job).
+IGNORED = frozenset(
+    {
+        "cache_prompt",
+        "id_slot",
+        "n_keep",
+        "samplers",
+        "return_progress",
+        "timings_per_token",
+        "return_tokens",
+        "repeat_last_n",
+        "min_keep",
+        "n_indent",
+        "t_max_predict_ms",
+        "dry_base",
+        "dry_allowed_length",
+        "dry_penalty_last_n",
+        "dry_sequence_breakers",
+        "xtc_threshold",
+        "mirostat_tau",
+        "mirostat_eta",
+        "dynatemp_exponent",
+        "post_sampling_probs",
+        "response_fields",
+        "n_cache_reuse",
+        "sse_ping_interval",
+    }
+)
+# llama-server samplers lmbench does not have: accepted only at their neutral values.
+NEUTRAL: dict[str, Any] = {
+    "typical_p": 1.0,
+    "mirostat": 0,
+    "dry_multiplier": 0.0,
+    "xtc_probability": 0.0,
+    "dynatemp_range": 0.0,
+    "logit_bias": [],
+    "lora": [],
+}
+
+
+class NativeCompletionRequest(Generating):
+    """``POST /completion``: llama-server's names (``n_predict``, ``n_probs``, ``n_cmpl``, ``seed: -1``)."""
+
+    ignored: ClassVar[frozenset[str]] = IGNORED | frozenset(NEUTRAL)
+
+    prompt: str | list[int | str]
+    n_predict: int = -1
+    n_probs: int = Field(0, ge=0, le=20)
+    seed: int | None = None
+    n_cmpl: int = Field(1, ge=1, le=MAX_CHOICES)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | list[int | str]) -> str | list[int | str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must be a string or a non-empty list of token ids and strings")
+        return value
+
+    @field_validator("n_predict")
+    @classmethod
+    def _n_predict(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("n_predict must be -1 (up to the server's cap) or a positive integer")
+        return value
+
+    @model_validator(mode="after")
+    def _neutral(self) -> NativeCompletionRequest:
+        for name, neutral in NEUTRAL.items():
+            value = (self.model_extra or {}).get(name)
+            if value not in (neutral, None):
+                raise ParameterError(f"{name} is not supported by lmbench", name=name)
+        return self
+
+    def choices(self) -> int:
+        return self.n_cmpl
+
+    def parameters(self) -> dict[str, Any]:
+        params = super().parameters()
+        params["max_tokens"] = MAX_TOKENS if self.n_predict == -1 else self.n_predict  # -1: the server's cap
+        if self.seed is not None and self.seed != -1:
+            params["seed"] = self.seed
+        if self.n_probs:
+            params["logprobs"] = self.n_probs
+        return params
+
+
+class TokenizeRequest(UsesModel):
+    """``POST /tokenize``: llama.cpp's ``content`` form, or vLLM's ``prompt`` form (``add_special_tokens``)."""
+
+    content: str | None = None
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+    prompt: str | None = None
+    add_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _one_text(self) -> TokenizeRequest:
+        if (self.content is None) == (self.prompt is None):
+            raise ValueError("give the text as content (llama.cpp) or as prompt (vLLM), one of them")
+        return self
+
+
+class DetokenizeRequest(UsesModel):
+    """``POST /detokenize``."""
+
+    tokens: list[int]
+
+
+def native_completion(
+    service: Service, request: NativeCompletionRequest, emit: Emit | None, cancel: Cancel
+) -> dict[str, Any] | None:
+    """``POST /completion``: llama-server's request fields and answer."""
+    jobs = service.prepare(request)
+    prompt = _prompt_text(service, jobs, request.prompt)
+    on_piece = None
+    if emit is not None:
+
+        def on_piece(i: int, text: str | None) -> None:
+            emit({"index": i, "content": text or "", "tokens": [], "stop": False, "id_slot": i})
+
+    engine, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    answers = [_answer(engine, jobs, run, i, request.n_probs) for i, run in enumerate(runs)]
+    if emit is not None:
+        for answer in answers[:-1]:
+            emit({**answer, "content": ""})
+        return {**answers[-1], "content": ""}
+    return answers[0] if len(answers) == 1 else {"results": answers}
+
+
+def _prompt_text(service: Service, jobs: Jobs, prompt: str | list[int | str]) -> str:
+    """llama-server's prompt: a string, or token ids (and strings) turned into text."""
+    if isinstance(prompt, str):
+        return prompt
+    engine = service.engine(jobs.path)
+    try:
+        return "".join(p if isinstance(p, str) else engine.detokenize([p]) for p in prompt)
+    except ParameterError as exc:
+        raise ApiError(400, str(exc), param="prompt") from None
+
+
+def tokenize(service: Service, request: TokenizeRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any]:
+    """``POST /tokenize``: ``content`` as token ids (with their text pieces when asked)."""
+    engine = service.engine_for(request.model)
+    if request.prompt is not None:  # vLLM's form: special-token text is parsed, as Hugging Face tokenizers do
+        with engine.lock:
+            tokens = engine.tokenize(request.prompt, add_bos=request.add_special_tokens, special=True)
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.n_ctx}
+    assert request.content is not None
+    with engine.lock:
+        tokens = engine.tokenize(request.content, add_bos=request.add_special, special=request.parse_special)
+    if not request.with_pieces:
+        return {"tokens": tokens}
+    return {"tokens": [{"id": t, "piece": _piece(engine.piece(t, special=True))} for t in tokens]}
+
+
+def detokenize(service: Service, request: DetokenizeRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any]:
+    """``POST /detokenize``: token ids back to text (as llama.cpp's ``content`` and vLLM's ``prompt``)."""
+    engine = service.engine_for(request.model)
+    try:
+        text = engine.detokenize(request.tokens)
+        return {"content": text, "prompt": text}
+    except ParameterError as exc:
+        raise ApiError(400, str(exc), param="tokens") from None
+
+
+def tokenizer_info(service: Service, query: NoQuery, emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
+    """``GET /tokenizer_info`` (vLLM's): the special tokens as text, the chat template and the context length.
+
+    The token texts tokenize back to their ids through ``POST /tokenize`` (``prompt``), which is how
+    lm-evaluation-harness's remote tokenizer finds them.
+    """
+    engine = service.engine(service.default_path)
+    vocab = engine.vocab
+
+    def text(token: int) -> str | None:
+        return None if token < 0 else engine.piece(token, special=True).decode("utf-8", errors="replace")
+
+    facts = models.metadata(service.default_path)
+    return {
+        "tokenizer_class": "llama.cpp",
+        "bos_token": text(llama_cpp.llama_vocab_bos(vocab)),
+        "eos_token": text(llama_cpp.llama_vocab_eos(vocab)),
+        "pad_token": text(llama_cpp.llama_vocab_pad(vocab)),
+        "add_bos_token": bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+        "chat_template": facts.get("chat_template") or None,
+        "model_max_length": engine.n_ctx,
+        "vocab_size": engine.n_vocab,
+    }
+
+
+def health(service: Service, query: NoQuery, emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
+    """``GET /health``: models load on first use, so the server is ready as soon as it answers."""
+    return {"status": "ok"}
+
+
+def props(service: Service, query: NoQuery, emit: Emit | None = None, cancel: Cancel = None) -> dict[str, Any]:
+    """``GET /props``: llama-server's properties (the real slot count), without the model's file path."""
+    facts = models.metadata(service.default_path)
+    return {
+        "default_generation_settings": {
+            "n_ctx": service.settings.n_ctx,
+            "params": {**_settings(validate_params()), "n_predict": -1, "seed": -1},
+        },
+        "total_slots": service.settings.parallel,
+        "model_alias": service.default_id,
+        "chat_template": facts.get("chat_template") or "",
+        "modalities": {"vision": False, "audio": False},
+        "build_info": f"lmbench {__version__} (llama-cpp-python {llama_cpp.__version__})",
+    }
+
+
+def _piece(raw: bytes) -> str | list[int]:
+    """A token's text as llama-server gives it: a string when it is valid UTF-8, else its bytes."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(raw)
+
+
+def _settings(params: GenerationParams) -> dict[str, Any]:
+    values = params.model_dump()
+    values["stop"] = list(values["stop"])
+    values["n_probs"] = values.pop("logprobs") or 0
+    return values
+
+
+def _stop_type(run: Run) -> str:
+    if run.finish_reason == "length":
+        return "limit"
+    if run.stop_word is not None:
+        return "word"
+    return "eos" if run.finish_reason == "stop" else "none"
+
+
+def _answer(engine: Engine, jobs: Jobs, run: Run, index: int, n_probs: int) -> dict[str, Any]:
+    """llama-server's completion answer for one run."""
+    evaluated = run.prompt_tokens - run.prompt_cached_tokens
+    prompt_ms = 1000 * (run.ttft_s or 0.0)
+    predicted_ms = 1000 * max(run.total_s - (run.ttft_s or 0.0), 0.0)
+    predicted_n = max(run.completion_tokens - 1, 0)
+    answer: dict[str, Any] = {
+        "index": index,
+        "content": run.text,
+        "tokens": [],
+        "id_slot": index,
+        "stop": True,
+        "model": jobs.name,
+        "tokens_predicted": run.completion_tokens,
+        "tokens_evaluated": run.prompt_tokens,
+        "tokens_cached": run.prompt_cached_tokens,
+        "generation_settings": {"n_ctx": engine.n_ctx, "n_predict": run.max_tokens, **_settings(run.params)},
+        "prompt": run.prompt,
+        "has_new_line": "\n" in run.text,
+        "truncated": run.finish_reason == "length" and run.prompt_tokens + run.completion_tokens >= engine.n_ctx,
+        "stop_type": _stop_type(run),
+        "stopping_word": run.stop_word or "",
+        "timings": {
+            "prompt_n": evaluated,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_ms / max(evaluated, 1),
+            "prompt_per_second": 1000 * evaluated / prompt_ms if prompt_ms else None,
+            "predicted_n": run.completion_tokens,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else None,
+            "predicted_per_second": finite(run.tokens_per_s),
+        },
+        "run_id": run.id,
+    }
+    if n_probs and run.token_logprobs is not None:
+        answer["completion_probabilities"] = [
+            {**_probability(engine, e), "top_logprobs": [_probability(engine, a) for a in e.get("top", [])]}
+            for e in run.token_logprobs
+        ]
+    return answer
+
+
+def _probability(engine: Engine, entry: dict[str, Any]) -> dict[str, Any]:
+    token = entry["id"]
+    return {"id": token, "token": entry["token"], "logprob": entry["logprob"], "bytes": list(engine.piece(token))}
