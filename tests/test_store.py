@@ -69,7 +69,7 @@ def test_export_by_suffix(tmp_path: Path, suffix: str) -> None:
 
 
 def test_export_rejects_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(lmbench.StoreError, match=r"\.csv"):
+    with pytest.raises(lmbench.ParameterError, match=r"cannot write 'runs.xlsx': use \.csv, \.jsonl, \.ndjson"):
         lmbench.export(tmp_path / "runs.xlsx")
 
 
