@@ -263,7 +263,9 @@ def test_chat_sweeps_with_conversation_templates_and_system_prompts() -> None:
     stored = lmbench.runs(heavy=True).set_index("id")
     first = stored.loc[df.id[0], "messages"]
     assert first[0]["role"] == "system" and first[1] == {"role": "user", "content": "Tell me about a cat."}
-    assert "Be brief." in df.prompt[0] or "Tell long stories." in df.prompt[0], "rendered through the template"
+    sent = stored.loc[df.id[0], "prompt_sent"]
+    assert "Be brief." in sent or "Tell long stories." in sent, "rendered through the template"
+    assert df.prompt[0] == "Tell me about a cat.", "the prompt shown is what was asked"
     plain = lmbench.sweep(
         "Once", systems="Be brief.", grid={"temperature": [0.0]}, seeds=1, max_tokens=4, progress=False
     )
