@@ -70,6 +70,7 @@ def test_invalid_grids_fail_before_any_generation() -> None:
 def test_models_list_runs_the_grid_on_every_model(model_path: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy-of-stories.gguf"
     shutil.copy(model_path, copy)
+    lmbench.unload()  # a loaded engine keeps its settings (say, a small context) for every later call
     df = lmbench.sweep(
         "Once upon a time", grid={"temperature": [0.0]}, seeds=2, model=[str(model_path), str(copy)], progress=False
     )
