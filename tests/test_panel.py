@@ -278,7 +278,7 @@ def test_history_reads_a_page_of_runs_at_a_time(panel: lmbench.Panel) -> None:
     import dataclasses
     import datetime
 
-    from lmbench.ui._parts import HISTORY_SIZE
+    from lmbench.ui._history import HISTORY_SIZE
 
     panel.prompt.value = "Once"
     panel.form.sliders["max_tokens"].value = 2

@@ -29,18 +29,14 @@ from ..run import Run
 from ..serve._settings import Settings
 from ..store._store import Store, get_store
 from . import _html as view
+from ._chat import ChatTab
+from ._compare import CompareTab
+from ._form import ParamsForm
+from ._history import HistoryTab
 from ._labels import language, translator
-from ._parts import (
-    ChatTab,
-    CompareTab,
-    HistoryTab,
-    ModelPicker,
-    ParamsForm,
-    ServerTab,
-    Throttled,
-    button,
-    row,
-)
+from ._parts import Throttled, button, row
+from ._picker import ModelPicker
+from ._server_tab import ServerTab
 from ._shortcuts import Shortcuts
 
 # The audit conditions the Debug tab's "Reproducible?" checks: those that need no second copy of the model.
