@@ -223,6 +223,8 @@ def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> 
         total=sequence.total,
         prompt_cached_tokens=request.cached,
         batch_size=max(request.batch_size, 1),
+        drafted_tokens=request.drafted,
+        accepted_tokens=request.accepted,
         labels=job.labels,
         asked=job.asked,
         load_s=load_s,

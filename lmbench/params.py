@@ -25,6 +25,10 @@ MAX_SEED = 2**32 - 2
 MAX_TOKENS = 1 << 20
 # The longest label (experiment, tag, source) kept with a run.
 MAX_LABEL_CHARS = 1000
+# How tokens may be drafted for speculative decoding (``draft``): from the sequence's own prompt and text.
+DRAFTERS = ("ngram",)
+# The most tokens drafted per step (llama-server caps ``speculative.n_max`` likewise).
+MAX_DRAFT = 64
 
 
 def ensure_text(value: Any, what: str) -> None:
@@ -153,6 +157,24 @@ class GenerationParams(BaseModel):
         description="Constrain the output to this GBNF grammar (llama.cpp's grammar format; root rule 'root').",
     )
 
+    draft: str | None = Field(
+        None,
+        description="Speculative decoding: 'ngram' drafts tokens from the prompt and text so far (prompt lookup), "
+        "verified in the same batch; the output is what plain decoding gives (None: off).",
+    )
+    draft_max: int = Field(
+        16,
+        ge=1,
+        le=MAX_DRAFT,
+        description="Speculative decoding: the most tokens drafted per step (llama-server's speculative.n_max).",
+    )
+    draft_min: int = Field(
+        0,
+        ge=0,
+        le=MAX_DRAFT,
+        description="Speculative decoding: a shorter draft is not tried (llama-server's speculative.n_min).",
+    )
+
     @field_validator(
         "temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", mode="before"
     )
@@ -179,10 +201,19 @@ class GenerationParams(BaseModel):
             expanded_size(value)
         return value
 
+    @field_validator("draft")
+    @classmethod
+    def _known_drafter(cls, value: str | None) -> str | None:
+        if value is not None and value not in DRAFTERS:
+            raise ValueError(f"draft must be one of {', '.join(map(repr, DRAFTERS))} or None, not {_short(value)}")
+        return value
+
     @model_validator(mode="after")
     def _one_constraint(self) -> GenerationParams:
         if self.json_schema is not None and self.grammar is not None:
             raise ValueError("give json_schema or grammar, not both")
+        if self.draft_min > self.draft_max:
+            raise ValueError(f"draft_min ({self.draft_min}) must not exceed draft_max ({self.draft_max})")
         return self
 
     def constraint(self) -> str | None:
@@ -246,6 +277,8 @@ class ParamSpec:
             dict: "a JSON schema",
             str: "GBNF grammar text",
         }
+        if self.name == "draft":
+            return " or ".join(repr(d) for d in DRAFTERS)
         return words.get(self.type, f"any {self.type.__name__}")
 
 
@@ -270,7 +303,7 @@ def _spec(name: str) -> ParamSpec:
             bounds.update(maximum=meta.lt, exclusive_maximum=True)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     ui = cast("dict[str, float]", extra.get("ui") or {})
-    special: dict[str, type] = {"stop": tuple, "json_schema": dict, "grammar": str}
+    special: dict[str, type] = {"stop": tuple, "json_schema": dict, "grammar": str, "draft": str}
     kind = special.get(name) or (bool if field.annotation is bool else float if field.annotation is float else int)
     return ParamSpec(
         name=name,
@@ -346,6 +379,8 @@ def option_specs() -> list[tuple[list[str], dict[str, Any]]]:
             kwargs = {"action": "store_const", "const": True, "help": spec.description}
         elif spec.type is dict:
             kwargs = {"type": json_argument, "metavar": "JSON|@FILE", "help": spec.description}
+        elif spec.name == "draft":
+            kwargs = {"choices": DRAFTERS, "help": spec.description}
         elif spec.type is str:
             kwargs = {"type": text_argument, "metavar": "TEXT|@FILE", "help": spec.description}
         else:

@@ -83,6 +83,8 @@ class Run:
     first token, ``(completion_tokens - 1) / (total_s - ttft_s)``. The clock starts when the run
     joins the batch (see ``lmbench._scheduler``); ``batch_size`` is the most runs that shared a
     decode with it and ``prompt_cached_tokens`` how many prompt tokens came from the KV cache.
+    With speculative decoding (``draft``), ``drafted_tokens`` were drafted and ``accepted_tokens`` of
+    them kept: ``accepted_tokens / drafted_tokens`` is the acceptance rate.
 
     ``lora`` holds the LoRA adapters the model ran with (file -> scale) and ``lora_scale`` the
     scale of a single one.
@@ -112,6 +114,8 @@ class Run:
     n_ctx: int | None = None
     n_threads: int | None = None
     batch_size: int = 1
+    drafted_tokens: int = 0  # speculative decoding (``draft``): tokens drafted, and of them the tokens kept
+    accepted_tokens: int = 0
     experiment: str | None = None
     tags: list[str] = field(default_factory=list)
     source: str = "python"

@@ -227,3 +227,26 @@ def test_the_readme_lists_every_route_from_the_route_table() -> None:
 
     assert routes_table() in (REPO / "docs" / "api.md").read_text()
     assert {p for r in ROUTES for p in r.paths} >= {"v1/completions", "completions", "completion", "tokenize"}
+
+
+def test_native_completion_takes_llama_servers_speculative_fields(server: Server) -> None:
+    body = {
+        "prompt": "Tom had a red ball. Tom had a red ball. Tom had a red ball. Tom had a",
+        "n_predict": 12,
+        "temperature": 0,
+        "draft": "ngram",
+        "speculative.n_max": 6,
+        "speculative.n_min": 2,
+        "speculative.p_min": 0.75,
+    }
+    answer = _post(server, "/completion", body).json()
+    settings = answer["generation_settings"]
+    assert (settings["speculative.n_max"], settings["speculative.n_min"], settings["draft"]) == (6, 2, "ngram")
+    run = lmbench.get_store().get(answer["run_id"])
+    assert (run.draft_max, run.draft_min) == (6, 2)
+    assert answer["timings"]["draft_n"] == run.drafted_tokens and run.drafted_tokens > 0
+    assert answer["timings"]["draft_n_accepted"] == run.accepted_tokens
+    plain = _post(server, "/completion", {**body, "draft": None}).json()
+    assert plain["content"] == answer["content"] and "draft_n" not in plain["timings"]
+    refused = _post(server, "/completion", {**body, "speculative.n_max": 1, "speculative.n_min": 2})
+    assert refused.status_code == 400 and "draft_min" in refused.text

@@ -8,6 +8,15 @@ long prompt does not freeze the other streams. A prompt that starts with tokens 
 slot's cache (the same prompt again, a shared instruction or system prompt) reuses them: in place
 when that slot is free, else copied from the slot that holds them; ``cached`` says how many.
 
+Speculative decoding happens in the same batch: a sequence that asks for it (``draft``) adds the
+tokens its drafter proposes after its next token, and the decode that carries the other sequences'
+tokens verifies them. Its sampler then samples at each position in turn, as plain decoding would,
+and the run keeps drafted tokens only while they equal what was sampled (llama.cpp's
+``common_sampler_sample_and_accept_n``); the first that differs is replaced by the sampled token and
+the cells after it are dropped. A draft made from the sequence's own tokens is a function of what
+came before, so this is exactly speculative sampling with rejection: at temperature 0 the text is
+the plain one, above it the distribution is (and with the same seed, the same random draws are used).
+
 Whoever waits for a request drives the decoding (one thread at a time, no thread of its own):
 a single generation pays no hand-off between threads, and concurrent callers (API requests)
 share one batch. The layout (slots x cells per slot) is chosen when the scheduler is idle: the
@@ -32,6 +41,7 @@ import numpy as np
 from ..errors import ContextOverflowError, GenerationError, ParameterError
 from . import _sequence
 from ._native import Context, Entry
+from ._drafting import NgramDrafter
 from ._sampling import SamplerChain
 from ._scoring import Scoring
 from ._sequence import log_softmax
@@ -68,6 +78,8 @@ class Request:
     context: tuple[int, int, str] | None = None  # the slots, tokens per decode and KV cache type it ran with
     failure: BaseException | None = None
     scoring: Scoring | None = None
+    drafted: int = 0  # tokens drafted for speculative decoding
+    accepted: int = 0  # drafted tokens that were kept
 
     @property
     def reusable(self) -> int:
@@ -85,6 +97,7 @@ class _Slot:
     sampler: SamplerChain | None = None
     fed: int = 0  # prompt tokens in the cache so far
     next_token: int = -1  # the sampled token to decode next (once the prompt is in)
+    drafter: NgramDrafter | None = None  # speculative decoding's drafts, for a request that asks for them
 
 
 class Scheduler:
@@ -192,12 +205,16 @@ class Scheduler:
             self._hand_over(finished)
             return moved or bool(finished)
         entries: list[Entry] = []
-        sampled: list[tuple[_Slot, int]] = []
+        sampled: list[tuple[_Slot, int, list[int]]] = []  # a slot, its first entry with logits, its draft
+        budget = context.n_batch - sum(s.next_token >= 0 for s in active)
         for slot in active:
             if slot.next_token >= 0:
-                sampled.append((slot, len(entries)))
-                entries.append((slot.next_token, len(slot.cells), slot.index, True))
-        budget = context.n_batch - len(entries)
+                draft = self._draft(slot, context, budget)
+                budget -= len(draft)
+                sampled.append((slot, len(entries), draft))
+                at = len(slot.cells)
+                entries.append((slot.next_token, at, slot.index, True))
+                entries.extend((t, at + 1 + i, slot.index, True) for i, t in enumerate(draft))
         feeding: list[tuple[_Slot, list[int]]] = []
         scored: list[tuple[_Slot, range, bool]] = []  # scoring slots: the entries whose logits they take
         for slot in active:
@@ -212,7 +229,7 @@ class Scheduler:
             if scoring is None:
                 entries.extend((t, start + i, slot.index, last and i == len(chunk) - 1) for i, t in enumerate(chunk))
                 if last:
-                    sampled.append((slot, len(entries) - 1))
+                    sampled.append((slot, len(entries) - 1, []))
             else:
                 base = len(entries)
                 entries.extend((t, start + i, slot.index, start + i >= scoring.first) for i, t in enumerate(chunk))
@@ -239,22 +256,20 @@ class Scheduler:
                 request.sequence.end("stop")
                 finished.append(self._release(slot))
         scores = self._scores(context, sampled)
-        for slot, index in sampled:
+        for slot, index, draft in sampled:
             request = slot.request
             assert request is not None and slot.sampler is not None
             if slot.next_token >= 0:
                 slot.cells.append(slot.next_token)
             request.batch_size = max(request.batch_size, len(active))
-            token = slot.sampler.sample(context.pointer, index)
-            try:
-                ended = request.sequence.accept(token, scores.get(slot.index))
-            except Exception as exc:  # noqa: BLE001 - a callback failed: that run ends, the others go on
-                request.failure = exc
-                ended = request.sequence.end("error", f"{type(exc).__name__}: {exc}")
+            kept, ended = self._verify(slot, context, index, draft, scores)
+            if draft:
+                request.drafted += len(draft)
+                request.accepted += kept
+                slot.cells.extend(draft[:kept])
+                context.forget(slot.index, len(slot.cells))  # the cells of the drafted tokens not kept
             if ended:
                 finished.append(self._release(slot))
-            else:
-                slot.next_token = token
         for slot in active:
             if slot.request is not None and slot.request.cancel():
                 slot.request.sequence.end("cancelled")
@@ -263,13 +278,62 @@ class Scheduler:
         self._hand_over(finished)
         return True
 
-    def _scores(self, context: Context, sampled: list[tuple[_Slot, int]]) -> dict[int, tuple[np.ndarray, float]]:
-        """Log-probabilities and entropies for the sequences that record them (one vectorised pass)."""
-        wanted = [(s, i) for s, i in sampled if s.request is not None and s.request.sequence.wants_logits]
+    def _draft(self, slot: _Slot, context: Context, budget: int) -> list[int]:
+        """The tokens to try after ``slot``'s next one: at most ``draft_max``, the tokens the run may still
+        make less one, the cells left and the batch's ``budget``; none when fewer than ``draft_min``."""
+        request, drafter = slot.request, slot.drafter
+        if drafter is None or request is None:
+            return []
+        sequence = request.sequence
+        params = sequence.params
+        limit = min(
+            params.draft_max,
+            params.max_tokens - sequence.n_generated - 1,
+            sequence.n_ctx - sequence.n_prompt - sequence.n_generated - 1,
+            context.per_slot - len(slot.cells) - 1,
+            budget,
+        )
+        draft = drafter.draft(limit)
+        return draft if len(draft) >= max(params.draft_min, 1) else []
+
+    def _verify(
+        self, slot: _Slot, context: Context, index: int, draft: list[int], scores: dict[int, tuple[np.ndarray, float]]
+    ) -> tuple[int, bool]:
+        """Sample at ``index`` and on through the draft while the sampled token is the drafted one; the run
+        takes every sampled token. Returns how many drafted tokens were kept and whether the run ended."""
+        request, sampler = slot.request, slot.sampler
+        assert request is not None and sampler is not None
+        for k in range(len(draft) + 1):
+            token = sampler.sample(context.pointer, index + k)
+            try:
+                ended = request.sequence.accept(token, scores.get(index + k))
+            except Exception as exc:  # noqa: BLE001 - a callback failed: that run ends, the others go on
+                request.failure = exc
+                ended = request.sequence.end("error", f"{type(exc).__name__}: {exc}")
+            if ended:
+                return k, True
+            if slot.drafter is not None:
+                slot.drafter.add(token)
+            if k == len(draft) or token != draft[k]:
+                slot.next_token = token
+                return k, False
+        raise AssertionError("unreachable: the loop returns at its last position")
+
+    def _scores(
+        self, context: Context, sampled: list[tuple[_Slot, int, list[int]]]
+    ) -> dict[int, tuple[np.ndarray, float]]:
+        """Log-probabilities and entropies at every sampled entry of the sequences that record them (one
+        vectorised pass), by entry."""
+        wanted = [
+            i + k
+            for s, i, draft in sampled
+            if s.request is not None and s.request.sequence.wants_logits
+            for k in range(len(draft) + 1)
+        ]
         if not wanted:
             return {}
-        lp, entropy = log_softmax(np.stack([context.logits(i, self.n_vocab) for _, i in wanted]))
-        return {s.index: (lp[k], float(entropy[k])) for k, (s, _) in enumerate(wanted)}
+        lp, entropy = log_softmax(np.stack([context.logits(i, self.n_vocab) for i in wanted]))
+        return {i: (lp[k], float(entropy[k])) for k, i in enumerate(wanted)}
 
     def _hand_over(self, finished: list[Request]) -> None:
         """Mark requests done and pass them on, after the step: recording one must not stretch the next's clock."""
@@ -384,13 +448,15 @@ class Scheduler:
         request.context = (context.slots, context.n_batch, context.kv_cache_type)
         request.sequence.restart_clock()
         slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1
+        drafting = request.scoring is None and request.sequence.params.draft is not None
+        slot.drafter = NgramDrafter(tokens) if drafting else None
 
     def _release(self, slot: _Slot) -> Request:
         request = slot.request
         assert request is not None
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.request, slot.sampler, slot.next_token = None, None, -1
+        slot.request, slot.sampler, slot.next_token, slot.drafter = None, None, -1, None
         return request
 
     def _end_all(self, reason: str, failure: BaseException | None = None) -> None:

@@ -44,8 +44,11 @@ IGNORED = frozenset(
         "response_fields",
         "n_cache_reuse",
         "sse_ping_interval",
+        "speculative.p_min",  # a draft model's confidence; prompt lookup has none
     }
 )
+# llama-server's speculative decoding fields, as lmbench's parameters (``draft`` turns it on per request).
+SPECULATIVE = {"speculative.n_max": "draft_max", "speculative.n_min": "draft_min"}
 # llama-server samplers lmbench does not have: accepted only at their neutral values.
 NEUTRAL: dict[str, Any] = {
     "typical_p": 1.0,
@@ -61,7 +64,7 @@ NEUTRAL: dict[str, Any] = {
 class NativeCompletionRequest(Generating):
     """``POST /completion``: llama-server's names (``n_predict``, ``n_probs``, ``n_cmpl``, ``seed: -1``)."""
 
-    ignored: ClassVar[frozenset[str]] = IGNORED | frozenset(NEUTRAL)
+    ignored: ClassVar[frozenset[str]] = IGNORED | frozenset(NEUTRAL) | frozenset(SPECULATIVE)
 
     prompt: str | list[int | str]
     n_predict: int = -1
@@ -101,6 +104,8 @@ class NativeCompletionRequest(Generating):
             params["seed"] = self.seed
         if self.n_probs:
             params["logprobs"] = self.n_probs
+        extra = self.model_extra or {}
+        params.update({ours: extra[theirs] for theirs, ours in SPECULATIVE.items() if extra.get(theirs) is not None})
         return params
 
 
@@ -242,6 +247,7 @@ def _settings(params: GenerationParams) -> dict[str, Any]:
     values = params.model_dump()
     values["stop"] = list(values["stop"])
     values["n_probs"] = values.pop("logprobs") or 0
+    values.update({theirs: values[ours] for theirs, ours in SPECULATIVE.items()})
     return values
 
 
@@ -284,6 +290,7 @@ def _answer(engine: Engine, jobs: Jobs, run: Run, index: int, n_probs: int) -> d
             "predicted_ms": predicted_ms,
             "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else None,
             "predicted_per_second": finite(run.tokens_per_s),
+            **({"draft_n": run.drafted_tokens, "draft_n_accepted": run.accepted_tokens} if run.draft else {}),
         },
         "run_id": run.id,
     }

@@ -11,9 +11,11 @@ from ..run import COLUMNS
 
 
 def _backfill_defaults(conn: sqlite3.Connection) -> None:
-    """Parameter columns added after the first release hold NULL in older rows: give them their default."""
+    """Parameter columns added after the first release hold NULL in older rows: give them their default.
+    Columns that later migrations add (with their defaults) are not there yet."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
     for name, spec in PARAM_SPECS.items():
-        if spec.default is not None:
+        if spec.default is not None and name in present:
             column = next(c for c in COLUMNS if c.name == name)
             conn.execute(f"UPDATE runs SET {name} = ? WHERE {name} IS NULL", (column.encode(spec.default),))
 
@@ -174,6 +176,16 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ),
     ("0016_prompt_as_asked", _prompt_as_asked),
     ("0017_lora", "ALTER TABLE runs ADD COLUMN lora TEXT; ALTER TABLE runs ADD COLUMN lora_scale REAL;"),
+    (
+        "0019_speculative",
+        """
+        ALTER TABLE runs ADD COLUMN draft TEXT;
+        ALTER TABLE runs ADD COLUMN draft_max INTEGER NOT NULL DEFAULT 16;
+        ALTER TABLE runs ADD COLUMN draft_min INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN drafted_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN accepted_tokens INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,53 @@
+"""Draft tokens for speculative decoding from a sequence's own tokens (prompt lookup, no second model).
+
+Like llama.cpp's ``ngram-simple`` speculative type (and its ``lookup`` example, after
+prompt-lookup decoding): the last few tokens of the sequence are looked up in everything before
+them, and the tokens that followed their latest earlier occurrence are the draft. A summary or an
+extraction copies spans of its prompt, so those drafts are often right. The longest n-gram that
+matches wins; an index of every n-gram's latest end keeps each lookup O(1).
+
+The scheduler verifies a draft in the same batched decode as the other sequences' tokens and
+keeps the tokens the target model samples itself (see ``lmbench.engine._scheduler``); a draft
+only changes how many tokens one decode yields, never which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# The n-gram sizes looked up, longest first (a single token matches too often to be worth a draft).
+NGRAM_SIZES = (4, 3, 2)
+
+
+class NgramDrafter:
+    """Prompt-lookup drafts for one sequence: ``add`` every token it gets, ``draft`` before each decode."""
+
+    def __init__(self, tokens: Iterable[int] = ()) -> None:
+        self.tokens: list[int] = []
+        # n -> the n-gram -> where the token after its latest occurrence is (always an existing token)
+        self._ends: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
+        for token in tokens:
+            self.add(token)
+
+    def add(self, token: int) -> None:
+        """Append ``token`` to the sequence (a prompt token, or one sampled)."""
+        tokens = self.tokens
+        end = len(tokens)  # the n-grams that end just before ``token`` now have a continuation: it
+        for n, ends in self._ends.items():
+            if end >= n:
+                ends[tuple(tokens[end - n : end])] = end
+        tokens.append(token)
+
+    def draft(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the latest earlier occurrence of the sequence's longest
+        matching tail (none when no tail of ``NGRAM_SIZES`` occurred before)."""
+        tokens = self.tokens
+        if limit <= 0:
+            return []
+        for n in NGRAM_SIZES:
+            if len(tokens) <= n:
+                continue
+            start = self._ends[n].get(tuple(tokens[-n:]))
+            if start is not None:
+                return tokens[start : start + limit]
+        return []

@@ -1,0 +1,132 @@
+"""Speculative decoding by prompt lookup inside the batched scheduler, on the real test model: the text is
+the plain one at temperature 0, the sampled distribution is the plain one above it, and each run records
+what was drafted and kept."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from conftest import TEST_MODEL
+from scipy import stats
+
+import lmbench
+from lmbench.engine._drafting import NgramDrafter
+
+STORY = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
+    "One day, she saw a big red ball in the park. She ran to the ball and kicked it very high. "
+)
+PROMPTS = [
+    STORY + STORY + "Once upon a time, there was a little",  # copy-heavy: the story again
+    "Tom had a red ball. Tom had a red ball. Tom had a",
+    "The little cat",
+    "One day, a girl named Lily",
+]
+GREEDY = {"temperature": 0.0, "max_tokens": 40, "ignore_eos": True, "logprobs": 2}
+
+
+@pytest.mark.no_test_model
+def test_the_drafter_proposes_what_followed_the_latest_earlier_match_of_the_longest_tail() -> None:
+    drafter = NgramDrafter([1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 8, 2, 3])
+    assert drafter.draft(3) == [4, 7, 8], "the tail 2 3 last occurred before 4 7 8"
+    drafter.add(4)
+    assert drafter.draft(2) == [7, 8], "the longer tail 2 3 4 matches its latest occurrence"
+    assert drafter.draft(0) == []
+    assert NgramDrafter([5, 6, 7]).draft(4) == [], "no tail occurred before"
+    assert NgramDrafter([1, 1, 1]).draft(4) == [1], "a draft never runs past the tokens known"
+
+
+def _pairs(plain: lmbench.Run, drafted: lmbench.Run) -> bool:
+    """Whether two greedy runs made the same tokens; where they part, the two best tokens must have been all
+    but tied (a verifying decode adds in another order than a one-token one, see ``lmbench.engine._scheduler``)."""
+    a, b = plain.token_logprobs, drafted.token_logprobs
+    assert a is not None and b is not None
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x["id"] != y["id"]), None)
+    if at is None:
+        return len(a) == len(b) and plain.text == drafted.text
+    best, second = a[at]["top"][:2]
+    assert best["logprob"] - second["logprob"] < 0.01 and b[at]["id"] == second["id"], (plain.prompt, at)
+    return False
+
+
+def test_at_temperature_zero_prompt_lookup_gives_the_plain_texts_and_records_what_it_drafted() -> None:
+    plain = [lmbench.generate(p, model=TEST_MODEL, seed=3, **GREEDY) for p in PROMPTS]  # type: ignore[arg-type]
+    drafted = [
+        lmbench.generate(p, model=TEST_MODEL, seed=3, draft="ngram", draft_max=8, **GREEDY)  # type: ignore[arg-type]
+        for p in PROMPTS
+    ]
+    same = sum(_pairs(a, b) for a, b in zip(plain, drafted, strict=True))
+    assert same == len(PROMPTS), f"only {same} of {len(PROMPTS)} texts identical"
+    assert all(r.drafted_tokens == r.accepted_tokens == 0 for r in plain)
+    copy = drafted[0]
+    assert copy.accepted_tokens > 0, "the copied story is drafted and kept"
+    assert copy.completion_tokens == 40 and copy.accepted_tokens <= copy.drafted_tokens
+    stored = lmbench.get_store().get(copy.id)
+    assert (stored.draft, stored.draft_max, stored.drafted_tokens, stored.accepted_tokens) == (
+        "ngram",
+        8,
+        copy.drafted_tokens,
+        copy.accepted_tokens,
+    )
+    frame = lmbench.runs()
+    assert {"draft", "draft_max", "draft_min", "drafted_tokens", "accepted_tokens"} <= set(frame.columns)
+
+
+def test_drafting_and_plain_sequences_share_one_batched_decode() -> None:
+    df = lmbench.sweep(
+        PROMPTS,
+        grid={"draft": [None, "ngram"]},
+        seeds=[5],
+        model=TEST_MODEL,
+        progress=False,
+        metrics=None,
+        **GREEDY,  # type: ignore[arg-type]
+    )
+    assert set(df.batch_size) == {2 * len(PROMPTS)}, "all decoded together"
+    store = lmbench.get_store()
+    by = {(row.prompt, row.draft): store.get(row.id) for row in df.itertuples()}
+    same = sum(_pairs(by[p, None], by[p, "ngram"]) for p in PROMPTS)
+    assert same == len(PROMPTS)
+    assert by[PROMPTS[0], "ngram"].accepted_tokens > 0
+
+
+def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one() -> None:
+    """The second token (the first a draft can precede) over many seeds, with and without drafting: the
+    seeds differ between the two, so the samples are independent; a chi-squared test of homogeneity."""
+    prompt = "Tom had a red ball. Tom had a red ball. Tom had a"
+    free = {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+    n = 400
+    common = {"model": TEST_MODEL, "progress": False, "metrics": None, "max_tokens": 3, "ignore_eos": True}
+    plain = lmbench.sweep([prompt], grid={"draft": [None]}, seeds=range(n), logprobs=0, **free, **common)  # type: ignore[arg-type]
+    drafted = lmbench.sweep(
+        [prompt], grid={"draft": ["ngram"]}, seeds=range(n, 2 * n), draft_max=4, logprobs=0, **free, **common  # type: ignore[arg-type]
+    )
+    store = lmbench.get_store()
+
+    def second_tokens(frame: object) -> Counter[int]:
+        runs = [store.get(i) for i in frame.id]  # type: ignore[attr-defined]
+        return Counter(r.token_logprobs[1]["id"] for r in runs if r.token_logprobs)
+
+    a, b = second_tokens(plain), second_tokens(drafted)
+    assert sum(a.values()) == sum(b.values()) == n
+    assert drafted.accepted_tokens.sum() > 0, "drafts were kept"
+    assert (drafted.accepted_tokens < drafted.drafted_tokens).any(), "and drafts were rejected"
+    common_tokens = [t for t in a if a[t] >= 10 and b[t] >= 10]
+    assert len(common_tokens) >= 2, "a spread distribution"
+    table = [[a[t] for t in common_tokens], [b[t] for t in common_tokens]]
+    table[0].append(n - sum(table[0]))
+    table[1].append(n - sum(table[1]))
+    p_value = stats.chi2_contingency(table).pvalue
+    assert p_value > 1e-3, f"the distributions differ (p = {p_value:.2g}): {a.most_common(5)} vs {b.most_common(5)}"
+
+
+@pytest.mark.no_test_model
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [({"draft": "eagle"}, "draft"), ({"draft_max": 0}, "draft_max"), ({"draft_min": 5, "draft_max": 4}, None)],
+)
+def test_bad_speculative_settings_are_refused_by_name(values: dict[str, object], named: str | None) -> None:
+    with pytest.raises(lmbench.ParameterError, match="draft") as caught:
+        lmbench.validate_params(values)
+    assert caught.value.name == named
