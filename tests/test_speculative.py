@@ -4,6 +4,7 @@ what was drafted and kept."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -85,38 +86,59 @@ def test_drafting_and_plain_sequences_share_one_batched_decode() -> None:
     )
     assert set(df.batch_size) == {2 * len(PROMPTS)}, "all decoded together"
     store = lmbench.get_store()
-    by = {(row.prompt, row.draft): store.get(row.id) for row in df.itertuples()}
+    by = {(row.prompt, row.draft if isinstance(row.draft, str) else None): store.get(row.id) for row in df.itertuples()}
     same = sum(_pairs(by[p, None], by[p, "ngram"]) for p in PROMPTS)
     assert same == len(PROMPTS)
     assert by[PROMPTS[0], "ngram"].accepted_tokens > 0
 
 
 def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one() -> None:
-    """The second token (the first a draft can precede) over many seeds, with and without drafting: the
-    seeds differ between the two, so the samples are independent; a chi-squared test of homogeneity."""
-    prompt = "Tom had a red ball. Tom had a red ball. Tom had a"
-    free = {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
-    n = 400
-    common = {"model": TEST_MODEL, "progress": False, "metrics": None, "max_tokens": 3, "ignore_eos": True}
-    plain = lmbench.sweep([prompt], grid={"draft": [None]}, seeds=range(n), logprobs=0, **free, **common)  # type: ignore[arg-type]
-    drafted = lmbench.sweep(
-        [prompt], grid={"draft": ["ngram"]}, seeds=range(n, 2 * n), draft_max=4, logprobs=0, **free, **common  # type: ignore[arg-type]
+    """Many seeds with and without drafting (different seeds, so the samples are independent), at
+    temperature 1 with every other sampler off, so each token's probability is its recorded one.
+
+    At every position where the drafter proposes a token, the token is that one as often as the model's
+    probability says (a calibration z-test over all such positions, which a rule that keeps drafts too
+    readily or too rarely fails), and the second token's distribution is the plain one (chi-squared)."""
+    prompt = (
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. One day, she "
+        "saw a big red ball in the park. Once upon a time, there was a little girl named Lily. She loved to play "
+        "outside in the sun. One day, she"
     )
+    free = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "logprobs": 20}
+    n = 300
+    common = {"model": TEST_MODEL, "progress": False, "metrics": None, "max_tokens": 6, "ignore_eos": True, **free}
+    plain = lmbench.sweep([prompt], seeds=range(n), **common)  # type: ignore[arg-type]
+    drafted = lmbench.sweep([prompt], seeds=range(n, 2 * n), draft="ngram", draft_max=4, **common)  # type: ignore[arg-type]
     store = lmbench.get_store()
+    prompt_tokens = lmbench.tokenize(prompt, TEST_MODEL)
+    kept = drafted.accepted_tokens.sum()
+    assert kept > n / 4 and drafted.drafted_tokens.sum() - kept > n / 4, "drafts were both kept and rejected"
+
+    def calibration(frame: object) -> tuple[float, int]:
+        hits, expected, variance, positions = 0.0, 0.0, 0.0, 0
+        for run_id in frame.id:  # type: ignore[attr-defined]
+            records = store.get(run_id).token_logprobs or []
+            for k, record in enumerate(records):
+                proposal = NgramDrafter([*prompt_tokens, *(r["id"] for r in records[:k])]).draft(1)
+                if not proposal:
+                    continue
+                logprobs = {a["id"]: a["logprob"] for a in record["top"]} | {record["id"]: record["logprob"]}
+                p = math.exp(logprobs.get(proposal[0], -math.inf))
+                hits += record["id"] == proposal[0]
+                expected, variance, positions = expected + p, variance + p * (1 - p), positions + 1
+        return (hits - expected) / math.sqrt(variance), positions
+
+    for frame in (plain, drafted):
+        z, positions = calibration(frame)
+        assert positions > n and abs(z) < 4, f"drafted tokens kept {z:+.1f} sd from their probability"
 
     def second_tokens(frame: object) -> Counter[int]:
-        runs = [store.get(i) for i in frame.id]  # type: ignore[attr-defined]
-        return Counter(r.token_logprobs[1]["id"] for r in runs if r.token_logprobs)
+        return Counter(store.get(i).token_logprobs[1]["id"] for i in frame.id)  # type: ignore[attr-defined,index]
 
     a, b = second_tokens(plain), second_tokens(drafted)
-    assert sum(a.values()) == sum(b.values()) == n
-    assert drafted.accepted_tokens.sum() > 0, "drafts were kept"
-    assert (drafted.accepted_tokens < drafted.drafted_tokens).any(), "and drafts were rejected"
-    common_tokens = [t for t in a if a[t] >= 10 and b[t] >= 10]
-    assert len(common_tokens) >= 2, "a spread distribution"
-    table = [[a[t] for t in common_tokens], [b[t] for t in common_tokens]]
-    table[0].append(n - sum(table[0]))
-    table[1].append(n - sum(table[1]))
+    shown = [t for t in a if a[t] >= 10 and b[t] >= 10]
+    assert len(shown) >= 2, "a spread distribution"
+    table = [[*(c[t] for t in shown), n - sum(c[t] for t in shown)] for c in (a, b)]
     p_value = stats.chi2_contingency(table).pvalue
     assert p_value > 1e-3, f"the distributions differ (p = {p_value:.2g}): {a.most_common(5)} vs {b.most_common(5)}"
 
