@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError, ParameterError
 from . import _sequence
-from ._native import Context, Entry
 from ._drafting import NgramDrafter
+from ._native import Context, Entry
 from ._sampling import SamplerChain
 from ._scoring import Scoring
 from ._sequence import log_softmax
