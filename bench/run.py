@@ -16,6 +16,8 @@ B9 scale-out     a 32-run sweep on a Dask LocalCluster of 2 one-thread workers v
 B10 model list   `lmbench models list` and `lmbench.panel()` with 20 models in the folders (the baseline: start-up)
 B12 choices      200 items x 4 choices by log-likelihood: lmbench.choose (one batch) vs Engine.score once per choice
 B13 busy machine one request with 0 and 1 competing CPU-bound processes: the default threads vs fixed 1 and 2
+B14 speculative  the summarize notebook's 8 articles on the default model, temperature 0 and 0.7: prompt lookup vs plain
+B15 at scale     N items x 4 settings x 32 tokens on the default model end to end (--items, default 1000) vs S_TG
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lmbench
-from bench import busy, likelihood, llama_tools, model_list, scale_out, scheduling
+from bench import at_scale, busy, likelihood, llama_tools, model_list, scale_out, scheduling, speculative
 from bench.common import PROMPT, SAMPLING, Result, alternate, baseline_llama, sequential, sweep_target
 from bench.synth import TOKENIZER_SOURCE, synthesize
 from lmbench.engine._engine import physical_cores
@@ -281,9 +283,12 @@ def record(results: list[Result], notes: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="lmbench benchmarks (see the module docstring)")
-    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B12,B13", help="comma-separated: B1,...,B13")
+    parser.add_argument(
+        "--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B12,B13,B14,B15", help="comma-separated: B1,...,B15"
+    )
     parser.add_argument("--models", default="stories260K,synthetic-85M")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
+    parser.add_argument("--items", type=int, default=1000, help="B15's items (each run at 4 settings)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     os.environ.setdefault("LMBENCH_HOME", tempfile.mkdtemp(prefix="lmbench-bench-"))
@@ -320,6 +325,14 @@ def main() -> None:
     if "B10" in wanted:
         print("B10 ...", flush=True)
         results += model_list.b10_model_list(args.reps)
+    if "B14" in wanted:  # on the default model, whatever --models says
+        print("B14 ...", flush=True)
+        results += speculative.b14_speculative(args.reps)
+        lmbench.unload()
+    if "B15" in wanted:
+        print("B15 ...", flush=True)
+        results += at_scale.b15_at_scale(args.items)
+        lmbench.unload()
     print(table(results))
     if not args.no_record:
         cpu = " | ".join(f"{k} = {v}" for k, v in sorted(llama_tools.library_features().items()))

@@ -6,6 +6,10 @@ them, and the tokens that followed their latest earlier occurrence are the draft
 extraction copies spans of its prompt, so those drafts are often right. The longest n-gram that
 matches wins; an index of every n-gram's latest end keeps each lookup O(1).
 
+A wrong draft costs its share of a decode, so the length tried adapts: it doubles (up to the
+limit asked for) after a draft kept whole, and falls to one more than was kept after one that was
+not; copying runs long and paraphrase fails early.
+
 The scheduler verifies a draft in the same batched decode as the other sequences' tokens and
 keeps the tokens the target model samples itself (see ``lmbench.engine._scheduler``); a draft
 only changes how many tokens one decode yields, never which.
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..params import MAX_DRAFT
+
 # The n-gram sizes looked up, longest first (a single token matches too often to be worth a draft).
 NGRAM_SIZES = (4, 3, 2)
 
@@ -22,8 +28,9 @@ NGRAM_SIZES = (4, 3, 2)
 class NgramDrafter:
     """Prompt-lookup drafts for one sequence: ``add`` every token it gets, ``draft`` before each decode."""
 
-    def __init__(self, tokens: Iterable[int] = ()) -> None:
+    def __init__(self, tokens: Iterable[int] = (), span: int = 1) -> None:
         self.tokens: list[int] = []
+        self.span = span  # the length the next draft may have (see the module's text)
         # n -> the n-gram -> where the token after its latest occurrence is (always an existing token)
         self._ends: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
         for token in tokens:
@@ -38,10 +45,16 @@ class NgramDrafter:
                 ends[tuple(tokens[end - n : end])] = end
         tokens.append(token)
 
+    def kept(self, drafted: int, kept: int) -> None:
+        """Hear how a draft of ``drafted`` tokens went (``kept`` of them were right), to size the next."""
+        if drafted:
+            self.span = min(2 * self.span, MAX_DRAFT) if kept == drafted else kept + 1
+
     def draft(self, limit: int) -> list[int]:
-        """Up to ``limit`` tokens that followed the latest earlier occurrence of the sequence's longest
+        """Up to ``limit`` tokens (at most the span) that followed the latest earlier occurrence of the longest
         matching tail (none when no tail of ``NGRAM_SIZES`` occurred before)."""
         tokens = self.tokens
+        limit = min(limit, self.span)
         if limit <= 0:
             return []
         for n in NGRAM_SIZES:

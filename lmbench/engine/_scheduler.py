@@ -266,6 +266,8 @@ class Scheduler:
             if draft:
                 request.drafted += len(draft)
                 request.accepted += kept
+                if slot.drafter is not None:
+                    slot.drafter.kept(len(draft), kept)
                 slot.cells.extend(draft[:kept])
                 context.forget(slot.index, len(slot.cells))  # the cells of the drafted tokens not kept
             if ended:
