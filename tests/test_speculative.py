@@ -29,13 +29,26 @@ GREEDY = {"temperature": 0.0, "max_tokens": 40, "ignore_eos": True, "logprobs": 
 
 @pytest.mark.no_test_model
 def test_the_drafter_proposes_what_followed_the_latest_earlier_match_of_the_longest_tail() -> None:
-    drafter = NgramDrafter([1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 8, 2, 3])
+    drafter = NgramDrafter([1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 8, 2, 3], span=8)
     assert drafter.draft(3) == [4, 7, 8], "the tail 2 3 last occurred before 4 7 8"
     drafter.add(4)
     assert drafter.draft(2) == [7, 8], "the longer tail 2 3 4 matches its latest occurrence"
     assert drafter.draft(0) == []
+    assert drafter.draft(8, minimum=6) == [], "fewer than the minimum followed (7 8 2 3 4, then the end)"
     assert NgramDrafter([5, 6, 7]).draft(4) == [], "no tail occurred before"
-    assert NgramDrafter([1, 1, 1]).draft(4) == [1], "a draft never runs past the tokens known"
+    assert NgramDrafter([1, 1, 1], span=8).draft(4) == [1], "a draft never runs past the tokens known"
+
+
+@pytest.mark.no_test_model
+def test_the_draft_length_grows_while_drafts_are_kept_and_falls_when_they_are_not() -> None:
+    drafter = NgramDrafter(list(range(20)) * 2)
+    assert drafter.draft(16) == [0], "one token at first"
+    drafter.kept(1, 1)
+    drafter.kept(2, 2)
+    assert drafter.draft(16) == [0, 1, 2, 3], "doubled after each draft kept whole"
+    drafter.kept(4, 1)
+    assert drafter.draft(16) == [0, 1], "one more than was kept"
+    assert drafter.draft(16, minimum=3) == [0, 1, 2], "draft_min asks for more"
 
 
 def _pairs(plain: lmbench.Run, drafted: lmbench.Run) -> bool:
@@ -108,7 +121,7 @@ def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one() -> N
     n = 300
     common = {"model": TEST_MODEL, "progress": False, "metrics": None, "max_tokens": 6, "ignore_eos": True, **free}
     plain = lmbench.sweep([prompt], seeds=range(n), **common)  # type: ignore[arg-type]
-    drafted = lmbench.sweep([prompt], seeds=range(n, 2 * n), draft="ngram", draft_max=4, **common)  # type: ignore[arg-type]
+    drafted = lmbench.sweep([prompt], seeds=range(n, 2 * n), draft="ngram", draft_max=4, draft_min=3, **common)  # type: ignore[arg-type]
     store = lmbench.get_store()
     prompt_tokens = lmbench.tokenize(prompt, TEST_MODEL)
     kept = drafted.accepted_tokens.sum()

@@ -50,17 +50,19 @@ class NgramDrafter:
         if drafted:
             self.span = min(2 * self.span, MAX_DRAFT) if kept == drafted else kept + 1
 
-    def draft(self, limit: int) -> list[int]:
-        """Up to ``limit`` tokens (at most the span) that followed the latest earlier occurrence of the longest
-        matching tail (none when no tail of ``NGRAM_SIZES`` occurred before)."""
+    def draft(self, limit: int, minimum: int = 1) -> list[int]:
+        """Up to ``limit`` tokens (at most the span, unless ``minimum`` asks for more) that followed the latest
+        earlier occurrence of the longest matching tail; none when no tail of ``NGRAM_SIZES`` occurred before
+        or fewer than ``minimum`` tokens followed it."""
         tokens = self.tokens
-        limit = min(limit, self.span)
-        if limit <= 0:
+        limit = min(limit, max(self.span, minimum))
+        if limit <= 0 or limit < minimum:
             return []
         for n in NGRAM_SIZES:
             if len(tokens) <= n:
                 continue
             start = self._ends[n].get(tuple(tokens[-n:]))
             if start is not None:
-                return tokens[start : start + limit]
+                draft = tokens[start : start + limit]
+                return draft if len(draft) >= minimum else []
         return []

@@ -295,8 +295,7 @@ class Scheduler:
             context.per_slot - len(slot.cells) - 1,
             budget,
         )
-        draft = drafter.draft(limit)
-        return draft if len(draft) >= max(params.draft_min, 1) else []
+        return drafter.draft(limit, max(params.draft_min, 1))
 
     def _verify(
         self, slot: _Slot, context: Context, index: int, draft: list[int], scores: dict[int, tuple[np.ndarray, float]]
