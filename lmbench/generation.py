@@ -183,6 +183,7 @@ def _execute(
     runs: list[Run | None] = [None] * len(jobs)
     for job in jobs:
         engine.check_constraint(job.params)
+        engine.check_draft(job.params)
     for job in jobs:
         if job.params.seed is None:
             job.params = job.params.model_copy(update={"seed": random_seed()})

@@ -25,8 +25,6 @@ MAX_SEED = 2**32 - 2
 MAX_TOKENS = 1 << 20
 # The longest label (experiment, tag, source) kept with a run.
 MAX_LABEL_CHARS = 1000
-# How tokens may be drafted for speculative decoding (``draft``): from the sequence's own prompt and text.
-DRAFTERS = ("ngram",)
 # The most tokens drafted per step (llama-server caps ``speculative.n_max`` likewise).
 MAX_DRAFT = 64
 
@@ -160,7 +158,8 @@ class GenerationParams(BaseModel):
     draft: str | None = Field(
         None,
         description="Speculative decoding: 'ngram' drafts tokens from the prompt and text so far (prompt lookup), "
-        "verified in the same batch; the output is what plain decoding gives (None: off).",
+        "a model (path or alias) with the same vocabulary drafts them greedily; they are verified in the same "
+        "batch and the output is what plain decoding gives (None: off).",
     )
     draft_max: int = Field(
         16,
@@ -203,9 +202,11 @@ class GenerationParams(BaseModel):
 
     @field_validator("draft")
     @classmethod
-    def _known_drafter(cls, value: str | None) -> str | None:
-        if value is not None and value not in DRAFTERS:
-            raise ValueError(f"draft must be one of {', '.join(map(repr, DRAFTERS))} or None, not {_short(value)}")
+    def _drafter_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            ensure_text(value, "draft")
+            if not value.strip() or len(value) > MAX_LABEL_CHARS:
+                raise ValueError(f"draft must be 'ngram' or a model (path or alias), not {_short(value)}")
         return value
 
     @model_validator(mode="after")
@@ -278,7 +279,7 @@ class ParamSpec:
             str: "GBNF grammar text",
         }
         if self.name == "draft":
-            return " or ".join(repr(d) for d in DRAFTERS)
+            return "'ngram' or a model with the same vocabulary (path or alias)"
         return words.get(self.type, f"any {self.type.__name__}")
 
 
@@ -380,7 +381,7 @@ def option_specs() -> list[tuple[list[str], dict[str, Any]]]:
         elif spec.type is dict:
             kwargs = {"type": json_argument, "metavar": "JSON|@FILE", "help": spec.description}
         elif spec.name == "draft":
-            kwargs = {"choices": DRAFTERS, "help": spec.description}
+            kwargs = {"metavar": "ngram|MODEL", "help": spec.description}
         elif spec.type is str:
             kwargs = {"type": text_argument, "metavar": "TEXT|@FILE", "help": spec.description}
         else:

@@ -21,6 +21,7 @@ from .. import _gguf, _grammar, models
 from ..errors import ContextOverflowError, EngineClosedError, GenerationError, ModelLoadError, ParameterError
 from ..params import GenerationParams, validate_params
 from . import _llama_log, _probe, _sequence
+from ._drafting import DraftModel, same_vocabulary
 from ._embed import Embedder
 from ._native import Model
 from ._sampling import SamplerChain
@@ -225,6 +226,28 @@ class Engine:
             except ValueError as exc:
                 raise ParameterError(str(exc), name="json_schema" if params.json_schema else "grammar") from None
             SamplerChain(params, 0, self.n_vocab, (), self.vocab).close()
+
+    def check_draft(self, params: GenerationParams) -> None:
+        """Load the draft model ``params.draft`` names (once), or raise ``ParameterError`` now, before any run
+        starts, when its vocabulary is not this model's: its drafts would be other tokens."""
+        draft = params.draft
+        if draft is None or draft == "ngram" or draft in self.scheduler.draft_models:
+            return
+        path = models.resolve(draft)
+        model = Model(
+            path, n_gpu_layers=self.load_args["n_gpu_layers"] or 0, use_extra_bufts=self.weight_repack, logs=self.logs
+        )
+        why = same_vocabulary(self.model, model)
+        if why is not None:
+            model.close()
+            raise ParameterError(
+                f"the draft model {path.name} has another vocabulary than {self.name} ({why}): "
+                "a draft model must have the same tokens",
+                name="draft",
+                value=draft,
+            )
+        self.scheduler.draft_models[draft] = DraftModel(model, self.threads, self.logs)
+        self.logs.append(f"[lmbench] loaded the draft model {path.name} for {self.name}")
 
     def detokenize(self, tokens: list[int]) -> str:
         """The text of ``tokens`` (special tokens written out); ids outside the vocabulary raise ``ParameterError``."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError, ParameterError
 from . import _sequence
-from ._drafting import NgramDrafter
+from ._drafting import DraftModel, ModelDrafter, NgramDrafter
 from ._native import Context, Entry
 from ._sampling import SamplerChain
 from ._scoring import Scoring
@@ -121,6 +121,7 @@ class Scheduler:
         self.end_tokens, self.kv_bytes_per_cell, self.logs = end_tokens, kv_bytes_per_cell, logs
         self.parallel = parallel
         self.share_prefixes = True  # off: every prompt is evaluated whole (for comparisons)
+        self.draft_models: dict[str, DraftModel] = {}  # by the ``draft`` value that names them (the engine loads them)
         self._context: Context | None = None
         self._slots: list[_Slot] = []
         self._queue: collections.deque[Request] = collections.deque()
@@ -449,8 +450,14 @@ class Scheduler:
         request.context = (context.slots, context.n_batch, context.kv_cache_type)
         request.sequence.restart_clock()
         slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1
-        drafting = request.scoring is None and request.sequence.params.draft is not None
-        slot.drafter = NgramDrafter(tokens) if drafting else None
+        draft = None if request.scoring is not None else request.sequence.params.draft
+        slot.drafter = None
+        if draft == "ngram":
+            slot.drafter = NgramDrafter(tokens)
+        elif draft is not None:
+            drafting = self.draft_models[draft]
+            drafting.fit(context.slots, context.per_slot, context.n_batch)
+            slot.drafter = ModelDrafter(drafting, slot.index, tokens)
 
     def _release(self, slot: _Slot) -> Request:
         request = slot.request
@@ -500,6 +507,9 @@ class Scheduler:
                 self._context.close()
                 self._context = None
             self._slots = []
+            for draft in self.draft_models.values():
+                draft.close()
+            self.draft_models.clear()
         finally:
             with self._cond:
                 self._driver = None
