@@ -13,8 +13,8 @@ tokens its drafter proposes after its next token, and the decode that carries th
 tokens verifies them. Its sampler then samples at each position in turn, as plain decoding would,
 and the run keeps drafted tokens only while they equal what was sampled (llama.cpp's
 ``common_sampler_sample_and_accept_n``); the first that differs is replaced by the sampled token and
-the cells after it are dropped. A draft made from the sequence's own tokens is a function of what
-came before, so this is exactly speculative sampling with rejection: at temperature 0 the text is
+the cells after it are dropped. A draft (prompt lookup, or a draft model's greedy tokens) is a
+function of the tokens before it, so this is exactly speculative sampling with rejection: at temperature 0 the text is
 the plain one, above it the distribution is (and with the same seed, the same random draws are used).
 
 Whoever waits for a request drives the decoding (one thread at a time, no thread of its own):
