@@ -1,7 +1,8 @@
 """B15 at scale: an evaluation of N items x 4 settings x 32 tokens on the default model, end to end.
 
 One ``lmbench.sweep`` over a data set of N short questions (each through the model's chat
-template) at 4 temperatures, 32 tokens each, recorded with no metrics: the minutes it takes from
+template) at 4 temperatures, 32 tokens each, recorded with no metrics and no log-probabilities (the
+generation machinery, as llama-batched-bench measures it): the minutes it takes from
 the call to the DataFrame, and its generated tokens per second (every completion token over the
 whole wall time, prompts and recording included) against llama-batched-bench's S_TG at the same
 batch (the sweep's 32 sequences, the items' median prompt length, 32 tokens). The target: >= 0.95.
@@ -37,7 +38,14 @@ def b15_at_scale(n_items: int) -> list[Result]:
     engine = lmbench.load(path)
     store = Store(Path(tempfile.mkdtemp()) / "b15.db")
     template = "Question {number}: in one sentence, what is one surprising fact about {topic}?"
-    options = {"seeds": [0], "max_tokens": MAX_TOKENS, "ignore_eos": True, "metrics": None, "progress": False}
+    options = {
+        "seeds": [0],
+        "max_tokens": MAX_TOKENS,
+        "ignore_eos": True,
+        "logprobs": None,
+        "metrics": None,
+        "progress": False,
+    }
     lmbench.sweep(template, data=items(MAX_BATCH), model=path, store=store, name="warm-up", **options)  # type: ignore[arg-type]
     started = time.perf_counter()
     df = lmbench.sweep(
