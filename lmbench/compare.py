@@ -14,6 +14,9 @@ from .run import BORDER, MUTED
 from .store._store import Store, get_store
 
 KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
+# Every cell wraps its longest words (paths, long tokens) inside its own column, so no header or text can
+# run over its neighbour's.
+WRAP = "overflow-wrap:anywhere;word-break:break-word;white-space:normal"
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Comparison:
                 continue
             stats.append(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}")
         return (
-            f"<td style='vertical-align:top;text-align:left;padding:6px;{BORDER}'>"
+            f"<td style='vertical-align:top;text-align:left;padding:6px;{WRAP};{BORDER}'>"
             f"<div style='white-space:pre-wrap;word-wrap:break-word'>{html.escape(str(row['text']))}</div>"
             f"<div style='{MUTED};font-size:80%;margin-top:4px'>{html.escape(' · '.join(stats))}</div></td>"
         )
@@ -46,7 +49,8 @@ class Comparison:
         rows_key = [c for c in ("model", "prompt_name", "prompt", "seed") if c in frame and c != self.by]
         width = f"{90 / max(len(columns), 1):.0f}%"
         head = "".join(
-            f"<th style='width:{width};{BORDER};padding:6px'>{html.escape(self.by)} = {html.escape(str(c))}</th>"
+            f"<th style='width:{width};{BORDER};padding:6px;text-align:left;vertical-align:bottom;{WRAP}' "
+            f"title='{html.escape(f'{self.by} = {c}')}'>{html.escape(self.by)} = {html.escape(_short(c))}</th>"
             for c in columns
         )
         body = []
@@ -56,7 +60,8 @@ class Comparison:
             title = f"seed {labels.get('seed', '')}" + (f"<br><i>{html.escape(prompt[:80])}</i>" if prompt else "")
             cells = {row[self.by]: row for _, row in group.iterrows()}
             body.append(
-                f"<tr><th style='vertical-align:top;{BORDER};padding:6px;font-weight:normal'>{title}</th>"
+                f"<tr><th style='vertical-align:top;text-align:left;{BORDER};padding:6px;font-weight:normal;{WRAP}'>"
+                f"{title}</th>"
                 + "".join(self._cell(cells.get(c)) for c in columns)
                 + "</tr>"
             )
@@ -70,6 +75,12 @@ class Comparison:
 
     def __repr__(self) -> str:
         return f"<Comparison of {len(self.frame)} runs by {self.by}: {list(pd.unique(self.frame[self.by]))}>"
+
+
+def _short(value: object) -> str:
+    """A column's value as its header shows it: a model file by its name (the full path in the tooltip)."""
+    text = str(value)
+    return text.rsplit("/", 1)[-1] if text.endswith(".gguf") else text
 
 
 def compare(
