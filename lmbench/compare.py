@@ -61,9 +61,7 @@ class Comparison:
             cells = {row[self.by]: row for _, row in group.iterrows()}
             body.append(
                 f"<tr><th style='vertical-align:top;text-align:left;{BORDER};padding:6px;font-weight:normal;{WRAP}'>"
-                f"{title}</th>"
-                + "".join(self._cell(cells.get(c)) for c in columns)
-                + "</tr>"
+                f"{title}</th>" + "".join(self._cell(cells.get(c)) for c in columns) + "</tr>"
             )
         return (
             "<table class='lmbench-compare' style='border-collapse:collapse;table-layout:fixed;width:100%'>"

@@ -190,7 +190,7 @@ def test_the_served_model_list_over_http(tmp_path: Path) -> None:
 def test_the_panel_says_which_model_it_uses() -> None:
     panel = lmbench.panel()
     assert f"{INSTRUCT} (default)" in panel.picker.info.value
-    assert INSTRUCT in panel.picker.model.options
+    assert panel.picker.model.label.startswith(f"{INSTRUCT} (default) · "), "chosen in the dropdown, by its alias"
 
 
 def test_the_panel_and_the_magic_use_the_chat_template_unless_raw() -> None:

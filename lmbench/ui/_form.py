@@ -85,9 +85,7 @@ class ParamsForm:
             ),
         )
         self.toggles = {
-            s.name: w.Checkbox(
-                s.default, description=t(s.label), tooltip=f"{s.name}: {t(s.description)}", indent=False
-            )
+            s.name: w.Checkbox(s.default, description=t(s.label), tooltip=f"{s.name}: {t(s.description)}", indent=False)
             for s in param_specs()
             if s.type is bool
         }

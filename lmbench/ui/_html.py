@@ -38,9 +38,7 @@ def error(message: str, heading: str = "") -> str:
     """An error in plain words, in red, under a heading in the panel's language (the message itself is
     the library's)."""
     head = f"<b class='lmbench-error-heading'>{html.escape(heading)}</b> " if heading else ""
-    return (
-        f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{head}{html.escape(message)}</div>"
-    )
+    return f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{head}{html.escape(message)}</div>"
 
 
 def error_heading(exc: BaseException, t: Callable[[str], str] = str) -> str:
@@ -92,7 +90,7 @@ def stats(run: Run, t: Callable[[str], str] = str) -> str:
         f"{run.completion_tokens} {t('completion tokens')}",
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
-        f"{t('finish')}: {run.finish_reason}",
+        f"{t('finish')}: {t(run.finish_reason)}",
         f"{run.n_threads} {t('thread' if run.n_threads == 1 else 'threads')}" if run.n_threads else "",
         t(run.prompt_mode),
         f"{t('seed')} {run.seed}",

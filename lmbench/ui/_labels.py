@@ -132,7 +132,9 @@ SPANISH = {
     "KV cache: {slots} x {cells} cells, made at the first generation": (
         "caché KV: {slots} x {cells} celdas, creada en la primera generación"
     ),
-    "KV cache: {slots} slot(s) x {cells} cells, {mib:.1f} MiB": "caché KV: {slots} ranura(s) x {cells} celdas, {mib:.1f} MiB",
+    "KV cache: {slots} slot(s) x {cells} cells, {mib:.1f} MiB": (
+        "caché KV: {slots} ranura(s) x {cells} celdas, {mib:.1f} MiB"
+    ),
     "comparing variants…": "comparando variantes…",
     "loaded": "cargado",
     "default": "predeterminado",
@@ -164,7 +166,9 @@ SPANISH = {
     "Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p.": (
         "Muestreo de núcleo: conserva el menor conjunto de tokens cuya probabilidad suma top_p."
     ),
-    "Keep only the k likeliest tokens (0 keeps all).": "Conserva solo los k tokens más probables (0 los conserva todos).",
+    "Keep only the k likeliest tokens (0 keeps all).": (
+        "Conserva solo los k tokens más probables (0 los conserva todos)."
+    ),
     "Drop tokens less likely than min_p times the likeliest token.": (
         "Descarta los tokens menos probables que min_p veces el token más probable."
     ),
@@ -243,6 +247,10 @@ SPANISH = {
         "El panel de lmbench se ejecuta en el kernel del cuaderno: tras un reinicio, ejecuta de nuevo esta celda "
         "para recuperarlo."
     ),
+    # How a run ended (its finish_reason).
+    "stop": "parada",
+    "length": "longitud máxima",
+    "cancelled": "cancelada",
     # The arena and the rating grid.
     "A is better": "A es mejor",
     "B is better": "B es mejor",

@@ -169,9 +169,11 @@ class Panel:
         """The panel, and under it a note that shows only where the panel cannot: in a notebook opened
         again after its kernel stopped, where JupyterLab would otherwise say only "Error displaying
         widget: model not found"."""
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        display(self.widget, HTML(view.restart_note(self.t)))
+        show: Callable[..., object] = display  # IPython's display is untyped
+        show(self.widget)
+        show({"text/html": view.restart_note(self.t)}, raw=True)
 
     # What the parts share (the ``Host`` interface) -----------------------------------------------
 
@@ -351,9 +353,7 @@ class Panel:
         (in Debug and in Compare)."""
         parent, at, token = self.last_run, self.debug_token.value, self.fork_choice.value
         if parent is None or at is None or token is None:
-            raise ParameterError(
-                self.t("generate first, then pick a token and one of its alternatives"), name="token"
-            )
+            raise ParameterError(self.t("generate first, then pick a token and one of its alternatives"), name="token")
         engine = self.load()
         self.status(self.t("generating…"))
         child = fork(parent, at, token, model=engine, store=self.store)

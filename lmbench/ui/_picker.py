@@ -32,7 +32,8 @@ class ModelPicker:
         t = host.t
         engine = model if isinstance(model, Engine) else None
         self._loaded: str | None = str(engine.path) if engine else None
-        self._rows = _with(found_models(), engine.path if engine else model, engine)
+        asked = engine.path if engine is not None else model if not isinstance(model, Engine) else None
+        self._rows = _with(found_models(), models.default_model() if asked is None else asked, engine)
         self.model = w.Dropdown(description=t("Model"), layout=w.Layout(width="min(40em, 100%)"))
         self.model.style.description_width = "initial"
         self.model.add_class("lmbench-model")
@@ -93,7 +94,7 @@ class ModelPicker:
         settings.selected_index = None
         self._default = _find(self._rows, models.default_model())
         self._choosing = False
-        self.choose(engine.path if engine else model)
+        self.choose(asked)
         self.box = w.VBox(
             [
                 row([self.model, self.search, self.load_button, self.variants_button]),
@@ -202,7 +203,8 @@ class ModelPicker:
             self.info.value = f"<small>{html.escape(hint)}</small>"
             return
         chosen = next(r for r in self._listed() if r["path"] == self.model.value)
-        self.info.value = f"<small>{html.escape(_model_line(chosen, t, default=chosen['path'] == self._default))}</small>"
+        line = _model_line(chosen, t, default=chosen["path"] == self._default)
+        self.info.value = f"<small>{html.escape(line)}</small>"
 
 
 def found_models() -> Any:
@@ -274,7 +276,7 @@ def _label(listed: dict[str, Any], t: Any, *, loaded: bool, default: bool) -> st
         t("chat") if _chat(listed) else t("no chat"),
         t(str(listed["source"])),
     ]
-    return ("● " if loaded else "") + " · ".join(parts) + (f"  ◀ {t('loaded')}" if loaded else "")
+    return " · ".join(parts) + (f"  ◀ {t('loaded')}" if loaded else "")
 
 
 def _model_line(listed: dict[str, Any], t: Any, *, default: bool) -> str:
