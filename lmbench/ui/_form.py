@@ -20,6 +20,11 @@ from ._parts import Host, button, folded, row
 DEBUG_TOP = 5
 
 
+def label_width(t: Callable[[str], str]) -> float:
+    """The width (em) of the form's label column: the longest parameter label in the panel's language fits."""
+    return max(12.5, 0.62 * max(len(t(spec.label)) for spec in param_specs()) + 1)
+
+
 def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
     """A slider labelled as the guides name the parameter (its name, meaning and range in the tooltip);
     Max Tokens is a number box, whose range is too wide for a slider."""
@@ -30,8 +35,8 @@ def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
         "description": t(spec.label),
         "description_allow_html": False,
         "tooltip": f"{spec.name}: {t(spec.description)} ({spec.range_text()})",
-        "style": {"description_width": "12.5em"},
-        "layout": w.Layout(width="28em"),
+        "style": {"description_width": f"{label_width(t):.1f}em"},
+        "layout": w.Layout(width=f"{label_width(t) + 15.5:.1f}em"),
     }
     if spec.name == "max_tokens":  # never clamped: a value past the context is refused with a message
         del options["min"], options["max"]
@@ -56,8 +61,10 @@ class ParamsForm:
         self.n_ctx = MAX_TOKENS  # until the panel says the context (follow_context)
         self.max_tokens_note = w.HTML()
         self.max_tokens_note.add_class("lmbench-max-tokens-note")
-        self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True)
-        self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False)
+        self.seed = w.BoundedIntText(
+            0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True, style={"description_width": "initial"}
+        )
+        self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False, layout=w.Layout(width="auto"))
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
         self.stop = w.TagsInput(
             value=[],
@@ -74,22 +81,31 @@ class ParamsForm:
             tooltip=f"json_schema: {t(PARAM_SPECS['json_schema'].description)}",
         )
         self.json_schema.add_class("lmbench-json-schema")
-        self.debug_tokens = w.Checkbox(True, description=t("record token probabilities"), indent=False)
+        self.debug_tokens = w.Checkbox(
+            True, description=t("record token probabilities"), indent=False, layout=w.Layout(width="auto")
+        )
         self.raw = w.Checkbox(
             False,
             description=t("raw completion"),
             indent=False,
+            layout=w.Layout(width="auto"),
             tooltip=t(
                 "Complete the prompt as it is; off: an instruct model gets it as a user message through its "
                 "chat template"
             ),
         )
         self.toggles = {
-            s.name: w.Checkbox(s.default, description=t(s.label), tooltip=f"{s.name}: {t(s.description)}", indent=False)
+            s.name: w.Checkbox(
+                s.default,
+                description=t(s.label),
+                tooltip=f"{s.name}: {t(s.description)}",
+                indent=False,
+                layout=w.Layout(width="auto"),
+            )
             for s in param_specs()
             if s.type is bool
         }
-        self.preset = w.Dropdown(options=[], description=t("preset"))
+        self.preset = w.Dropdown(options=[], description=t("preset"), style={"description_width": "initial"})
         self.preset.observe(self._on_preset, names="value")
         self.preset_values = w.HTML()
         self.preset_name = w.Text(placeholder=t("name"), layout=w.Layout(width="10em"))
@@ -102,13 +118,13 @@ class ParamsForm:
         self._refresh_presets()
         grid = w.GridBox(
             [*(w.VBox([v, self.max_tokens_note]) if k == "max_tokens" else v for k, v in self.sliders.items())],
-            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))"),
+            layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({label_width(t) + 15.5:.1f}em, 1fr))"),
         )
         self.box = w.VBox(
             [
                 grid,
                 row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                row([w.Label(t("Stop Strings"), layout=w.Layout(width="12.5em")), self.stop]),
+                row([w.Label(t("Stop Strings"), layout=w.Layout(width=f"{label_width(t):.1f}em")), self.stop]),
                 folded(self.json_schema, t("Structured output (JSON schema)")),
                 row([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,

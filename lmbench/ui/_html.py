@@ -22,6 +22,12 @@ HISTORY_HEADER = (
     f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  {'sent':<4}  prompt</pre>"
 )
 
+# The panel's tabs keep their whole titles (they wrap onto a second row on a narrow screen, never cut).
+PANEL_STYLE = (
+    "<style>.lmbench-panel .lm-TabBar-content{flex-wrap:wrap}"
+    ".lmbench-panel .lm-TabBar-tab{flex:0 0 auto;max-width:none}</style>"
+)
+
 
 def probability_colour(p: float) -> str:
     """Red for unlikely tokens through yellow to green for near-certain ones, translucent so the

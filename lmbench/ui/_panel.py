@@ -79,7 +79,12 @@ class Panel:
         self.system = w.Text(placeholder=t("system prompt (optional)"), layout=w.Layout(width="100%"))
         self.system.add_class("lmbench-system")
         self.system.observe(lambda _: self._count_tokens(), names="value")
-        self.experiment = w.Text(experiment or "", placeholder=t("experiment (optional)"), description=t("experiment"))
+        self.experiment = w.Text(
+            experiment or "",
+            placeholder=t("experiment (optional)"),
+            description=t("experiment"),
+            style={"description_width": "initial"},
+        )
         self.generate_button = button(
             t("Generate"), "primary", t("Generate from the prompt (Ctrl+Enter)"), "lmbench-generate"
         )
@@ -97,14 +102,16 @@ class Panel:
 
         self.log = w.HTML()
         self.log.add_class("lmbench-log")
-        self.log_debug = w.Checkbox(False, description=t("show llama.cpp debug lines"), indent=False)
+        self.log_debug = w.Checkbox(
+            False, description=t("show llama.cpp debug lines"), indent=False, layout=w.Layout(width="auto")
+        )
         self.log_debug.observe(lambda _: self._refresh_log(), names="value")
         self.debug = w.HTML()
         self.debug.add_class("lmbench-debug")
-        self.debug_token = w.Dropdown(options=[], description=t("token"))
+        self.debug_token = w.Dropdown(options=[], description=t("token"), style={"description_width": "initial"})
         self.debug_token.observe(lambda _: self._show_alternatives(), names="value")
         self.alternatives = w.HTML()
-        self.fork_choice = w.Dropdown(options=[], description=t("alternative"))
+        self.fork_choice = w.Dropdown(options=[], description=t("alternative"), style={"description_width": "initial"})
         self.fork_button = button(
             t("Fork"), "", t("Continue the generation from the chosen alternative"), "lmbench-fork"
         )
@@ -143,8 +150,11 @@ class Panel:
             ],
             titles=tuple(map(t, ("Output", "History", "Log", "Debug", "Compare", "Chat", "Server"))),
         )
+        for action in (self.generate_button, self.stop_button, self.fork_button, self.audit_button):
+            action.layout.width, action.layout.min_width = "auto", "8em"  # the longer Spanish words fit
         self.widget = w.VBox(
             [
+                w.HTML(view.PANEL_STYLE, layout=w.Layout(display="none")),
                 self.picker.box,
                 self.system,
                 self.prompt,
