@@ -14,9 +14,9 @@ from .run import BORDER, MUTED
 from .store._store import Store, get_store
 
 KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
-# Every cell wraps its longest words (paths, long tokens) inside its own column, so no header or text can
-# run over its neighbour's.
-WRAP = "overflow-wrap:anywhere;word-break:break-word;white-space:normal"
+# Every cell breaks a word too long for its column (a path, a long token) inside the column, so no header
+# or text can run over its neighbour's.
+WRAP = "overflow-wrap:break-word;white-space:normal"
 
 
 @dataclass
@@ -48,9 +48,10 @@ class Comparison:
         columns = sorted(pd.unique(frame[self.by]), key=lambda v: (str(type(v)), v))
         rows_key = [c for c in ("model", "prompt_name", "prompt", "seed") if c in frame and c != self.by]
         width = f"{90 / max(len(columns), 1):.0f}%"
+        cell = f"{BORDER};padding:6px;text-align:left;{WRAP}"
+        # The compared setting's name once, over the columns; each column headed by its value alone.
         head = "".join(
-            f"<th style='width:{width};{BORDER};padding:6px;text-align:left;vertical-align:bottom;{WRAP}' "
-            f"title='{html.escape(f'{self.by} = {c}')}'>{html.escape(self.by)} = {html.escape(_short(c))}</th>"
+            f"<th style='width:{width};{cell}' title='{html.escape(f'{self.by} = {c}')}'>{html.escape(_short(c))}</th>"
             for c in columns
         )
         body = []
@@ -65,7 +66,8 @@ class Comparison:
             )
         return (
             "<table class='lmbench-compare' style='border-collapse:collapse;table-layout:fixed;width:100%'>"
-            f"<thead><tr><th style='width:10%'></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"<thead><tr><th style='width:10%'></th><th colspan='{len(columns)}' style='{cell}'>{html.escape(self.by)}"
+            f"</th></tr><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         )
 
     def _repr_html_(self) -> str:

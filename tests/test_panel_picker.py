@@ -26,7 +26,7 @@ def test_the_dropdown_lists_the_models_found_with_their_facts(model_path: Path, 
     listed = labels[str(folder / "tiny-story.gguf")]
     assert listed == "tiny-story · 1.1 MiB · 293K · F32 · no chat · folder", "name, size, parameters, quantization"
     chosen = labels[str(model_path)]
-    assert chosen.startswith("stories260K (default) · 1.1 MiB · 293K · F32 · no chat · path")
+    assert chosen == "stories260K (default) · 1.1 MiB · 293K · F32 · no chat · path"
     assert panel.picker.model.value == str(model_path) and panel.picker.name == str(model_path)
     assert list(labels)[-1] == OTHER and labels[OTHER] == "Other file…"
     assert panel.picker.path.layout.display == "none", "the path box stays behind Other file…"
@@ -64,8 +64,8 @@ def test_other_file_takes_a_path_and_the_loaded_file_joins_the_list_marked(model
     _click(panel, panel.picker.load_button)
     assert panel.engine is not None and panel.engine.path == elsewhere
     assert panel.picker.model.value == str(elsewhere), "the loaded file is chosen in the list"
-    assert panel.picker.model.label == "my-model · 1.1 MiB · 293K · F32 · no chat · path  ◀ loaded"
-    assert sum("◀ loaded" in label for label, _ in panel.picker.model.options) == 1
+    assert panel.picker.model.label == "my-model (loaded) · 1.1 MiB · 293K · F32 · no chat · path"
+    assert sum("loaded" in label for label, _ in panel.picker.model.options) == 1
     assert "<code>my-model</code> ◀ loaded" in panel.picker.table.value
 
 
@@ -73,7 +73,7 @@ def test_a_panel_on_a_loaded_engine_shows_its_alias_not_its_path(model_path: Pat
     """The quickstart's ``lmbench.panel(engine)``: the dropdown and the line under it name the model."""
     engine = lmbench.load(model_path)
     panel = lmbench.panel(engine)
-    assert panel.picker.model.label.startswith("stories260K (default) · ") and "◀ loaded" in panel.picker.model.label
+    assert panel.picker.model.label.startswith("stories260K (loaded, default) · 1.1 MiB · ")
     assert panel.picker.info.value.startswith("<small>model: stories260K ")
     panel.prompt.value = "Once"
     panel.form.sliders["max_tokens"].value = 3

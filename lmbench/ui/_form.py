@@ -71,7 +71,7 @@ class ParamsForm:
             allow_duplicates=False,
             placeholder=t("type a string, Enter adds it"),
             tooltip=f"stop: {t(PARAM_SPECS['stop'].description)}",
-            layout=w.Layout(flex="1 1 30em", min_width="min(30em, 100%)"),
+            layout=w.Layout(width="100%"),
         )
         self.stop.add_class("lmbench-stop-strings")
         self.json_schema = w.Textarea(
@@ -124,7 +124,7 @@ class ParamsForm:
             [
                 grid,
                 row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                row([w.Label(t("Stop Strings"), layout=w.Layout(width=f"{label_width(t):.1f}em")), self.stop]),
+                w.VBox([w.Label(t("Stop Strings")), self.stop]),  # the whole width: the strings stay readable
                 folded(self.json_schema, t("Structured output (JSON schema)")),
                 row([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,

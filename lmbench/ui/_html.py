@@ -24,8 +24,8 @@ HISTORY_HEADER = (
 
 # The panel's tabs keep their whole titles (they wrap onto a second row on a narrow screen, never cut).
 PANEL_STYLE = (
-    "<style>.lmbench-panel .lm-TabBar-content{flex-wrap:wrap}"
-    ".lmbench-panel .lm-TabBar-tab{flex:0 0 auto;max-width:none}</style>"
+    "<style>.lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-content{flex-wrap:wrap}"
+    ".lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-tab{flex:0 0 auto;max-width:none}</style>"
 )
 
 

@@ -267,16 +267,18 @@ def _chat(listed: dict[str, Any]) -> bool:
 
 
 def _label(listed: dict[str, Any], t: Any, *, loaded: bool, default: bool) -> str:
-    """One model as the dropdown shows it: name, size, parameters, quantization, chat or not, source."""
+    """One model as the dropdown shows it: name (loaded? the default?), size, parameters, quantization, chat
+    or not, source: the marks come first, so a narrow screen cuts the source, not them."""
+    flags = [t(flag) for flag, on in (("loaded", loaded), ("default", default)) if on]
     parts = [
-        str(listed["alias"]) + (f" ({t('default')})" if default else ""),
+        str(listed["alias"]) + (f" ({', '.join(flags)})" if flags else ""),
         f"{listed['size'] / 2**20:,.1f} MiB",
         readable_count(int(listed["parameters"])) if _known(listed.get("parameters")) else "?",
         str(listed["quantization"]) if _known(listed.get("quantization")) else "?",
         t("chat") if _chat(listed) else t("no chat"),
         t(str(listed["source"])),
     ]
-    return " · ".join(parts) + (f"  ◀ {t('loaded')}" if loaded else "")
+    return " · ".join(parts)
 
 
 def _model_line(listed: dict[str, Any], t: Any, *, default: bool) -> str:
