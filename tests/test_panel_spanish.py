@@ -36,7 +36,7 @@ TECHNICAL = {"chat", "prompt", "preset", "token", "tokens", "tok", "top", "min",
 # A tooltip starts with the parameter's own name ("top_p: ..."), an identifier, not a word.
 PARAMETER_NAME = re.compile(rf"^({'|'.join(s.name for s in param_specs())}): ")
 # Parts of the panel whose strings another part's owner translates (walked once they are done).
-NOT_WALKED = ("history", "compare", "chat", "server")
+NOT_WALKED = ("history", "compare", "chat")
 
 
 def _strings(widget: w.Widget) -> Iterator[tuple[str, str]]:

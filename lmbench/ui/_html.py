@@ -142,15 +142,20 @@ def models_table(frame: Any, loaded: str | None, t: Callable[[str], str] = str) 
 
 
 def server_info(
-    url: str | None, api_key: str | None, request: dict[str, Any] | None = None, model: str = "local"
+    url: str | None,
+    api_key: str | None,
+    request: dict[str, Any] | None = None,
+    model: str = "local",
+    t: Callable[[str], str] = str,
 ) -> str:
     """Where the panel's API server listens, and the guides' Python and ``openai`` examples filled in for it
     with ``request`` (the panel's prompt, temperature, top_p and max_tokens), each in its own block."""
     if url is None:
-        return (
-            f"<small style='{MUTED}'>The local API (LM Studio-style and OpenAI-compatible) is not running: "
-            "choose a port (0: any free one) and start it.</small>"
+        idle = t(
+            "The local API (LM Studio-style and OpenAI-compatible) is not running: choose a port (0: any free "
+            "one) and start it."
         )
+        return f"<small style='{MUTED}'>{html.escape(idle)}</small>"
     body = request or {"prompt": "Once upon a time", "max_tokens": 100}
     headers = f', headers={{"Authorization": "Bearer {api_key}"}}' if api_key else ""
     example = (
@@ -165,8 +170,9 @@ def server_info(
         f"{body['prompt']!r}}}]{settings})\nprint(reply.choices[0].message.content)"
     )
     return (
-        f"<div>Serving on <a href='{html.escape(url)}/api/status' target='_blank'><code>{html.escape(url)}</code></a>"
-        f" (this machine only; requests are recorded in the panel's store)</div>"
+        f"<div>{html.escape(t('Serving on'))} <a href='{html.escape(url)}/api/status' target='_blank'>"
+        f"<code>{html.escape(url)}</code></a> "
+        f"({html.escape(t('this machine only; requests are recorded in the panel’s store'))})</div>"
         f"<pre style='{MONO};font-size:85%'>{html.escape(example)}</pre>"
         f"<pre style='{MONO};font-size:85%'>{html.escape(client)}</pre>"
     )

@@ -251,6 +251,16 @@ SPANISH = {
     "stop": "parada",
     "length": "longitud máxima",
     "cancelled": "cancelada",
+    # The Server tab.
+    "0 picks a free port": "0 elige un puerto libre",
+    "Serve the API on 127.0.0.1": "Servir la API en 127.0.0.1",
+    "The local API (LM Studio-style and OpenAI-compatible) is not running: choose a port (0: any free one) and "
+    "start it.": "La API local (al estilo de LM Studio y compatible con OpenAI) no está en marcha: elige un puerto "
+    "(0: cualquiera libre) e iníciala.",
+    "Serving on": "Sirviendo en",
+    "this machine only; requests are recorded in the panel’s store": (
+        "solo esta máquina; las peticiones se registran en el almacén del panel"
+    ),
     # The arena and the rating grid.
     "A is better": "A es mejor",
     "B is better": "B es mejor",
