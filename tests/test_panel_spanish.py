@@ -20,7 +20,7 @@ ENGLISH_WORDS = """the of and with from for this that these is are be by on at i
     load loaded loading generate generating stop save saved search other file default model models context length
     threads parallel seed random record raw completion experiment name structured output strings probability
     probabilities alternative settings cache cells made first generation parameters size quantization template yes
-    package folder path copy reply characters finish thread run runs error check setting more give most share type
+    package folder path copy reply characters finish thread run runs check setting more give most share type
     empty box nothing yet colour red green unlikely near certain entropy keep drop never always draws fresh
     recorded each token's alternatives off matching grammar format rule end appear included text
     nucleus sampling smallest whose adds up likeliest likely keeps less times odds recently seen disables
@@ -103,6 +103,9 @@ def test_a_spanish_panel_has_no_english_left(model_path: Path) -> None:
     panel.form.preset.value = "creative"
     data = {run.text, panel.prompt.value}
     assert _left_in_english(panel, data) == [], "after a run: the stats, the model line, the counter, the Debug view"
+    own_lines = " ".join(panel.events)  # the Log tab's own lines (llama.cpp's own follow them, as it writes them)
+    assert panel.engine is not None and "cargado stories260K" in own_lines
+    assert _english(own_lines, data | {panel.engine.threads.describe()}) == [], own_lines
     assert "semilla 3" in panel.stats.value and "tokens de" in panel.token_count.value
     assert "Tokens máximos" in panel.form.preset_values.value or "Temperatura 1.2" in panel.form.preset_values.value
 

@@ -124,7 +124,8 @@ class ParamsForm:
             [
                 grid,
                 row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                w.VBox([w.Label(t("Stop Strings")), self.stop]),  # the whole width: the strings stay readable
+                # The whole width of the panel: the strings stay readable.
+                w.VBox([w.Label(t("Stop Strings")), self.stop], layout=w.Layout(width="100%")),
                 folded(self.json_schema, t("Structured output (JSON schema)")),
                 row([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,

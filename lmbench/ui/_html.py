@@ -178,13 +178,13 @@ def server_info(
     )
 
 
-def log_line(run: Any) -> str:
+def log_line(run: Any, t: Callable[[str], str] = str) -> str:
     """One generation as a line of the log (as LM Studio's server log shows it)."""
     prompt = run.prompt if len(run.prompt) <= 40 else run.prompt[:39] + "…"
     speed = f"{run.tokens_per_s:.1f} tok/s" if run.tokens_per_s else "- tok/s"
     return (
-        f"{run.model_name}: {prompt!r} ({run.prompt_mode}) -> {run.completion_tokens} tokens, {speed}, "
-        f"finish {run.finish_reason} (run {run.id[:8]})"
+        f"{run.model_name}: {prompt!r} ({t(run.prompt_mode)}) -> {run.completion_tokens} {t('tokens')}, {speed}, "
+        f"{t('finish')} {t(run.finish_reason)} ({t('run')} {run.id[:8]})"
     )
 
 

@@ -261,6 +261,11 @@ SPANISH = {
     "this machine only; requests are recorded in the panel’s store": (
         "solo esta máquina; las peticiones se registran en el almacén del panel"
     ),
+    # The Log tab's own lines.
+    "error": "error",
+    "loaded {name} (n_ctx={n_ctx}, threads {threads})": "cargado {name} (n_ctx={n_ctx}, hilos {threads})",
+    "API server stopped": "servidor de la API detenido",
+    "API server on {url} (model {model})": "servidor de la API en {url} (modelo {model})",
     # The arena and the rating grid.
     "A is better": "A es mejor",
     "B is better": "B es mejor",

@@ -230,7 +230,7 @@ class Panel:
     def made(self, run: Run) -> None:
         """A run this panel made: kept for its history, and a line in its log."""
         self._mine.add(run.id)
-        self.event(view.log_line(run))
+        self.event(view.log_line(run, self.t))
 
     def restore(self, run: Run) -> None:
         """Put a recorded run back in the panel as it was asked (its prompt and system prompt as typed,
@@ -246,7 +246,7 @@ class Panel:
     def show_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
         self.error.value = view.error(message, view.error_heading(exc, self.t))
-        self.event(f"error: {message}")
+        self.event(f"{self.t('error')}: {message}")
 
     def event(self, message: str) -> None:
         self.events.append(f"{datetime.now():%H:%M:%S} {message}")
@@ -327,7 +327,8 @@ class Panel:
         )
         first_time = engine is not self.engine  # a model loaded (again) is a new engine
         if first_time:
-            self.event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads {engine.threads.describe()})")
+            loaded = self.t("loaded {name} (n_ctx={n_ctx}, threads {threads})")
+            self.event(loaded.format(name=engine.name, n_ctx=engine.n_ctx, threads=engine.threads.describe()))
         self.picker.loaded(engine, first_time)
         self.engine = engine
         self._count_tokens()

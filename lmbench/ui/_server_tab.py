@@ -45,7 +45,7 @@ class ServerTab:
             self.server = None
             self.button.description, self.button.button_style = t("Start server"), "success"
             self.info.value = view.server_info(None, None, t=t)
-            self.host.event("API server stopped")
+            self.host.event(t("API server stopped"))
             return
         settings = self.host.server_settings(self.key.value or None)
         try:
@@ -62,7 +62,7 @@ class ServerTab:
         self.info.value = view.server_info(
             url, settings.api_key, self._example_request(), server.service.default_id, t=t
         )
-        self.host.event(f"API server on {url} (model {server.service.default_id})")
+        self.host.event(t("API server on {url} (model {model})").format(url=url, model=server.service.default_id))
 
     def _example_request(self) -> dict[str, Any]:
         """The examples' request: the panel's prompt (or the guides' own) and its main settings."""
