@@ -31,9 +31,10 @@ class ModelPicker:
         self.host = host
         t = host.t
         engine = model if isinstance(model, Engine) else None
-        self._loaded: str | None = str(engine.path) if engine else None
         asked = engine.path if engine is not None else model if not isinstance(model, Engine) else None
         self._rows = _with(found_models(), models.default_model() if asked is None else asked, engine)
+        # The loaded model's row (its path as the list writes it), marked in the dropdown and the table.
+        self._loaded = _find(self._rows, str(engine.path)) if engine is not None else None
         self.model = w.Dropdown(description=t("Model"), layout=w.Layout(width="min(40em, 100%)"))
         self.model.style.description_width = "initial"
         self.model.add_class("lmbench-model")
@@ -129,8 +130,8 @@ class ModelPicker:
         """Show a model just loaded (chosen and marked in the list, its facts, the table) and give it the
         panel's parallel slots."""
         if first_time:
-            self._loaded = str(engine.path)
             self._rows = _with(self._rows, engine.path, engine)
+            self._loaded = _find(self._rows, str(engine.path))
             self.choose(engine.path)
         engine.parallel = self.parallel.value
         self.show_kv_cache(engine)
