@@ -22,10 +22,14 @@ HISTORY_HEADER = (
     f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  {'sent':<4}  prompt</pre>"
 )
 
-# The panel's tabs keep their whole titles (they wrap onto a second row on a narrow screen, never cut).
+# The panel's tabs keep their whole titles (they wrap onto a second row on a narrow screen, never cut); the
+# Stop Strings box (its typing field and its tags) takes the panel's whole width.
 PANEL_STYLE = (
     "<style>.lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-content{flex-wrap:wrap}"
-    ".lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-tab{flex:0 0 auto;max-width:none}</style>"
+    ".lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-tab{flex:0 0 auto;max-width:none}"
+    ".lmbench-panel .lmbench-stop-strings{width:100%;box-sizing:border-box}"
+    ".lmbench-panel .lmbench-stop-strings .widget-text{flex:1 1 20em;width:auto}"
+    ".lmbench-panel .lmbench-stop-strings .widget-text input{width:100%}</style>"
 )
 
 
