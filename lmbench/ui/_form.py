@@ -20,7 +20,7 @@ from ._parts import Host, button, folded, row
 DEBUG_TOP = 5
 
 
-def label_width(t: Callable[[str], str]) -> float:
+def _label_width(t: Callable[[str], str]) -> float:
     """The width (em) of the form's label column: the longest parameter label in the panel's language fits."""
     return max(12.5, 0.62 * max(len(t(spec.label)) for spec in param_specs()) + 1)
 
@@ -35,8 +35,8 @@ def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
         "description": t(spec.label),
         "description_allow_html": False,
         "tooltip": f"{spec.name}: {t(spec.description)} ({spec.range_text()})",
-        "style": {"description_width": f"{label_width(t):.1f}em"},
-        "layout": w.Layout(width=f"{label_width(t) + 15.5:.1f}em"),
+        "style": {"description_width": f"{_label_width(t):.1f}em"},
+        "layout": w.Layout(width=f"{_label_width(t) + 15.5:.1f}em"),
     }
     if spec.name == "max_tokens":  # never clamped: a value past the context is refused with a message
         del options["min"], options["max"]
@@ -118,7 +118,7 @@ class ParamsForm:
         self._refresh_presets()
         grid = w.GridBox(
             [*(w.VBox([v, self.max_tokens_note]) if k == "max_tokens" else v for k, v in self.sliders.items())],
-            layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({label_width(t) + 15.5:.1f}em, 1fr))"),
+            layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({_label_width(t) + 15.5:.1f}em, 1fr))"),
         )
         self.box = w.VBox(
             [
