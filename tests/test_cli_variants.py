@@ -83,4 +83,6 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path: Path, args: list[s
     here.mkdir()
     result = subprocess.run([LMBENCH, *args], capture_output=True, text=True, timeout=300, cwd=here)
     assert result.returncode == code and message in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 2 and not list(here.iterdir()), "nothing was written"
+    lines = result.stderr.strip().splitlines()
+    assert message in lines[-1] and (code == 2 or len(lines) == 1), "one line (after the usage for a usage error)"
+    assert not list(here.iterdir()), "nothing was written"
