@@ -83,7 +83,14 @@ def run(
     importance values by weight name (see the module's docstring). A failed run leaves no file.
     """
     launcher = f"import runpy; runpy.run_path({__file__!r}, run_name='__main__')"
-    args = [str(source), str(out), str(ftype), str(threads), "1" if requantize else "0", *([str(imatrix)] if imatrix else [])]
+    args = [
+        str(source),
+        str(out),
+        str(ftype),
+        str(threads),
+        "1" if requantize else "0",
+        *([str(imatrix)] if imatrix else []),
+    ]
     lines: list[str] = []
     with subprocess.Popen(
         [sys.executable, "-c", launcher, *args],

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
 from . import variants_lab
+from ._version import __version__
 from .datasets import check_table_path, write_table
 from .errors import LmbenchError
 from .params import given_params, option_specs, text_argument, validate_params
@@ -140,8 +140,12 @@ def _add_function_command(sub: Any, command: str) -> None:
             parser.add_argument(*flags, *option.flags, action="store_true", **common)
         else:
             action = "append" if option.many else "store"
-            parser.add_argument(*flags, *option.flags, action=action, type=option.kind, metavar=option.metavar, **common)
-    parser.add_argument("--out", "-o", dest="table", metavar="FILE", help="also write the table to this .csv, .jsonl or .parquet file")
+            parser.add_argument(
+                *flags, *option.flags, action=action, type=option.kind, metavar=option.metavar, **common
+            )
+    parser.add_argument(
+        "--out", "-o", dest="table", metavar="FILE", help="also write the table to this .csv, .jsonl or .parquet file"
+    )
     if "progress" in defaults:
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
 

@@ -26,6 +26,7 @@ from .presets import presets
 from .run import describe_mode
 from .store import _store as store
 
+
 class _UsageError(Exception):
     pass
 

@@ -151,9 +151,10 @@ def quantize(
     made = models.variants()
     rows = []
     with tempfile.TemporaryDirectory(prefix="lmbench-imatrix-") as scratch:
-        values = Path(scratch) / "imatrix.npz" if importance is not None else None
-        if values is not None:
-            np.savez(values, **importance)
+        values = None
+        if importance is not None:
+            values = Path(scratch) / "imatrix.npz"
+            np.savez(values, **importance)  # type: ignore[arg-type]  # mypy: a key could be allow_pickle
         for name in names:
             target = (folder / f"{stem}.{name}.gguf").resolve()
             started = time.perf_counter()

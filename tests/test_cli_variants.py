@@ -39,7 +39,9 @@ def test_every_option_is_a_keyword_of_its_function_with_its_default_in_the_help(
 
 def test_quantize_drift_and_variants_from_the_command_line(tmp_path: Path) -> None:
     folder, made = tmp_path / "quants", tmp_path / "made.csv"
-    result = run_cli("quantize", TEST_MODEL, "-t", "Q8_0", "--type", "q4_0", "--folder", str(folder), "-q", "-o", str(made))
+    result = run_cli(
+        "quantize", TEST_MODEL, "-t", "Q8_0", "--type", "q4_0", "--folder", str(folder), "-q", "-o", str(made)
+    )
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(made)
     assert list(table.type) == ["Q8_0", "Q4_0"] and all(Path(p).parent == folder.resolve() for p in table.path)
@@ -49,7 +51,9 @@ def test_quantize_drift_and_variants_from_the_command_line(tmp_path: Path) -> No
     texts = tmp_path / "texts.jsonl"
     pd.DataFrame({"story": TEXTS}).to_json(texts, orient="records", lines=True)
     drifted = tmp_path / "drift.parquet"
-    result = run_cli("drift", TEST_MODEL, q8, q4, "--data", str(texts), "--column", "story", "--worst", "2", "-o", str(drifted))
+    result = run_cli(
+        "drift", TEST_MODEL, q8, q4, "--data", str(texts), "--column", "story", "--worst", "2", "-o", str(drifted)
+    )
     assert result.returncode == 0, result.stderr
     summary = pd.read_parquet(drifted)
     expected = lmbench.drift(TEST_MODEL, [q8, q4], data=str(texts), column="story").summary

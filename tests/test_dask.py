@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from conftest import TEST_MODEL
 from distributed import Client, LocalCluster
+from test_lora import write_adapter
 
 import lmbench
-from test_lora import write_adapter
 
 PROMPTS = {"a": "Once upon a time", "b": "The little cat"}
 

@@ -33,7 +33,7 @@ def write_imatrix(path: Path, *, columns: int = 0) -> Path:
         if tensor.name.startswith("blk.") and len(tensor.shape) == 2:
             width = columns or int(tensor.shape[0])
             sums = np.full((1, width), 0.01 * 512, dtype=np.float32)
-            sums[0, IMPORTANT[IMPORTANT < width]] = 100.0 * 512
+            sums[0, IMPORTANT[width > IMPORTANT]] = 100.0 * 512
             writer.add_tensor(f"{tensor.name}.in_sum2", sums)
             writer.add_tensor(f"{tensor.name}.counts", np.array([[512.0]], dtype=np.float32))
     writer.write_header_to_file()
