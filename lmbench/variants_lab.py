@@ -24,7 +24,7 @@ import llama_cpp
 import numpy as np
 import pandas as pd
 
-from . import _gguf, _quantizer, datasets, models
+from . import _gguf, _imatrix, _quantizer, datasets, models
 from ._config import home
 from ._progress import Progress
 from .engine import Engine, TokenScores, unload
@@ -103,6 +103,43 @@ def _importance(imatrix: Path, model: Path) -> dict[str, np.ndarray]:
             raise refuse(f"{name} has negative or non-finite values")
         values[name] = per_row.reshape(-1).astype(np.float32)
     return values
+
+
+def imatrix(
+    model: ModelArg,
+    *,
+    texts: str | Sequence[str] | None = None,
+    data: datasets.DataArg = None,
+    column: str = "text",
+    out: str | os.PathLike[str] | None = None,
+    chunk: int = 512,
+) -> Path:
+    """An importance matrix of ``model`` on your texts, written as llama.cpp's ``llama-imatrix`` writes it.
+
+    The texts (``texts``, or column ``column`` of ``data``) are tokenized one after another and
+    evaluated in chunks of ``chunk`` tokens by a llama.cpp context on the loaded model whose eval
+    callback sums, for every weight of the model's blocks, each input column's squared activation
+    (chunks under 16 tokens are skipped, as llama-imatrix does). The GGUF file (default
+    ``$LMBENCH_HOME/imatrix/<model>.imatrix.gguf``) is what ``quantize(..., imatrix=)`` and
+    ``llama-quantize --imatrix`` read. Mixture-of-experts models are refused (use llama-imatrix).
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < _imatrix.MIN_TOKENS:
+        raise ParameterError(
+            f"chunk must be a whole number of at least {_imatrix.MIN_TOKENS} tokens, not {chunk!r}", name="chunk"
+        )
+    items = _texts(texts, data, column)
+    engine = load_engine(model)[0]
+    target = (
+        Path(out)
+        if out is not None
+        else home() / "imatrix" / f"{models.strip_quantization(engine.path.name)}.imatrix.gguf"
+    )
+    if target.suffix.lower() != ".gguf":
+        raise ParameterError(f"out must be a .gguf file, not {target.name!r}", name="out", value=str(target))
+    collector, chunks = _imatrix.compute(engine, items, chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = [os.fspath(data)] if isinstance(data, str | os.PathLike) else ["texts" if data is None else "data"]
+    return _imatrix.write(target, collector, datasets=source, chunks=chunks, chunk=chunk)
 
 
 def quantize(

@@ -1,6 +1,7 @@
-"""Quantizing with an importance matrix: a GGUF imatrix file (as llama.cpp's ``llama-imatrix`` writes it, here
-written with the ``gguf`` package) reaches llama.cpp's quantizer and lowers the rounding error where it says
-the inputs matter; a matrix for another model or a file that is no imatrix is refused before anything runs."""
+"""Importance matrices: a GGUF imatrix file (as llama.cpp's ``llama-imatrix`` writes it, here written with the
+``gguf`` package) reaches llama.cpp's quantizer and lowers the rounding error where it says the inputs matter;
+a matrix for another model or a file that is no imatrix is refused before anything runs; ``imatrix()`` makes
+one with lmbench's engine, whose values are the weights' real inputs (checked against NumPy)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from conftest import TEST_MODEL
 from gguf.quants import dequantize
 
 import lmbench
+from lmbench.variants_lab import imatrix
 
 WEIGHT = "blk.0.attn_q.weight"
 # Columns of every weight the matrix calls important (the rest barely matter).
@@ -85,3 +87,53 @@ def test_a_matrix_for_another_model_or_a_file_that_is_none_is_refused_before_qua
     with pytest.raises(lmbench.ParameterError, match=r"missing\.gguf: no such file"):
         lmbench.quantize(TEST_MODEL, "Q4_0", out=out, imatrix=tmp_path / "missing.gguf", progress=False)
     assert not out.exists(), "nothing is quantized before the matrix is checked"
+
+
+STORIES = [
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. " * 2,
+    "Tom had a big red ball. He wanted to share it with his friend, but his friend was sad. " * 2,
+]
+
+
+def test_the_engine_makes_the_matrix_of_the_weights_real_inputs(tmp_path: Path) -> None:
+    made = imatrix(TEST_MODEL, texts=STORIES, out=tmp_path / "stories.imatrix.gguf", chunk=64)
+    reader = gguf.GGUFReader(made)
+    assert bytes(reader.fields["general.type"].parts[-1]).decode() == "imatrix"
+    found = {t.name: np.asarray(t.data, dtype=np.float64).reshape(-1) for t in reader.tensors}
+    model = gguf.GGUFReader(TEST_MODEL)
+    weights = {t.name: t for t in model.tensors if t.name.startswith("blk.") and len(t.shape) == 2}
+    assert {n.rsplit(".", 1)[0] for n in found} == set(weights), "every block weight, the last layer's too"
+    engine = lmbench.load(TEST_MODEL)
+    tokens = [t for text in STORIES for t in engine.tokenize(text)]
+    assert {float(found[f"{name}.counts"][0]) for name in weights} == {len(tokens)}
+    for name, tensor in weights.items():
+        assert found[f"{name}.in_sum2"].shape == (int(tensor.shape[0]),) and (found[f"{name}.in_sum2"] > 0).all()
+    # q, k and v read the same input, as do gate and up: their sums are the same.
+    for layer in range(5):
+        q = found[f"blk.{layer}.attn_q.weight.in_sum2"]
+        assert np.array_equal(q, found[f"blk.{layer}.attn_k.weight.in_sum2"])
+        assert np.array_equal(
+            found[f"blk.{layer}.ffn_gate.weight.in_sum2"], found[f"blk.{layer}.ffn_up.weight.in_sum2"]
+        )
+    # Layer 0's attention reads the normed token embeddings: the same sums from NumPy.
+    data = {t.name: np.asarray(t.data, dtype=np.float64) for t in model.tensors}
+    eps = float(model.fields["llama.attention.layer_norm_rms_epsilon"].parts[-1][0])
+    x = data["token_embd.weight"][tokens]
+    normed = x / np.sqrt(np.mean(x**2, axis=1, keepdims=True) + eps) * data["blk.0.attn_norm.weight"]
+    np.testing.assert_allclose(found["blk.0.attn_q.weight.in_sum2"], (normed**2).sum(axis=0), rtol=1e-4)
+    # It quantizes as a llama-imatrix file does.
+    quantized = lmbench.quantize(TEST_MODEL, "Q4_0", out=tmp_path, imatrix=made, progress=False)
+    assert lmbench.models.info(quantized.path[0])["quantization"] == "Q4_0" and quantized.imatrix[0] == str(made)
+
+
+def test_imatrix_refuses_what_cannot_make_one(tmp_path: Path) -> None:
+    with pytest.raises(lmbench.ParameterError, match="needs at least 16") as caught:
+        imatrix(TEST_MODEL, texts=["Hi."], out=tmp_path / "short.gguf")
+    assert caught.value.name == "texts"
+    with pytest.raises(lmbench.ParameterError, match="chunk must be a whole number of at least 16"):
+        imatrix(TEST_MODEL, texts=STORIES, chunk=8)
+    with pytest.raises(lmbench.ParameterError, match=r"out must be a \.gguf file"):
+        imatrix(TEST_MODEL, texts=STORIES, out=tmp_path / "matrix.dat")
+    with pytest.raises(lmbench.ParameterError, match=r"texts=\.\.\. or data=\.\.\."):
+        imatrix(TEST_MODEL)
+    assert not list(tmp_path.glob("*.*")) and not list(tmp_path.rglob("*imatrix*")), "nothing was written"
