@@ -62,7 +62,8 @@ def check_table_path(path: str | os.PathLike[str]) -> Path:
     """``path`` if ``write_table`` can write it (by its suffix), else ``ParameterError``: checked before the work."""
     target = Path(path)
     if target.suffix.lower() not in TABLE_SUFFIXES:
-        raise ParameterError(f"cannot write {target.name!r}: use {', '.join(TABLE_SUFFIXES)}", name="path")
+        listed = f"{', '.join(TABLE_SUFFIXES[:-1])} or {TABLE_SUFFIXES[-1]}"
+        raise ParameterError(f"cannot write {target.name!r}: use {listed}", name="path")
     return target
 
 
