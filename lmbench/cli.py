@@ -154,7 +154,8 @@ def _cmd_function(args: argparse.Namespace) -> None:
     """Call the command's function with what was given, print its table(s), write the main one to --out."""
     function, _, options = _FUNCTION_COMMANDS[args.command]
     out = check_table_path(args.table) if args.table else None
-    given = {o.name: getattr(args, o.name) for o in options if getattr(args, o.name) not in (None, False)}
+    given = {o.name: getattr(args, o.name) for o in options}
+    given = {name: value for name, value in given.items() if value is not None and value is not False}  # not given
     positional = [given.pop(o.name) for o in options if o.positional]
     if "progress" in inspect.signature(function).parameters:
         given["progress"] = not args.quiet

@@ -60,6 +60,8 @@ def test_quantize_drift_and_variants_from_the_command_line(tmp_path: Path) -> No
     pd.testing.assert_frame_equal(summary, expected)
     assert 0 < summary.kl_mean[0] < summary.kl_mean[1], "Q4_0 drifts more than Q8_0"
     assert "largest disagreements with stories260K" in result.stdout and "candidate_top5" in result.stdout
+    quiet = run_cli("drift", TEST_MODEL, q8, "--text", TEXTS[0], "--worst", "0")
+    assert quiet.returncode == 0 and "largest disagreements" not in quiet.stdout, "--worst 0 is passed on as 0"
 
     rows = tmp_path / "variants.jsonl"
     args = ["variants", TEST_MODEL, q4, "--text", TEXTS[0], "--text", TEXTS[1], "-n", "8", "-e", "cli-variants"]
