@@ -44,16 +44,26 @@ def write_table(frame: Any, path: str | os.PathLike[str]) -> Path:
 
     The same suffixes data sets are read from, so an exported table is a data set again.
     """
-    target = Path(path)
+    target = check_table_path(path)
     suffix = target.suffix.lower()
     if suffix == ".csv":
         frame.to_csv(target, index=False)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         frame.to_json(target, orient="records", lines=suffix != ".json", date_format="iso")
-    elif suffix == ".parquet":
-        frame.to_parquet(target, index=False)
     else:
-        raise ParameterError(f"cannot write {target.name!r}: use .csv, .jsonl, .ndjson, .json or .parquet", name="path")
+        frame.to_parquet(target, index=False)
+    return target
+
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet")
+
+
+def check_table_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if ``write_table`` can write it (by its suffix), else ``ParameterError``: checked before the work."""
+    target = Path(path)
+    if target.suffix.lower() not in TABLE_SUFFIXES:
+        listed = f"{', '.join(TABLE_SUFFIXES[:-1])} or {TABLE_SUFFIXES[-1]}"
+        raise ParameterError(f"cannot write {target.name!r}: use {listed}", name="path")
     return target
 
 

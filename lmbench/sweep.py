@@ -330,8 +330,6 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
     if spec.executor not in EXECUTORS:
         raise ParameterError(f"unknown executor {spec.executor!r}; registered: {', '.join(EXECUTORS)}", name="executor")
     adapter = None if spec.lora is None else checked_lora({spec.lora: 1.0})[0][0]
-    if adapter is not None and spec.executor != "local":
-        raise ParameterError("a sweep with a LoRA adapter runs locally; leave cluster out", name="cluster")
     items = None if spec.data is None else load_items(spec.data, reference=spec.reference)
     for row, item in enumerate(items or []):
         scores.check_assertions(item.assertions, where=f"data row {row} (id {item.id!r})", data=True)
@@ -426,7 +424,7 @@ def _on_dask(
     """On a Dask cluster (``spec.cluster``): blocks of runs decoded on workers, recorded here."""
     from . import _dask
 
-    blocks_ = blocks(the_plan.todo, the_plan.spec.batch_size)
+    blocks_ = blocks(the_plan.todo, the_plan.spec.batch_size, the_plan.adapter)
     _dask.run_blocks(
         the_plan.spec.cluster, blocks_, the_plan.recipe, on_run=save, cancel=should_stop, announce=announce
     )
@@ -603,14 +601,20 @@ def _by_prompt(jobs: Iterable[PlannedRun]) -> list[PlannedRun]:
     return [j for group in groups.values() for j in group]
 
 
-def blocks(jobs: Sequence[PlannedRun], size: int | None) -> list[tuple[str, list[PlannedRun]]]:
-    """The jobs as (model, block) units of work for a cluster: one model each, runs of a prompt together,
-    at most ``size`` (default ``MAX_BATCH``) runs, each block decoded as one batch on its worker."""
+def blocks(
+    jobs: Sequence[PlannedRun], size: int | None, lora: str | None = None
+) -> list[tuple[str, dict[str, Any], list[PlannedRun]]]:
+    """The jobs as (model, load settings, block) units of work for a cluster: one engine each (a model and,
+    with a LoRA adapter ``lora``, the job's scale), runs of a prompt together, at most ``size`` (default
+    ``MAX_BATCH``) runs, each block decoded as one batch on its worker."""
     size = size or MAX_BATCH
-    units: list[tuple[str, list[PlannedRun]]] = []
-    for model, model_jobs in itertools.groupby(jobs, key=lambda j: j.model):
-        ordered = _by_prompt(model_jobs)
-        units += [(model, ordered[at : at + size]) for at in range(0, len(ordered), size)]
+    engines: dict[tuple[str, str], list[PlannedRun]] = {}
+    for job in jobs:
+        engines.setdefault((job.model, json.dumps(_load_settings(job, lora))), []).append(job)
+    units: list[tuple[str, dict[str, Any], list[PlannedRun]]] = []
+    for (model, settings), engine_jobs in engines.items():
+        ordered = _by_prompt(engine_jobs)
+        units += [(model, json.loads(settings), ordered[at : at + size]) for at in range(0, len(ordered), size)]
     return units
 
 
