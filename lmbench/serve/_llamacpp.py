@@ -12,9 +12,9 @@ from .._version import __version__
 from ..engine._engine import Engine
 from ..errors import ParameterError
 from ..generation import Cancel
-from ..params import MAX_TOKENS, GenerationParams, validate_params
+from ..params import MAX_BIAS, MAX_TOKENS, GenerationParams, validate_params
 from ..run import Run
-from ._errors import ApiError
+from ._errors import ApiError, api_error
 from ._requests import MAX_CHOICES, Generating, NoQuery, UsesModel
 from ._service import Emit, Jobs, Service, finite
 
@@ -56,6 +56,8 @@ NEUTRAL: dict[str, Any] = {
     "logit_bias": [],
     "lora": [],
 }
+# llama-server's logit_bias: [[token id or text, bias], ...] or {"token id or text": bias}; a bias of false bans.
+Biases = list[list[int | str | float | bool]] | dict[str, float | bool]
 
 
 class NativeCompletionRequest(Generating):
@@ -68,6 +70,18 @@ class NativeCompletionRequest(Generating):
     n_probs: int = Field(0, ge=0, le=20)
     seed: int | None = None
     n_cmpl: int = Field(1, ge=1, le=MAX_CHOICES)
+    logit_bias: Biases | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_pairs(cls, value: Biases | None) -> Biases | None:
+        for entry in value if isinstance(value, list) else ():
+            if len(entry) != 2 or isinstance(entry[0], bool | float):
+                raise ValueError(f"each logit_bias entry must be [token id or text, bias], not {entry!r}")
+        for _, bias in _bias_entries(value):
+            if isinstance(bias, str) or bias is True:
+                raise ValueError(f"a logit_bias bias must be a number or false, not {bias!r}")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -101,7 +115,26 @@ class NativeCompletionRequest(Generating):
             params["seed"] = self.seed
         if self.n_probs:
             params["logprobs"] = self.n_probs
+        biases = {key: bias for key, bias in self.biases() if isinstance(key, int)}
+        if biases:
+            params["logit_bias"] = biases
         return params
+
+    def biases(self) -> list[tuple[int | str, float]]:
+        """``logit_bias`` as (token id or text, bias) pairs, ``false`` as the ban (-100), as llama-server reads it:
+        a key of an object is a token id when it is a whole number, an array's first item when it is an integer."""
+        pairs = []
+        for key, bias in _bias_entries(self.logit_bias):
+            if isinstance(key, str) and isinstance(self.logit_bias, dict) and key.isascii() and key.isdecimal():
+                key = int(key)
+            pairs.append((key, -MAX_BIAS if bias is False else float(bias)))
+        return pairs
+
+
+def _bias_entries(value: Biases | None) -> list[tuple[Any, Any]]:
+    if isinstance(value, dict):
+        return list(value.items())
+    return [(entry[0], entry[1]) for entry in value or ()]
 
 
 class TokenizeRequest(UsesModel):
@@ -133,6 +166,7 @@ def native_completion(
     """``POST /completion``: llama-server's request fields and answer."""
     jobs = service.prepare(request)
     prompt = _prompt_text(service, jobs, request.prompt)
+    _bias_texts(service, jobs, request)
     on_piece = None
     if emit is not None:
 
@@ -157,6 +191,23 @@ def _prompt_text(service: Service, jobs: Jobs, prompt: str | list[int | str]) ->
         return "".join(p if isinstance(p, str) else engine.detokenize([p]) for p in prompt)
     except ParameterError as exc:
         raise ApiError(400, str(exc), param="prompt") from None
+
+
+def _bias_texts(service: Service, jobs: Jobs, request: NativeCompletionRequest) -> None:
+    """Give ``jobs`` the biases ``logit_bias`` sets by text: every token of the text (tokenized as llama-server does,
+    without BOS or special tokens) gets the bias."""
+    texts = [(key, bias) for key, bias in request.biases() if isinstance(key, str)]
+    if not texts:
+        return
+    engine = service.engine(jobs.path)
+    biases = dict(jobs.params.logit_bias or {})
+    with engine.lock:
+        for text, bias in texts:
+            biases.update(dict.fromkeys(engine.tokenize(text, add_bos=False), bias))
+    try:
+        jobs.params = validate_params({**jobs.params.model_dump(), "logit_bias": biases})
+    except ParameterError as exc:
+        raise api_error(exc) from None
 
 
 def tokenize(service: Service, request: TokenizeRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any]:
@@ -242,6 +293,7 @@ def _settings(params: GenerationParams) -> dict[str, Any]:
     values = params.model_dump()
     values["stop"] = list(values["stop"])
     values["n_probs"] = values.pop("logprobs") or 0
+    values["logit_bias"] = [[token, bias] for token, bias in (values["logit_bias"] or {}).items()]
     return values
 
 
