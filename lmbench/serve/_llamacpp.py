@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from .. import models
 from .._version import __version__
 from ..engine._engine import Engine
+from ..engine._sequence import Streamed
 from ..errors import ParameterError
 from ..generation import Cancel
 from ..params import MAX_BIAS, MAX_TOKENS, GenerationParams, validate_params
@@ -25,8 +26,6 @@ IGNORED = frozenset(
         "id_slot",
         "n_keep",
         "samplers",
-        "return_progress",
-        "timings_per_token",
         "return_tokens",
         "repeat_last_n",
         "min_keep",
@@ -71,6 +70,8 @@ class NativeCompletionRequest(Generating):
     seed: int | None = None
     n_cmpl: int = Field(1, ge=1, le=MAX_CHOICES)
     logit_bias: Biases | None = None
+    timings_per_token: bool = False  # every streamed chunk carries the timings so far
+    return_progress: bool = False  # the stream starts with the prompt's progress (sent once it is evaluated)
 
     @field_validator("logit_bias")
     @classmethod
@@ -167,13 +168,32 @@ def native_completion(
     jobs = service.prepare(request)
     prompt = _prompt_text(service, jobs, request.prompt)
     _bias_texts(service, jobs, request)
+    engine = service.engine(jobs.path)
     on_piece = None
     if emit is not None:
+        started: set[int] = set()
 
         def on_piece(i: int, text: str | None) -> None:
-            emit({"index": i, "content": text or "", "tokens": [], "stop": False, "id_slot": i})
+            if not isinstance(text, Streamed):
+                return
+            facts = {"index": i, "content": "", "tokens": [], "stop": False, "id_slot": i, "tokens_predicted": 0}
+            facts["tokens_evaluated"] = text.n_prompt
+            if request.return_progress and i not in started:
+                started.add(i)
+                emit({**facts, "prompt_progress": _progress(text)})
+            chunk = {**facts, "content": str(text), "tokens": list(text.tokens), "tokens_predicted": text.n_generated}
+            if request.timings_per_token:
+                chunk["timings"] = _timings(text.n_prompt - text.cached, text.ttft_s, text.elapsed_s, text.n_generated)
+            if request.n_probs and text.logprobs:
+                chunk["completion_probabilities"] = [_probabilities(engine, e) for e in text.logprobs]
+            emit(chunk)
 
-    engine, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    try:
+        engine, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    except ApiError as exc:
+        if exc.code == "context_length_exceeded":  # llama-server's type for it (with n_prompt_tokens and n_ctx)
+            exc.kind = "exceed_context_size_error"
+        raise
     answers = [_answer(engine, jobs, run, i, request.n_probs) for i, run in enumerate(runs)]
     if emit is not None:
         for answer in answers[:-1]:
@@ -308,9 +328,6 @@ def _stop_type(run: Run) -> str:
 def _answer(engine: Engine, jobs: Jobs, run: Run, index: int, n_probs: int) -> dict[str, Any]:
     """llama-server's completion answer for one run."""
     evaluated = run.prompt_tokens - run.prompt_cached_tokens
-    prompt_ms = 1000 * (run.ttft_s or 0.0)
-    predicted_ms = 1000 * max(run.total_s - (run.ttft_s or 0.0), 0.0)
-    predicted_n = max(run.completion_tokens - 1, 0)
     answer: dict[str, Any] = {
         "index": index,
         "content": run.text,
@@ -327,24 +344,41 @@ def _answer(engine: Engine, jobs: Jobs, run: Run, index: int, n_probs: int) -> d
         "truncated": run.finish_reason == "length" and run.prompt_tokens + run.completion_tokens >= engine.n_ctx,
         "stop_type": _stop_type(run),
         "stopping_word": run.stop_word or "",
-        "timings": {
-            "prompt_n": evaluated,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": prompt_ms / max(evaluated, 1),
-            "prompt_per_second": 1000 * evaluated / prompt_ms if prompt_ms else None,
-            "predicted_n": run.completion_tokens,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else None,
-            "predicted_per_second": finite(run.tokens_per_s),
-        },
+        "timings": _timings(evaluated, run.ttft_s or 0.0, run.total_s, run.completion_tokens),
         "run_id": run.id,
     }
     if n_probs and run.token_logprobs is not None:
-        answer["completion_probabilities"] = [
-            {**_probability(engine, e), "top_logprobs": [_probability(engine, a) for a in e.get("top", [])]}
-            for e in run.token_logprobs
-        ]
+        answer["completion_probabilities"] = [_probabilities(engine, e) for e in run.token_logprobs]
     return answer
+
+
+def _timings(evaluated: int, ttft_s: float, elapsed_s: float, generated: int) -> dict[str, Any]:
+    """llama-server's timings: the prompt (evaluated tokens, to the first token) and the tokens generated after it
+    (per second as ``Run.tokens_per_s`` counts them: the first token ends the prompt's time)."""
+    prompt_ms = 1000 * ttft_s
+    predicted_ms = 1000 * max(elapsed_s - ttft_s, 0.0)
+    after_first = max(generated - 1, 0)
+    return {
+        "prompt_n": evaluated,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / max(evaluated, 1),
+        "prompt_per_second": 1000 * evaluated / prompt_ms if prompt_ms else None,
+        "predicted_n": generated,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / after_first if after_first and predicted_ms else None,
+        "predicted_per_second": finite(1000 * after_first / predicted_ms) if after_first and predicted_ms else None,
+    }
+
+
+def _progress(piece: Streamed) -> dict[str, Any]:
+    """llama-server's ``prompt_progress`` once the prompt is evaluated: all of it processed, the cached part
+    included (lmbench's scheduler evaluates a prompt between other runs' tokens and reports it when done)."""
+    return {"total": piece.n_prompt, "cache": piece.cached, "processed": piece.n_prompt, "time_ms": 1000 * piece.ttft_s}
+
+
+def _probabilities(engine: Engine, entry: dict[str, Any]) -> dict[str, Any]:
+    """One token of llama-server's ``completion_probabilities``: the token and its top alternatives."""
+    return {**_probability(engine, entry), "top_logprobs": [_probability(engine, a) for a in entry.get("top", [])]}
 
 
 def _probability(engine: Engine, entry: dict[str, Any]) -> dict[str, Any]:
