@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -27,7 +28,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
         yield running
 
 
-def _stream(server: Server, body: dict[str, object]) -> list[dict[str, object]]:
+def _stream(server: Server, body: dict[str, Any]) -> list[dict[str, Any]]:
     with requests.post(f"{server.url}/completion", json={**body, "stream": True}, stream=True, timeout=60) as answer:
         assert answer.status_code == 200, answer.text
         lines = [line for line in answer.iter_lines(decode_unicode=True) if line]
@@ -48,17 +49,17 @@ def test_a_stream_with_probabilities_timings_and_progress(server: Server) -> Non
     chunks = events[1:-1]
     assert chunks and all(chunk["stop"] is False and "prompt_progress" not in chunk for chunk in chunks)
     assert "".join(str(chunk["content"]) for chunk in chunks) == run.text
-    tokens = [token for chunk in chunks for token in chunk["tokens"]]  # type: ignore[attr-defined]
+    tokens = [token for chunk in chunks for token in chunk["tokens"]]
     assert tokens == [entry["id"] for entry in run.token_logprobs]
     for chunk in chunks:
         probabilities = chunk["completion_probabilities"]
-        assert [p["id"] for p in probabilities] == chunk["tokens"]  # type: ignore[union-attr]
-        assert all(len(p["top_logprobs"]) == 3 and p["logprob"] <= 0 for p in probabilities)  # type: ignore[union-attr]
-    predicted = [chunk["timings"]["predicted_n"] for chunk in chunks]  # type: ignore[index]
+        assert [p["id"] for p in probabilities] == chunk["tokens"]
+        assert all(len(p["top_logprobs"]) == 3 and p["logprob"] <= 0 for p in probabilities)
+    predicted = [chunk["timings"]["predicted_n"] for chunk in chunks]
     assert predicted == sorted(predicted) and predicted[-1] == run.completion_tokens
-    assert all(chunk["timings"]["prompt_n"] == run.prompt_tokens - run.prompt_cached_tokens for chunk in chunks)  # type: ignore[index]
+    assert all(chunk["timings"]["prompt_n"] == run.prompt_tokens - run.prompt_cached_tokens for chunk in chunks)
     assert predicted == [chunk["tokens_predicted"] for chunk in chunks]
-    assert events[-1]["stop"] is True and events[-1]["timings"]["predicted_n"] == run.completion_tokens  # type: ignore[index]
+    assert events[-1]["stop"] is True and events[-1]["timings"]["predicted_n"] == run.completion_tokens
 
 
 def test_a_plain_stream_carries_tokens_but_no_extras(server: Server) -> None:
@@ -82,7 +83,7 @@ def test_a_prompt_past_the_context_is_llama_servers_error(server: Server) -> Non
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="stories260K", prompt=prompt, max_tokens=3)
-    assert caught.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert caught.value.body["type"] == "invalid_request_error"
     assert lmbench.runs().empty
 
 
