@@ -43,7 +43,7 @@ def test_a_stream_with_probabilities_timings_and_progress(server: Server) -> Non
 
     progress = events[0]["prompt_progress"]
     assert isinstance(progress, dict) and events[0]["content"] == ""
-    assert progress["total"] == progress["processed"] == run.prompt_tokens == len(lmbench.tokenize(PROMPT))
+    assert progress["total"] == progress["processed"] == run.prompt_tokens == len(lmbench.engine.tokenize(PROMPT))
     assert progress["cache"] == run.prompt_cached_tokens and progress["time_ms"] > 0
 
     chunks = events[1:-1]
@@ -72,7 +72,7 @@ def test_a_plain_stream_carries_tokens_but_no_extras(server: Server) -> None:
 @pytest.mark.parametrize("server", [{"n_ctx": 64}], indirect=True)
 def test_a_prompt_past_the_context_is_llama_servers_error(server: Server) -> None:
     prompt = PROMPT + " and a dragon" * 40
-    n_prompt = len(lmbench.tokenize(prompt, TEST_MODEL))
+    n_prompt = len(lmbench.engine.tokenize(prompt, TEST_MODEL))
     answer = requests.post(f"{server.url}/completion", json={"prompt": prompt, "n_predict": 4}, timeout=60)
     error = answer.json()["error"]
     assert answer.status_code == 400 and error["type"] == "exceed_context_size_error"

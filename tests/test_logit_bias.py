@@ -90,7 +90,7 @@ def test_bad_biases_are_refused_before_anything_runs(engine: lmbench.Engine) -> 
             lmbench.generate(PROMPT, model=engine, max_tokens=2, logit_bias=bias)
         assert message in str(info.value) and info.value.name == "logit_bias"
     assert len(lmbench.runs()) == 0
-    assert lmbench.validate_params(logit_bias={}).logit_bias is None
+    assert lmbench.params.validate_params(logit_bias={}).logit_bias is None
 
 
 def test_the_openai_client_bans_and_forces_tokens(server: Server, engine: lmbench.Engine) -> None:
