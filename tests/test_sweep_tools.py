@@ -90,3 +90,17 @@ def test_bad_tool_sweeps_are_refused_before_anything_runs(options: dict[str, Any
     with pytest.raises(lmbench.ParameterError, match=message):
         _sweep(**options)
     assert lmbench.runs().empty
+
+
+def test_a_tool_sweep_on_a_dask_cluster_makes_the_local_calls() -> None:
+    def calls(frame: pd.DataFrame) -> dict[tuple[str, float, int], list[dict[str, Any]]]:
+        store = lmbench.get_store()
+        return {
+            (row.item, row.temperature, row.seed): [c["function"] for c in store.get(row.id).tool_calls]
+            for row in frame.itertuples()
+        }
+
+    local = _sweep(name="local-tools")
+    clustered = _sweep(name="dask-tools", cluster="local:1")
+    assert calls(clustered) == calls(local) and len(clustered) == 8
+    assert clustered.tool_call.tolist() == local.tool_call.tolist()
