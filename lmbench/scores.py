@@ -374,6 +374,8 @@ def item_scorers(items: Sequence[Mapping[str, Any]]) -> list[str]:
     kinds = {a.get("type") for i in items for a in i.get("assert") or []}
     if kinds:
         names += ["pass", *(f"assert_{k}" for k in ASSERTION_TYPES if k in kinds)]
+    if any(i.get("tool_call") is not None for i in items):
+        names += ["tool_name", "tool_call"]
     return names
 
 

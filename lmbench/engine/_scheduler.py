@@ -381,6 +381,7 @@ class Scheduler:
             request.done = True
             return
         request.admitted, request.cached = True, keep
+        request.sequence.cached = keep
         request.context = (context.slots, context.n_batch, context.kv_cache_type)
         request.sequence.restart_clock()
         slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1

@@ -174,6 +174,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ),
     ("0016_prompt_as_asked", _prompt_as_asked),
     ("0017_lora", "ALTER TABLE runs ADD COLUMN lora TEXT; ALTER TABLE runs ADD COLUMN lora_scale REAL;"),
+    ("0018_logit_bias", "ALTER TABLE runs ADD COLUMN logit_bias TEXT;"),
 ]
 
 
