@@ -11,13 +11,15 @@ environment) inside new Linux namespaces, made by a small runner before any of t
 - a PID namespace whose first process runs the program: when it ends or is killed, every process it
   started dies with it.
 
-Then every capability is dropped (``no_new_privs`` set), so the program cannot undo the mounts, and
-rlimits bound its address space, CPU seconds, file size, open files and processes. The runner
+Then the program's process becomes user ``nobody`` (so the process limit holds: Linux never limits
+root's) keeping one capability, ``CAP_DAC_READ_SEARCH``, so it can still read the interpreter
+wherever it is installed (``/root/.pyenv``); with ``no_new_privs`` set it cannot gain more or
+undo the mounts. Rlimits bound its address space, CPU seconds, file size, open files and processes. The runner
 enforces the wall-clock limit itself and reports ``passed`` (the program ran to its end),
 ``failed`` (an ``AssertionError``), ``timeout`` (wall clock or CPU) or ``error`` (any other
 exception, a signal, or a setup step that failed), with a message.
 
-The namespaces need Linux and the right to make them (root, or ``CAP_SYS_ADMIN``); where the
+The namespaces need Linux and the right to make them (root); where the
 machine refuses, ``check()`` raises ``SandboxError`` naming why, and nothing runs.
 ``network="allowed"`` skips only the network namespace (an explicit opt-out, never the default).
 This protects the machine from generated code; it does not stop deliberately deceptive code from
@@ -105,6 +107,8 @@ for point in ("/tmp", "/var/tmp", "/dev/shm"):
     if os.path.isdir(point) and not mount(b"tmpfs", point, b"tmpfs", NOSUID | NODEV, size):
         fail(f"mounting a tmpfs on {point}")
 os.mkdir("/tmp/scratch")
+NOBODY, READ_SEARCH = 65534, 2
+os.chown("/tmp/scratch", NOBODY, NOBODY)
 done_r, done_w = os.pipe()
 child = os.fork()
 if child == 0:
@@ -112,13 +116,17 @@ if child == 0:
     os.close(report)
     report = done_w
     os.chdir("/tmp/scratch")
-    if libc.prctl(38, 1, 0, 0, 0) != 0:
-        fail("prctl(PR_SET_NO_NEW_PRIVS)")
     for cap in range(64):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:
+        if cap != READ_SEARCH and libc.prctl(24, cap, 0, 0, 0) != 0:
             break
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(8, 1, 0, 0, 0) != 0:
+        fail("prctl(PR_SET_NO_NEW_PRIVS, PR_SET_KEEPCAPS)")
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+    kept = 1 << READ_SEARCH
+    if libc.capset(header, (ctypes.c_uint32 * 6)(kept, kept, 0, 0, 0, 0)) != 0:
         fail("dropping capabilities (capset)")
     uid = os.getuid()
     tasks = 0
