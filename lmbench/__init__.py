@@ -7,6 +7,7 @@ from ._extras import require
 from ._version import __version__
 from .chat import chat
 from .choices import choice_summary, choose, classification_report, confusion
+from .code_tasks import pass_at_k, run_tests
 from .compare import Comparison, compare
 from .engine import Engine, detokenize, embed, load, loaded, set_max_models, tokenize, unload
 from .errors import (
@@ -20,6 +21,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     ParameterError,
+    SandboxError,
     StoreError,
 )
 from .generation import generate
@@ -90,6 +92,7 @@ __all__ = [
     "ParameterError",
     "Regressions",
     "Run",
+    "SandboxError",
     "Store",
     "StoreError",
     "__version__",
@@ -123,6 +126,7 @@ __all__ = [
     "paired",
     "panel",
     "param_specs",
+    "pass_at_k",
     "perplexity",
     "plot_arena",
     "plot_confusion",
@@ -137,6 +141,7 @@ __all__ = [
     "rater_agreement",
     "ratings",
     "regressions",
+    "run_tests",
     "runs",
     "save_preset",
     "score",
