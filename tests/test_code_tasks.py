@@ -36,7 +36,9 @@ def test_an_exception_is_an_error_with_its_message() -> None:
 
 
 def test_an_infinite_loop_times_out() -> None:
-    outcome = lmbench.run_tests("def add(a, b):\n    while True:\n        pass\n", ADD_TESTS, entry_point="add", timeout_s=1)
+    outcome = lmbench.run_tests(
+        "def add(a, b):\n    while True:\n        pass\n", ADD_TESTS, entry_point="add", timeout_s=1
+    )
     assert outcome.status == "timeout"
     assert "1 s wall-clock limit" in outcome.message or "CPU-second limit" in outcome.message
 
@@ -82,7 +84,7 @@ def test_network_allowed_is_an_explicit_opt_out() -> None:
 
 
 def test_writes_outside_the_scratch_directory_do_not_persist(tmp_path: Path) -> None:
-    outside, repo_file = tmp_path / "escaped.txt", REPO / "escaped-by-sandbox.txt"
+    outside, repo_file = Path("/tmp") / f"escaped-{tmp_path.name}.txt", REPO / "escaped-by-sandbox.txt"
     code = (
         "import os\n"
         f"open({str(outside)!r}, 'w').write('x')\n"  # /tmp is a fresh tmpfs inside: written, then gone
@@ -116,7 +118,22 @@ def test_forking_is_limited_and_children_die_with_the_program() -> None:
     outcome = execute(code, Limits(processes=4))
     assert outcome.status == "passed"
     assert "forks refused after" in outcome.output
-    assert int(outcome.output.split()[-1]) <= 4
+    assert int(outcome.output.split()[-1]) < 16, "a few processes at most (4 beyond what user nobody already runs)"
+    assert _sandboxed_processes() == [], "the sleeping children died with the program (its PID namespace)"
+
+
+def _sandboxed_processes() -> list[str]:
+    """Processes of user nobody still running lmbench's sandbox runner."""
+    left = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            uid = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("Uid:"))
+            command = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration):
+            continue
+        if uid == "65534" and b"tmpfs_mb" in command:
+            left.append(status.parent.name)
+    return left
 
 
 def test_the_environment_is_empty_and_the_capabilities_gone() -> None:
@@ -186,29 +203,31 @@ def test_humaneval_ships_its_problems_and_their_solutions_pass() -> None:
 
 
 def test_a_sweep_over_data_with_tests_reports_pass_rates_and_pass_at_k() -> None:
+    checks = "def check(candidate):\n    assert candidate() == {}\n"
     data = [
-        {"id": "always", "topic": "a cat", "tests": "assert True\n"},
-        {"id": "never", "topic": "a dog", "tests": "def check(candidate):\n    assert candidate() == 42\n",
-         "entry_point": "answer"},
+        {"id": "forty-two", "topic": "the answer", "tests": checks.format(42), "entry_point": "answer"},
+        {"id": "forty-one", "topic": "the answer", "tests": checks.format(41), "entry_point": "answer"},
     ]
     df = lmbench.sweep(
-        "Write about {topic}.",
+        "Write {topic}.",
         data=data,
-        seeds=2,
+        seeds=3,
         model=TEST_MODEL,
-        max_tokens=8,
-        temperature=0.8,
+        grammar='root ::= "def answer():\\n    return " ("42" | "41") "\\n"',  # the test model writes valid code
+        temperature=1.0,
         experiment="code",
         progress=False,
     )
-    assert df.set_index(["item", "seed"])["tests"].to_dict() == {
-        ("always", 0): 1.0,
-        ("always", 1): 1.0,
-        ("never", 0): 0.0,
-        ("never", 1): 0.0,
-    }
-    assert lmbench.runs("code").tests.tolist().count(1.0) == 2, "the scores are stored with the runs"
-    board = lmbench.leaderboard(df, by="prompt_name")
-    assert board.loc[0, "tests"] == 0.5 and board.loc[0, "pass@2"] == 0.5
+    returned = df.text.str.extract(r"return (\d+)")[0]
+    expected = (returned == df["item"].map({"forty-two": "42", "forty-one": "41"})).astype(float)
+    assert df["tests"].tolist() == expected.tolist(), "each run passes exactly when it returns its item's number"
+    assert lmbench.runs("code").tests.sum() == expected.sum(), "the scores are stored with the runs"
+    per_item = expected.groupby(df["item"]).agg(["size", "sum"])
+    pass_2 = sum(code_tasks.estimate(3, int(c), 2) for c in per_item["sum"]) / 2
     table = lmbench.pass_at_k(df, k=[1, 2])
-    assert table[["items", "samples", "pass@1", "pass@2"]].iloc[0].tolist() == [2, 2, 0.5, 0.5]
+    assert table[["items", "samples"]].iloc[0].tolist() == [2, 3]
+    assert table["pass@1"].iloc[0] == pytest.approx(expected.mean())
+    assert table["pass@2"].iloc[0] == pytest.approx(pass_2)
+    board = lmbench.leaderboard(df, by="prompt_name")
+    assert board.loc[0, "tests"] == pytest.approx(expected.mean())
+    assert board.loc[0, "pass@3"] == pytest.approx(sum(code_tasks.estimate(3, int(c), 3) for c in per_item["sum"]) / 2)
