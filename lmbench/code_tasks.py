@@ -32,6 +32,7 @@ from .run import Run
 
 # The data columns a code task reads: the tests, the function they check, and the prompt a bare completion continues.
 TESTS, ENTRY_POINT, PROMPT = "tests", "entry_point", "prompt"
+_IMPORT = re.compile(r"^(?:import\s+\w|from\s+[\w.]+\s+import\s)")
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
 
@@ -49,11 +50,15 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
 
 def program(code: str, tests: str, entry_point: str | None = None, prompt: str | None = None) -> str:
     """The program ``run_tests`` runs: the code (after ``prompt`` when the code is a bare continuation of it,
-    as HumanEval's completions are), the tests, and ``check(entry_point)`` when the tests define ``check``."""
+    as HumanEval's completions are, else after the prompt's imports), the tests, and ``check(entry_point)``
+    when the tests define ``check``."""
     body = extract_code(code, entry_point)
     defines = entry_point is not None and re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", body, re.MULTILINE)
     if entry_point is not None and not defines and prompt:
         body = prompt + body
+    elif prompt:  # a whole function written anew still needs the prompt's imports (HumanEval's ``List``)
+        imports = [line for line in prompt.splitlines() if _IMPORT.match(line) and line not in body]
+        body = "\n".join([*imports, body])
     calls = entry_point is not None and re.search(r"^def\s+check\s*\(", tests, re.MULTILINE)
     return f"{body}\n\n{tests}\n" + (f"\ncheck({entry_point})\n" if calls else "")
 

@@ -60,12 +60,14 @@ def test_no_network_not_even_to_this_machine() -> None:
     server.settimeout(5)
     port = server.getsockname()[1]
     accepted: list[object] = []
-    threading.Thread(target=lambda: _accept(server, accepted), daemon=True).start()
+    listener = threading.Thread(target=lambda: _accept(server, accepted), daemon=True)
+    listener.start()
     code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
     outcome = lmbench.run_tests(code, "")
     assert outcome.status == "error" and "Network is unreachable" in outcome.message
     with socket.create_connection(("127.0.0.1", port), timeout=3):  # the server itself is up
         pass
+    listener.join(10)
     server.close()
     assert len(accepted) == 1, "only the test's own connection arrived"
 
@@ -155,6 +157,10 @@ def test_a_fenced_answer_and_a_bare_completion_both_become_programs() -> None:
     assert lmbench.run_tests(answer, ADD_TESTS, entry_point="add").status == "passed"
     prompt = "def add(a, b):\n"
     assert lmbench.run_tests("    return a + b\n", ADD_TESTS, entry_point="add", prompt=prompt).status == "passed"
+    typed = "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n"
+    whole = "```python\ndef total(xs: List[int]) -> int:\n    return sum(xs)\n```"  # rewrote it, without the import
+    tests = "def check(candidate):\n    assert candidate([1, 2]) == 3\n"
+    assert lmbench.run_tests(whole, tests, entry_point="total", prompt=typed).status == "passed"
 
 
 def test_pass_at_k_matches_hand_computed_values() -> None:
