@@ -61,6 +61,7 @@ class Request:
     cancel: Callable[[], bool] = lambda: False
     on_done: Callable[[Request], Any] | None = None
     layout: tuple[int, int] | None = None  # (slots, cells per slot) a batch of requests would like
+    unified: bool = False  # one KV buffer for all slots (short scored sequences: one ubatch a decode)
     admitted: bool = False
     done: bool = False
     cached: int = 0  # prompt tokens that came from the KV cache
@@ -302,10 +303,10 @@ class Scheduler:
                 request = self._queue[0]
                 need = min(len(request.tokens) + request.sequence.params.max_tokens, self.n_ctx)
                 slots, per_slot = request.layout or (self.parallel, self.n_ctx)
-                layout = (slots, min(max(per_slot, need), self.n_ctx))
+                layout = (slots, min(max(per_slot, need), self.n_ctx), request.unified)
                 context = self._context
                 if not any(s.request is not None for s in self._slots):
-                    if context is None or (context.slots, context.per_slot) != layout:
+                    if context is None or (context.slots, context.per_slot, context.unified) != layout:
                         self._rebuild(layout)
                 elif context is None or context.per_slot < need:
                     return moved or bool(gone)
@@ -336,8 +337,8 @@ class Scheduler:
         )
         return coming > now and _worth_sharing(coming, limit)
 
-    def _rebuild(self, layout: tuple[int, int]) -> None:
-        slots, per_slot = layout
+    def _rebuild(self, layout: tuple[int, int, bool]) -> None:
+        slots, per_slot, unified = layout
         if self._context is not None:
             self._context.close()
             self._context = None
@@ -346,6 +347,7 @@ class Scheduler:
             self._model,
             slots=slots,
             per_slot=per_slot,
+            unified=unified,
             n_batch=max(N_BATCH, slots),
             threads=self.threads,
             logs=self.logs,
@@ -359,8 +361,12 @@ class Scheduler:
         assert context is not None
         tokens = request.tokens
 
+        lengths = {
+            s.index: _shared(s.cells, tokens, request.reusable) if self.share_prefixes else 0 for s in self._slots
+        }
+
         def shared(slot: _Slot) -> int:
-            return _shared(slot.cells, tokens, request.reusable) if self.share_prefixes else 0
+            return lengths[slot.index]
 
         best_free = max(free, key=shared)
         source = max(self._slots, key=shared)
@@ -440,11 +446,24 @@ class Scheduler:
 
 
 def _shared(cells: list[int], tokens: list[int], limit: int) -> int:
-    """How many leading ``tokens`` (at most ``limit``: see ``Request.reusable``) are in ``cells``."""
-    n, top = 0, min(len(cells), limit)
-    while n < top and cells[n] == tokens[n]:
-        n += 1
-    return n
+    """How many leading ``tokens`` (at most ``limit``: see ``Request.reusable``) are in ``cells``.
+
+    Slices compared in C, bisecting on the first difference: admission asks this of every slot for
+    every request, and a token-by-token loop in Python was a large part of scoring's time.
+    """
+    top = min(len(cells), len(tokens), limit)
+    if top == 0 or cells[0] != tokens[0]:
+        return 0
+    if cells[:top] == tokens[:top]:
+        return top
+    same, differs = 1, top  # cells[:same] matches, cells[:differs] does not
+    while differs - same > 1:
+        middle = (same + differs) // 2
+        if cells[:middle] == tokens[:middle]:
+            same = middle
+        else:
+            differs = middle
+    return same
 
 
 def _worth_sharing(shared: int, limit: int) -> bool:
