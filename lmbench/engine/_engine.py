@@ -31,9 +31,6 @@ from ._threads import Threads
 _llama_log.install()
 # KV cells the default scoring layout may take (slots x cells per slot): the memory of long windows stays bounded.
 SCORE_CELLS = 8192
-# Scored sequences this short in all (the longest x the slots) share one KV buffer: a batch of many short
-# sequences (multiple choice) is then one ubatch a decode, where separate streams split it into many (B12).
-UNIFIED_CELLS = 1024
 # The most sequence slots one engine decodes together (the server's --parallel has the same bound).
 MAX_PARALLEL = 256
 
@@ -282,15 +279,12 @@ class Engine:
         params = validate_params({"max_tokens": 1, "temperature": 0.0, "seed": 0})  # a scored sequence samples nothing
         per_slot = -(-max(map(len, seqs)) // 256) * 256
         layout = (slots or min(len(seqs), 16, max(1, SCORE_CELLS // per_slot)), per_slot)
-        unified = max(map(len, seqs)) * layout[0] <= UNIFIED_CELLS
         requests = []
         for tokens, first in zip(seqs, starts, strict=True):
             fed = tokens[:-1]
             progress = _sequence.Sequence(params, n_prompt=len(fed), n_ctx=self.n_ctx, piece=self.piece, end_tokens=())
             scoring = Scoring(tokens, first, top=top, distributions=distributions, n_vocab=self.n_vocab)
-            requests.append(
-                Request(fed, progress, (), cancel or _never, layout=layout, unified=unified, scoring=scoring)
-            )
+            requests.append(Request(fed, progress, (), cancel or _never, layout=layout, scoring=scoring))
         self.scheduler.submit(requests)
         self.scheduler.run(requests)
         for request in requests:

@@ -168,7 +168,6 @@ class Context:
         slots: int,
         per_slot: int,
         n_batch: int,
-        unified: bool = False,
         threads: Threads,
         logs: collections.deque[str],
         adapters: Sequence[tuple[llama_cpp.llama_adapter_lora_p, float]] = (),
@@ -179,9 +178,7 @@ class Context:
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = slots
         params.n_threads = params.n_threads_batch = n_threads
-        # Separate streams: each sequence attends to its own cells only, but llama.cpp then splits a batch
-        # into ubatches of equal tokens per sequence. Unified: one ubatch, every token attending to all used cells.
-        params.kv_unified = unified
+        params.kv_unified = False  # each sequence attends to its own cells only
         params.no_perf = True
         self.logs = logs
         with _llama_log.capture(logs):
@@ -189,7 +186,7 @@ class Context:
         if not self.ptr:
             self.ptr = None
             raise GenerationError(f"llama.cpp could not make a context of {slots} x {per_slot} tokens")
-        self.slots, self.per_slot, self.n_batch, self.unified = slots, per_slot, n_batch, unified
+        self.slots, self.per_slot, self.n_batch = slots, per_slot, n_batch
         self.threads, self._n_threads = threads, n_threads
         self.kv_cache_type = ggml_type_name(params.type_k)
         self.memory = llama_cpp.llama_get_memory(self.ptr)

@@ -61,7 +61,6 @@ class Request:
     cancel: Callable[[], bool] = lambda: False
     on_done: Callable[[Request], Any] | None = None
     layout: tuple[int, int] | None = None  # (slots, cells per slot) a batch of requests would like
-    unified: bool = False  # one KV buffer for all slots (short scored sequences: one ubatch a decode)
     admitted: bool = False
     done: bool = False
     cached: int = 0  # prompt tokens that came from the KV cache
@@ -303,10 +302,10 @@ class Scheduler:
                 request = self._queue[0]
                 need = min(len(request.tokens) + request.sequence.params.max_tokens, self.n_ctx)
                 slots, per_slot = request.layout or (self.parallel, self.n_ctx)
-                layout = (slots, min(max(per_slot, need), self.n_ctx), request.unified)
+                layout = (slots, min(max(per_slot, need), self.n_ctx))
                 context = self._context
                 if not any(s.request is not None for s in self._slots):
-                    if context is None or (context.slots, context.per_slot, context.unified) != layout:
+                    if context is None or (context.slots, context.per_slot) != layout:
                         self._rebuild(layout)
                 elif context is None or context.per_slot < need:
                     return moved or bool(gone)
@@ -337,8 +336,8 @@ class Scheduler:
         )
         return coming > now and _worth_sharing(coming, limit)
 
-    def _rebuild(self, layout: tuple[int, int, bool]) -> None:
-        slots, per_slot, unified = layout
+    def _rebuild(self, layout: tuple[int, int]) -> None:
+        slots, per_slot = layout
         if self._context is not None:
             self._context.close()
             self._context = None
@@ -347,7 +346,6 @@ class Scheduler:
             self._model,
             slots=slots,
             per_slot=per_slot,
-            unified=unified,
             n_batch=max(N_BATCH, slots),
             threads=self.threads,
             logs=self.logs,
