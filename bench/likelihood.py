@@ -19,6 +19,7 @@ from pathlib import Path
 import lmbench
 from bench import llama_tools
 from bench.common import Result, alternate
+from lmbench.engine._engine import physical_cores
 from lmbench.likelihood import encode_pair, prefix_token
 from lmbench.store._store import Store
 
@@ -123,7 +124,7 @@ def b11_perplexity(name: str, path: Path, reps: int) -> list[Result]:
     binary = llama_tools.build("llama-perplexity")
     if binary is None:
         return []
-    engine = lmbench.load(path, n_ctx=max(PPL_CONTEXT, 512))
+    engine = lmbench.load(path, n_ctx=max(PPL_CONTEXT, 512), n_threads=physical_cores())  # fixed: the same as theirs
     text = ppl_text()
     text_file = Path(tempfile.mkdtemp(prefix="lmbench-b11-")) / "stories.txt"
     text_file.write_text(text)
