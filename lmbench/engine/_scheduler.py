@@ -205,6 +205,8 @@ class Scheduler:
             if slot.next_token >= 0 or budget <= 0:
                 continue
             tokens = slot.request.tokens
+            if slot.request.scoring is not None and entries and not sampled and len(tokens) - slot.fed > budget:
+                continue  # a piece of it would make llama.cpp split the batch into short ubatches: next decode
             chunk = tokens[slot.fed : slot.fed + budget]
             last = slot.fed + len(chunk) == len(tokens)
             start = slot.fed
