@@ -4,7 +4,11 @@ pass@k against hand-computed values; the ``tests`` scorer in a sweep on the real
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -236,3 +240,33 @@ def test_a_sweep_over_data_with_tests_reports_pass_rates_and_pass_at_k() -> None
     board = lmbench.leaderboard(df, by="prompt_name")
     assert board.loc[0, "tests"] == pytest.approx(expected.mean())
     assert board.loc[0, "pass@3"] == pytest.approx(sum(code_tasks.estimate(3, int(c), 3) for c in per_item["sum"]) / 2)
+
+
+def _without_sys_admin() -> None:
+    """In the child before exec: keep every capability but CAP_SYS_ADMIN (a container that may not make namespaces)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(24, 21, 0, 0, 0)  # PR_CAPBSET_DROP, CAP_SYS_ADMIN
+    status = Path("/proc/self/status").read_text().splitlines()
+    kept = int(next(line.split()[1] for line in status if line.startswith("CapEff:")), 16) & ~(1 << 21)
+    low, high = kept & 0xFFFFFFFF, kept >> 32
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    assert libc.capset(header, (ctypes.c_uint32 * 6)(low, low, 0, high, high, 0)) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping one capability to see the refusal needs root")
+def test_where_namespaces_are_refused_the_error_says_why() -> None:
+    script = (
+        "import lmbench\n"
+        "try:\n"
+        "    lmbench.run_tests('assert True', '')\n"
+        "except lmbench.SandboxError as exc:\n"
+        "    print('refused:', exc)\n"
+        "else:\n"
+        "    print('ran')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, preexec_fn=_without_sys_admin
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused: cannot run generated code without network on this machine" in done.stdout
+    assert "unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET): Operation not permitted" in done.stdout
