@@ -72,11 +72,10 @@ def chat(
         messages, validate_params({**resolve_preset(preset), **params}), tools, tool_choice, parallel_tool_calls
     )
     labels = dataclasses.replace(labels, tools=offered or None)
-    engine, loaded_now = load_engine(model)
+    engine = load_engine(model)
     return complete(
         engine,
         Job.of(render(engine, turns), values, labels, on_token),
-        loaded_now=loaded_now,
         recorder=Recorder.to(store),
         cancel=cancel,
     )
