@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import _sandbox, scores
 from . import metrics as metrics_mod
-from . import scores
 from . import tools as tools_mod
 from ._progress import Progress
 from ._prompting import Turn, check_messages, has_template, prepare, render
@@ -369,6 +369,8 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
     run_metrics = [*metrics_mod.select(metrics, "run"), *metrics_mod.select(wanted, "run")]
     run_metrics += [metrics_mod.Metric(*scores.named_scorer(s), kind="run") for s in named]
     run_metrics += [metrics_mod.Metric(*scores.python_assertion(fn), kind="run") for fn in python_checks]
+    if any(m.name == "tests" for m in run_metrics):
+        _sandbox.check()  # refused before the first run where the code cannot be isolated
     target = get_store(store)
     chat = spec.chat
     identity = fixed_params if chat is None else {**fixed_params, "chat": chat}

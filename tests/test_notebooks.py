@@ -211,3 +211,20 @@ def test_tools_notebook_reports_tool_call_accuracy_by_temperature(tmp_path: Path
     runs = lmbench.runs(experiment="tool-calls")
     assert len(runs) == 2 * 4 and set(runs.model_name) == {"SmolLM2-135M-Instruct.Q4_1.gguf"}
     assert runs.tool_calls.map(bool).all(), "every run called a tool (the call is required)"
+
+
+def test_code_tasks_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "code_tasks.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "code_tasks.ipynb"),
+        str(out),
+        parameters={"limit": 2, "seeds": 2, "max_tokens": 32},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    printed = _stdout(out)
+    assert "2 HumanEval problems x 2 seeds: HumanEval/0, HumanEval/1" in printed
+    assert "pass@1: " in printed and "pass@2: " in printed and "over 2 problems" in printed
+    runs = lmbench.runs("code-tasks")
+    assert len(runs) == 2 * 2 and runs.tests.notna().all(), "every answer tested and its score stored"
