@@ -138,6 +138,23 @@ SPANISH = {
     "runs": "ejecuciones",
     "good": "buena",
     "bad": "mala",
+    # The Chat tab: messages, saved conversations, tool calls.
+    "Copy the message": "Copiar el mensaje",
+    "Edit and send again": "Editar y volver a enviar",
+    "Delete the message": "Borrar el mensaje",
+    "Editing a message: Send replaces it and what followed it": (
+        "Editando un mensaje: Enviar lo reemplaza junto con lo que le siguió"
+    ),
+    "conversation name": "nombre de la conversación",
+    "Save": "Guardar",
+    "saved": "guardadas",
+    "Open": "Abrir",
+    "{n} turns": "{n} turnos",
+    "Tools": "Herramientas",
+    "tool choice": "uso de herramientas",
+    "parallel calls": "llamadas en paralelo",
+    "Send results": "Enviar resultados",
+    "result (JSON)": "resultado (JSON)",
 }
 
 
