@@ -270,6 +270,9 @@ class Panel:
             self.picker.load_button,
             self.chat.send_button,
             self.chat.regenerate_button,
+            self.chat.results_button,
+            self.chat.save_button,
+            self.chat.open_button,
             self.fork_button,
             self.audit_button,
         )
