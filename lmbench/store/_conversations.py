@@ -17,10 +17,11 @@ from typing import Any
 import pandas as pd
 
 from .. import tools as tools_mod
-from .._prompting import check_messages
 from ..errors import ParameterError, StoreError
 from ..params import MAX_LABEL_CHARS, check_text
 
+# The roles a saved message may have (OpenAI's, tool results included).
+ROLES = ("system", "user", "assistant", "tool")
 # What ``Store.conversations()`` lists per save.
 COLUMNS = ("save", "name", "id", "saved_at", "turns")
 
@@ -50,7 +51,7 @@ def checked_row(
     check_text("name", name, max_chars=MAX_LABEL_CHARS)
     if not name.strip():
         raise ParameterError("a conversation needs a name to be saved under", name="name", value=name)
-    check_messages(tools_mod.fold(messages))  # says what is wrong with a message, tool turns included
+    _check_messages(messages)
     if conversation_id is not None:
         check_text("conversation_id", conversation_id, max_chars=64)
     if tools is not None:
@@ -69,6 +70,21 @@ def checked_row(
         "run_ids": json.dumps(ids),
         "tools": None if tools is None else json.dumps(list(tools), ensure_ascii=False),
     }
+
+
+def _check_messages(messages: Any) -> None:
+    if isinstance(messages, str) or not isinstance(messages, list) or not messages:
+        raise ParameterError('messages must be a non-empty list of {"role": ..., "content": ...}', name="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ParameterError(f"messages[{i}] needs a role, one of {', '.join(ROLES)}", name="messages")
+        content = message.get("content")
+        if content is not None:
+            check_text(f"messages[{i}] content", content)
+    try:
+        json.dumps(messages, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"messages must be JSON values: {exc}", name="messages") from None
 
 
 def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
