@@ -64,7 +64,11 @@ class ChatTab:
         self.tools = w.Textarea(placeholder=TOOLS_PLACEHOLDER, rows=5, layout=w.Layout(width="100%"))
         self.tools.add_class("lmbench-chat-tools")
         self.tool_choice = w.Dropdown(options=list(tools_mod.CHOICES), value="auto", description=t("tool choice"))
+        self.tool_choice.add_class("lmbench-tool-choice")
         self.parallel = w.Checkbox(True, description=t("parallel calls"), indent=False)
+        self.parallel.add_class("lmbench-tool-parallel")
+        tools_box = folded(w.VBox([self.tools, row([self.tool_choice, self.parallel])]), t("Tools"))
+        tools_box.add_class("lmbench-chat-tools-box")
         self.transcript = w.VBox()
         self.transcript.add_class("lmbench-chat")
         self.pending = w.HTML()
@@ -102,7 +106,7 @@ class ChatTab:
         self.box = w.VBox(
             [
                 self.system,
-                folded(w.VBox([self.tools, row([self.tool_choice, self.parallel])]), t("Tools")),
+                tools_box,
                 self.transcript,
                 self.calls,
                 self.editing_note,
