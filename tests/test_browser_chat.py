@@ -130,7 +130,7 @@ def test_chat_messages_saved_conversations_and_tool_calls_in_chromium(quickstart
             panel.locator(".lmbench-chat-tools textarea").fill(json.dumps([WEATHER]))
             panel.locator(".lmbench-tool-choice select").select_option("required")
             panel.locator(".lmbench-tool-parallel input[type=checkbox]").uncheck()
-            panel.locator(".lmbench-param-max_tokens input").fill("60")
+            panel.locator(".lmbench-param-max_tokens input").fill("150")  # about a character a token
             panel.locator(".lmbench-param-max_tokens input").press("Enter")
             box.fill("What is the weather in Paris?")
             box.press("Enter")

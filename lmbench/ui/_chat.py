@@ -39,10 +39,17 @@ def _shown(message: dict[str, Any]) -> str:
     return "\n\n".join([*([message["content"]] if message.get("content") else []), *lines])
 
 
+# The copy button looks like the widget buttons beside it, in either theme.
+_COPY_STYLE = (
+    "height:1.9em;margin:2px;padding:0 8px;border:none;border-radius:2px;cursor:pointer;"
+    "background:var(--jp-layout-color2,#eee);color:var(--jp-ui-font-color1,#000);font-size:var(--jp-ui-font-size1,13px)"
+)
+
+
 def _copy(text: str, t: Any) -> str:
     """A button that copies ``text`` to the clipboard in the browser (no round trip to the kernel)."""
     return (
-        f"<button class='lmbench-chat-copy' title='{html.escape(t('Copy the message'))}' "
+        f"<button class='lmbench-chat-copy' title='{html.escape(t('Copy the message'))}' style='{_COPY_STYLE}' "
         f"data-text='{html.escape(text, quote=True)}' "
         "onclick='navigator.clipboard.writeText(this.dataset.text)'>"
         f"{html.escape(t('Copy'))}</button>"
@@ -300,7 +307,8 @@ class ChatTab:
             delete = _small("trash", t("Delete the message"), "lmbench-chat-delete")
             delete.on_click(lambda _, i=i: self.delete(i))
             actions.append(delete)
-            message_row = w.VBox([bubble, w.HBox(actions)])
+            side = "flex-end" if message["role"] == "user" else "flex-start"  # under its bubble
+            message_row = w.VBox([bubble, w.HBox(actions, layout=w.Layout(justify_content=side))])
             message_row.add_class("lmbench-chat-message")
             if i == self.editing:
                 message_row.add_class("lmbench-chat-editing")
