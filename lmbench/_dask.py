@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .engine._engine import Engine, load_engine, physical_cores
 from .errors import ClusterError, LmbenchError
-from .generation import Job, execute_many
+from .generation import Job, generate_many
 from .run import Run
 
 # How long to wait for a scheduler before saying it cannot be reached.
@@ -48,14 +48,9 @@ def run_block(model: str, jobs: Sequence[Any], recipe: RecipeLike, n_threads: in
     Without ``n_threads`` (a caller's cluster) llama.cpp gets the worker's own threads: a worker
     started with ``--nthreads 1`` on a shared machine must not decode with all of its cores.
     """
-    engine, loaded_now = load_engine(model, n_threads=n_threads or _worker_threads())
+    engine = load_engine(model, n_threads=n_threads or _worker_threads())
     generations = [recipe.generation(job, engine) for job in jobs]
-    runs, interruption = execute_many(
-        engine, generations, load_s=engine.load_s if loaded_now else 0.0, slots=len(generations)
-    )
-    if interruption is not None:
-        raise interruption
-    return [run for run in runs if run is not None]
+    return generate_many(engine, generations, slots=len(generations))
 
 
 def _worker_threads() -> int | None:

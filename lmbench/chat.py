@@ -76,11 +76,10 @@ def chat(
     if conversation_id is not None:
         check_text("conversation_id", conversation_id, max_chars=64)
     labels = dataclasses.replace(labels, tools=offered or None, conversation_id=conversation_id)
-    engine, loaded_now = load_engine(model)
+    engine = load_engine(model)
     return complete(
         engine,
         Job.of(render(engine, turns), values, labels, on_token),
-        loaded_now=loaded_now,
         recorder=Recorder.to(store),
         cancel=cancel,
     )

@@ -23,7 +23,7 @@ from . import datasets
 from .engine import Engine
 from .engine._engine import load_engine
 from .errors import ParameterError
-from .generation import Job, execute_many
+from .generation import Job, generate_many
 from .likelihood import StoreArg, check_pairs, score_pairs, scoring_run
 from .params import validate_params
 from .run import Labels, Run
@@ -114,7 +114,7 @@ def choose(
     ]
     check_pairs([(prompt, delimiter + o) for _, prompt, i in filled for o in options[i]])
     labels = Labels.checked(experiment, tags, source)
-    engine = load_engine(model)[0]
+    engine = load_engine(model)
     answered = (_by_likelihood if method == "likelihood" else _by_grammar)(
         engine, filled, items, options, delimiter, labels
     )
@@ -196,9 +196,7 @@ def _by_grammar(
             {"temperature": 0.0, "seed": 0, "max_tokens": longest + 1, "grammar": _grammar(spelled)}
         )
         jobs.append(Job(prompt, params, _labels(labels, items[i], name, "grammar")))
-    made, interruption = execute_many(engine, jobs)
-    if interruption is not None:
-        raise interruption
+    made = generate_many(engine, jobs)
     answered: list[tuple[Run, list[float] | None]] = []
     for run, (_, _, i) in zip(made, filled, strict=True):
         assert run is not None

@@ -133,22 +133,50 @@ class Continuation(Job):
     entries: list[dict[str, Any]] = field(default_factory=list)
 
 
-def execute_many(
+def generate_many(
+    engine: Engine,
+    jobs: Sequence[Job],
+    recorder: Recorder | None = None,
+    *,
+    cancel: Cancel = None,
+    slots: int | None = None,
+) -> list[Run]:
+    """Generate ``jobs`` together through the engine's scheduler; the one way every door makes runs.
+
+    Each run that started is handed to ``recorder`` (scored and stored) as soon as it ends, and the
+    runs are returned in job order; jobs cancelled before they started make no run. ``slots`` asks
+    for that many sequence slots, sized for these jobs, when the scheduler is idle (else the
+    engine's ``parallel`` slots of its whole context). The first run made after the engine was
+    loaded carries the load time. One error policy, after every finished run is recorded: a
+    KeyboardInterrupt or an lmbench error is raised as it is, anything else as a ``GenerationError``.
+    """
+    runs, interruption = _execute(engine, jobs, on_finished=recorder, cancel=cancel, slots=slots)
+    if interruption is not None:
+        raise _policy(interruption, runs)
+    return [run for run in runs if run is not None]
+
+
+def _policy(interruption: BaseException, runs: Sequence[Run | None]) -> BaseException:
+    """What a caller hears of an interruption: the user's Ctrl-C and lmbench's own errors as they are,
+    a foreign failure (llama.cpp, a callback) as a ``GenerationError`` that says how far it got."""
+    if isinstance(interruption, KeyboardInterrupt | LmbenchError):
+        return interruption
+    tokens = sum(run.completion_tokens for run in runs if run is not None)
+    failure = GenerationError(f"generation failed after {tokens} tokens: {interruption}")
+    failure.__cause__ = interruption
+    return failure
+
+
+def _execute(
     engine: Engine,
     jobs: Sequence[Job],
     *,
     on_finished: Callable[[Run], Any] | None = None,
     cancel: Cancel = None,
-    load_s: float = 0.0,
     slots: int | None = None,
 ) -> tuple[list[Run | None], BaseException | None]:
-    """Generate every job through the engine's scheduler, without recording.
-
-    Returns each job's run (``None`` for a job cancelled before it started) and what interrupted
-    the work, if anything; ``on_finished(run)`` hears each run that started as soon as it ends.
-    ``slots`` asks for that many sequence slots, sized for these jobs, when the scheduler is idle
-    (else the engine's ``parallel`` slots of its whole context).
-    """
+    """Generate every job, handing each run that started to ``on_finished`` as it ends: each job's run
+    (``None`` for one cancelled before it started) and what interrupted the work, if anything."""
     should_stop = stopper(cancel)
     tokenized: dict[tuple[str, bool, bool], list[int]] = {}
     requests: list[Request] = []
@@ -180,6 +208,7 @@ def execute_many(
         for request in requests:
             request.layout = (slots, -(-longest // 256) * 256)
     first = requests[0] if requests else None
+    load_s = engine.claim_load_s() if requests else 0.0
 
     position = {id(r): i for i, r in enumerate(requests)}
 
@@ -230,34 +259,6 @@ def _finished_run(engine: Engine, job: Job, request: Request, load_s: float) -> 
         token_logprobs=sequence.logprobs,
         stop_word=sequence.stream.stop_word,
     )
-
-
-def execute(
-    engine: Engine,
-    job: Job,
-    *,
-    cancel: Cancel = None,
-    load_s: float = 0.0,
-) -> tuple[Run, BaseException | None]:
-    """Generate one job without recording: the run (complete, cancelled or failed) and what interrupted it."""
-    (run,), interruption = execute_many(engine, [job], cancel=cancel, load_s=load_s)
-    if run is None:  # cancelled before it started
-        tokens = engine.tokenize(job.prompt, add_bos=job.add_bos, special=job.special)
-        run = build_run(
-            engine,
-            job.prompt,
-            job.params,
-            text="",
-            finish="cancelled",
-            prompt_tokens=len(tokens),
-            n_generated=0,
-            ttft=None,
-            total=0.0,
-            labels=job.labels,
-            asked=job.asked,
-            load_s=load_s,
-        )
-    return run, interruption
 
 
 @dataclass
@@ -322,36 +323,34 @@ def generate(
         raise ParameterError(f"raw must be True or False, got {raw!r}", name="raw", value=raw)
     labels = Labels.checked(experiment, tags, source, run_id)
     values = validate_params({**resolve_preset(preset), **params})
-    engine, loaded_now = load_engine(model)
+    engine = load_engine(model)
     turn = prepare(engine, prompt, raw=raw, system=system)
-    return complete(
-        engine,
-        Job.of(turn, values, labels, on_token),
-        loaded_now=loaded_now,
-        recorder=Recorder.to(store),
-        cancel=cancel,
-    )
+    return complete(engine, Job.of(turn, values, labels, on_token), recorder=Recorder.to(store), cancel=cancel)
 
 
-def complete(
-    engine: Engine,
-    job: Job,
-    *,
-    loaded_now: bool,
-    recorder: Recorder,
-    cancel: Cancel = None,
-) -> Run:
-    """Execute and record one job; then re-raise whatever interrupted it."""
-    engine.check_constraint(job.params)
-    load_s = engine.load_s if loaded_now else 0.0
-    run, interruption = execute(engine, job, cancel=cancel, load_s=load_s)
-    recorder(run)
+def complete(engine: Engine, job: Job, *, recorder: Recorder, cancel: Cancel = None) -> Run:
+    """Generate and record one job with ``generate_many``'s error policy; a job cancelled or interrupted
+    before it started is recorded too (cancelled, no text), so a single request always leaves its run."""
+    (run,), interruption = _execute(engine, [job], on_finished=recorder, cancel=cancel)
+    if run is None:
+        tokens = engine.tokenize(job.prompt, add_bos=job.add_bos, special=job.special)
+        run = recorder(
+            build_run(
+                engine,
+                job.prompt,
+                job.params,
+                text="",
+                finish="cancelled",
+                prompt_tokens=len(tokens),
+                n_generated=0,
+                ttft=None,
+                total=0.0,
+                labels=job.labels,
+                asked=job.asked,
+            )
+        )
     if interruption is not None:
-        if isinstance(interruption, KeyboardInterrupt | LmbenchError):
-            raise interruption
-        raise GenerationError(
-            f"generation failed after {run.completion_tokens} tokens: {interruption}"
-        ) from interruption
+        raise _policy(interruption, [run])
     return run
 
 

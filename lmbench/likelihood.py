@@ -209,7 +209,7 @@ def loglikelihood(
     """
     checked = check_pairs(pairs)
     labels = Labels.checked(experiment, tags, source)
-    engine = load_engine(model)[0]
+    engine = load_engine(model)
     scored = score_pairs(engine, checked, top=top)
     runs = [
         scoring_run(
@@ -312,7 +312,7 @@ def perplexity(
         raise ParameterError("texts must be a string or a non-empty list of strings", name="texts")
     checked = [check_text(f"texts[{i}]", t) for i, t in enumerate(items)]
     labels = Labels.checked(experiment, tags, source)
-    engine = load_engine(model)[0]
+    engine = load_engine(model)
     width = _check_window("window", engine.n_ctx - 1 if window is None else window, 1, engine.n_ctx - 1)
     step = _check_window("stride", width if stride is None else stride, 1, width)
     prefix = prefix_token(engine)

@@ -24,8 +24,8 @@ import pandas as pd
 
 from ._prompting import template_stops, tokenize_options
 from .engine._engine import Engine, load_engine
-from .errors import GenerationError, ParameterError
-from .generation import Continuation, Job, Recorder, execute_many
+from .errors import ParameterError
+from .generation import Continuation, Job, Recorder, generate_many
 from .params import check_text, validate_params
 from .run import BORDER, MUTED, Labels, Run
 from .store._store import Store, get_store
@@ -217,7 +217,7 @@ def fork(
         )
     entries = run.token_logprobs or []
     at = entries[position] if position < len(entries) else None
-    engine, _ = load_engine(run.model_path if model is None else model)
+    engine = load_engine(run.model_path if model is None else model)
     chosen = _chosen_token(engine, at, token)
     values = validate_params({**run.params.model_dump(), **params})
     if values.max_tokens <= position + 1:
@@ -251,12 +251,7 @@ def fork(
         special=options["special"],
         add_bos=options["add_bos"],
     )
-    (child,), interruption = execute_many(engine, [job])
-    if child is None:
-        raise interruption or GenerationError("the fork did not start")
-    Recorder(target)(child)
-    if interruption is not None:
-        raise interruption
+    (child,) = generate_many(engine, [job], Recorder(target))
     return child
 
 
@@ -326,7 +321,7 @@ def audit(
             name="conditions",
         )
     values = validate_params({"temperature": 0.0, "max_tokens": 32, **params, "seed": seed, "logprobs": TOP})
-    engine, _ = load_engine(model)
+    engine = load_engine(model)
     audit_id = uuid.uuid4().hex[:12]
     record = Recorder(get_store(store))
 
@@ -338,12 +333,9 @@ def audit(
         if fresh:
             target.scheduler.forget()
         if before is not None:
-            execute_many(target, [job(condition + " (other)", before)], on_finished=record, slots=1)
+            generate_many(target, [job(condition + " (other)", before)], record, slots=1)
         fillers = [job(condition + " (filler)", other_prompt, seed + 1 + i) for i in range(slots - 1)]
-        done, interruption = execute_many(target, [job(condition), *fillers], on_finished=record, slots=slots)
-        if interruption is not None or done[0] is None:
-            raise interruption or GenerationError(f"the audit's run ({condition}) did not start")
-        return done[0]
+        return generate_many(target, [job(condition), *fillers], record, slots=slots)[0]
 
     reference = once(engine, "reference")
     rows = []

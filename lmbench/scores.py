@@ -416,7 +416,7 @@ class Judge:
 
     def check(self) -> None:
         """``ParameterError`` before anything runs if the rubric leaves no room in the judge model's context."""
-        engine, _ = load_engine(self.model)
+        engine = load_engine(self.model)
         tokens, room = len(engine.tokenize(self.rubric)), engine.n_ctx - _JUDGE_ROOM
         if tokens > room:
             raise ParameterError(

@@ -24,7 +24,7 @@ from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
 from .engine._engine import Engine, checked_lora, load_engine
 from .errors import ParameterError
-from .generation import Cancel, Job, Recorder, execute_many, stopper
+from .generation import Cancel, Job, Recorder, generate_many, stopper
 from .models import resolve as resolve_model
 from .params import PARAM_NAMES, check_labels, check_text, validate_params
 from .run import Labels, Run
@@ -410,18 +410,12 @@ def _local(
         if should_stop():
             break
         engine_jobs = list(model_jobs)
-        engine, loaded_now = load_engine(model_name, **_load_settings(engine_jobs[0], adapter))
-        load_s = engine.load_s if loaded_now else 0.0
+        engine = load_engine(model_name, **_load_settings(engine_jobs[0], adapter))
         generations = [the_plan.recipe.generation(j, engine) for j in _by_prompt(engine_jobs)]
         batches = [generations] if spec.batch else [[g] for g in generations]
         for group in batches:
             slots = min(spec.batch_size or MAX_BATCH, len(group)) if spec.batch else None
-            _, interruption = execute_many(
-                engine, group, on_finished=save, cancel=should_stop, load_s=load_s, slots=slots
-            )
-            load_s = 0.0
-            if interruption is not None:
-                raise interruption
+            generate_many(engine, group, save, cancel=should_stop, slots=slots)
             if should_stop():
                 break
 

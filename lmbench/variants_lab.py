@@ -207,7 +207,7 @@ def drift(
     if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
         raise ParameterError(f"worst must be a whole number of at least 0, not {worst!r}", name="worst")
     items = _texts(texts, data, column)
-    engine = load_engine(reference)[0]
+    engine = load_engine(reference)
     ref_name, ref_vocab = engine.name, _vocabulary(engine)
     sequences = [engine.tokenize(text)[: engine.n_ctx] for text in items]
     short = next((i for i, tokens in enumerate(sequences) if len(tokens) < 2), None)
@@ -222,7 +222,7 @@ def drift(
     ref_ppl = math.exp(-float(ref_lp.mean()))
     rows, worst_rows = [], []
     for candidate in candidates:
-        other = load_engine(candidate)[0]
+        other = load_engine(candidate)
         if other.n_vocab != ref_dist.shape[1] or _vocabulary(other) != ref_vocab:
             raise ParameterError(
                 f"{other.name} has another vocabulary than {ref_name} ({other.n_vocab} vs {ref_dist.shape[1]} "
@@ -325,7 +325,7 @@ def variants(
     rows = []
     for path in paths:
         unload(path)
-        engine, _ = load_engine(path)
+        engine = load_engine(path)
         prompt_tokens = engine.tokenize(text)[: max(1, engine.n_ctx // 2 - max_tokens)]
         asked = engine.detokenize(prompt_tokens[1:]) if len(prompt_tokens) > 1 else text
         # The warm-up makes the KV cache; its own prompt, so the measured one is evaluated whole.

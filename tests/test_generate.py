@@ -254,3 +254,28 @@ def test_quantized_models_load_and_generate_in_a_subprocess(synthetic_model: Pat
     assert result.returncode == 0, result.stderr[-2000:]
     repack, tokens = result.stdout.split()
     assert repack == str(not cpu_has_amx()) and tokens == "5"
+
+
+def test_a_batch_has_the_single_run_error_policy_and_keeps_its_finished_runs(engine: lmbench.Engine) -> None:
+    from lmbench.generation import Job, Recorder, generate_many
+    from lmbench.params import validate_params
+    from lmbench.run import Labels
+
+    def boom(_: str) -> None:
+        raise ValueError("display went away")
+
+    params = validate_params({"max_tokens": 8, "temperature": 0, "seed": 1})
+    jobs = [Job(PROMPT, params, Labels("batch-err")), Job(PROMPT, params, Labels("batch-err"), on_token=boom)]
+    with pytest.raises(lmbench.GenerationError, match="display went away") as info:
+        generate_many(engine, jobs, Recorder.to(None))
+    assert isinstance(info.value.__cause__, ValueError)  # a foreign failure, wrapped as generate() wraps it
+    table = lmbench.runs("batch-err")
+    assert len(table) == 2 and sorted(table.finish_reason) == ["error", "length"]  # nothing finished is lost
+
+
+def test_the_load_time_is_carried_by_the_first_run_after_loading_only(model_path: Path) -> None:
+    lmbench.unload()
+    engine = lmbench.load(model_path)
+    first, second = (lmbench.generate(PROMPT, model=model_path, max_tokens=4) for _ in range(2))
+    assert first.load_s == engine.load_s > 0 and second.load_s == 0
+    assert engine.claim_load_s() == 0  # claimed once

@@ -133,6 +133,8 @@ class Engine:
         # The whole wait (checks, digest, the child-process test on a new file, llama.cpp's load), with its parts.
         self.load_s = done - started
         self.load_parts = {"checks_s": checked - started, "llama_cpp_s": done - checked}
+        self._load_unclaimed = True
+        self._claim_lock = threading.Lock()
         model = self._model.pointer
         self.n_ctx = n_ctx or llama_cpp.llama_model_n_ctx_train(model)
         self._vocab = self._model.vocab
@@ -369,6 +371,12 @@ class Engine:
                 self._model = None
                 self.logs.append(f"[lmbench] unloaded {self.name}")
 
+    def claim_load_s(self) -> float:
+        """The load time, the first time it is asked for (the first run made after loading carries it), else 0."""
+        with self._claim_lock:
+            unclaimed, self._load_unclaimed = self._load_unclaimed, False
+        return self.load_s if unclaimed else 0.0
+
     def __repr__(self) -> str:
         if self.closed:
             return f"<lmbench.Engine {self.name} (closed)>"
@@ -411,8 +419,8 @@ def load_engine(
     n_gpu_layers: int | None = None,
     lora: Mapping[str | os.PathLike[str], float] | None = None,
     **load_options: Any,
-) -> tuple[Engine, bool]:
-    """Like ``load`` but also says whether this call did the loading.
+) -> Engine:
+    """``load`` for any model reference, an ``Engine`` included (a closed one is loaded again).
 
     A loaded engine of the same file is reused whenever the settings this call gives agree with its
     own (settings left out agree with any), so ``load(path, n_threads=1)`` followed by
@@ -424,7 +432,7 @@ def load_engine(
     """
     if isinstance(model, Engine):
         if not model.closed:
-            return model, False
+            return model
         return load_engine(model.path, **{**model.load_args, "lora": model.lora})
     path = models.resolve(model)
     try:
@@ -440,7 +448,7 @@ def load_engine(
         for key, engine in same_file:
             if all(engine.load_args.get(name) == value for name, value in given.items()):
                 _cache.move_to_end(key)
-                return engine, False
+                return engine
         options = {"n_ctx": 2048, "n_threads": None, "n_gpu_layers": 0, **given}
         if same_file:
             loaded_args = same_file[0][1].load_args
@@ -460,7 +468,7 @@ def load_engine(
         for adapter, scale in engine.lora.items():
             models.register_variant(Path(adapter), base=path, kind="adapter", scale=scale)
         _cache[(file[0], file[1], file[2], tuple(sorted(options.items())))] = engine
-        return engine, True
+        return engine
 
 
 def checked_lora(lora: Any) -> tuple[tuple[str, float], ...]:
@@ -504,7 +512,7 @@ def load(
     reason; they never reach llama.cpp. ``lora`` applies LoRA adapters with their scales
     (``{"adapter.gguf": 0.8}``); each is recorded with every run and listed beside its base model.
     """
-    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, lora=lora, **load_options)[0]
+    return load_engine(model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, lora=lora, **load_options)
 
 
 def tokenize(
@@ -521,14 +529,14 @@ def tokenize(
     """
     if not isinstance(text, str):
         raise ParameterError(f"text must be a string, not {type(text).__name__}", name="text", value=text)
-    engine = load_engine(model)[0]
+    engine = load_engine(model)
     with engine.lock:
         return engine.tokenize(text, add_bos=add_special, special=parse_special)
 
 
 def detokenize(tokens: list[int], model: str | os.PathLike[str] | Engine | None = None) -> str:
     """The text of token ids for a model (loaded if needed)."""
-    engine = load_engine(model)[0]
+    engine = load_engine(model)
     return engine.detokenize(tokens)
 
 
@@ -542,7 +550,7 @@ def embed(texts: str | list[str], model: str | os.PathLike[str] | Engine | None 
     batch = [texts] if isinstance(texts, str) else list(texts)
     if not batch or not all(isinstance(t, str) for t in batch):
         raise ParameterError("texts must be a string or a non-empty list of strings", name="texts")
-    return np.stack(load_engine(model)[0].embed(batch))
+    return np.stack(load_engine(model).embed(batch))
 
 
 def unload(model: str | os.PathLike[str] | None = None) -> None:

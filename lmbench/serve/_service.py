@@ -30,7 +30,7 @@ from ..chat import chat as chat_reply
 from ..chat import with_tools
 from ..engine._engine import Engine, load_engine, loaded
 from ..errors import LmbenchError
-from ..generation import Cancel, Job, Recorder, execute_many, random_seed
+from ..generation import Cancel, Job, Recorder, generate_many, random_seed
 from ..generation import generate as generate_run
 from ..params import MAX_SEED, GenerationParams, validate_params
 from ..run import Labels, Run
@@ -131,7 +131,7 @@ class Service:
     def engine(self, path: Path) -> Engine:
         """The engine of the model at ``path``, loaded with the server's context and slots."""
         try:
-            engine = load_engine(path, n_ctx=self.settings.n_ctx)[0]
+            engine = load_engine(path, n_ctx=self.settings.n_ctx)
         except LmbenchError as exc:
             raise api_error(exc) from None
         engine.parallel = self.settings.parallel
@@ -242,17 +242,8 @@ class Service:
             )
             for i, seed in enumerate(seeds)
         ]
-        runs: dict[int, Run] = {}
-        recorder = Recorder.to(self.settings.store)
-
-        def finished(run: Run) -> None:
-            runs[seeds.index(run.seed)] = recorder(run)
-
         slots = jobs.n if jobs.n > engine.parallel else None  # n choices past --parallel still decode together
-        _, interruption = execute_many(engine, batch, on_finished=finished, cancel=cancel, slots=slots)
-        if interruption is not None:
-            raise interruption
-        return [runs[i] for i in sorted(runs)]
+        return generate_many(engine, batch, Recorder.to(self.settings.store), cancel=cancel, slots=slots)
 
 
 def finite(value: float | None) -> float | None:

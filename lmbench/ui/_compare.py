@@ -8,9 +8,9 @@ import ipywidgets as w
 
 from ..compare import compare
 from ..errors import ParameterError
-from ..generation import Job, Recorder, execute_many, random_seed
+from ..generation import Job, Recorder, generate_many, random_seed
 from ..params import validate_params
-from ..run import Labels
+from ..run import Labels, Run
 from ._parts import Host, button, row
 
 
@@ -48,10 +48,15 @@ class CompareTab:
         labels = Labels(self.host.experiment_name(), source="panel")
         turn = self.host.turn(engine)
         jobs = [Job.of(turn, validate_params({**params, name: value}), labels) for value in values]
-        recorder = Recorder(self.host.store, on_run=self.host.made)
-        runs, interruption = execute_many(engine, jobs, on_finished=recorder, cancel=self.host.cancel, slots=len(jobs))
-        ids = [run.id for run in runs if run is not None]
-        if ids:
-            self.output.value = compare(ids, by=name, store=self.host.store).to_html()
-        if interruption is not None:
-            raise interruption
+        made: list[str] = []
+
+        def finished(run: Run) -> None:
+            made.append(run.id)
+            self.host.made(run)
+
+        recorder = Recorder(self.host.store, on_run=finished)
+        try:
+            generate_many(engine, jobs, recorder, cancel=self.host.cancel, slots=len(jobs))
+        finally:  # what finished is shown, also when the comparison was stopped
+            if made:
+                self.output.value = compare(made, by=name, store=self.host.store).to_html()

@@ -298,10 +298,10 @@ class Panel:
     def load(self) -> Engine:
         """The picker's model, loaded with its settings (a model already loaded is reused)."""
         self.status(self.t("loading…"))
-        engine, loaded_now = load_engine(
+        engine = load_engine(
             self.picker.name, n_ctx=self.picker.n_ctx.value, n_threads=self.picker.n_threads.value or None
         )
-        first_time = loaded_now or engine is not self.engine
+        first_time = engine is not self.engine  # a model loaded (again) is a new engine
         if first_time:
             self.event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads {engine.threads.describe()})")
         self.picker.loaded(engine, first_time)
