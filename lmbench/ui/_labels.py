@@ -155,6 +155,16 @@ SPANISH = {
     "parallel calls": "llamadas en paralelo",
     "Send results": "Enviar resultados",
     "result (JSON)": "resultado (JSON)",
+    # The Compare tab: what is compared, and the metrics under each column by their names in words.
+    "compare": "comparar",
+    "presets": "presets",
+    "models": "modelos",
+    "comparing…": "comparando…",
+    "2 to 4 values, comma-separated": "de 2 a 4 valores, separados por comas",
+    "2 to 4 preset names, comma-separated": "de 2 a 4 nombres de preset, separados por comas",
+    "2 to 4 models (paths or names), comma-separated": "de 2 a 4 modelos (rutas o nombres), separados por comas",
+    "distinct word pairs": "pares de palabras distintos",
+    "mean log-probability": "log-probabilidad media",
 }
 
 
