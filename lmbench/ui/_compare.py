@@ -180,7 +180,7 @@ def _grid(prompt: str, columns: list[_Column], t: Callable[[str], str]) -> str:
         cells.append(
             f"<div class='lmbench-compare-column' style='{BORDER};border-radius:6px;padding:6px 8px;min-width:0'>"
             f"<div style='font-weight:bold;overflow-wrap:anywhere'>{html.escape(column.title)}</div>"
-            "<div class='lmbench-compare-text' style='white-space:pre-wrap;overflow-wrap:anywhere;"
+            "<div class='lmbench-compare-text' style='white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.45;"
             f"max-height:24em;overflow:auto;margin:4px 0'>{html.escape(text)}</div>"
             f"<div class='lmbench-compare-note' style='opacity:0.75;font-size:85%'>{html.escape(note)}</div></div>"
         )
