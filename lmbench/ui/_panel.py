@@ -120,6 +120,7 @@ class Panel:
         numeric = [name for name in self.form.sliders if name != "max_tokens"]
         self.compare = CompareTab(self, numeric, lambda name: type(self.form.sliders[name].value))
         self.chat = ChatTab(self)
+        self.history.on_conversation = self._open_conversation
         self.server = ServerTab(self)
         self.tabs = w.Tab(
             [
@@ -219,6 +220,11 @@ class Panel:
         self.picker.model.value = run.model_path  # loaded again by the next Generate
         self.form.set_values(run.params.model_dump())
         self.show_run(run)
+
+    def _open_conversation(self, name: str) -> None:
+        """A saved conversation chosen in History, reopened in the Chat tab."""
+        self.chat.open(name)
+        self.tabs.selected_index = list(self.tabs.children).index(self.chat.box)
 
     def show_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
