@@ -122,6 +122,12 @@ def test_conversations_are_saved_and_reopened_by_name_and_grouped_in_history(pan
     assert [value for _, value in panel.history.runs.options][header + 1 : header + 4] == [three.id, two.id, one.id]
     assert any("Hello" in label and label.startswith("↳") for label in labels), "an unsaved chat is grouped too"
 
+    panel.chat.new()  # choosing the conversation's line in History reopens it in the Chat tab
+    panel.history.runs.value = panel.history.runs.options[header][1]
+    assert panel.tabs.selected_index == list(panel.tabs.children).index(panel.chat.box)
+    assert panel.chat.name.value == "dog stories" and panel.chat.conversation_id == one.conversation_id
+    assert len(panel.chat.conversation) == 4, "the newest save: the turn after it is in the store, not in the save"
+
 
 def test_concurrent_saves_lose_nothing(panel: lmbench.Panel) -> None:
     store = panel.store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -31,6 +32,9 @@ class HistoryTab:
         self.all.observe(lambda _: self.refresh(), names="value")
         self._restoring = False
         self._pages = 1
+        self._saved: dict[str, str] = {}  # a saved conversation's line in the list -> its name
+        # Set by the panel: reopens a saved conversation (chosen by its line) in the Chat tab.
+        self.on_conversation: Callable[[str], None] | None = None
         self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
         self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
         self.thumbs = {}
@@ -70,7 +74,8 @@ class HistoryTab:
 
     def _grouped(self, frame: pd.DataFrame) -> list[tuple[str, str]]:
         """The runs newest first, a conversation's turns together under a line naming it (its saved name, else
-        its first question) where its newest turn is; selecting that line restores its newest turn."""
+        its first question) where its newest turn is; selecting that line reopens a saved conversation in
+        the Chat tab, else restores its newest turn."""
         try:
             saves = self.host.store.conversations()
         except LmbenchError as exc:
@@ -83,6 +88,7 @@ class HistoryTab:
             if isinstance(r.conversation_id, str):
                 turns.setdefault(r.conversation_id, []).append(r)
         options: list[tuple[str, str]] = []
+        self._saved = {}
         for r in newest_first:
             conversation = r.conversation_id if isinstance(r.conversation_id, str) else None
             if conversation is None:
@@ -92,6 +98,8 @@ class HistoryTab:
                 title = names.get(conversation) or repr(str(grouped[-1].prompt)[:40])
                 count = self.host.t("{n} turns").format(n=len(grouped))
                 options.append((f"💬 {title} · {count}", f"{GROUP}{grouped[0].id}"))
+                if conversation in names:
+                    self._saved[f"{GROUP}{grouped[0].id}"] = names[conversation]
                 options += [(f"↳ {view.history_row(turn)}", turn.id) for turn in grouped]
         return options
 
@@ -112,7 +120,11 @@ class HistoryTab:
         self.rated.value = ""
         if self._restoring or change["new"] is None:
             return
+        name = self._saved.get(change["new"])
         try:
+            if name is not None and self.on_conversation is not None:
+                self.on_conversation(name)
+                return
             run = self.host.store.get(change["new"].removeprefix(GROUP))
         except LmbenchError as exc:
             self.host.show_error(exc)
