@@ -70,7 +70,12 @@ class ChatTab:
         self.system = w.Text(placeholder=t("system message (optional)"), layout=w.Layout(width="100%"))
         self.tools = w.Textarea(placeholder=TOOLS_PLACEHOLDER, rows=5, layout=w.Layout(width="100%"))
         self.tools.add_class("lmbench-chat-tools")
-        self.tool_choice = w.Dropdown(options=list(tools_mod.CHOICES), value="auto", description=t("tool choice"))
+        self.tool_choice = w.Dropdown(
+            options=list(tools_mod.CHOICES),
+            value="auto",
+            description=t("tool choice"),
+            style={"description_width": "initial"},  # the Spanish words in full
+        )
         self.tool_choice.add_class("lmbench-tool-choice")
         self.parallel = w.Checkbox(True, description=t("parallel calls"), indent=False)
         self.parallel.add_class("lmbench-tool-parallel")
@@ -85,6 +90,7 @@ class ChatTab:
         self.results_button = button(
             t("Send results"), "primary", "Send the tool results; the model continues", "lmbench-tool-send"
         )
+        self.results_button.layout.width = "auto"  # "Enviar resultados" uncut
         self.results_button.on_click(lambda _: host.start(self.answer_calls))
         self.editing_note = w.HTML()
         self.input = w.Textarea(placeholder=t("Message"), rows=2, layout=w.Layout(width="100%"))
