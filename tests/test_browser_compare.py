@@ -1,6 +1,7 @@
 """The Compare tab as a person uses it in a real browser (JupyterLab, quickstart.ipynb, headless Chromium, both
-themes): columns that fill while they generate, the prompt once as typed, metrics by their names in words,
-presets compared; it holds at 1024 px. Screenshots go to test-artifacts/screenshots/ (``<theme>-compare-*.png``).
+themes, and in Spanish): columns that fill while they generate, the prompt once as typed, metrics by their
+names in words, presets compared; the Compare and Chat tabs hold at 1024 px. Screenshots go to
+test-artifacts/screenshots/ (``<theme>[-es]-compare-*.png``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,31 @@ import lmbench
 PROMPT = "Once upon a time, in a small village by the sea, there lived a fisherman who"
 
 
+# The words the test reads, by panel language.
+WORDS = {
+    "en": {
+        "Compare": "Compare",
+        "Chat": "Chat",
+        "Ignore EOS": "Ignore EOS",
+        "metric": "distinct word pairs",
+        "generating": "generating",
+    },
+    "es": {
+        "Compare": "Comparar",
+        "Chat": "Chat",
+        "Ignore EOS": "Ignorar EOS",
+        "metric": "pares de palabras distintos",
+        "generating": "generando",
+    },
+}
+CASES = [("JupyterLab Light", "en"), ("JupyterLab Dark", "en"), ("JupyterLab Light", "es")]
+
+
 @pytest.fixture
-def quickstart(tmp_path: Path, lmbench_home: Path) -> Iterator[str]:
+def quickstart(
+    tmp_path: Path, lmbench_home: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    monkeypatch.setenv("LMBENCH_LANG", request.node.callspec.params["case"][1])  # the kernel's panel language
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(REPO / "notebooks" / "quickstart.ipynb", root)
@@ -29,13 +53,15 @@ def quickstart(tmp_path: Path, lmbench_home: Path) -> Iterator[str]:
         yield f"{server.url}/lab/tree/quickstart.ipynb?token={server.token}"
 
 
-@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
-def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str, theme: str) -> None:
+@pytest.mark.parametrize("case", CASES, ids=["light", "dark", "spanish"])
+def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str, case: tuple[str, str]) -> None:
+    theme, lang = case
+    words = WORDS[lang]
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (make setup does) or set LMBENCH_CHROMIUM")
     from playwright.sync_api import expect, sync_playwright
 
-    shot = SCREENSHOTS / theme.split()[-1].lower()
+    shot = SCREENSHOTS / (theme.split()[-1].lower() + ("" if lang == "en" else f"-{lang}"))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -50,8 +76,8 @@ def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str,
             max_tokens = panel.locator(".lmbench-param-max_tokens input")
             max_tokens.fill("1500")
             max_tokens.press("Enter")
-            panel.locator(".widget-checkbox", has_text="Ignore EOS").locator("input").check()  # long texts
-            panel.locator(".lm-TabBar-tab", has_text="Compare").first.click()
+            panel.locator(".widget-checkbox", has_text=words["Ignore EOS"]).locator("input").check()  # long texts
+            panel.locator(".lm-TabBar-tab", has_text=words["Compare"]).first.click()
             output = panel.locator(".lmbench-compare-output")
 
             # Three temperatures: the columns show text while they are still generating; Stop ends them.
@@ -59,18 +85,18 @@ def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str,
             panel.locator("button.lmbench-compare").click()
             expect(output.locator(".lmbench-compare-column")).to_have_count(3, timeout=60_000)
             page.wait_for_function(
-                "el => [...el.querySelectorAll('.lmbench-compare-text')].every(t => t.innerText.length > 40)"
-                " && el.innerText.includes('generating')",
-                arg=output.element_handle(),
+                "([el, word]) => [...el.querySelectorAll('.lmbench-compare-text')].every(t => t.innerText.length > 40)"
+                " && el.innerText.includes(word)",
+                arg=[output.element_handle(), words["generating"]],
                 timeout=60_000,
                 polling=50,
             )
             panel.locator("button.lmbench-stop").click()
-            expect(output).not_to_contain_text("generating", timeout=60_000)
+            expect(output).not_to_contain_text(words["generating"], timeout=60_000)
             expect(output.locator(".lmbench-compare-prompt")).to_contain_text(PROMPT)
             assert output.inner_text().count(PROMPT) == 1, "the prompt once, as typed"
             expect(output).to_contain_text("temperature = 0.7")
-            expect(output).to_contain_text("distinct word pairs")
+            expect(output).to_contain_text(words["metric"])
             expect(output).not_to_contain_text("distinct_2")
             assert output.locator(".lmbench-compare-text").first.evaluate(CONTRAST) >= 4.5
             panel.screenshot(path=str(shot) + "-compare-temperature.png")
@@ -83,13 +109,19 @@ def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str,
             panel.locator("button.lmbench-compare").click()
             expect(output.locator(".lmbench-compare-column")).to_have_count(2, timeout=60_000)
             expect(output).to_contain_text("creative")
-            expect(output).not_to_contain_text("generating", timeout=60_000)
+            expect(output).not_to_contain_text(words["generating"], timeout=60_000)
             panel.screenshot(path=str(shot) + "-compare-presets.png")
 
             page.set_viewport_size({"width": 1024, "height": 1800})
             page.wait_for_timeout(500)
-            assert panel.evaluate(TOO_WIDE) == [], "the Compare tab holds at 1024 px"
+            assert panel.locator(".lmbench-compare-tab").evaluate(TOO_WIDE) == [], "the Compare tab holds at 1024 px"
             panel.screenshot(path=str(shot) + "-compare-1024px.png")
+            panel.locator(".lm-TabBar-tab", has_text=words["Chat"]).first.click()
+            chat_tab = panel.locator(".lmbench-chat-tab")
+            chat_tab.locator(".lmbench-chat-tools-box").get_by_text("Tools" if lang == "en" else "Herramientas").click()
+            page.wait_for_timeout(300)
+            assert chat_tab.evaluate(TOO_WIDE) == [], "the Chat tab holds at 1024 px"
+            panel.screenshot(path=str(shot) + "-chat-1024px.png")
         finally:
             browser.close()
 

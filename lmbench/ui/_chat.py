@@ -128,6 +128,7 @@ class ChatTab:
                 row([self.name, self.save_button, self.saved, self.open_button]),
             ]
         )
+        self.box.add_class("lmbench-chat-tab")
 
     # Jobs (in the panel's worker) ---------------------------------------------------------------
 

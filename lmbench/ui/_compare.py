@@ -73,6 +73,7 @@ class CompareTab:
         self.output = w.HTML()
         self.output.add_class("lmbench-compare-output")
         self.box = w.VBox([row([self.mode, self.param, self.values, self.button]), self.output])
+        self.box.add_class("lmbench-compare-tab")
         self._columns: list[_Column] = []
         self._prompt = ""
 
