@@ -105,7 +105,8 @@ def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str,
             max_tokens.fill("30")
             max_tokens.press("Enter")
             panel.locator(".lmbench-compare-mode select").select_option("presets")
-            panel.locator(".lmbench-compare-values input").fill("precise, creative")
+            expect(panel.locator(".lmbench-compare-param")).to_be_hidden()  # the kernel took the mode
+            expect(panel.locator(".lmbench-compare-values input")).to_have_value("precise, creative")
             panel.locator("button.lmbench-compare").click()
             expect(output.locator(".lmbench-compare-column")).to_have_count(2, timeout=60_000)
             expect(output).to_contain_text("creative")
@@ -118,11 +119,14 @@ def test_compare_columns_stream_and_compare_presets_in_chromium(quickstart: str,
             panel.screenshot(path=str(shot) + "-compare-1024px.png")
             panel.locator(".lm-TabBar-tab", has_text=words["Chat"]).first.click()
             chat_tab = panel.locator(".lmbench-chat-tab")
-            chat_tab.locator(".lmbench-chat-tools-box").get_by_text("Tools" if lang == "en" else "Herramientas").click()
+            chat_tab.locator(".lmbench-chat-tools-box").get_by_text(
+                "Tools" if lang == "en" else "Herramientas", exact=True
+            ).click()
             page.wait_for_timeout(300)
             assert chat_tab.evaluate(TOO_WIDE) == [], "the Chat tab holds at 1024 px"
             panel.screenshot(path=str(shot) + "-chat-1024px.png")
-        finally:
+        finally:  # the page as it was last, for a person (and for a failure's reason)
+            page.screenshot(path=str(shot) + "-compare-last.png", full_page=True)
             browser.close()
 
     table = lmbench.runs()

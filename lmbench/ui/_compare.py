@@ -66,6 +66,7 @@ class CompareTab:
         self.mode.add_class("lmbench-compare-mode")
         self.mode.observe(lambda _: self._mode_changed(), names="value")
         self.param = w.Dropdown(options=numeric, value="temperature", description=t("parameter"))
+        self.param.add_class("lmbench-compare-param")
         self.values = w.Text(_DEFAULTS["parameter"], description=t("values"), tooltip=t(_HINTS["parameter"]))
         self.values.add_class("lmbench-compare-values")
         self.button = button(t("Compare"), "info", "Run the prompt with each setting", "lmbench-compare")
