@@ -139,6 +139,7 @@ SPANISH = {
     "good": "buena",
     "bad": "mala",
     # The Chat tab: messages, saved conversations, tool calls.
+    "No messages yet.": "Aún no hay mensajes.",
     "Copy the message": "Copiar el mensaje",
     "Edit and send again": "Editar y volver a enviar",
     "Delete the message": "Borrar el mensaje",
