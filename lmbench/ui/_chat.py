@@ -26,6 +26,11 @@ from ._parts import Host, Throttled, button, folded, row
 TOOLS_PLACEHOLDER = '[{"type": "function", "function": {"name": "get_weather", "parameters": {...}}}]'
 
 
+def _full() -> w.Layout:
+    """The tab's whole width, margins included (a width of 100% plus its margin would stick out)."""
+    return w.Layout(width="auto")
+
+
 def _small(icon: str, tooltip: str, css: str) -> w.Button:
     made = w.Button(icon=icon, tooltip=tooltip, layout=w.Layout(width="2.6em", height="1.9em"))
     made.add_class(css)
@@ -67,8 +72,8 @@ class ChatTab:
         self._notes: list[str | None] = []  # one per message: a reply's tokens, speed and ending
         self.conversation_id = uuid.uuid4().hex
         self.editing: int | None = None  # the message Send replaces, while one is edited
-        self.system = w.Text(placeholder=t("system message (optional)"), layout=w.Layout(width="100%"))
-        self.tools = w.Textarea(placeholder=TOOLS_PLACEHOLDER, rows=5, layout=w.Layout(width="100%"))
+        self.system = w.Text(placeholder=t("system message (optional)"), layout=_full())
+        self.tools = w.Textarea(placeholder=TOOLS_PLACEHOLDER, rows=5, layout=_full())
         self.tools.add_class("lmbench-chat-tools")
         self.tool_choice = w.Dropdown(
             options=list(tools_mod.CHOICES),
@@ -93,7 +98,7 @@ class ChatTab:
         self.results_button.layout.width = "auto"  # "Enviar resultados" uncut
         self.results_button.on_click(lambda _: host.start(self.answer_calls))
         self.editing_note = w.HTML()
-        self.input = w.Textarea(placeholder=t("Message"), rows=2, layout=w.Layout(width="100%"))
+        self.input = w.Textarea(placeholder=t("Message"), rows=2, layout=_full())
         self.input.add_class("lmbench-chat-input")
         self.send_button = button(t("Send"), "primary", "Send the message (Enter)", "lmbench-send")
         self.send_button.on_click(lambda _: host.start(self.job))
@@ -321,7 +326,7 @@ class ChatTab:
                 message_row.add_class("lmbench-chat-editing")
             rows.append(message_row)
         if not rows:
-            rows.append(w.HTML(view.chat([])))
+            rows.append(w.HTML(f"<i style='opacity:0.6'>{html.escape(t('No messages yet.'))}</i>"))
         self.transcript.children = [*rows, self.pending]
         self.editing_note.value = (
             f"<small>{html.escape(t('Editing a message: Send replaces it and what followed it'))}</small>"
@@ -345,7 +350,7 @@ class ChatTab:
                 f"<small style='opacity:0.7'>{html.escape(call['id'])}</small>"
                 f"<pre style='margin:2px 0;white-space:pre-wrap'>{html.escape(arguments)}</pre></div>"
             )
-            box = w.Textarea(placeholder=self.host.t("result (JSON)"), rows=2, layout=w.Layout(width="100%"))
+            box = w.Textarea(placeholder=self.host.t("result (JSON)"), rows=2, layout=_full())
             box.add_class("lmbench-tool-result")
             self._results.append((call, box))
             cards.append(w.VBox([card, box]))
