@@ -81,3 +81,25 @@ def test_shell_examples(docs_env: str, tmp_path: Path) -> None:
         assert result.returncode == 0, f"{command}\n{result.stderr}"
     assert len(lmbench.runs("temps")) == 9, "the YAML sweep: 3 temperatures x 3 seeds"
     assert (tmp_path / "sweep.csv").exists() and (tmp_path / "runs.parquet").exists()
+
+
+def test_the_python_page_lists_the_public_api_and_the_docs_use_it() -> None:
+    """docs/python.md's tables are ``__all__``; the README, the docs and the notebooks reach every other name
+    through its family module, so the top level stays small (older names still resolve, from their module)."""
+    import importlib
+
+    names, families = (REPO / "docs" / "python.md").read_text().split("## The families")
+    listed = re.findall(r"^\| `lmbench\.(\w+)` \|", names, re.M)
+    assert set(lmbench.FAMILIES) <= set(re.findall(r"`lmbench\.(\w+)`", families))
+    assert sorted(listed) == sorted(set(lmbench.__all__) - {"__version__"}) and len(listed) == len(set(listed))
+    assert set(dir(lmbench)) == {*lmbench.__all__, *lmbench.FAMILIES}
+    for name, module in lmbench.MOVED.items():
+        assert getattr(lmbench, name) is getattr(importlib.import_module(f"lmbench.{module}"), name)
+    texts = [p for p in [*PAGES, *(REPO / "notebooks").glob("*.ipynb")] if p.name != "python.md"]
+    used = {(m, page.name) for page in texts for m in re.findall(r"\blmbench\.(\w+)", page.read_text())}
+    misplaced = sorted(
+        (name, page)
+        for name, page in used
+        if name not in lmbench.__all__ and importlib.util.find_spec(f"lmbench.{name}") is None
+    )
+    assert not misplaced, f"use the family module (docs/python.md) for: {misplaced}"
