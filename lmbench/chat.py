@@ -18,7 +18,7 @@ from ._prompting import check_messages, render
 from .engine._engine import Engine, load_engine
 from .errors import ParameterError
 from .generation import Cancel, Job, Recorder, complete
-from .params import GenerationParams, validate_params
+from .params import GenerationParams, check_text, validate_params
 from .presets import resolve_preset
 from .run import Labels, Run
 from .store._store import Store
@@ -60,6 +60,7 @@ def chat(
     tools: Sequence[dict[str, Any]] | None = None,
     tool_choice: tools_mod.ToolChoice = "auto",
     parallel_tool_calls: bool = True,
+    conversation_id: str | None = None,
     **params: Any,
 ) -> Run:
     """Reply to a conversation (OpenAI-style messages); the reply is ``run.text``, the messages are recorded.
@@ -67,13 +68,16 @@ def chat(
     Takes the same parameters as ``generate``; the template's stop strings are used while decoding
     (``run.stop`` keeps the ones asked for). ``run_id`` records the run under a fixed id (recording
     it again replaces it). ``tools`` (OpenAI-style function tools) are offered as ``lmbench.tools``
-    describes; the calls the model made are ``run.tool_calls``.
+    describes; the calls the model made are ``run.tool_calls``. ``conversation_id`` files the turn under
+    its conversation (``Run.conversation_id``; ``Store.save_conversation`` names it).
     """
     labels = Labels.checked(experiment, tags, source, run_id)
     turns, values, offered, offering = with_tools(
         messages, validate_params({**resolve_preset(preset), **params}), tools, tool_choice, parallel_tool_calls
     )
-    labels = dataclasses.replace(labels, tools=offered or None)
+    if conversation_id is not None:
+        check_text("conversation_id", conversation_id, max_chars=64)
+    labels = dataclasses.replace(labels, tools=offered or None, conversation_id=conversation_id)
     engine = load_engine(model)
     return complete(
         engine,

@@ -208,10 +208,10 @@ def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
     second = panel.last_run
     assert second is not None and second.chat_format == "plain"
     assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
-    assert "And then?" in panel.chat.transcript.value and panel.chat.input.value == ""
+    assert "And then?" in panel.chat.shown and panel.chat.input.value == ""
     assert lmbench.runs().source.tolist() == ["panel", "panel"]
     panel.chat.new()
-    assert panel.chat.conversation == [] and "No messages yet" in panel.chat.transcript.value
+    assert panel.chat.conversation == [] and "No messages yet" in panel.chat.shown
 
 
 def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
@@ -313,7 +313,7 @@ def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerat
     panel.wait(60)
     first = panel.last_run
     assert first is not None and first.finish_reason == "length"
-    assert "6 tokens" in panel.chat.transcript.value and "cut off at max_tokens" in panel.chat.transcript.value
+    assert "6 tokens" in panel.chat.shown and "cut off at max_tokens" in panel.chat.shown
     panel.chat.regenerate_button.click()
     panel.wait(60)
     second = panel.last_run

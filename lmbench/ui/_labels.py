@@ -287,6 +287,34 @@ SPANISH = {
     "runs": "ejecuciones",
     "good": "buena",
     "bad": "mala",
+    # The Chat tab: messages, saved conversations, tool calls.
+    "No messages yet.": "Aún no hay mensajes.",
+    "Copy the message": "Copiar el mensaje",
+    "Edit and send again": "Editar y volver a enviar",
+    "Delete the message": "Borrar el mensaje",
+    "Editing a message: Send replaces it and what followed it": (
+        "Editando un mensaje: Enviar lo reemplaza junto con lo que le siguió"
+    ),
+    "conversation name": "nombre de la conversación",
+    "Save": "Guardar",
+    "saved": "guardadas",
+    "Open": "Abrir",
+    "{n} turns": "{n} turnos",
+    "Tools": "Herramientas",
+    "tool choice": "uso de herramientas",
+    "parallel calls": "llamadas en paralelo",
+    "Send results": "Enviar resultados",
+    "result (JSON)": "resultado (JSON)",
+    # The Compare tab: what is compared, and the metrics under each column by their names in words.
+    "compare": "comparar",
+    "presets": "presets",
+    "models": "modelos",
+    "comparing…": "comparando…",
+    "2 to 4 values, comma-separated": "de 2 a 4 valores, separados por comas",
+    "2 to 4 preset names, comma-separated": "de 2 a 4 nombres de preset, separados por comas",
+    "2 to 4 models (paths or names), comma-separated": "de 2 a 4 modelos (rutas o nombres), separados por comas",
+    "distinct word pairs": "pares de palabras distintos",
+    "mean log-probability": "log-probabilidad media",
 }
 
 

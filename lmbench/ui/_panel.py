@@ -129,6 +129,7 @@ class Panel:
         numeric = [name for name in self.form.sliders if name != "max_tokens"]
         self.compare = CompareTab(self, numeric, lambda name: type(self.form.sliders[name].value))
         self.chat = ChatTab(self)
+        self.history.on_conversation = self._open_conversation
         self.server = ServerTab(self)
         self.tabs = w.Tab(
             [
@@ -243,6 +244,11 @@ class Panel:
         self.form.set_values(run.params.model_dump())
         self.show_run(run)
 
+    def _open_conversation(self, name: str) -> None:
+        """A saved conversation chosen in History, reopened in the Chat tab."""
+        self.chat.open(name)
+        self.tabs.selected_index = list(self.tabs.children).index(self.chat.box)
+
     def show_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
         self.error.value = view.error(message, view.error_heading(exc, self.t))
@@ -298,6 +304,9 @@ class Panel:
             self.picker.load_button,
             self.chat.send_button,
             self.chat.regenerate_button,
+            self.chat.results_button,
+            self.chat.save_button,
+            self.chat.open_button,
             self.fork_button,
             self.audit_button,
         )
