@@ -35,8 +35,6 @@ ENGLISH = set(ENGLISH_WORDS.split())
 TECHNICAL = {"chat", "prompt", "preset", "token", "tokens", "tok", "top", "min", "eos", "json", "gbnf", "kv", "mib"}
 # A tooltip starts with the parameter's own name ("top_p: ..."), an identifier, not a word.
 PARAMETER_NAME = re.compile(rf"^({'|'.join(s.name for s in param_specs())}): ")
-# Parts of the panel whose strings another part's owner translates (walked once they are done).
-NOT_WALKED = ("history", "compare", "chat")
 
 
 def _strings(widget: w.Widget) -> Iterator[tuple[str, str]]:
@@ -78,7 +76,7 @@ def _english(text: str, data: set[str]) -> list[str]:
 
 
 def _left_in_english(panel: lmbench.Panel, data: set[str]) -> list[str]:
-    skip = {id(getattr(panel, part).box) for part in NOT_WALKED} | {id(panel.log)}
+    skip = {id(panel.log)}
     found = []
     for widget in _walk(panel.widget, skip):
         for where, text in _strings(widget):

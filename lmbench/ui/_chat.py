@@ -93,31 +93,31 @@ class ChatTab:
         self.calls.add_class("lmbench-tool-calls")
         self._results: list[tuple[dict[str, Any], w.Textarea]] = []
         self.results_button = button(
-            t("Send results"), "primary", "Send the tool results; the model continues", "lmbench-tool-send"
+            t("Send results"), "primary", t("Send the tool results; the model continues"), "lmbench-tool-send"
         )
         self.results_button.layout.width = "auto"  # "Enviar resultados" uncut
         self.results_button.on_click(lambda _: host.start(self.answer_calls))
         self.editing_note = w.HTML()
         self.input = w.Textarea(placeholder=t("Message"), rows=2, layout=_full())
         self.input.add_class("lmbench-chat-input")
-        self.send_button = button(t("Send"), "primary", "Send the message (Enter)", "lmbench-send")
+        self.send_button = button(t("Send"), "primary", t("Send the message (Enter)"), "lmbench-send")
         self.send_button.on_click(lambda _: host.start(self.job))
-        self.regenerate_button = button(t("Regenerate"), "", "Ask for the last reply again", "lmbench-regenerate")
+        self.regenerate_button = button(t("Regenerate"), "", t("Ask for the last reply again"), "lmbench-regenerate")
         self.regenerate_button.on_click(lambda _: host.start(self.regenerate))
-        self.stop_button = button(t("Stop"), "danger", "Stop the reply", "lmbench-chat-stop")
+        self.stop_button = button(t("Stop"), "danger", t("Stop the reply"), "lmbench-chat-stop")
         self.stop_button.disabled = True
         self.stop_button.on_click(lambda _: host.cancel.set())
-        new_chat = button(t("New chat"), "", "Forget the conversation", "lmbench-new-chat")
+        new_chat = button(t("New chat"), "", t("Forget the conversation"), "lmbench-new-chat")
         new_chat.on_click(lambda _: self.new())
         self.name = w.Text(placeholder=t("conversation name"), layout=w.Layout(width="14em"))
         self.name.add_class("lmbench-chat-name")
         self.save_button = button(
-            t("Save"), "", "Save the conversation in the store under this name", "lmbench-chat-save"
+            t("Save"), "", t("Save the conversation in the store under this name"), "lmbench-chat-save"
         )
         self.save_button.on_click(lambda _: host.start(self.save))
         self.saved = w.Dropdown(options=[], description=t("saved"), layout=w.Layout(width="18em"))
         self.saved.add_class("lmbench-chat-saved")
-        self.open_button = button(t("Open"), "", "Reopen the saved conversation", "lmbench-chat-open")
+        self.open_button = button(t("Open"), "", t("Reopen the saved conversation"), "lmbench-chat-open")
         self.open_button.on_click(lambda _: host.start(lambda: self.open(self.saved.value)))
         self.render()
         self.refresh_saved()

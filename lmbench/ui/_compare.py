@@ -69,7 +69,7 @@ class CompareTab:
         self.param.add_class("lmbench-compare-param")
         self.values = w.Text(_DEFAULTS["parameter"], description=t("values"), tooltip=t(_HINTS["parameter"]))
         self.values.add_class("lmbench-compare-values")
-        self.button = button(t("Compare"), "info", "Run the prompt with each setting", "lmbench-compare")
+        self.button = button(t("Compare"), "info", t("Run the prompt with each setting"), "lmbench-compare")
         self.button.on_click(lambda _: host.start(self.job))
         self.output = w.HTML()
         self.output.add_class("lmbench-compare-output")

@@ -26,7 +26,7 @@ class HistoryTab:
         self.runs = w.Select(options=[], rows=10, layout=w.Layout(width="100%"))
         self.runs.add_class("lmbench-history")
         self.runs.observe(self._on_select, names="value")
-        refresh = button(host.t("Refresh"), "", "Reload the history from the store", "lmbench-refresh")
+        refresh = button(host.t("Refresh"), "", host.t("Reload the history from the store"), "lmbench-refresh")
         refresh.on_click(lambda _: self.refresh())
         self.all = w.Checkbox(False, description=host.t("all runs in the store (not only this panel's)"), indent=False)
         self.all.observe(lambda _: self.refresh(), names="value")
@@ -35,7 +35,9 @@ class HistoryTab:
         self._saved: dict[str, str] = {}  # a saved conversation's line in the list -> its name
         # Set by the panel: reopens a saved conversation (chosen by its line) in the Chat tab.
         self.on_conversation: Callable[[str], None] | None = None
-        self.older = button(host.t("Older runs"), "", f"Show {HISTORY_SIZE} older runs", "lmbench-older")
+        self.older = button(
+            host.t("Older runs"), "", host.t("Show {n} older runs").format(n=HISTORY_SIZE), "lmbench-older"
+        )
         self.older.on_click(lambda _: self.refresh(pages=self._pages + 1))
         self.thumbs = {}
         for verdict, icon, tip in (("up", "thumbs-up", "good"), ("down", "thumbs-down", "bad")):
@@ -47,7 +49,7 @@ class HistoryTab:
         self.box = w.VBox(
             [
                 row([refresh, self.all]),
-                w.HTML(view.HISTORY_HEADER),
+                w.HTML(view.history_header(host.t)),
                 self.runs,
                 row([*self.thumbs.values(), self.rated]),
                 self.older,
@@ -92,7 +94,7 @@ class HistoryTab:
         for r in newest_first:
             conversation = r.conversation_id if isinstance(r.conversation_id, str) else None
             if conversation is None:
-                options.append((view.history_row(r), r.id))
+                options.append((view.history_row(r, self.host.t), r.id))
             elif conversation in turns:
                 grouped = turns.pop(conversation)
                 title = names.get(conversation) or repr(str(grouped[-1].prompt)[:40])
@@ -100,7 +102,7 @@ class HistoryTab:
                 options.append((f"💬 {title} · {count}", f"{GROUP}{grouped[0].id}"))
                 if conversation in names:
                     self._saved[f"{GROUP}{grouped[0].id}"] = names[conversation]
-                options += [(f"↳ {view.history_row(turn)}", turn.id) for turn in grouped]
+                options += [(f"↳ {view.history_row(turn, self.host.t)}", turn.id) for turn in grouped]
         return options
 
     def rate(self, verdict: str) -> None:

@@ -15,12 +15,20 @@ from ..params import param_specs
 from ..run import MUTED, Run
 
 MONO = "font-family:var(--jp-code-font-family,monospace)"
-# The history list is a small table: monospaced rows under this header (select a row to restore it).
-HISTORY_HEADER = (
-    "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
-    f"<pre style='margin:0;font-size:90%'>{'time':<8}  {'run':<8}  {'model':<20}  {'source':<6}  {'temp':>5} "
-    f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  {'sent':<4}  prompt</pre>"
-)
+
+
+def history_header(t: Callable[[str], str]) -> str:
+    """The history list is a small table: monospaced rows under this header (select a row to restore it)."""
+    c = {name: html.escape(_column_word(t, name)) for name in HISTORY_COLUMNS}
+    return (
+        "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
+        f"<pre style='margin:0;font-size:90%'>{c['time']:<8}  {c['run']:<8}  {c['model']:<20}  {c['source']:<6}  "
+        f"{c['temp']:>5} {c['top_p']:>5} {c['max']:>6} {c['tokens']:>6}  {c['finish']:<9}  {c['sent']:<5}  "
+        f"{c['prompt']}</pre>"
+    )
+
+
+HISTORY_COLUMNS = ("time", "run", "model", "source", "temp", "top_p", "max", "tokens", "finish", "sent", "prompt")
 
 # The panel's tabs keep their whole titles (they wrap onto a second row on a narrow screen, never cut); the
 # Stop Strings box (its typing field and its tags) takes the panel's whole width.
@@ -110,15 +118,23 @@ def stats(run: Run, t: Callable[[str], str] = str) -> str:
     return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(line)}</div>"
 
 
-def history_row(row: Any) -> str:
+def history_row(row: Any, t: Callable[[str], str] = str) -> str:
     """One run as a row of the history table (``row``: a runs-table tuple)."""
     model = str(row.model_name).removesuffix(".gguf")
     model = model if len(model) <= 20 else model[:19] + "…"
+    finish = _column_word(t, str(row.finish_reason))[:9]
+    sent = _column_word(t, "tmpl" if isinstance(row.chat_format, str) else "raw")
     return (
         f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {model:<20}  {str(row.source)[:6]:<6}  {row.temperature:>5g} "
-        f"{row.top_p:>5g} {row.max_tokens:>6} {row.completion_tokens:>6}  {row.finish_reason:<9}  "
-        f"{'tmpl' if isinstance(row.chat_format, str) else 'raw':<4}  {str(row.prompt)[:48]!r}"
+        f"{row.top_p:>5g} {row.max_tokens:>6} {row.completion_tokens:>6}  {finish:<9}  {sent:<5}  "
+        f"{str(row.prompt)[:48]!r}"
     )
+
+
+def _column_word(t: Callable[[str], str], word: str) -> str:
+    """``word`` as the history table says it: its short entry in the label table (``"stop (history column)"``)."""
+    said = t(f"{word} (history column)")
+    return word if said.endswith("(history column)") else said
 
 
 def models_table(frame: Any, loaded: str | None, t: Callable[[str], str] = str) -> str:
