@@ -1,8 +1,9 @@
-"""llama.cpp's own tools (``llama-batched-bench``, ``llama-server``), built from the llama.cpp sources
-inside llama-cpp-python's source package.
+"""llama.cpp's own tools (``llama-batched-bench``, ``llama-server``, ``llama-perplexity``), built from the
+llama.cpp sources inside llama-cpp-python's source package.
 
 The build lands in ``bench/.build`` (not committed) and takes a few minutes on two cores, once.
-``LMBENCH_BATCHED_BENCH`` / ``LMBENCH_LLAMA_SERVER`` may name already built binaries instead.
+``LMBENCH_BATCHED_BENCH`` / ``LMBENCH_LLAMA_SERVER`` / ``LMBENCH_LLAMA_PERPLEXITY`` may name already built
+binaries instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ import llama_cpp
 from lmbench.engine._engine import cpu_has_amx
 
 BUILD = Path(__file__).resolve().parent / ".build"
-ENVIRONMENT = {"llama-batched-bench": "LMBENCH_BATCHED_BENCH", "llama-server": "LMBENCH_LLAMA_SERVER"}
+ENVIRONMENT = {
+    "llama-batched-bench": "LMBENCH_BATCHED_BENCH",
+    "llama-server": "LMBENCH_LLAMA_SERVER",
+    "llama-perplexity": "LMBENCH_LLAMA_PERPLEXITY",
+}
 
 
 def batched_bench() -> Path | None:

@@ -14,6 +14,7 @@ B7 clients       16 openai clients x 4 streamed requests: lmbench serve --parall
 B8 template      32 prompts sharing a ~300-token prefix: prompt tokens evaluated and time, prefix sharing on vs off
 B9 scale-out     a 32-run sweep on a Dask LocalCluster of 2 one-thread workers vs in this process; cost per task
 B10 model list   `lmbench models list` and `lmbench.panel()` with 20 models in the folders (the baseline: start-up)
+B11 perplexity   tokens scored/s: lmbench.perplexity (context 256, stride 128) vs llama-perplexity; PPL agreement
 B12 choices      200 items x 4 choices by log-likelihood: lmbench.choose (one batch) vs Engine.score once per choice
 B13 busy machine one request with 0 and 1 competing CPU-bound processes: the default threads vs fixed 1 and 2
 B14 speculative  the summarize notebook's 8 articles on the default model, temperature 0 and 0.7: prompt lookup vs plain
@@ -284,7 +285,7 @@ def record(results: list[Result], notes: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="lmbench benchmarks (see the module docstring)")
     parser.add_argument(
-        "--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B12,B13,B14,B15", help="comma-separated: B1,...,B15"
+        "--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,B13,B14,B15", help="comma-separated: B1,...,B15"
     )
     parser.add_argument("--models", default="stories260K,synthetic-85M")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
@@ -308,6 +309,7 @@ def main() -> None:
         "B7": scheduling.b7_concurrent_clients,
         "B8": scheduling.b8_shared_template,
         "B9": scale_out.b9_scale_out,
+        "B11": likelihood.b11_perplexity,
         "B12": likelihood.b12_multiple_choice,
         "B13": busy.b13_busy_machine,
     }

@@ -9,6 +9,7 @@ from ._extras import require
 from ._version import __version__
 from .chat import chat
 from .choices import choose
+from .code_tasks import run_tests
 from .compare import compare
 from .engine import Engine, embed, load, unload
 from .errors import LmbenchError, ParameterError
@@ -51,7 +52,19 @@ MOVED = {
 }
 PLOTS = ("plot_sweep", "plot_confusion", "plot_heatmap", "plot_items", "plot_quality_speed", "plot_frontier")
 # Submodules a user reaches for by name (tab completion offers them beside ``__all__``).
-FAMILIES = ("choices", "engine", "errors", "params", "plots", "preferences", "reproduce", "significance", "store", "ui")
+FAMILIES = (
+    "choices",
+    "code_tasks",
+    "engine",
+    "errors",
+    "params",
+    "plots",
+    "preferences",
+    "reproduce",
+    "significance",
+    "store",
+    "ui",
+)
 
 
 def __getattr__(name: str) -> object:
@@ -127,6 +140,7 @@ __all__ = [
     "plot_sweep",
     "presets",
     "quantize",
+    "run_tests",
     "runs",
     "save_preset",
     "score",

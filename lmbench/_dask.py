@@ -16,7 +16,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .engine._engine import Engine, load_engine, physical_cores
@@ -35,6 +35,9 @@ _local: dict[int, Any] = {}  # "local:N" -> its LocalCluster, kept for the sessi
 _lock = threading.Lock()
 
 
+Unit = tuple[str, Mapping[str, Any], Sequence[Any]]  # a model, its load settings, a block of its runs
+
+
 class RecipeLike(Protocol):
     @property
     def sweep_id(self) -> str: ...
@@ -42,13 +45,17 @@ class RecipeLike(Protocol):
     def generation(self, job: Any, engine: Engine) -> Job: ...
 
 
-def run_block(model: str, jobs: Sequence[Any], recipe: RecipeLike, n_threads: int | None) -> list[Run]:
+def run_block(
+    model: str, load: Mapping[str, Any], jobs: Sequence[Any], recipe: RecipeLike, n_threads: int | None
+) -> list[Run]:
     """A Dask task on a worker: the block's runs, decoded together (nothing recorded here).
 
-    Without ``n_threads`` (a caller's cluster) llama.cpp gets the worker's own threads: a worker
-    started with ``--nthreads 1`` on a shared machine must not decode with all of its cores.
+    ``load``: the engine's load settings (a LoRA adapter and its scale: the adapter file must be
+    readable by the worker at the same path). Without ``n_threads`` (a caller's cluster) llama.cpp
+    gets the worker's own threads: a worker started with ``--nthreads 1`` on a shared machine must
+    not decode with all of its cores.
     """
-    engine = load_engine(model, n_threads=n_threads or _worker_threads())
+    engine = load_engine(model, n_threads=n_threads or _worker_threads(), **load)
     generations = [recipe.generation(job, engine) for job in jobs]
     return generate_many(engine, generations, slots=len(generations))
 
@@ -95,7 +102,7 @@ def connect(cluster: Any) -> tuple[Any, int | None]:
 
 def run_blocks(
     cluster: Any,
-    units: Sequence[tuple[str, Sequence[Any]]],
+    units: Sequence[Unit],
     recipe: RecipeLike,
     *,
     on_run: Callable[[Run], Any],
@@ -117,8 +124,10 @@ def run_blocks(
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         pieces = _spread(units, workers)
         futures = [
-            client.submit(run_block, model, jobs, recipe, n_threads, key=_key(recipe.sweep_id, jobs), retries=RETRIES)
-            for model, jobs in pieces
+            client.submit(
+                run_block, model, load, jobs, recipe, n_threads, key=_key(recipe.sweep_id, jobs), retries=RETRIES
+            )
+            for model, load, jobs in pieces
         ]
         seen: set[str] = set()
         pending = set(futures)
@@ -151,11 +160,11 @@ def _result(future: Any) -> list[Run]:
     return runs
 
 
-def _spread(units: Sequence[tuple[str, Sequence[Any]]], workers: int) -> list[tuple[str, Sequence[Any]]]:
+def _spread(units: Sequence[Unit], workers: int) -> list[Unit]:
     """Blocks small enough that every worker gets some (two tasks each at least), never bigger than given."""
-    total = sum(len(jobs) for _, jobs in units)
+    total = sum(len(jobs) for _, _, jobs in units)
     size = max(1, math.ceil(total / (2 * workers)))
-    return [(model, jobs[at : at + size]) for model, jobs in units for at in range(0, len(jobs), size)]
+    return [(model, load, jobs[at : at + size]) for model, load, jobs in units for at in range(0, len(jobs), size)]
 
 
 def _key(sweep_id: str, jobs: Sequence[Any]) -> str:

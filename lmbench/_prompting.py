@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import _template
+from . import _template, tools
 from .engine._engine import Engine
 from .errors import ParameterError
 from .params import check_text
@@ -157,10 +157,19 @@ def asked_text(messages: Sequence[dict[str, Any]]) -> str:
     return str((users or list(messages))[-1].get("content", "")) if messages else ""
 
 
-def render(engine: Engine, messages: list[dict[str, str]]) -> Turn:
-    """The prompt for ``messages`` in the model's chat template (rendered in a sandbox), or the plain fallback."""
+def render(engine: Engine, messages: list[dict[str, str]], offer: tools.Offer | None = None) -> Turn:
+    """The prompt for ``messages`` in the model's chat template (rendered in a sandbox), or the plain fallback.
+
+    ``offer`` (tools offered) goes through the template's ``tools`` variable when it has a tools section, else
+    as lmbench's instruction, a system message before the others (see ``lmbench.tools``).
+    """
     template = engine.metadata.get("tokenizer.chat_template")
     asked = asked_text(messages)
+    variables: dict[str, Any] = {}
+    if offer is not None and template and _template.reads(template, "tools"):
+        variables["tools"] = offer.for_template()
+    elif offer is not None:
+        messages = check_messages([offer.instruction(), *messages])
     if not template:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"]
@@ -173,5 +182,6 @@ def render(engine: Engine, messages: list[dict[str, str]]) -> Turn:
         bos_token=engine.model.bos_text,
         add_generation_prompt=True,
         strftime_now=lambda fmt: datetime.now().strftime(fmt),
+        **variables,
     )
     return Turn(asked, prompt, template_stops(engine, "gguf"), "gguf", messages)

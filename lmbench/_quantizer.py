@@ -4,8 +4,11 @@ Quantizing runs for minutes on a large model and llama.cpp aborts the process on
 it never runs in the notebook kernel or the API server: a child process does it and prints
 llama.cpp's log, whose ``[  i/  n]`` lines tell the parent how far it got.
 
-Run as a script (``python _quantizer.py SOURCE OUT FTYPE THREADS REQUANTIZE``) it is the child: it
-imports nothing but llama-cpp-python and prints ``done`` when the file was written.
+Run as a script (``python _quantizer.py SOURCE OUT FTYPE THREADS REQUANTIZE [IMATRIX]``) it is the child:
+it imports nothing but llama-cpp-python (and numpy, which it needs) and prints ``done`` when the file was
+written. ``IMATRIX`` is an ``.npz`` of importance values per weight name (already divided by their counts,
+as ``llama-quantize`` does when it reads ``llama-imatrix``'s file), handed to llama.cpp through
+``llama_model_quantize_params.imatrix``, a null-terminated array of ``llama_model_imatrix_data``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 # llama.cpp's file types by the name people use (Q8_0, Q4_K_M, ...), from llama-cpp-python's constants.
 FILE_TYPES: dict[str, int] = {
@@ -32,7 +36,19 @@ FULL_PRECISION = frozenset({"F32", "F16", "BF16"})
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 
 
-def _child(source: str, out: str, ftype: int, threads: int, requantize: bool) -> int:
+def _imatrix_entries(npz: str) -> tuple[ctypes.Array[llama_cpp.llama_model_imatrix_data], list[np.ndarray]]:
+    """llama.cpp's importance matrix array from an ``.npz`` of name -> float32 values; the arrays must outlive it."""
+    with np.load(npz) as saved:
+        values = {name: np.ascontiguousarray(saved[name], dtype=np.float32) for name in saved.files}
+    entries = (llama_cpp.llama_model_imatrix_data * (len(values) + 1))()  # the last one, all null, ends it
+    for entry, (name, data) in zip(entries, values.items(), strict=False):
+        entry.name = name.encode()
+        entry.data = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        entry.size = data.size
+    return entries, list(values.values())
+
+
+def _child(source: str, out: str, ftype: int, threads: int, requantize: bool, imatrix: str | None) -> int:
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes callback type
     def echo(level: int, text: bytes, data: ctypes.c_void_p) -> None:
         sys.stdout.write(text.decode("utf-8", errors="replace"))
@@ -43,6 +59,9 @@ def _child(source: str, out: str, ftype: int, threads: int, requantize: bool) ->
     params.ftype = ftype
     params.nthread = threads
     params.allow_requantize = requantize
+    if imatrix is not None:
+        entries, _kept = _imatrix_entries(imatrix)
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     status = llama_cpp.llama_model_quantize(source.encode(), out.encode(), ctypes.byref(params))
     print("done" if status == 0 else f"\nllama_model_quantize failed with status {status}", flush=True)
     return 0 if status == 0 else 2
@@ -56,13 +75,22 @@ def run(
     threads: int,
     requantize: bool,
     step: Callable[[int, int], None],
+    imatrix: Path | None = None,
 ) -> str | None:
     """Quantize ``source`` into ``out`` in a child process; ``None`` when done, else why not (llama.cpp's words).
 
-    ``step(i, n)`` is called as llama.cpp finishes tensor ``i`` of ``n``. A failed run leaves no file.
+    ``step(i, n)`` is called as llama.cpp finishes tensor ``i`` of ``n``. ``imatrix``: an ``.npz`` of
+    importance values by weight name (see the module's docstring). A failed run leaves no file.
     """
     launcher = f"import runpy; runpy.run_path({__file__!r}, run_name='__main__')"
-    args = [str(source), str(out), str(ftype), str(threads), "1" if requantize else "0"]
+    args = [
+        str(source),
+        str(out),
+        str(ftype),
+        str(threads),
+        "1" if requantize else "0",
+        *([str(imatrix)] if imatrix else []),
+    ]
     lines: list[str] = []
     with subprocess.Popen(
         [sys.executable, "-c", launcher, *args],
@@ -91,4 +119,5 @@ def run(
 
 if __name__ == "__main__":
     source_arg, out_arg, ftype_arg, threads_arg, requantize_arg = sys.argv[1:6]
-    sys.exit(_child(source_arg, out_arg, int(ftype_arg), int(threads_arg), requantize_arg == "1"))
+    imatrix_arg = sys.argv[6] if len(sys.argv) > 6 else None
+    sys.exit(_child(source_arg, out_arg, int(ftype_arg), int(threads_arg), requantize_arg == "1", imatrix_arg))

@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
@@ -168,6 +169,15 @@ def compile_template(source: str) -> jinja2.Template:
     """A chat template compiled in the sandbox (``ChatTemplateError`` when it does not compile)."""
     try:
         return _environment.from_string(source)
+    except (jinja2.TemplateError, RecursionError, MemoryError, ValueError) as exc:
+        raise ChatTemplateError(f"the model's chat template does not compile: {exc}") from None
+
+
+@functools.lru_cache(maxsize=32)
+def reads(source: str, name: str) -> bool:
+    """Whether a chat template reads the variable ``name`` (``tools``: it has a tools section of its own)."""
+    try:
+        return name in jinja2.meta.find_undeclared_variables(_environment.parse(source))
     except (jinja2.TemplateError, RecursionError, MemoryError, ValueError) as exc:
         raise ChatTemplateError(f"the model's chat template does not compile: {exc}") from None
 

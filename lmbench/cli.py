@@ -1,4 +1,4 @@
-"""The ``lmbench`` command line: run, sweep, runs, export, compare-runs, models, serve.
+"""The ``lmbench`` command line: run, sweep, runs, export, compare-runs, models, serve, quantize, drift, variants.
 
 A thin layer over the Python API. Generation options come from the parameter definition. Exit
 codes: 0 success, 1 an error while working (one line on stderr) or a regression found by compare-runs,
@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import variants_lab
 from ._version import __version__
-from .datasets import write_table
+from .datasets import check_table_path, write_table
 from .errors import LmbenchError
-from .params import given_params, option_specs, validate_params
+from .params import given_params, option_specs, text_argument, validate_params
 from .presets import resolve_preset
 from .serve._settings import add_arguments as add_serve_arguments
 from .serve._settings import from_arguments as serve_settings
@@ -52,6 +55,119 @@ def _add_param_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation parameters")
     for flags, options in option_specs():
         group.add_argument(*flags, **options)
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One command-line option (or positional) of a command over a Python function: ``name`` is its keyword.
+
+    The default is the function's, so the two cannot disagree; ``many`` collects a list (repeatable,
+    or ``nargs="+"`` for a positional).
+    """
+
+    name: str
+    help: str
+    flags: tuple[str, ...] = ()
+    kind: Callable[[str], Any] = str
+    many: bool = False
+    switch: bool = False
+    positional: bool = False
+    metavar: str | None = None
+
+
+_TEXTS = _Option("texts", "a text to compare on (TEXT or @FILE); repeatable", ("--text",), text_argument, many=True)
+_DATA = _Option("data", "a .csv, .jsonl or .parquet data set whose --column holds the texts", metavar="FILE")
+_COLUMN = _Option("column", "the data set's column of texts")
+
+# The commands over the variants lab, each a function and its options; their tables go to stdout or --out.
+_FUNCTION_COMMANDS: dict[str, tuple[Callable[..., Any], str, tuple[_Option, ...]]] = {
+    "quantize": (
+        variants_lab.quantize,
+        "quantized copies of a model, one per --type, made by llama.cpp's quantizer",
+        (
+            _Option("source", "the model to quantize: a .gguf path or alias", positional=True),
+            _Option("types", "a llama.cpp file type (Q8_0, Q4_K_M, ...); repeatable", ("--type", "-t"), many=True),
+            _Option("out", "the folder to write the copies to (default: $LMBENCH_HOME/models)", ("--folder",)),
+            _Option("requantize", "allow quantizing a file that is already quantized", switch=True),
+            _Option("imatrix", "an importance matrix file (GGUF, as llama-imatrix writes it)", metavar="FILE"),
+            _Option("threads", "threads for the quantizer (default: the physical cores)", kind=int),
+        ),
+    ),
+    "drift": (
+        variants_lab.drift,
+        "how far each candidate's next-token distributions drift from the reference's on the same texts",
+        (
+            _Option("reference", "the reference model: a .gguf path or alias", positional=True),
+            _Option("candidates", "the models to compare with it", positional=True, many=True),
+            _TEXTS,
+            _DATA,
+            _COLUMN,
+            _Option("worst", "how many positions of largest KL to show per candidate", kind=int),
+        ),
+    ),
+    "variants": (
+        variants_lab.variants,
+        "one row per model file: size, memory, load time, speed and drift against the reference",
+        (
+            _Option("files", "the model files or aliases", positional=True, many=True),
+            _Option("reference", "the file the others drift from (default: the first)"),
+            _TEXTS,
+            _DATA,
+            _COLUMN,
+            _Option("prompt", "what each file generates from (default: the texts joined)", kind=text_argument),
+            _Option("max_tokens", "how many tokens each file generates", ("-n",), int),
+            _Option("experiment", "the experiment the measured runs are recorded in", ("-e",)),
+        ),
+    ),
+}
+
+
+def _add_function_command(sub: Any, command: str) -> None:
+    function, description, options = _FUNCTION_COMMANDS[command]
+    defaults = {name: p.default for name, p in inspect.signature(function).parameters.items()}
+    parser = sub.add_parser(command, help=description, description=description)
+    for option in options:
+        default = defaults[option.name]
+        known = default is not inspect.Parameter.empty and default is not None
+        text = f"{option.help} (default: {', '.join(default) if isinstance(default, tuple) else default})"
+        words = {"help": text if known and not option.switch else option.help}
+        if option.positional:
+            parser.add_argument(option.name, nargs="+" if option.many else None, type=option.kind, **words)
+            continue
+        flags = [f"--{option.name.replace('_', '-')}"] if not option.flags or option.flags[0][1] != "-" else []
+        common = {"dest": option.name, "default": None, **words}
+        if option.switch:
+            parser.add_argument(*flags, *option.flags, action="store_true", **common)
+        else:
+            action = "append" if option.many else "store"
+            parser.add_argument(
+                *flags, *option.flags, action=action, type=option.kind, metavar=option.metavar, **common
+            )
+    parser.add_argument(
+        "--out", "-o", dest="table", metavar="FILE", help="also write the table to this .csv, .jsonl or .parquet file"
+    )
+    if "progress" in defaults:
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+
+
+def _cmd_function(args: argparse.Namespace) -> None:
+    """Call the command's function with what was given, print its table(s), write the main one to --out."""
+    function, _, options = _FUNCTION_COMMANDS[args.command]
+    out = check_table_path(args.table) if args.table else None
+    given = {o.name: getattr(args, o.name) for o in options}
+    given = {name: value for name, value in given.items() if value is not None and value is not False}  # not given
+    positional = [given.pop(o.name) for o in options if o.positional]
+    if "progress" in inspect.signature(function).parameters:
+        given["progress"] = not args.quiet
+    result = function(*positional, **given)
+    frame = result.summary if isinstance(result, variants_lab.Drift) else result
+    _print_table(frame)
+    if isinstance(result, variants_lab.Drift) and len(result.positions):
+        print(f"\nlargest disagreements with {result.reference}:")
+        _print_table(result.positions)
+    if out is not None:
+        write_table(frame, out)
+        print(f"wrote {len(frame)} rows to {out}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +255,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model", "-m", help=f"the server's model (requests may name any listed model); default: {DEFAULT_HELP}"
     )
     add_serve_arguments(serve)
+    for command in _FUNCTION_COMMANDS:
+        _add_function_command(sub, command)
     return parser
 
 
@@ -286,7 +404,7 @@ def _print_table(frame: Any) -> None:
     import pandas as pd
 
     shown = frame.copy()
-    if "text" in shown:
+    if "text" in shown and shown["text"].dtype == object:
         shown["text"] = shown["text"].str.replace("\n", " ").str.slice(0, 60)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
         print(shown.to_string(index=False) if len(shown) else "(no runs)")
@@ -411,6 +529,7 @@ COMMANDS = {
     "compare-runs": _cmd_compare_runs,
     "models": _cmd_models,
     "serve": _cmd_serve,
+    **dict.fromkeys(_FUNCTION_COMMANDS, _cmd_function),
 }
 
 

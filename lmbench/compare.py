@@ -14,6 +14,9 @@ from .run import BORDER, MUTED
 from .store._store import Store, get_store
 
 KEY_METRICS = ("completion_tokens", "distinct_2", "mean_logprob", "tokens_per_s", "finish_reason")
+# Every cell breaks a word too long for its column (a path, a long token) inside the column, so no header
+# or text can run over its neighbour's.
+WRAP = "overflow-wrap:break-word;white-space:normal"
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Comparison:
                 continue
             stats.append(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}")
         return (
-            f"<td style='vertical-align:top;text-align:left;padding:6px;{BORDER}'>"
+            f"<td style='vertical-align:top;text-align:left;padding:6px;{WRAP};{BORDER}'>"
             f"<div style='white-space:pre-wrap;word-wrap:break-word'>{html.escape(str(row['text']))}</div>"
             f"<div style='{MUTED};font-size:80%;margin-top:4px'>{html.escape(' · '.join(stats))}</div></td>"
         )
@@ -45,8 +48,10 @@ class Comparison:
         columns = sorted(pd.unique(frame[self.by]), key=lambda v: (str(type(v)), v))
         rows_key = [c for c in ("model", "prompt_name", "prompt", "seed") if c in frame and c != self.by]
         width = f"{90 / max(len(columns), 1):.0f}%"
+        cell = f"{BORDER};padding:6px;text-align:left;{WRAP}"
+        # The compared setting's name once, over the columns; each column headed by its value alone.
         head = "".join(
-            f"<th style='width:{width};{BORDER};padding:6px'>{html.escape(self.by)} = {html.escape(str(c))}</th>"
+            f"<th style='width:{width};{cell}' title='{html.escape(f'{self.by} = {c}')}'>{html.escape(_short(c))}</th>"
             for c in columns
         )
         body = []
@@ -56,13 +61,13 @@ class Comparison:
             title = f"seed {labels.get('seed', '')}" + (f"<br><i>{html.escape(prompt[:80])}</i>" if prompt else "")
             cells = {row[self.by]: row for _, row in group.iterrows()}
             body.append(
-                f"<tr><th style='vertical-align:top;{BORDER};padding:6px;font-weight:normal'>{title}</th>"
-                + "".join(self._cell(cells.get(c)) for c in columns)
-                + "</tr>"
+                f"<tr><th style='vertical-align:top;text-align:left;{BORDER};padding:6px;font-weight:normal;{WRAP}'>"
+                f"{title}</th>" + "".join(self._cell(cells.get(c)) for c in columns) + "</tr>"
             )
         return (
             "<table class='lmbench-compare' style='border-collapse:collapse;table-layout:fixed;width:100%'>"
-            f"<thead><tr><th style='width:10%'></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"<thead><tr><th style='width:10%'></th><th colspan='{len(columns)}' style='{cell}'>{html.escape(self.by)}"
+            f"</th></tr><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         )
 
     def _repr_html_(self) -> str:
@@ -70,6 +75,12 @@ class Comparison:
 
     def __repr__(self) -> str:
         return f"<Comparison of {len(self.frame)} runs by {self.by}: {list(pd.unique(self.frame[self.by]))}>"
+
+
+def _short(value: object) -> str:
+    """A column's value as its header shows it: a model file by its name (the full path in the tooltip)."""
+    text = str(value)
+    return text.rsplit("/", 1)[-1] if text.endswith(".gguf") else text
 
 
 def compare(

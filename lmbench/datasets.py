@@ -2,8 +2,8 @@
 
 A data set is a pandas DataFrame, a list of dicts, or a CSV, JSON lines or Parquet file. Each row
 is an item: its id comes from an ``id`` column (else the row number), its columns fill the
-template, and the columns a template does not use (a ``reference`` answer, ``assert`` checks)
-travel with the run for scoring.
+template, and the columns a template does not use (a ``reference`` answer, ``assert`` checks, the
+``tool_call`` expected of a sweep that offers tools) travel with the run for scoring.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ class Item:
     vars: dict[str, Any]
     reference: str | None = None
     assertions: list[dict[str, Any]] = field(default_factory=list)
+    tool_call: dict[str, Any] | None = None  # the call expected: {"name": ..., "arguments": {...}} (arguments optional)
 
     def record(self) -> dict[str, Any]:
         """What is stored with each run of this item."""
-        return {"id": self.id, "vars": self.vars, "reference": self.reference, "assert": self.assertions}
+        record = {"id": self.id, "vars": self.vars, "reference": self.reference, "assert": self.assertions}
+        return record if self.tool_call is None else {**record, "tool_call": self.tool_call}
 
 
 def write_table(frame: Any, path: str | os.PathLike[str]) -> Path:
@@ -44,16 +46,26 @@ def write_table(frame: Any, path: str | os.PathLike[str]) -> Path:
 
     The same suffixes data sets are read from, so an exported table is a data set again.
     """
-    target = Path(path)
+    target = check_table_path(path)
     suffix = target.suffix.lower()
     if suffix == ".csv":
         frame.to_csv(target, index=False)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         frame.to_json(target, orient="records", lines=suffix != ".json", date_format="iso")
-    elif suffix == ".parquet":
-        frame.to_parquet(target, index=False)
     else:
-        raise ParameterError(f"cannot write {target.name!r}: use .csv, .jsonl, .ndjson, .json or .parquet", name="path")
+        frame.to_parquet(target, index=False)
+    return target
+
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet")
+
+
+def check_table_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if ``write_table`` can write it (by its suffix), else ``ParameterError``: checked before the work."""
+    target = Path(path)
+    if target.suffix.lower() not in TABLE_SUFFIXES:
+        listed = f"{', '.join(TABLE_SUFFIXES[:-1])} or {TABLE_SUFFIXES[-1]}"
+        raise ParameterError(f"cannot write {target.name!r}: use {listed}", name="path")
     return target
 
 
@@ -169,6 +181,24 @@ def _assertions(value: Any, where: str) -> list[dict[str, Any]]:
     return [dict(a) for a in value]
 
 
+def _tool_call(value: Any, where: str) -> dict[str, Any] | None:
+    """A ``tool_call`` cell: ``{"name": ..., "arguments": {...}}`` as a dict or JSON text (empty: none)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise ParameterError(
+            f'{where}: tool_call must be {{"name": ..., "arguments": {{...}}}} (a dict or JSON text)', name="data"
+        )
+    if "arguments" in value and not isinstance(value["arguments"], Mapping):
+        raise ParameterError(f"{where}: tool_call arguments must be an object", name="data")
+    return dict(value)
+
+
 def load(data: DataArg, *, reference: str = "reference") -> list[Item]:
     """The items of a data set (``ParameterError`` for an empty or unreadable one)."""
     rows = _rows(data)
@@ -181,9 +211,11 @@ def load(data: DataArg, *, reference: str = "reference") -> list[Item]:
             raise ParameterError(f"data row {i}: id {item_id!r} appears twice; ids must be unique", name="data")
         seen.add(item_id)
         ref = row.get(reference)
-        checks = _assertions(row.get("assert"), f"data row {i} (id {item_id!r})")
-        variables = {k: v for k, v in row.items() if k != "assert"}
-        items.append(Item(item_id, variables, None if ref is None else str(ref), checks))
+        where = f"data row {i} (id {item_id!r})"
+        checks = _assertions(row.get("assert"), where)
+        call = _tool_call(row.get("tool_call"), where)
+        variables = {k: v for k, v in row.items() if k not in ("assert", "tool_call")}
+        items.append(Item(item_id, variables, None if ref is None else str(ref), checks, call))
     return items
 
 

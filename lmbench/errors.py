@@ -64,3 +64,7 @@ class ClusterError(LmbenchError):
 
 class MissingExtraError(LmbenchError, ImportError):
     """A feature needs a package from one of lmbench's extras (``pip install 'lmbench[notebook]'``)."""
+
+
+class SandboxError(LmbenchError):
+    """Generated code cannot be run here with the isolation it needs (no network namespace, no mount namespace)."""

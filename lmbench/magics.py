@@ -1,12 +1,16 @@
-"""IPython magics: ``%lmbench`` (model, runs, compare, presets, help) and ``%%lmbench`` (generate from the cell).
+"""IPython magics: ``%lmbench`` (panel, model, runs, compare, presets, help) and ``%%lmbench`` (generate from the cell).
 
-A thin layer: every magic calls the same public functions as Python code.
+A thin layer: every magic calls the same public functions as Python code. ``%lmbench help`` is
+written from the commands' parsers and the cell magic's, whose options come from the parameter
+definition, so it cannot list an option that does not exist or miss one that does.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -21,21 +25,6 @@ from .params import given_params, option_specs
 from .presets import presets
 from .run import describe_mode
 from .store import _store as store
-
-HELP = """lmbench magics
-
-  %lmbench panel                                           show the workbench panel
-  %lmbench model PATH_OR_ALIAS [--n-ctx N] [--threads N]   load (or switch to) a model for this session
-  %lmbench runs [--experiment E] [--last N] [--all]        recorded runs: the columns read first (--all: every one)
-  %lmbench compare RUN_ID [RUN_ID ...] [--by PARAM]        show runs side by side
-  %lmbench presets                                         list parameter presets
-  %lmbench help                                            this help
-
-  %%lmbench [-t TEMP] [-p TOP_P] [-n MAX_TOKENS] [-s SEED] [-k TOP_K] [-e EXPERIMENT]
-            [--preset NAME] [--stream/--no-stream] [--min-p ...] [--stop TEXT] ...
-  <prompt>                                                 generate from the cell body, record the run
-                                                           (every generation parameter has an option)
-"""
 
 
 class _UsageError(Exception):
@@ -60,16 +49,16 @@ class _Parser:
 
 def _model_parser() -> _Parser:
     p = _Parser("%lmbench model")
-    p.parser.add_argument("model")
-    p.parser.add_argument("--n-ctx", type=int, default=2048)
-    p.parser.add_argument("--threads", type=int, default=None)
+    p.parser.add_argument("model", metavar="PATH_OR_ALIAS")
+    p.parser.add_argument("--n-ctx", type=int, default=2048, metavar="N")
+    p.parser.add_argument("--threads", type=int, default=None, metavar="N")
     return p
 
 
 def _runs_parser() -> _Parser:
     p = _Parser("%lmbench runs")
     p.parser.add_argument("--experiment", "-e", default=None)
-    p.parser.add_argument("--last", "-l", type=int, default=20)
+    p.parser.add_argument("--last", "-l", type=int, default=20, metavar="N")
     p.parser.add_argument("--all", "-a", action="store_true", help="every column, not only the ones read first")
     return p
 
@@ -81,9 +70,55 @@ READ_FIRST = ("created_at", "model_name", "prompt", "text", "finish_reason", "co
 
 def _compare_parser() -> _Parser:
     p = _Parser("%lmbench compare")
-    p.parser.add_argument("run_ids", nargs="+")
-    p.parser.add_argument("--by", default="temperature")
+    p.parser.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    p.parser.add_argument("--by", default="temperature", metavar="PARAM")
     return p
+
+
+@dataclass(frozen=True)
+class _Command:
+    """A ``%lmbench`` command: what it does, and its argument parser (None: it takes no arguments)."""
+
+    summary: str
+    parser: Callable[[], _Parser] | None = None
+
+    def usage(self, name: str) -> str:
+        """``%lmbench NAME [options]`` as its parser writes it."""
+        if self.parser is None:
+            return f"%lmbench {name}"
+        return " ".join(self.parser().parser.format_usage().removeprefix("usage:").split())
+
+
+# The line magic's commands; ``LmbenchMagics._<name>`` does each, and the help is written from this table.
+COMMANDS = {
+    "panel": _Command("show the workbench panel (with %lmbench model's model)"),
+    "model": _Command("load (or switch to) a model for this session", _model_parser),
+    "runs": _Command("recorded runs: the columns read first (--all: every one)", _runs_parser),
+    "compare": _Command("show runs side by side", _compare_parser),
+    "presets": _Command("list parameter presets"),
+    "help": _Command("this help"),
+}
+
+
+def help_text(cell_parser: Any) -> str:
+    """``%lmbench help``: every command's usage from its parser, then the cell magic's options (every
+    generation parameter, from the parameter definition) as its parser writes them."""
+    usages = {name: command.usage(name) for name, command in COMMANDS.items()}
+    width = max(map(len, usages.values())) + 2
+    lines = [f"  {usages[name]:<{width}}{command.summary}" for name, command in COMMANDS.items()]
+    options = cell_parser.format_help().partition("\noptions:\n")[2]
+    return "\n".join(
+        [
+            "lmbench magics",
+            "",
+            *lines,
+            "",
+            "  %%lmbench [options]   then the prompt as the cell body: generate from it and record the run",
+            "",
+            "options of %%lmbench (every generation parameter has one):",
+            options.rstrip(),
+        ]
+    )
 
 
 def _param_arguments(fn: Any) -> Any:
@@ -102,10 +137,10 @@ class LmbenchMagics(Magics):
         self.engine: engine_mod.Engine | None = None
 
     @magic_arguments()
-    @argument("-e", "--experiment", default=None)
-    @argument("--preset", default=None)
-    @argument("--stream", dest="stream", action="store_true", default=True)
-    @argument("--no-stream", dest="stream", action="store_false")
+    @argument("-e", "--experiment", default=None, help="the experiment to record the run in")
+    @argument("--preset", default=None, help="saved parameter values to start from")
+    @argument("--stream", dest="stream", action="store_true", default=True, help="print the text as it comes (default)")
+    @argument("--no-stream", dest="stream", action="store_false", help="show only the run when it is done")
     @argument(
         "--raw",
         action="store_true",
@@ -128,34 +163,41 @@ class LmbenchMagics(Magics):
         return None
 
     def _line(self, words: list[str]) -> Any:
-        command, rest = (words[0], words[1:]) if words else ("help", [])
-        if command == "help":
-            print(HELP)
-            return None
-        if command == "model":
-            args = _model_parser().parse(rest)
-            self.engine = engine_mod.load(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
-            print(f"lmbench: using {self.engine.name} ({self.engine.info.get('parameters', 0):,} parameters)")
-            return self.engine
-        if command == "panel":
-            if rest:
-                raise _UsageError("usage: %lmbench panel   (takes no arguments; the panel uses %lmbench model's model)")
-            from .ui._panel import panel
+        name, rest = (words[0], words[1:]) if words else ("help", [])
+        command = COMMANDS.get(name)
+        if command is None:
+            raise _UsageError(f"unknown command {name!r} (commands: {', '.join(COMMANDS)}); try %lmbench help")
+        if command.parser is None and rest:
+            raise _UsageError(f"usage: {command.usage(name)}   (takes no arguments)")
+        args = command.parser().parse(rest) if command.parser is not None else None
+        handler: Callable[[Any], Any] = getattr(self, f"_{name}")
+        return handler(args)
 
-            return panel(self.engine)
-        if command == "runs":
-            args = _runs_parser().parse(rest)
-            frame = store.runs(args.experiment, last=args.last)
-            if args.all:
-                return frame
-            mode = frame.chat_format.map(lambda f: describe_mode(f if isinstance(f, str) else None))
-            return frame[list(READ_FIRST)].assign(**{"sent as": mode, "id": frame.id}).set_index("created_at")
-        if command == "compare":
-            args = _compare_parser().parse(rest)
-            return compare(args.run_ids, by=args.by)
-        if command == "presets":
-            return presets()
-        raise _UsageError(f"unknown command {command!r}; try %lmbench help")
+    def _help(self, args: None) -> None:
+        print(help_text(self.lmbench.parser))
+
+    def _model(self, args: Any) -> engine_mod.Engine:
+        self.engine = engine_mod.load(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+        print(f"lmbench: using {self.engine.name} ({self.engine.info.get('parameters', 0):,} parameters)")
+        return self.engine
+
+    def _panel(self, args: None) -> Any:
+        from .ui._panel import panel
+
+        return panel(self.engine)
+
+    def _runs(self, args: Any) -> Any:
+        frame = store.runs(args.experiment, last=args.last)
+        if args.all:
+            return frame
+        mode = frame.chat_format.map(lambda f: describe_mode(f if isinstance(f, str) else None))
+        return frame[list(READ_FIRST)].assign(**{"sent as": mode, "id": frame.id}).set_index("created_at")
+
+    def _compare(self, args: Any) -> Any:
+        return compare(args.run_ids, by=args.by)
+
+    def _presets(self, args: None) -> Any:
+        return presets()
 
     def _generate(self, line: str, cell: str) -> Any:
         try:

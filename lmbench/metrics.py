@@ -45,6 +45,7 @@ class Metric:
     description: str = ""
     default: bool = True  # part of metrics="default" (reference scores and assertions are chosen by need)
     bounds: tuple[float, float] | None = None  # the range every value lies in (plots draw the axis over it)
+    label: str = ""  # what a person reads (the panel's Compare tab, tables): "distinct word pairs"
 
 
 _registry: dict[str, Metric] = {}
@@ -58,16 +59,18 @@ def register(
     description: str = "",
     default: bool = True,
     bounds: tuple[float, float] | None = None,
+    label: str = "",
 ) -> None:
     """Add a metric; ``fn(run) -> float`` for ``kind="run"``, ``fn(texts) -> float`` for ``kind="group"``.
 
     ``default=False`` leaves it out of ``metrics="default"`` (it is computed when asked for by name);
-    ``bounds`` is the range of its values when it has one (``(0, 1)`` for a share).
+    ``bounds`` is the range of its values when it has one (``(0, 1)`` for a share); ``label`` its name in
+    words (default: the name with spaces).
     """
     if kind not in ("run", "group"):
         raise ParameterError(f"metric kind must be 'run' or 'group', not {kind!r}", name="kind", value=kind)
     text = description or (fn.__doc__ or "").strip().split("\n")[0]
-    _registry[name] = Metric(name, fn, kind, text, default, bounds)
+    _registry[name] = Metric(name, fn, kind, text, default, bounds, label or name.replace("_", " "))
 
 
 def unregister(name: str) -> None:
@@ -201,7 +204,7 @@ def self_similarity(texts: Sequence[str]) -> float:
     return float(np.mean([fuzz.ratio(a, b) / 100 for a, b in pairs])) if pairs else math.nan
 
 
-register("chars", lambda run: len(run.text), description="Characters in the output.")
+register("chars", lambda run: len(run.text), description="Characters in the output.", label="characters")
 register("words", lambda run: len(words_of(run.text)), description="Words in the output.")
 
 
@@ -215,14 +218,16 @@ for _n in (1, 2, 3):
         functools.partial(_distinct_of_run, n=_n),
         description=f"Unique word {_n}-grams / all word {_n}-grams (0..1, higher is more diverse).",
         bounds=(0.0, 1.0),
+        label=f"distinct {('', 'words', 'word pairs', 'word triples')[_n]}",
     )
 register(
     "repetition_rate",
     lambda run: repetition_rate(run.text),
     description=repetition_rate.__doc__ or "",
     bounds=(0.0, 1.0),
+    label="repeated 3-grams",
 )
-register("mean_logprob", mean_logprob)
+register("mean_logprob", mean_logprob, label="mean log-probability")
 register(
     "perplexity",
     lambda run: math.exp(-mean_logprob(run)),
@@ -232,8 +237,15 @@ register(
     "mean_entropy",
     lambda run: float(np.mean(values)) if (values := _token_values(run, "entropy")) else math.nan,
     description="Mean entropy (nats) of the next-token distribution.",
+    label="mean entropy",
 )
-register("self_similarity", self_similarity, kind="group", bounds=(0.0, 1.0))
+register("self_similarity", self_similarity, kind="group", bounds=(0.0, 1.0), label="self-similarity")
+
+
+def label_of(name: str) -> str:
+    """A registered metric's name in words (``"distinct word pairs"`` for ``distinct_2``), else ``name``."""
+    metric = _registry.get(name)
+    return metric.label if metric is not None and metric.label else name
 
 
 def bounds_of(name: str) -> tuple[float, float] | None:

@@ -27,6 +27,8 @@ MAX_TOKENS = 1 << 20
 MAX_LABEL_CHARS = 1000
 # The most tokens drafted per step (llama-server caps ``speculative.n_max`` likewise).
 MAX_DRAFT = 64
+# A logit bias runs from -MAX_BIAS to MAX_BIAS (OpenAI's range); -MAX_BIAS bans the token outright.
+MAX_BIAS = 100.0
 
 
 def ensure_text(value: Any, what: str) -> None:
@@ -154,6 +156,10 @@ class GenerationParams(BaseModel):
         None,
         description="Constrain the output to this GBNF grammar (llama.cpp's grammar format; root rule 'root').",
     )
+    logit_bias: dict[int, float] | None = Field(
+        None,
+        description="Add a bias to these tokens' logits (token id -> bias); -100 bans a token, 100 all but forces it.",
+    )
 
     draft: str | None = Field(
         None,
@@ -182,6 +188,24 @@ class GenerationParams(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"input should be a number (int or float), not {type(value).__name__}")
         return value
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _biases(cls, value: Any) -> Any:
+        """Token ids as integers (OpenAI's JSON gives them as strings), biases as numbers in range; {} is None."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"input should be a map of token id to bias, not {type(value).__name__}")
+        biases: dict[int, float] = {}
+        for key, bias in value.items():
+            token = key if isinstance(key, int) and not isinstance(key, bool) else _token_id(key)
+            if token < 0:
+                raise ValueError(f"token id {key!r} is negative")
+            if isinstance(bias, bool) or not isinstance(bias, int | float) or not -MAX_BIAS <= bias <= MAX_BIAS:
+                raise ValueError(f"the bias of token {token} must be a number from -100 to 100, not {bias!r}")
+            biases[token] = float(bias)
+        return biases or None
 
     @field_validator("json_schema")
     @classmethod
@@ -242,6 +266,13 @@ class GenerationParams(BaseModel):
         return value
 
 
+def _token_id(key: Any) -> int:
+    """A token id written as decimal text (the keys of a JSON object), else ``ValueError``."""
+    if isinstance(key, str) and key.strip().lstrip("-").isdecimal() and key.isascii():
+        return int(key)
+    raise ValueError(f"the keys must be token ids (whole numbers), not {key!r}")
+
+
 PARAM_NAMES: tuple[str, ...] = tuple(GenerationParams.model_fields)
 
 
@@ -268,6 +299,8 @@ class ParamSpec:
 
     def range_text(self) -> str:
         """The allowed range as people write it, e.g. ``0 < top_p <= 1`` or ``0 <= seed <= 4294967294``."""
+        if self.name in _WORDS:
+            return _WORDS[self.name]
         lo = "" if self.minimum is None else f"{_number(self.minimum)} {'<' if self.exclusive_minimum else '<='} "
         hi = "" if self.maximum is None else f" {'<' if self.exclusive_maximum else '<='} {_number(self.maximum)}"
         if lo or hi:
@@ -283,6 +316,7 @@ class ParamSpec:
         return words.get(self.type, f"any {self.type.__name__}")
 
 
+_WORDS = {"logit_bias": "token id -> bias, -100 to 100 (-100 bans)"}
 _LABELS = {"ignore_eos": "Ignore EOS", "json_schema": "JSON Schema", "stop": "Stop Strings"}
 
 
@@ -304,7 +338,7 @@ def _spec(name: str) -> ParamSpec:
             bounds.update(maximum=meta.lt, exclusive_maximum=True)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     ui = cast("dict[str, float]", extra.get("ui") or {})
-    special: dict[str, type] = {"stop": tuple, "json_schema": dict, "grammar": str, "draft": str}
+    special: dict[str, type] = {"stop": tuple, "json_schema": dict, "grammar": str, "logit_bias": dict, "draft": str}
     kind = special.get(name) or (bool if field.annotation is bool else float if field.annotation is float else int)
     return ParamSpec(
         name=name,

@@ -40,7 +40,7 @@ def describe_mode(chat_format: str | None) -> str:
 class Labels:
     """What a run is filed under, set before it starts: experiment, tags, where it came from, its id, and
     (for sweeps and chats) its sweep, coordinates, data-set row, messages, chat format and offered tools, and
-    (for a fork) the run it continues and the token position it forks at."""
+    (for a fork) the run it continues and the token position it forks at; a chat turn, its conversation."""
 
     experiment: str | None = None
     tags: tuple[str, ...] = ()
@@ -54,6 +54,7 @@ class Labels:
     parent_id: str | None = None
     fork_position: int | None = None
     tools: list[dict[str, Any]] | None = None
+    conversation_id: str | None = None
 
     @classmethod
     def checked(
@@ -143,6 +144,7 @@ class Run:
     kind: str = "generate"
     lora: dict[str, float] | None = None  # the LoRA adapters applied (file -> scale)
     lora_scale: float | None = None  # the scale of the one adapter applied (None without, or with several)
+    conversation_id: str | None = None  # a chat turn: the conversation it belongs to (see Store.save_conversation)
     metrics: dict[str, float] = field(default_factory=dict)
     # The facts ``environment`` names, written once per id to the store's environments table (not a column).
     environment_facts: dict[str, str] | None = field(default=None, repr=False, compare=False)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import regex
 
-from . import metrics, models
+from . import _sandbox, code_tasks, metrics, models
 from ._extras import require
 from .chat import chat
 from .engine import embed
@@ -374,6 +374,10 @@ def item_scorers(items: Sequence[Mapping[str, Any]]) -> list[str]:
     kinds = {a.get("type") for i in items for a in i.get("assert") or []}
     if kinds:
         names += ["pass", *(f"assert_{k}" for k in ASSERTION_TYPES if k in kinds)]
+    if any(i.get("tool_call") is not None for i in items):
+        names += ["tool_name", "tool_call"]
+    if any(code_tasks.TESTS in (i.get("vars") or {}) for i in items):
+        names.append("tests")
     return names
 
 
@@ -511,6 +515,8 @@ def named_scorer(scorer: Scorer) -> tuple[str, Callable[[Run], float]]:
             raise ParameterError(f"unknown scorer {scorer!r}; registered: {', '.join(known)}", name="scorers")
         if scorer in _NEEDS:
             _package(_NEEDS[scorer])
+        if scorer == "tests":
+            _sandbox.check()
         return scorer, known[scorer].fn
     if isinstance(scorer, Judge):
         return scorer.name, scorer
@@ -571,7 +577,7 @@ def wilson(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per setting: mean and 95% interval of each score, pass rates, tokens/s; best first.
 
-    Pass/fail columns (``pass``, ``assert_*``) get a pass rate with a Wilson interval; other scores
+    Pass/fail columns (``pass``, ``tests``, ``assert_*``) get a pass rate with a Wilson interval; other scores
     a mean with a bootstrap interval. Sorted by the first metric, highest first. ``tied with best``
     says which settings are indistinguishable from the best on it: a paired test against the best
     (same items and seeds), Holm-corrected over the comparisons (``lmbench.significance.versus_best``;
@@ -595,12 +601,14 @@ def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str
         for name in chosen:
             values = group[name].to_numpy(dtype=float)
             present = values[~np.isnan(values)]
-            if name == "pass" or name.startswith("assert_"):
+            if _pass_fail(name):
                 low, high = wilson(int(present.sum()), len(present))
             else:
                 low, high = bootstrap(values)
             row[name] = float(present.mean()) if len(present) else math.nan
             row[f"{name} low"], row[f"{name} high"] = low, high
+            if name == "tests" and "item" in group:
+                row.update(_pass_at_most(group))
         if "tokens_per_s" in group:
             row["tokens_per_s"] = float(group["tokens_per_s"].mean())
         rows.append(row)
@@ -611,7 +619,18 @@ def leaderboard(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str
     return versus_best(df, table, keys, chosen[0]) if chosen else table
 
 
-_ORDER = ("pass", "judge", "rougeL", "rouge1", "rouge2", "chrf", "bleu", "token_f1", "exact_match")
+def _pass_at_most(group: pd.DataFrame) -> dict[str, float]:
+    """pass@k of the ``tests`` column for k = the seeds every item has, when that is more than one."""
+    samples = group[group["tests"].notna()].groupby("item").size()
+    k = int(samples.min()) if len(samples) else 0
+    return {} if k < 2 else {f"pass@{k}": float(code_tasks.pass_at_k(group, k, by=[])[f"pass@{k}"].iloc[0])}
+
+
+def _pass_fail(column: str) -> bool:
+    return column in ("pass", "tests") or column.startswith("assert_")
+
+
+_ORDER = ("pass", "tests", "judge", "rougeL", "rouge1", "rouge2", "chrf", "bleu", "token_f1", "exact_match")
 
 
 def _is_score(column: str) -> bool:

@@ -32,7 +32,7 @@ Test = Literal["auto", "wilcoxon", "permutation", "mcnemar"]
 TESTS = ("auto", "wilcoxon", "permutation", "mcnemar")
 # Columns that say which item a run answered (besides the grid parameters of a sweep and the seed).
 IDENTITY = ("model", "prompt_name", "system", "item")
-_BINARY = ("pass", "exact_match")
+_BINARY = ("pass", "tests", "exact_match")
 
 
 def is_pass_fail(metric: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -16,10 +17,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import _sandbox, scores
 from . import metrics as metrics_mod
-from . import scores
+from . import tools as tools_mod
 from ._progress import Progress
 from ._prompting import Turn, check_messages, has_template, prepare, render
+from .chat import with_tools
 from .datasets import DataArg, Item, fill
 from .datasets import load as load_items
 from .engine._engine import Engine, checked_lora, load_engine
@@ -269,6 +272,9 @@ class SweepSpec(BaseModel):
     scorers: Any = Field(None, description="more scores: metric names, callables or lmbench.judge(...) judges")
     metrics: Any = Field("default", description="run and group metrics: 'default', None or a list of names")
     chat: bool | None = Field(None, description="through the chat template: None for models that have one")
+    tools: Any = Field(None, description="tools offered to every run (OpenAI-style functions; the runs are chats)")
+    tool_choice: Any = Field("auto", description="'auto', 'required', 'none' or a named function, as in chat()")
+    parallel_tool_calls: bool = Field(True, description="whether one answer may make several tool calls")
     experiment: str | None = Field(None, description="the experiment name recorded with every run")
     name: str | None = Field(None, description="the sweep's name: the same name resumes the same sweep")
     batch: bool = Field(True, description="decode the runs of a model together (False: one at a time)")
@@ -330,8 +336,6 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
     if spec.executor not in EXECUTORS:
         raise ParameterError(f"unknown executor {spec.executor!r}; registered: {', '.join(EXECUTORS)}", name="executor")
     adapter = None if spec.lora is None else checked_lora({spec.lora: 1.0})[0][0]
-    if adapter is not None and spec.executor != "local":
-        raise ParameterError("a sweep with a LoRA adapter runs locally; leave cluster out", name="cluster")
     items = None if spec.data is None else load_items(spec.data, reference=spec.reference)
     for row, item in enumerate(items or []):
         scores.check_assertions(item.assertions, where=f"data row {row} (id {item.id!r})", data=True)
@@ -353,33 +357,60 @@ def plan(spec: SweepSpec, store: str | os.PathLike[str] | Store | None = None) -
         lora=adapter,
         **fixed_params,
     )
+    offered = _checked_tools(spec, fixed_params)
     records = [_item_record(j.item, shared_checks) for j in runs]
     judges = [s for s in spec.scorers or [] if isinstance(s, scores.Judge)]
     for judge in judges:
         judge.check()
     named = [s for s in spec.scorers or [] if not isinstance(s, scores.Judge)]
     wanted = [n for n in scores.item_scorers([r for r in records if r]) if metrics is not None]
+    if offered and metrics is not None:
+        wanted.append("tool_args_valid")
     run_metrics = [*metrics_mod.select(metrics, "run"), *metrics_mod.select(wanted, "run")]
     run_metrics += [metrics_mod.Metric(*scores.named_scorer(s), kind="run") for s in named]
     run_metrics += [metrics_mod.Metric(*scores.python_assertion(fn), kind="run") for fn in python_checks]
+    if any(m.name == "tests" for m in run_metrics):
+        _sandbox.check()  # refused before the first run where the code cannot be isolated
     target = get_store(store)
     chat = spec.chat
-    sweep_id = sweep_id_for(
-        spec.name, spec.experiment, runs, fixed_params if chat is None else {**fixed_params, "chat": chat}
-    )
+    identity = fixed_params if chat is None else {**fixed_params, "chat": chat}
+    if offered:
+        identity = {**identity, "tools": offered, "tool_choice": spec.tool_choice, "parallel": spec.parallel_tool_calls}
+    sweep_id = sweep_id_for(spec.name, spec.experiment, runs, identity)
     done = _finished_keys(target, sweep_id)
     return Plan(
         spec=spec,
         runs=runs,
         todo=[j for j in runs if j.key() not in done],
         sweep_id=sweep_id,
-        recipe=Recipe(fixed_params, sweep_id, spec.experiment, chat, shared_checks),
+        recipe=Recipe(
+            fixed_params,
+            sweep_id,
+            spec.experiment,
+            chat,
+            shared_checks,
+            Offered(offered, spec.tool_choice, spec.parallel_tool_calls) if offered else None,
+        ),
         run_metrics=run_metrics,
         group_metrics=metrics_mod.select(metrics, "group"),
         judges=judges,
         store=target,
         adapter=adapter,
     )
+
+
+def _checked_tools(spec: SweepSpec, fixed_params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's tools, checked (with its tool_choice) before anything runs; empty without tools."""
+    if spec.tools is None:
+        return []
+    if spec.chat is False:
+        raise ParameterError("tools are offered to chats: leave chat out (or True) in a sweep with tools", name="chat")
+    _, schema, offered = tools_mod.prepare(
+        [{"role": "user", "content": "?"}], spec.tools, spec.tool_choice, parallel=spec.parallel_tool_calls
+    )
+    if schema is not None and ("json_schema" in fixed_params or "grammar" in fixed_params):
+        raise ParameterError("tools constrain the output themselves: give tools or json_schema/grammar, not both")
+    return offered
 
 
 # An executor generates a plan's runs still to make, handing each finished run to the recorder;
@@ -426,7 +457,7 @@ def _on_dask(
     """On a Dask cluster (``spec.cluster``): blocks of runs decoded on workers, recorded here."""
     from . import _dask
 
-    blocks_ = blocks(the_plan.todo, the_plan.spec.batch_size)
+    blocks_ = blocks(the_plan.todo, the_plan.spec.batch_size, the_plan.adapter)
     _dask.run_blocks(
         the_plan.spec.cluster, blocks_, the_plan.recipe, on_run=save, cancel=should_stop, announce=announce
     )
@@ -495,6 +526,9 @@ def sweep(
     cluster: Any = None,
     executor: str | None = None,
     lora: str | os.PathLike[str] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: tools_mod.ToolChoice = "auto",
+    parallel_tool_calls: bool = True,
     **fixed_params: Any,
 ) -> pd.DataFrame:
     """Run ``prompts`` over the cross product of ``grid`` x ``seeds`` (x models) and return the runs.
@@ -528,6 +562,11 @@ def sweep(
     ``distributed.Client``, a scheduler address, or ``"local:N"`` (a ``LocalCluster`` of N worker
     processes); see ``lmbench._dask``. The runs, their ids and the store are the same as locally.
 
+    ``tools`` (with ``tool_choice`` and ``parallel_tool_calls``, as ``lmbench.chat`` takes them) makes every
+    run a chat that offers them: each run records the calls it made (``tool_calls``) and is scored with
+    ``tool_args_valid``, and a data set's ``tool_call`` column (``{"name": ..., "arguments": {...}}``) adds
+    ``tool_name`` and ``tool_call`` (see ``lmbench.tools``), so the sweep reports tool-call accuracy.
+
     ``lora`` applies a LoRA adapter file to every model (scale 1); ``grid={"lora_scale": [0, 0.5, 1]}``
     sweeps its scale like a parameter (each scale a loaded engine of its own, recorded with the runs).
 
@@ -555,8 +594,20 @@ def sweep(
         executor=executor or ("local" if cluster is None else "dask"),
         cluster=cluster,
         lora=None if lora is None else os.fspath(lora),
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
     )
     return run_sweep(spec, store=store, cancel=cancel, progress=progress, on_run=on_run)
+
+
+@dataclass(frozen=True)
+class Offered:
+    """The tools a sweep offers every run, with its ``tool_choice`` and whether calls may be parallel."""
+
+    tools: list[dict[str, Any]]
+    choice: tools_mod.ToolChoice
+    parallel: bool
 
 
 @dataclass(frozen=True)
@@ -568,6 +619,7 @@ class Recipe:
     experiment: str | None
     chat: bool | None
     shared_checks: list[dict[str, Any]]
+    tools: Offered | None = None
 
     def generation(self, job: PlannedRun, engine: Engine) -> Job:
         """The text the model gets (through its chat template when it should), the parameters with the
@@ -583,7 +635,14 @@ class Recipe:
             item=_item_record(job.item, self.shared_checks),
         )
         turn: Turn
-        if job.messages is not None:
+        if self.tools is not None:  # a chat that offers tools: the calls are recorded with the run
+            asked = job.messages or [{"role": "user", "content": job.prompt}]
+            turns, params, offered, offering = with_tools(
+                asked, params, self.tools.tools, self.tools.choice, self.tools.parallel
+            )
+            turn = render(engine, turns, offering)
+            labels = dataclasses.replace(labels, tools=offered)
+        elif job.messages is not None:
             turn = render(engine, job.messages)
         else:
             templated = has_template(engine) if self.chat is None else self.chat
@@ -603,14 +662,20 @@ def _by_prompt(jobs: Iterable[PlannedRun]) -> list[PlannedRun]:
     return [j for group in groups.values() for j in group]
 
 
-def blocks(jobs: Sequence[PlannedRun], size: int | None) -> list[tuple[str, list[PlannedRun]]]:
-    """The jobs as (model, block) units of work for a cluster: one model each, runs of a prompt together,
-    at most ``size`` (default ``MAX_BATCH``) runs, each block decoded as one batch on its worker."""
+def blocks(
+    jobs: Sequence[PlannedRun], size: int | None, lora: str | None = None
+) -> list[tuple[str, dict[str, Any], list[PlannedRun]]]:
+    """The jobs as (model, load settings, block) units of work for a cluster: one engine each (a model and,
+    with a LoRA adapter ``lora``, the job's scale), runs of a prompt together, at most ``size`` (default
+    ``MAX_BATCH``) runs, each block decoded as one batch on its worker."""
     size = size or MAX_BATCH
-    units: list[tuple[str, list[PlannedRun]]] = []
-    for model, model_jobs in itertools.groupby(jobs, key=lambda j: j.model):
-        ordered = _by_prompt(model_jobs)
-        units += [(model, ordered[at : at + size]) for at in range(0, len(ordered), size)]
+    engines: dict[tuple[str, str], list[PlannedRun]] = {}
+    for job in jobs:
+        engines.setdefault((job.model, json.dumps(_load_settings(job, lora))), []).append(job)
+    units: list[tuple[str, dict[str, Any], list[PlannedRun]]] = []
+    for (model, settings), engine_jobs in engines.items():
+        ordered = _by_prompt(engine_jobs)
+        units += [(model, json.loads(settings), ordered[at : at + size]) for at in range(0, len(ordered), size)]
     return units
 
 

@@ -1,8 +1,10 @@
 """Tool (function) calls: tools offered to a chat, the calls the model makes, and the conversation around them.
 
-lmbench gives any chat model its tools the same documented way (llama.cpp's "generic" format):
-a system instruction lists each tool's name, description and JSON schema of arguments, and the
-answer is JSON, constrained by a grammar built from those schemas:
+A model whose chat template has a tools section (it reads the ``tools`` variable, as Qwen's,
+Llama 3.x's and SmolLM3's do) gets the tools through it, in OpenAI's shape. Any other chat model
+gets them the same documented way (llama.cpp's "generic" format): a system instruction lists each
+tool's name, description and JSON schema of arguments. Either way the answer is JSON, constrained
+by a grammar built from those schemas:
 
 - ``{"tool_calls": [{"name": "get_weather", "parameters": {"city": "Paris"}}]}`` to call tools (the
   name first, as Llama 3.1's JSON tool calls have it), or
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._grammar import UNENFORCED_KEYWORDS, schema_grammar
@@ -161,14 +164,38 @@ def _call_of(call: Any, i: int) -> dict[str, Any]:
     return {"id": call.get("id"), "name": function["name"], "arguments": values}
 
 
+@dataclass(frozen=True)
+class Offer:
+    """The tools a chat offers the model under its ``tool_choice``, and whether it may answer in words."""
+
+    tools: list[dict[str, Any]]
+    may_answer: bool
+
+    def instruction(self) -> dict[str, str]:
+        """The system message that offers the tools to a model whose template has no tools section."""
+        return {"role": "system", "content": instruction(self.tools, may_answer=self.may_answer)}
+
+    def for_template(self) -> list[dict[str, Any]]:
+        """The tools as a chat template's ``tools`` variable reads them (OpenAI's shape, as Hugging Face has them)."""
+        return [{"type": "function", "function": tool} for tool in self.tools]
+
+
+def offer(offered: list[dict[str, Any]], tool_choice: ToolChoice | None) -> Offer | None:
+    """What ``tool_choice`` offers of the checked tools (None: nothing, as with ``"none"``)."""
+    usable = chosen(offered, tool_choice)
+    return Offer(usable, may_answer=tool_choice in (None, "auto")) if usable else None
+
+
 def prepare(
     messages: Sequence[Mapping[str, Any]],
     tools: Any,
     tool_choice: ToolChoice | None = "auto",
     *,
     parallel: bool = True,
+    instruct: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
-    """The conversation with the tools offered (an instruction first), the output's JSON schema and the tools.
+    """The conversation with the tools offered (the fallback instruction first, unless ``instruct`` is False:
+    then whoever renders the conversation offers them), the output's JSON schema and the tools.
 
     Without tools (or with ``tool_choice="none"``) the messages are only folded and there is no schema.
     """
@@ -176,17 +203,15 @@ def prepare(
     if tools is None:
         return folded, None, []
     offered = check_tools(tools)
-    usable = chosen(offered, tool_choice)
-    if not usable:
+    offering = offer(offered, tool_choice)
+    if offering is None:
         return folded, None, offered
-    may_answer = tool_choice in (None, "auto")
-    schema = output_schema(usable, may_answer=may_answer, parallel=parallel)
+    schema = output_schema(offering.tools, may_answer=offering.may_answer, parallel=parallel)
     try:
         schema_grammar(schema)
     except ValueError as exc:
         raise ParameterError(f"the tools' schemas cannot constrain the output: {exc}", name="tools") from None
-    system = {"role": "system", "content": instruction(usable, may_answer=may_answer)}
-    return [system, *folded], schema, offered
+    return ([offering.instruction()] if instruct else []) + folded, schema, offered
 
 
 def parse_calls(text: str, run_id: str) -> list[dict[str, Any]]:

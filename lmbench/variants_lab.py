@@ -12,17 +12,19 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gguf
 import llama_cpp
 import numpy as np
 import pandas as pd
 
-from . import _gguf, _quantizer, datasets, models
+from . import _gguf, _imatrix, _quantizer, datasets, models
 from ._config import home
 from ._progress import Progress
 from .engine import Engine, TokenScores, unload
@@ -55,12 +57,98 @@ def _checked_types(types: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(t.upper() for t in names))
 
 
+_SUMS, _COUNTS = ".in_sum2", ".counts"
+
+
+def _importance(imatrix: Path, model: Path) -> dict[str, np.ndarray]:
+    """The importance values in ``imatrix`` (``llama-imatrix``'s GGUF file) by weight name, checked against ``model``.
+
+    As ``llama-quantize`` reads it: each ``<weight>.in_sum2`` (sums of squared activations, one row per
+    expert) divided by its ``<weight>.counts``; a row no token reached counts as all ones. Every entry
+    must name a weight of ``model`` with as many input columns (an imatrix made for another model
+    would otherwise be used or dropped silently).
+    """
+
+    def refuse(why: str) -> ParameterError:
+        return ParameterError(f"imatrix {imatrix.name}: {why}", name="imatrix", value=str(imatrix))
+
+    if not imatrix.is_file():
+        raise refuse("no such file")
+    try:
+        tensors = {t.name: np.asarray(t.data, dtype=np.float64) for t in gguf.GGUFReader(imatrix).tensors}
+    except (ValueError, OSError) as exc:
+        raise refuse(
+            f"not a GGUF importance matrix ({exc}); make one with llama.cpp's llama-imatrix, whose default "
+            "output format is GGUF (the older .dat format is not read)"
+        ) from exc
+    weights = {t.name: t.dims for t in _gguf.read(model).tensors}
+    names = sorted(n.removesuffix(_SUMS) for n in tensors if n.endswith(_SUMS))
+    if not names:
+        raise refuse(f"it holds no {_SUMS} tensors, so no importance values")
+    values = {}
+    for name in names:
+        sums, counts = tensors[name + _SUMS], tensors.get(name + _COUNTS)
+        if counts is None:
+            raise refuse(f"{name} has {_SUMS} but no {_COUNTS}")
+        dims = weights.get(name)
+        if dims is None:
+            raise refuse(f"{model.name} has no weight {name!r}: the matrix was made for another model")
+        rows = counts.reshape(-1)
+        expected = dims[0] * math.prod(dims[2:])
+        if sums.size != expected or sums.size % rows.size:
+            raise refuse(f"{name} has {sums.size} values, {model.name}'s weight needs {expected}")
+        per_row = sums.reshape(rows.size, -1) / np.where(rows > 0, rows, 1)[:, None]
+        per_row[rows <= 0] = 1.0
+        if not np.isfinite(per_row).all() or (per_row < 0).any():
+            raise refuse(f"{name} has negative or non-finite values")
+        values[name] = per_row.reshape(-1).astype(np.float32)
+    return values
+
+
+def imatrix(
+    model: ModelArg,
+    *,
+    texts: str | Sequence[str] | None = None,
+    data: datasets.DataArg = None,
+    column: str = "text",
+    out: str | os.PathLike[str] | None = None,
+    chunk: int = 512,
+) -> Path:
+    """An importance matrix of ``model`` on your texts, written as llama.cpp's ``llama-imatrix`` writes it.
+
+    The texts (``texts``, or column ``column`` of ``data``) are tokenized one after another and
+    evaluated in chunks of ``chunk`` tokens by a llama.cpp context on the loaded model whose eval
+    callback sums, for every weight of the model's blocks, each input column's squared activation
+    (chunks under 16 tokens are skipped, as llama-imatrix does). The GGUF file (default
+    ``$LMBENCH_HOME/imatrix/<model>.imatrix.gguf``) is what ``quantize(..., imatrix=)`` and
+    ``llama-quantize --imatrix`` read. Mixture-of-experts models are refused (use llama-imatrix).
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < _imatrix.MIN_TOKENS:
+        raise ParameterError(
+            f"chunk must be a whole number of at least {_imatrix.MIN_TOKENS} tokens, not {chunk!r}", name="chunk"
+        )
+    items = _texts(texts, data, column)
+    engine = load_engine(model)
+    target = (
+        Path(out)
+        if out is not None
+        else home() / "imatrix" / f"{models.strip_quantization(engine.path.name)}.imatrix.gguf"
+    )
+    if target.suffix.lower() != ".gguf":
+        raise ParameterError(f"out must be a .gguf file, not {target.name!r}", name="out", value=str(target))
+    collector, chunks = _imatrix.compute(engine, items, chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = [os.fspath(data)] if isinstance(data, str | os.PathLike) else ["texts" if data is None else "data"]
+    return _imatrix.write(target, collector, datasets=source, chunks=chunks, chunk=chunk)
+
+
 def quantize(
     source: str | os.PathLike[str] | None,
     types: str | Sequence[str] = ("Q8_0",),
     *,
     out: str | os.PathLike[str] | None = None,
     requantize: bool = False,
+    imatrix: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -71,7 +159,10 @@ def quantize(
     (default: ``$LMBENCH_HOME/models``, which ``load`` searches) and is recorded in the model
     list with its source; a copy already made from the same source file is reused. A source that
     is already quantized is refused unless ``requantize=True`` (quantizing twice loses more than
-    once). One row per type: ``type``, ``path``, ``file_mb``, ``source``, ``seconds``, ``reused``.
+    once). ``imatrix``: an importance matrix file as llama.cpp's ``llama-imatrix`` writes it (GGUF),
+    made for this model; llama.cpp then weighs each weight's rounding error by how strongly its inputs
+    are used, and the copies are named ``<name>-imatrix.<TYPE>.gguf``. One row per type: ``type``,
+    ``path``, ``file_mb``, ``source``, ``imatrix``, ``seconds``, ``reused``.
     """
     names = _checked_types(types)
     path = models.resolve(source)
@@ -85,46 +176,58 @@ def quantize(
         )
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ParameterError(f"threads must be a whole number of at least 1, not {threads!r}", name="threads")
+    matrix = Path(imatrix).expanduser().resolve() if imatrix is not None else None
+    importance = _importance(matrix, path) if matrix is not None else None
     folder = Path(out).expanduser() if out is not None else home() / "models"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = models.strip_quantization(path.name)
-    source_id = {"source_sha256": models.sha256(path)}
+    stem = models.strip_quantization(path.name) + ("-imatrix" if matrix else "")
+    source_id = {
+        "source_sha256": models.sha256(path),
+        "imatrix_sha256": models.sha256(matrix) if matrix else None,
+    }
     made = models.variants()
     rows = []
-    for name in names:
-        target = (folder / f"{stem}.{name}.gguf").resolve()
-        started = time.perf_counter()
-        facts = made.get(str(target), {})
-        reused = facts.get("type") == name and facts.get("source_sha256") == source_id["source_sha256"]
-        if not reused:
-            bar = Progress(1, desc=f"quantize {name}", unit="tensor", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="lmbench-imatrix-") as scratch:
+        values = None
+        if importance is not None:
+            values = Path(scratch) / "imatrix.npz"
+            np.savez(values, **importance)  # type: ignore[arg-type]  # mypy: a key could be allow_pickle
+        for name in names:
+            target = (folder / f"{stem}.{name}.gguf").resolve()
+            started = time.perf_counter()
+            facts = made.get(str(target), {})
+            reused = facts.get("type") == name and all(facts.get(k) == v for k, v in source_id.items())
+            if not reused:
+                bar = Progress(1, desc=f"quantize {name}", unit="tensor", disable=not progress)
 
-            def step(i: int, n: int, bar: Progress = bar) -> None:
-                bar.total = n
-                bar.update()
+                def step(i: int, n: int, bar: Progress = bar) -> None:
+                    bar.total = n
+                    bar.update()
 
-            why = _quantizer.run(
-                path,
-                target,
-                _quantizer.FILE_TYPES[name],
-                threads=threads or physical_cores(),
-                requantize=requantize,
-                step=step,
+                why = _quantizer.run(
+                    path,
+                    target,
+                    _quantizer.FILE_TYPES[name],
+                    threads=threads or physical_cores(),
+                    requantize=requantize,
+                    step=step,
+                    imatrix=values,
+                )
+                bar.close()
+                if why is not None:
+                    raise ParameterError(f"{path.name} -> {name}: {why}", name="types", value=name)
+                models.register_variant(target, base=path, kind="quantized", type=name, **source_id)
+            rows.append(
+                {
+                    "type": name,
+                    "path": str(target),
+                    "file_mb": target.stat().st_size / 2**20,
+                    "source": str(path),
+                    "imatrix": str(matrix) if matrix else None,
+                    "seconds": time.perf_counter() - started,
+                    "reused": reused,
+                }
             )
-            bar.close()
-            if why is not None:
-                raise ParameterError(f"{path.name} -> {name}: {why}", name="types", value=name)
-            models.register_variant(target, base=path, kind="quantized", type=name, **source_id)
-        rows.append(
-            {
-                "type": name,
-                "path": str(target),
-                "file_mb": target.stat().st_size / 2**20,
-                "source": str(path),
-                "seconds": time.perf_counter() - started,
-                "reused": reused,
-            }
-        )
     return pd.DataFrame(rows)
 
 

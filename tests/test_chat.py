@@ -86,3 +86,12 @@ def test_content_parts_are_joined() -> None:
     parts = [{"type": "text", "text": "Tell me "}, {"type": "text", "text": "a story."}]
     run = lmbench.chat([{"role": "user", "content": parts}], max_tokens=4, seed=1)
     assert run.prompt_sent == "User: Tell me a story.\nAssistant:"
+
+
+def test_a_turn_is_filed_under_its_conversation() -> None:
+    asked = [{"role": "user", "content": "Hi"}]
+    run = lmbench.chat(asked, model=TEST_MODEL, max_tokens=3, conversation_id="trip-1")
+    assert run.conversation_id == "trip-1" and lmbench.runs().conversation_id.tolist() == ["trip-1"]
+    with pytest.raises(lmbench.ParameterError, match="conversation_id") as caught:
+        lmbench.chat(asked, model=TEST_MODEL, max_tokens=3, conversation_id=5)  # type: ignore[arg-type]
+    assert caught.value.name == "conversation_id" and len(lmbench.runs()) == 1, "refused before it ran"

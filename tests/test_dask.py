@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import TEST_MODEL
 from distributed import Client, LocalCluster
+from test_lora import write_adapter
 
 import lmbench
 
@@ -69,6 +70,27 @@ def test_a_worker_killed_mid_sweep_leaves_no_run_missing_or_twice(client: Client
     deadline = time.monotonic() + 60
     while len(client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)  # the nanny restarts the killed worker for the next test
+
+
+def test_a_lora_scale_sweep_on_the_cluster_gives_the_local_texts(client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    adapter = write_adapter(tmp_path / "tiny-lora.gguf")
+    options = {"grid": {"lora_scale": [0.0, 0.5, 1.0], "temperature": [0.8]}, "lora": adapter, "seeds": 2}
+    there = _sweep(name="lora-cluster", cluster=client, **options)
+    here = _sweep(name="lora-here", **options)
+    assert len(there) == 12 and there.id.is_unique
+
+    def texts(df):  # type: ignore[no-untyped-def]
+        return {(r.prompt_name, r.lora_scale, r.seed): r.text for r in df.itertuples()}
+
+    assert texts(there) == texts(here)
+    by_scale = there.groupby("lora_scale").text.apply(tuple)
+    assert by_scale[0.0] != by_scale[1.0], "the adapter's scale reached the workers"
+    base = _sweep(name="no-lora", grid={"temperature": [0.8]}, seeds=2, cluster=client)
+    assert {(r.prompt_name, r.seed): r.text for r in base.itertuples()} == {
+        (r.prompt_name, r.seed): r.text for r in there[there.lora_scale == 0.0].itertuples()
+    }, "scale 0 on a worker is the base model"
+    recorded = lmbench.runs(sweep_id=there.attrs["sweep_id"])
+    assert sorted(recorded.lora.map(lambda lora: lora[str(adapter)])) == [0.0] * 4 + [0.5] * 4 + [1.0] * 4
 
 
 def test_an_interrupted_cluster_sweep_resumes_to_exactly_its_plan(client: Client) -> None:

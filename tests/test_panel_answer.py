@@ -152,7 +152,7 @@ def test_the_chat_has_a_stop_beside_its_message_box(panel: lmbench.Panel) -> Non
     panel.chat.input.value = "Tell me a long story."
     panel.chat.send_button.click()
     for _ in range(600):  # until the reply has started streaming
-        if panel.chat.stop_button.disabled is False and "…" in panel.chat.transcript.value:
+        if panel.chat.stop_button.disabled is False and "…" in panel.chat.shown:
             break
         panel.wait(0.05)
     panel.chat.stop_button.click()

@@ -54,9 +54,10 @@ def test_compare_aligns_texts_by_seed(sweep_df) -> None:
     part = sweep_df[sweep_df.top_p == 1.0]
     comparison = lmbench.compare(part, by="temperature")
     page = comparison._repr_html_()
+    assert ">temperature</th>" in page, "the compared setting named once, over its values"
     for value in (0.2, 1.0, 1.5):
-        assert f"temperature = {value}" in page
-    assert page.count("<tr>") == 1 + 3, "a header and one row per seed"
+        assert f"title='temperature = {value}'>{value}</th>" in page
+    assert page.count("<tr>") == 2 + 3, "two header rows and one row per seed"
     import html
 
     for text in part.text:

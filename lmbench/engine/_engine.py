@@ -215,10 +215,19 @@ class Engine:
         return self._vocab
 
     def check_constraint(self, params: GenerationParams) -> None:
-        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse.
+        """Raise ``ParameterError`` now, before any run starts, if the grammar of ``params`` does not parse
+        or its ``logit_bias`` names a token outside this model's vocabulary.
 
         A large grammar is built in a child process first: a crash there is an error here, not the end of this process.
         """
+        outside = sorted(t for t in params.logit_bias or () if t >= self.n_vocab)
+        if outside:
+            raise ParameterError(
+                f"logit_bias names token {outside[0]}, outside {self.name}'s vocabulary (token ids 0 to "
+                f"{self.n_vocab - 1})",
+                name="logit_bias",
+                value=outside[0],
+            )
         grammar = params.constraint()
         if grammar is not None:
             try:

@@ -171,7 +171,10 @@ class Context:
         threads: Threads,
         logs: collections.deque[str],
         adapters: Sequence[tuple[llama_cpp.llama_adapter_lora_p, float]] = (),
+        observe: Any = None,
     ) -> None:
+        """``observe``: a ``ggml_backend_sched_eval_callback`` that sees the graph's tensors as they are
+        computed (the importance matrix reads the weights' inputs so); keep it alive as long as the context."""
         n_threads = threads.now()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = slots * per_slot
@@ -180,6 +183,8 @@ class Context:
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = False  # each sequence attends to its own cells only
         params.no_perf = True
+        if observe is not None:
+            params.cb_eval = observe
         self.logs = logs
         with _llama_log.capture(logs):
             self.ptr: llama_cpp.llama_context_p | None = llama_cpp.llama_init_from_model(model, params)

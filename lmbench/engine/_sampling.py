@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 import llama_cpp
 
 from ..errors import ParameterError
-from ..params import GenerationParams
+from ..params import MAX_BIAS, GenerationParams
 from . import _llama_log
 
 PENALTY_LAST_N = 64
@@ -43,11 +43,12 @@ class SamplerChain:
                 where = " ".join(line.strip() for line in said)
                 raise ParameterError(f"the grammar does not parse: {where or 'llama.cpp refused it'}", name="grammar")
             add(self.ptr, constrained)
-        if params.ignore_eos and eog_tokens:
-            biases = (llama_cpp.llama_logit_bias * len(eog_tokens))(
-                *(llama_cpp.llama_logit_bias(token, -math.inf) for token in eog_tokens)
+        biases = logit_biases(params, eog_tokens)
+        if biases:
+            native = (llama_cpp.llama_logit_bias * len(biases))(
+                *(llama_cpp.llama_logit_bias(token, bias) for token, bias in biases.items())
             )
-            add(self.ptr, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(eog_tokens), biases))
+            add(self.ptr, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), native))
         add(
             self.ptr,
             llama_cpp.llama_sampler_init_penalties(
@@ -73,3 +74,12 @@ class SamplerChain:
         if self.ptr is not None:
             llama_cpp.llama_sampler_free(self.ptr)
             self.ptr = None
+
+
+def logit_biases(params: GenerationParams, eog_tokens: Collection[int] = ()) -> dict[int, float]:
+    """What llama.cpp's logit-bias sampler adds to each token: ``params.logit_bias`` (-100 as minus infinity,
+    a ban, as OpenAI documents it) and, with ``ignore_eos``, minus infinity for the end-of-generation tokens."""
+    biases = {token: -math.inf if bias <= -MAX_BIAS else bias for token, bias in (params.logit_bias or {}).items()}
+    if params.ignore_eos:
+        biases.update(dict.fromkeys(eog_tokens, -math.inf))
+    return biases

@@ -223,6 +223,8 @@ class Scheduler:
             if slot.next_token >= 0 or budget <= 0:
                 continue
             tokens = slot.request.tokens
+            if slot.request.scoring is not None and entries and not sampled and len(tokens) - slot.fed > budget:
+                continue  # a piece of it would make llama.cpp split the batch into short ubatches: next decode
             chunk = tokens[slot.fed : slot.fed + budget]
             last = slot.fed + len(chunk) == len(tokens)
             start = slot.fed
@@ -425,8 +427,12 @@ class Scheduler:
         assert context is not None
         tokens = request.tokens
 
+        lengths = {
+            s.index: _shared(s.cells, tokens, request.reusable) if self.share_prefixes else 0 for s in self._slots
+        }
+
         def shared(slot: _Slot) -> int:
-            return _shared(slot.cells, tokens, request.reusable) if self.share_prefixes else 0
+            return lengths[slot.index]
 
         best_free = max(free, key=shared)
         source = max(self._slots, key=shared)
@@ -447,6 +453,7 @@ class Scheduler:
             request.done = True
             return
         request.admitted, request.cached = True, keep
+        request.sequence.cached = keep
         request.context = (context.slots, context.n_batch, context.kv_cache_type)
         request.sequence.restart_clock()
         slot.request, slot.sampler, slot.fed, slot.next_token = request, sampler, keep, -1
@@ -517,11 +524,24 @@ class Scheduler:
 
 
 def _shared(cells: list[int], tokens: list[int], limit: int) -> int:
-    """How many leading ``tokens`` (at most ``limit``: see ``Request.reusable``) are in ``cells``."""
-    n, top = 0, min(len(cells), limit)
-    while n < top and cells[n] == tokens[n]:
-        n += 1
-    return n
+    """How many leading ``tokens`` (at most ``limit``: see ``Request.reusable``) are in ``cells``.
+
+    Slices compared in C, bisecting on the first difference: admission asks this of every slot for
+    every request, and a token-by-token loop in Python was a large part of scoring's time.
+    """
+    top = min(len(cells), len(tokens), limit)
+    if top == 0 or cells[0] != tokens[0]:
+        return 0
+    if cells[:top] == tokens[:top]:
+        return top
+    same, differs = 1, top  # cells[:same] matches, cells[:differs] does not
+    while differs - same > 1:
+        middle = (same + differs) // 2
+        if cells[:middle] == tokens[:middle]:
+            same = middle
+        else:
+            differs = middle
+    return same
 
 
 def _worth_sharing(shared: int, limit: int) -> bool:

@@ -101,6 +101,32 @@ def logprob_entry(piece: Piece, token: int, lp: np.ndarray, entropy: float, top:
     return entry
 
 
+class Streamed(str):
+    """A piece of streamed text and what produced it, for callers that report more than text (llama-server's
+    stream): its tokens and their log-probability records, the tokens generated so far, the prompt's size and
+    how much of it came from the KV cache, and the clock (seconds since the run started; to its first token).
+
+    It is a ``str``, so an ``on_token(text)`` callback takes it as plain text.
+    """
+
+    tokens: tuple[int, ...]
+    logprobs: tuple[dict[str, Any], ...]
+    n_generated: int
+    n_prompt: int
+    cached: int
+    elapsed_s: float
+    ttft_s: float
+
+    @classmethod
+    def of(cls, text: str, sequence: Sequence, tokens: list[int], entries: list[dict[str, Any]]) -> Streamed:
+        piece = cls(text)
+        piece.tokens, piece.logprobs = tuple(tokens), tuple(entries)
+        piece.n_generated, piece.n_prompt, piece.cached = sequence.n_generated, sequence.n_prompt, sequence.cached
+        piece.elapsed_s = time.perf_counter() - sequence.started
+        piece.ttft_s = sequence.ttft if sequence.ttft is not None else piece.elapsed_s
+        return piece
+
+
 class Sequence:
     """What one run has produced so far, and the rules that end it."""
 
@@ -119,6 +145,9 @@ class Sequence:
         self.stream = TextStream(params.stop)
         self.logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
         self.n_generated = 0
+        self.cached = 0  # prompt tokens that came from the KV cache (set when the run is admitted)
+        self._unsent: list[int] = []  # tokens whose text has not been streamed yet
+        self._unsent_entries = 0  # and how many log-probability records they have
         self.started = time.perf_counter()
         self.ttft: float | None = None
         self.total = 0.0
@@ -149,12 +178,13 @@ class Sequence:
         if token in self._end_tokens:
             return self.end("stop")
         self.n_generated += 1
+        self._unsent.append(token)
         if self.logprobs is not None and scores is not None:
             lp, entropy = scores
             self.logprobs.append(logprob_entry(self._piece, token, lp, entropy, self.params.logprobs or 0))
+            self._unsent_entries += 1
         hit_stop = self.stream.add(self._piece(token))
-        if self._on_token is not None and (new := self.stream.take()):
-            self._on_token(new)
+        self._send()
         if hit_stop:
             return self.end("stop")
         if self.n_generated >= self.params.max_tokens or self.n_prompt + self.n_generated >= self.n_ctx:
@@ -167,6 +197,13 @@ class Sequence:
             self.finish_reason, self.error = reason, error
             self.total = time.perf_counter() - self.started
             self.stream.finish()
-            if self._on_token is not None and (rest := self.stream.take()):
-                self._on_token(rest)
+            self._send()
         return True
+
+    def _send(self) -> None:
+        """Stream the text that is safe to show, with the tokens (and records) not streamed before it."""
+        if self._on_token is None or not (text := self.stream.take()):
+            return
+        entries = self.logprobs[len(self.logprobs) - self._unsent_entries :] if self.logprobs else []
+        self._on_token(Streamed.of(text, self, self._unsent, entries))
+        self._unsent, self._unsent_entries = [], 0

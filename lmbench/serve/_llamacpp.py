@@ -10,11 +10,12 @@ from pydantic import Field, field_validator, model_validator
 from .. import models
 from .._version import __version__
 from ..engine._engine import Engine
+from ..engine._sequence import Streamed
 from ..errors import ParameterError
 from ..generation import Cancel
-from ..params import MAX_TOKENS, GenerationParams, validate_params
+from ..params import MAX_BIAS, MAX_TOKENS, GenerationParams, validate_params
 from ..run import Run
-from ._errors import ApiError
+from ._errors import ApiError, api_error
 from ._requests import MAX_CHOICES, Generating, NoQuery, UsesModel
 from ._service import Emit, Jobs, Service, finite
 
@@ -25,8 +26,6 @@ IGNORED = frozenset(
         "id_slot",
         "n_keep",
         "samplers",
-        "return_progress",
-        "timings_per_token",
         "return_tokens",
         "repeat_last_n",
         "min_keep",
@@ -59,6 +58,8 @@ NEUTRAL: dict[str, Any] = {
     "logit_bias": [],
     "lora": [],
 }
+# llama-server's logit_bias: [[token id or text, bias], ...] or {"token id or text": bias}; a bias of false bans.
+Biases = list[list[int | str | float | bool]] | dict[str, float | bool]
 
 
 class NativeCompletionRequest(Generating):
@@ -71,6 +72,20 @@ class NativeCompletionRequest(Generating):
     n_probs: int = Field(0, ge=0, le=20)
     seed: int | None = None
     n_cmpl: int = Field(1, ge=1, le=MAX_CHOICES)
+    logit_bias: Biases | None = None
+    timings_per_token: bool = False  # every streamed chunk carries the timings so far
+    return_progress: bool = False  # the stream starts with the prompt's progress (sent once it is evaluated)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_pairs(cls, value: Biases | None) -> Biases | None:
+        for entry in value if isinstance(value, list) else ():
+            if len(entry) != 2 or isinstance(entry[0], bool | float):
+                raise ValueError(f"each logit_bias entry must be [token id or text, bias], not {entry!r}")
+        for _, bias in _bias_entries(value):
+            if isinstance(bias, str) or bias is True:
+                raise ValueError(f"a logit_bias bias must be a number or false, not {bias!r}")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -106,7 +121,26 @@ class NativeCompletionRequest(Generating):
             params["logprobs"] = self.n_probs
         extra = self.model_extra or {}
         params.update({ours: extra[theirs] for theirs, ours in SPECULATIVE.items() if extra.get(theirs) is not None})
+        biases = {key: bias for key, bias in self.biases() if isinstance(key, int)}
+        if biases:
+            params["logit_bias"] = biases
         return params
+
+    def biases(self) -> list[tuple[int | str, float]]:
+        """``logit_bias`` as (token id or text, bias) pairs, ``false`` as the ban (-100), as llama-server reads it:
+        a key of an object is a token id when it is a whole number, an array's first item when it is an integer."""
+        pairs = []
+        for key, bias in _bias_entries(self.logit_bias):
+            if isinstance(key, str) and isinstance(self.logit_bias, dict) and key.isascii() and key.isdecimal():
+                key = int(key)
+            pairs.append((key, -MAX_BIAS if bias is False else float(bias)))
+        return pairs
+
+
+def _bias_entries(value: Biases | None) -> list[tuple[Any, Any]]:
+    if isinstance(value, dict):
+        return list(value.items())
+    return [(entry[0], entry[1]) for entry in value or ()]
 
 
 class TokenizeRequest(UsesModel):
@@ -138,13 +172,33 @@ def native_completion(
     """``POST /completion``: llama-server's request fields and answer."""
     jobs = service.prepare(request)
     prompt = _prompt_text(service, jobs, request.prompt)
+    _bias_texts(service, jobs, request)
+    engine = service.engine(jobs.path)
     on_piece = None
     if emit is not None:
+        started: set[int] = set()
 
         def on_piece(i: int, text: str | None) -> None:
-            emit({"index": i, "content": text or "", "tokens": [], "stop": False, "id_slot": i})
+            if not isinstance(text, Streamed):
+                return
+            facts = {"index": i, "content": "", "tokens": [], "stop": False, "id_slot": i, "tokens_predicted": 0}
+            facts["tokens_evaluated"] = text.n_prompt
+            if request.return_progress and i not in started:
+                started.add(i)
+                emit({**facts, "prompt_progress": _progress(text)})
+            chunk = {**facts, "content": str(text), "tokens": list(text.tokens), "tokens_predicted": text.n_generated}
+            if request.timings_per_token:
+                chunk["timings"] = _timings(text.n_prompt - text.cached, text.ttft_s, text.elapsed_s, text.n_generated)
+            if request.n_probs and text.logprobs:
+                chunk["completion_probabilities"] = [_probabilities(engine, e) for e in text.logprobs]
+            emit(chunk)
 
-    engine, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    try:
+        engine, runs = service.generate(jobs, prompt=prompt, on_piece=on_piece, cancel=cancel)
+    except ApiError as exc:
+        if exc.code == "context_length_exceeded":  # llama-server's type for it (with n_prompt_tokens and n_ctx)
+            exc.kind = "exceed_context_size_error"
+        raise
     answers = [_answer(engine, jobs, run, i, request.n_probs) for i, run in enumerate(runs)]
     if emit is not None:
         for answer in answers[:-1]:
@@ -162,6 +216,23 @@ def _prompt_text(service: Service, jobs: Jobs, prompt: str | list[int | str]) ->
         return "".join(p if isinstance(p, str) else engine.detokenize([p]) for p in prompt)
     except ParameterError as exc:
         raise ApiError(400, str(exc), param="prompt") from None
+
+
+def _bias_texts(service: Service, jobs: Jobs, request: NativeCompletionRequest) -> None:
+    """Give ``jobs`` the biases ``logit_bias`` sets by text: every token of the text (tokenized as llama-server does,
+    without BOS or special tokens) gets the bias."""
+    texts = [(key, bias) for key, bias in request.biases() if isinstance(key, str)]
+    if not texts:
+        return
+    engine = service.engine(jobs.path)
+    biases = dict(jobs.params.logit_bias or {})
+    with engine.lock:
+        for text, bias in texts:
+            biases.update(dict.fromkeys(engine.tokenize(text, add_bos=False), bias))
+    try:
+        jobs.params = validate_params({**jobs.params.model_dump(), "logit_bias": biases})
+    except ParameterError as exc:
+        raise api_error(exc) from None
 
 
 def tokenize(service: Service, request: TokenizeRequest, emit: Emit | None, cancel: Cancel) -> dict[str, Any]:
@@ -248,6 +319,7 @@ def _settings(params: GenerationParams) -> dict[str, Any]:
     values["stop"] = list(values["stop"])
     values["n_probs"] = values.pop("logprobs") or 0
     values.update({theirs: values[ours] for theirs, ours in SPECULATIVE.items()})
+    values["logit_bias"] = [[token, bias] for token, bias in (values["logit_bias"] or {}).items()]
     return values
 
 
@@ -262,9 +334,6 @@ def _stop_type(run: Run) -> str:
 def _answer(engine: Engine, jobs: Jobs, run: Run, index: int, n_probs: int) -> dict[str, Any]:
     """llama-server's completion answer for one run."""
     evaluated = run.prompt_tokens - run.prompt_cached_tokens
-    prompt_ms = 1000 * (run.ttft_s or 0.0)
-    predicted_ms = 1000 * max(run.total_s - (run.ttft_s or 0.0), 0.0)
-    predicted_n = max(run.completion_tokens - 1, 0)
     answer: dict[str, Any] = {
         "index": index,
         "content": run.text,
@@ -282,24 +351,43 @@ def _answer(engine: Engine, jobs: Jobs, run: Run, index: int, n_probs: int) -> d
         "stop_type": _stop_type(run),
         "stopping_word": run.stop_word or "",
         "timings": {
-            "prompt_n": evaluated,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": prompt_ms / max(evaluated, 1),
-            "prompt_per_second": 1000 * evaluated / prompt_ms if prompt_ms else None,
-            "predicted_n": run.completion_tokens,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else None,
-            "predicted_per_second": finite(run.tokens_per_s),
+            **_timings(evaluated, run.ttft_s or 0.0, run.total_s, run.completion_tokens),
             **({"draft_n": run.drafted_tokens, "draft_n_accepted": run.accepted_tokens} if run.draft else {}),
         },
         "run_id": run.id,
     }
     if n_probs and run.token_logprobs is not None:
-        answer["completion_probabilities"] = [
-            {**_probability(engine, e), "top_logprobs": [_probability(engine, a) for a in e.get("top", [])]}
-            for e in run.token_logprobs
-        ]
+        answer["completion_probabilities"] = [_probabilities(engine, e) for e in run.token_logprobs]
     return answer
+
+
+def _timings(evaluated: int, ttft_s: float, elapsed_s: float, generated: int) -> dict[str, Any]:
+    """llama-server's timings: the prompt (evaluated tokens, to the first token) and the tokens generated after it
+    (per second as ``Run.tokens_per_s`` counts them: the first token ends the prompt's time)."""
+    prompt_ms = 1000 * ttft_s
+    predicted_ms = 1000 * max(elapsed_s - ttft_s, 0.0)
+    after_first = max(generated - 1, 0)
+    return {
+        "prompt_n": evaluated,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / max(evaluated, 1),
+        "prompt_per_second": 1000 * evaluated / prompt_ms if prompt_ms else None,
+        "predicted_n": generated,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / after_first if after_first and predicted_ms else None,
+        "predicted_per_second": finite(1000 * after_first / predicted_ms) if after_first and predicted_ms else None,
+    }
+
+
+def _progress(piece: Streamed) -> dict[str, Any]:
+    """llama-server's ``prompt_progress`` once the prompt is evaluated: all of it processed, the cached part
+    included (lmbench's scheduler evaluates a prompt between other runs' tokens and reports it when done)."""
+    return {"total": piece.n_prompt, "cache": piece.cached, "processed": piece.n_prompt, "time_ms": 1000 * piece.ttft_s}
+
+
+def _probabilities(engine: Engine, entry: dict[str, Any]) -> dict[str, Any]:
+    """One token of llama-server's ``completion_probabilities``: the token and its top alternatives."""
+    return {**_probability(engine, entry), "top_logprobs": [_probability(engine, a) for a in entry.get("top", [])]}
 
 
 def _probability(engine: Engine, entry: dict[str, Any]) -> dict[str, Any]:

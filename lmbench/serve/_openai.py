@@ -56,14 +56,6 @@ class OpenAIRequest(Generating):
     n_predict: int | None = Field(None, ge=1)  # llama-server's name for max_tokens, which it accepts here too
     response_format: ResponseFormat | None = None
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("logit_bias is not supported")
-        return value
 
     def choices(self) -> int:
         return self.n

@@ -30,6 +30,7 @@ class ResponsesRequest(Generating):
     input: str | list[dict[str, Any]]
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
+    n_predict: int | None = Field(None, ge=1)  # llama-server's name for the limit, which it accepts here too
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] = "auto"
     parallel_tool_calls: bool = True
@@ -44,6 +45,8 @@ class ResponsesRequest(Generating):
 
     def parameters(self) -> dict[str, Any]:
         params = super().parameters()
+        if self.n_predict is not None:
+            params["max_tokens"] = self.n_predict
         if self.max_output_tokens is not None:
             params["max_tokens"] = self.max_output_tokens
         return params
@@ -100,7 +103,7 @@ def responses(service: Service, request: ResponsesRequest, emit: Emit | None, ca
         "parallel_tool_calls": request.parallel_tool_calls,
         "temperature": jobs.params.temperature,
         "top_p": jobs.params.top_p,
-        "max_output_tokens": request.max_output_tokens,
+        "max_output_tokens": request.max_output_tokens or request.n_predict,
         "metadata": {},
         "error": None,
         "incomplete_details": None,

@@ -142,7 +142,8 @@ ROUTES: tuple[Route, ...] = (
         _llamacpp.native_completion,
         _llamacpp.NativeCompletionRequest,
         "llama.cpp",
-        "llama-server's completion (n_predict, n_probs, timings, stop_type, stream)",
+        "llama-server's completion (n_predict, n_probs, logit_bias, timings, stop_type, stream with per-token "
+        "probabilities, timings and prompt progress)",
         streams=True,
         records=True,
     ),

@@ -220,14 +220,14 @@ class Service:
         labels = Labels.checked(jobs.experiment, jobs.tags, "api")
         turn: Turn
         if messages is not None:
-            turns, params, offered = with_tools(
+            turns, params, offered, offering = with_tools(
                 messages,
                 params,
                 tools.get("tools"),
                 tools.get("tool_choice", "auto"),
                 tools.get("parallel_tool_calls", True),
             )
-            turn = render(engine, turns)
+            turn = render(engine, turns, offering)
             labels = dataclasses.replace(labels, tools=offered or None)
         else:
             turn = prepare(engine, prompt or "", raw=jobs.raw, system=jobs.system)

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..engine._engine import MAX_PARALLEL
 from ..errors import ParameterError
@@ -39,6 +39,11 @@ class Settings(BaseModel):
         description="requests decoded together per model, each with --n-ctx (LM Studio's Max Concurrent Predictions)",
     )
     max_queue: int = Field(256, ge=1, le=4096, description="requests waiting per model before answering 503")
+    context_shift: bool = Field(
+        False,
+        description="drop the oldest tokens when a generation reaches the end of the context (llama-server's flag); "
+        "refused: off, a prompt past the context is refused and a generation ends there",
+    )
     allow_hosts: tuple[str, ...] = Field(
         (),
         description="also answer requests whose Host is NAME (localhost and IP addresses always are); repeatable",
@@ -50,13 +55,25 @@ class Settings(BaseModel):
         json_schema_extra={"flag": "--cors-origin", "metavar": "ORIGIN"},
     )
 
+    @field_validator("context_shift")
+    @classmethod
+    def _no_context_shift(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "--context-shift is not supported: a run records the prompt the model continued, and after a shift "
+                "the model no longer sees it (nor can slots that share prompt cells be shifted apart); give the model "
+                "a larger --n-ctx instead"
+            )
+        return value
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             name = str(error["loc"][0]) if error["loc"] else None
-            raise ParameterError(f"invalid setting {name}: {_range(name) or error['msg']}", name=name) from None
+            message = _range(name) or error["msg"].removeprefix("Value error, ")
+            raise ParameterError(f"invalid setting {name}: {message}", name=name) from None
 
 
 def _range(name: str | None) -> str:

@@ -176,6 +176,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     ),
     ("0016_prompt_as_asked", _prompt_as_asked),
     ("0017_lora", "ALTER TABLE runs ADD COLUMN lora TEXT; ALTER TABLE runs ADD COLUMN lora_scale REAL;"),
+    ("0018_logit_bias", "ALTER TABLE runs ADD COLUMN logit_bias TEXT;"),
     (
         "0019_speculative",
         """
@@ -184,6 +185,24 @@ MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
         ALTER TABLE runs ADD COLUMN draft_min INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE runs ADD COLUMN drafted_tokens INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE runs ADD COLUMN accepted_tokens INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        "0020_conversations",  # chat turns know their conversation; a save is a new row, so no writer loses one
+        """
+        ALTER TABLE runs ADD COLUMN conversation_id TEXT;
+        CREATE INDEX runs_conversation_id ON runs (conversation_id);
+        CREATE TABLE conversations (
+            save INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            saved_at TEXT NOT NULL,
+            messages TEXT NOT NULL,
+            run_ids TEXT NOT NULL,
+            tools TEXT
+        );
+        CREATE INDEX conversations_name ON conversations (name, save);
+        CREATE INDEX conversations_id ON conversations (id, save);
         """,
     ),
 ]

@@ -24,7 +24,7 @@ from .._config import home, unwritable
 from ..datasets import write_table
 from ..errors import ParameterError, StoreError
 from ..run import COLUMNS, Run
-from . import _ratings
+from . import _conversations, _ratings
 from . import _snapshot as _table
 from ._migrations import migrate, missing_migrations
 
@@ -253,6 +253,36 @@ class Store:
         """Every human vote, oldest first (``kind``: ``"pairwise"`` or ``"single"``; or one session or rater)."""
         with self.connect() as conn:
             return _ratings.read(conn, kind, session, rater)
+
+    def save_conversation(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        *,
+        conversation_id: str | None = None,
+        run_ids: list[str | None] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> _conversations.Conversation:
+        """Save a chat conversation under ``name`` (a new save each time: nothing saved is overwritten).
+
+        ``conversation_id`` is the id its turns were recorded with (``chat(..., conversation_id=...)``;
+        a new one when omitted), ``run_ids`` the run that made each message (``None`` for a person's).
+        """
+        row = _conversations.checked_row(name, messages, conversation_id, run_ids, tools)
+        with self.connect() as conn:
+            save = _conversations.insert(conn, row)
+        return self.conversation(row["name"], save=save)
+
+    def conversation(self, name: str, *, save: int | None = None) -> _conversations.Conversation:
+        """The newest save of the conversation named ``name`` (or its save number ``save``)."""
+        with self.connect() as conn:
+            return _conversations.read_one(conn, name, save, str(self.path))
+
+    def conversations(self) -> pd.DataFrame:
+        """Every saved conversation, one row per save, oldest first (``save``, ``name``, ``id``, ``saved_at``,
+        ``turns``: its number of messages)."""
+        with self.connect() as conn:
+            return _conversations.read_all(conn)
 
     def export(self, path: str | os.PathLike[str], experiment: str | None = None, *, table: str = "runs") -> Path:
         """Write the runs table (or ``table="ratings"``: the votes) to CSV, JSON lines (.jsonl) or Parquet."""

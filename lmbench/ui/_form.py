@@ -20,6 +20,11 @@ from ._parts import Host, button, folded, row
 DEBUG_TOP = 5
 
 
+def _label_width(t: Callable[[str], str]) -> float:
+    """The width (em) of the form's label column: the longest parameter label in the panel's language fits."""
+    return max(12.5, 0.62 * max(len(t(spec.label)) for spec in param_specs()) + 1)
+
+
 def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
     """A slider labelled as the guides name the parameter (its name, meaning and range in the tooltip);
     Max Tokens is a number box, whose range is too wide for a slider."""
@@ -29,13 +34,14 @@ def _slider(spec: ParamSpec, t: Callable[[str], str]) -> w.Widget:
         "max": spec.ui_max,
         "description": t(spec.label),
         "description_allow_html": False,
-        "tooltip": f"{spec.name}: {spec.description} ({spec.range_text()})",
-        "style": {"description_width": "12.5em"},
-        "layout": w.Layout(width="28em"),
+        "tooltip": f"{spec.name}: {t(spec.description)} ({spec.range_text()})",
+        "style": {"description_width": f"{_label_width(t):.1f}em"},
+        "layout": w.Layout(width=f"{_label_width(t) + 15.5:.1f}em"),
     }
     if spec.name == "max_tokens":  # never clamped: a value past the context is refused with a message
         del options["min"], options["max"]
-        options["tooltip"] = f"{spec.name}: {spec.description}; at most the loaded context (prompt and reply share it)"
+        limit = t("at most the loaded context (prompt and reply share it)")
+        options["tooltip"] = f"{spec.name}: {t(spec.description)}; {limit}"
         slider = w.IntText(**options)
     elif spec.type is int:
         slider = w.IntSlider(step=spec.ui_step, continuous_update=False, **options)
@@ -55,49 +61,71 @@ class ParamsForm:
         self.n_ctx = MAX_TOKENS  # until the panel says the context (follow_context)
         self.max_tokens_note = w.HTML()
         self.max_tokens_note.add_class("lmbench-max-tokens-note")
-        self.seed = w.BoundedIntText(0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True)
-        self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False)
+        self.seed = w.BoundedIntText(
+            0, min=0, max=MAX_SEED, description=t("Seed"), disabled=True, style={"description_width": "initial"}
+        )
+        self.random_seed = w.Checkbox(True, description=t("random seed"), indent=False, layout=w.Layout(width="auto"))
         self.random_seed.observe(lambda change: setattr(self.seed, "disabled", change["new"]), names="value")
         self.stop = w.TagsInput(
-            value=[], allow_duplicates=False, tooltip="Stop strings", layout=w.Layout(min_width="24em", width="auto")
+            value=[],
+            allow_duplicates=False,
+            placeholder=t("type a string, Enter adds it"),
+            tooltip=f"stop: {t(PARAM_SPECS['stop'].description)}",
+            layout=w.Layout(width="100%"),
         )
+        self.stop.add_class("lmbench-stop-strings")
         self.json_schema = w.Textarea(
-            placeholder='JSON schema, e.g. {"type": "object", "properties": {"answer": {"type": "string"}}}',
+            placeholder=t("JSON schema, e.g.") + ' {"type": "object", "properties": {"answer": {"type": "string"}}}',
             rows=3,
             layout=w.Layout(width="100%"),
-            tooltip=PARAM_SPECS["json_schema"].description,
+            tooltip=f"json_schema: {t(PARAM_SPECS['json_schema'].description)}",
         )
         self.json_schema.add_class("lmbench-json-schema")
-        self.debug_tokens = w.Checkbox(True, description=t("record token probabilities"), indent=False)
+        self.debug_tokens = w.Checkbox(
+            True, description=t("record token probabilities"), indent=False, layout=w.Layout(width="auto")
+        )
         self.raw = w.Checkbox(
             False,
             description=t("raw completion"),
             indent=False,
-            tooltip="Complete the prompt as it is; off: an instruct model gets it as a user message through its "
-            "chat template",
+            layout=w.Layout(width="auto"),
+            tooltip=t(
+                "Complete the prompt as it is; off: an instruct model gets it as a user message through its "
+                "chat template"
+            ),
         )
         self.toggles = {
-            s.name: w.Checkbox(s.default, description=t(s.label), tooltip=f"{s.name}: {s.description}", indent=False)
+            s.name: w.Checkbox(
+                s.default,
+                description=t(s.label),
+                tooltip=f"{s.name}: {t(s.description)}",
+                indent=False,
+                layout=w.Layout(width="auto"),
+            )
             for s in param_specs()
             if s.type is bool
         }
-        self.preset = w.Dropdown(options=[], description=t("preset"))
+        self.preset = w.Dropdown(options=[], description=t("preset"), style={"description_width": "initial"})
         self.preset.observe(self._on_preset, names="value")
         self.preset_values = w.HTML()
         self.preset_name = w.Text(placeholder=t("name"), layout=w.Layout(width="10em"))
-        self.save_preset_button = button(t("Save preset"), "", "Save the current sampler values", "lmbench-save-preset")
+        self.save_preset_button = button(
+            t("Save preset"), "", t("Save the current sampler values under this name"), "lmbench-save-preset"
+        )
+        self.save_preset_button.layout.width = "auto"
         self.save_preset_button.on_click(lambda _: self._save_preset())
         self._restoring = False
         self._refresh_presets()
         grid = w.GridBox(
             [*(w.VBox([v, self.max_tokens_note]) if k == "max_tokens" else v for k, v in self.sliders.items())],
-            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(28em, 1fr))"),
+            layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({_label_width(t) + 15.5:.1f}em, 1fr))"),
         )
         self.box = w.VBox(
             [
                 grid,
                 row([self.seed, self.random_seed, self.debug_tokens, self.raw, *self.toggles.values()]),
-                row([w.Label(t("Stop Strings")), self.stop]),
+                # The whole width of the panel: the strings stay readable.
+                w.VBox([w.Label(t("Stop Strings")), self.stop], layout=w.Layout(width="100%")),
                 folded(self.json_schema, t("Structured output (JSON schema)")),
                 row([self.preset, self.preset_name, self.save_preset_button]),
                 self.preset_values,
@@ -125,7 +153,8 @@ class ParamsForm:
             try:
                 values["json_schema"] = json.loads(schema)
             except ValueError as exc:
-                raise ParameterError(f"the JSON schema box does not hold JSON: {exc}", name="json_schema") from None
+                message = self.host.t("the JSON schema box does not hold JSON: {error}").format(error=exc)
+                raise ParameterError(message, name="json_schema") from None
         return values
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -159,7 +188,7 @@ class ParamsForm:
     def _refresh_presets(self, select: str | None = None) -> None:
         self._restoring = True
         try:
-            self.preset.options = [("—", None), *((name, name) for name in presets())]
+            self.preset.options = [("—", None), *((self.host.t(name), name) for name in presets())]
             self.preset.value = select
         finally:
             self._restoring = False
@@ -170,7 +199,7 @@ class ParamsForm:
             self.preset_values.value = ""
             return
         values = resolve_preset(name)
-        self.preset_values.value = view.preset(name, values)
+        self.preset_values.value = view.preset(self.host.t(name), values, self.host.t)
         if not self._restoring:
             self.set_values(values)
 
@@ -182,5 +211,5 @@ class ParamsForm:
         except LmbenchError as exc:
             self.host.show_error(exc)
             return
-        self.host.event(f"saved preset {name!r}")
+        self.host.event(self.host.t("saved preset {name!r}").format(name=name))
         self._refresh_presets(select=name)

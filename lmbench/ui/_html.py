@@ -10,14 +10,34 @@ from typing import Any
 import mistune
 
 from .._gguf import readable_count
+from ..errors import LmbenchError, ModelLoadError, ModelNotFoundError, ParameterError
+from ..params import param_specs
 from ..run import MUTED, Run
 
 MONO = "font-family:var(--jp-code-font-family,monospace)"
-# The history list is a small table: monospaced rows under this header (select a row to restore it).
-HISTORY_HEADER = (
-    "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
-    f"<pre style='margin:0;font-size:90%'>{'time':<8}  {'run':<8}  {'model':<20}  {'source':<6}  {'temp':>5} "
-    f"{'top_p':>5} {'max':>6} {'tokens':>6}  {'finish':<9}  {'sent':<4}  prompt</pre>"
+
+
+def history_header(t: Callable[[str], str]) -> str:
+    """The history list is a small table: monospaced rows under this header (select a row to restore it)."""
+    c = {name: html.escape(_column_word(t, name)) for name in HISTORY_COLUMNS}
+    return (
+        "<style>.lmbench-history select{font-family:var(--jp-code-font-family,monospace);font-size:90%}</style>"
+        f"<pre style='margin:0;font-size:90%'>{c['time']:<8}  {c['run']:<8}  {c['model']:<20}  {c['source']:<6}  "
+        f"{c['temp']:>5} {c['top_p']:>5} {c['max']:>6} {c['tokens']:>6}  {c['finish']:<9}  {c['sent']:<5}  "
+        f"{c['prompt']}</pre>"
+    )
+
+
+HISTORY_COLUMNS = ("time", "run", "model", "source", "temp", "top_p", "max", "tokens", "finish", "sent", "prompt")
+
+# The panel's tabs keep their whole titles (they wrap onto a second row on a narrow screen, never cut); the
+# Stop Strings box (its typing field and its tags) takes the panel's whole width.
+PANEL_STYLE = (
+    "<style>.lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-content{flex-wrap:wrap}"
+    ".lmbench-panel .jupyter-widgets.widget-tab > .lm-TabBar .lm-TabBar-tab{flex:0 0 auto;max-width:none}"
+    ".lmbench-panel .lmbench-stop-strings{width:100%;box-sizing:border-box}"
+    ".lmbench-panel .lmbench-stop-strings .widget-text{flex:1 1 20em;width:auto}"
+    ".lmbench-panel .lmbench-stop-strings .widget-text input{width:100%}</style>"
 )
 
 
@@ -32,14 +52,29 @@ def rated(verdict: str, run_id: str) -> str:
     return f"<span style='{MUTED}'>{html.escape(verdict)} · run {html.escape(run_id[:8])}</span>"
 
 
-def error(message: str) -> str:
-    """An error in plain words, in red."""
-    return f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{html.escape(message)}</div>"
+def error(message: str, heading: str = "") -> str:
+    """An error in plain words, in red, under a heading in the panel's language (the message itself is
+    the library's)."""
+    head = f"<b class='lmbench-error-heading'>{html.escape(heading)}</b> " if heading else ""
+    return f"<div style='color:var(--jp-error-color1,#b00020);white-space:pre-wrap'>{head}{html.escape(message)}</div>"
 
 
-def preset(name: str, values: dict[str, Any]) -> str:
-    """A preset's name and values on one line."""
-    settings = " · ".join(f"{k} {v}" for k, v in values.items())
+def error_heading(exc: BaseException, t: Callable[[str], str] = str) -> str:
+    """What kind of problem an error is, in the panel's language: a setting to fix, a model that cannot be
+    used, or a failure (whose details are in the Log tab)."""
+    if isinstance(exc, ParameterError):
+        return t("Check this setting:")
+    if isinstance(exc, ModelNotFoundError | ModelLoadError):
+        return t("This model cannot be used:")
+    if isinstance(exc, LmbenchError):
+        return t("Could not finish:")
+    return t("Something went wrong (details in the Log tab):")
+
+
+def preset(name: str, values: dict[str, Any], t: Callable[[str], str] = str) -> str:
+    """A preset's name and values on one line, each value under its parameter's label."""
+    labels = {spec.name: spec.label for spec in param_specs()}
+    settings = " · ".join(f"{t(labels.get(k, k))} {v}" for k, v in values.items())
     return f"<span style='{MUTED}'>{html.escape(name)}: {html.escape(settings)}</span>"
 
 
@@ -73,7 +108,7 @@ def stats(run: Run, t: Callable[[str], str] = str) -> str:
         f"{run.completion_tokens} {t('completion tokens')}",
         f"TTFT {run.ttft_s * 1000:.0f} ms" if run.ttft_s is not None else "TTFT —",
         f"{run.tokens_per_s:,.1f} tok/s" if run.tokens_per_s and math.isfinite(run.tokens_per_s) else "— tok/s",
-        f"{t('finish')}: {run.finish_reason}",
+        f"{t('finish')}: {t(run.finish_reason)}",
         f"{run.n_threads} {t('thread' if run.n_threads == 1 else 'threads')}" if run.n_threads else "",
         t(run.prompt_mode),
         f"{t('seed')} {run.seed}",
@@ -83,50 +118,64 @@ def stats(run: Run, t: Callable[[str], str] = str) -> str:
     return f"<div class='lmbench-stats-line' style='{MUTED};font-size:90%'>{html.escape(line)}</div>"
 
 
-def history_row(row: Any) -> str:
+def history_row(row: Any, t: Callable[[str], str] = str) -> str:
     """One run as a row of the history table (``row``: a runs-table tuple)."""
     model = str(row.model_name).removesuffix(".gguf")
     model = model if len(model) <= 20 else model[:19] + "…"
+    finish = _column_word(t, str(row.finish_reason))[:9]
+    sent = _column_word(t, "tmpl" if isinstance(row.chat_format, str) else "raw")
     return (
         f"{row.created_at:%H:%M:%S}  {row.id[:8]}  {model:<20}  {str(row.source)[:6]:<6}  {row.temperature:>5g} "
-        f"{row.top_p:>5g} {row.max_tokens:>6} {row.completion_tokens:>6}  {row.finish_reason:<9}  "
-        f"{'tmpl' if isinstance(row.chat_format, str) else 'raw':<4}  {str(row.prompt)[:48]!r}"
+        f"{row.top_p:>5g} {row.max_tokens:>6} {row.completion_tokens:>6}  {finish:<9}  {sent:<5}  "
+        f"{str(row.prompt)[:48]!r}"
     )
 
 
-def models_table(frame: Any, loaded: str | None) -> str:
+def _column_word(t: Callable[[str], str], word: str) -> str:
+    """``word`` as the history table says it: its short entry in the label table (``"stop (history column)"``)."""
+    said = t(f"{word} (history column)")
+    return word if said.endswith("(history column)") else said
+
+
+def models_table(frame: Any, loaded: str | None, t: Callable[[str], str] = str) -> str:
     """The models found (as ``lmbench.models.list()`` gives them), the loaded one marked: what LM Studio's
     model list shows. A quantized copy or an adapter follows its base model, indented."""
     if frame is None or not len(frame):
-        return "<small>No models found in the model folders or installed packages.</small>"
+        return f"<small>{html.escape(t('No models found in the model folders or installed packages.'))}</small>"
     rows = []
     for row in frame.itertuples():
-        mark = " ◀ loaded" if loaded is not None and str(row.path) == loaded else ""
+        mark = f" ◀ {html.escape(t('loaded'))}" if loaded is not None and str(row.path) == loaded else ""
         base = getattr(row, "base", None)
         indent = "↳ " if isinstance(base, str) and base else ""
         parameters = readable_count(int(row.parameters)) if row.parameters == row.parameters else "?"
+        chat = t("yes") if row.has_chat_template == row.has_chat_template and row.has_chat_template else t("no")
         rows.append(
             f"<tr><td>{indent}<code>{html.escape(str(row.alias))}</code>{mark}</td><td>{row.size / 2**20:,.1f} MiB</td>"
             f"<td>{parameters}</td><td>{html.escape(str(row.quantization))}</td><td>{row.context_length}</td>"
-            f"<td>{'yes' if row.has_chat_template else 'no'}</td><td>{html.escape(str(row.source))}</td></tr>"
+            f"<td>{html.escape(chat)}</td><td>{html.escape(t(str(row.source)))}</td></tr>"
         )
     head = "".join(
-        f"<th style='text-align:left'>{h}</th>"
+        f"<th style='text-align:left'>{html.escape(t(h))}</th>"
         for h in ("model", "size", "parameters", "quantization", "context", "chat template", "from")
     )
     return f"<table class='lmbench-models' style='font-size:85%'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def server_info(
-    url: str | None, api_key: str | None, request: dict[str, Any] | None = None, model: str = "local"
+    url: str | None,
+    api_key: str | None,
+    request: dict[str, Any] | None = None,
+    model: str = "local",
+    t: Callable[[str], str] = str,
 ) -> str:
     """Where the panel's API server listens, and the guides' Python and ``openai`` examples filled in for it
     with ``request`` (the panel's prompt, temperature, top_p and max_tokens), each in its own block."""
     if url is None:
-        return (
-            f"<small style='{MUTED}'>The local API (LM Studio-style and OpenAI-compatible) is not running: "
-            "choose a port (0: any free one) and start it.</small>"
+        idle = t(
+            "The local API (LM Studio-style and OpenAI-compatible) is not running: choose a port (0: any free "
+            "one) and start it."
         )
+        return f"<small style='{MUTED}'>{html.escape(idle)}</small>"
     body = request or {"prompt": "Once upon a time", "max_tokens": 100}
     headers = f', headers={{"Authorization": "Bearer {api_key}"}}' if api_key else ""
     example = (
@@ -141,27 +190,29 @@ def server_info(
         f"{body['prompt']!r}}}]{settings})\nprint(reply.choices[0].message.content)"
     )
     return (
-        f"<div>Serving on <a href='{html.escape(url)}/api/status' target='_blank'><code>{html.escape(url)}</code></a>"
-        f" (this machine only; requests are recorded in the panel's store)</div>"
+        f"<div>{html.escape(t('Serving on'))} <a href='{html.escape(url)}/api/status' target='_blank'>"
+        f"<code>{html.escape(url)}</code></a> "
+        f"({html.escape(t('this machine only; requests are recorded in the panel’s store'))})</div>"
         f"<pre style='{MONO};font-size:85%'>{html.escape(example)}</pre>"
         f"<pre style='{MONO};font-size:85%'>{html.escape(client)}</pre>"
     )
 
 
-def log_line(run: Any) -> str:
+def log_line(run: Any, t: Callable[[str], str] = str) -> str:
     """One generation as a line of the log (as LM Studio's server log shows it)."""
     prompt = run.prompt if len(run.prompt) <= 40 else run.prompt[:39] + "…"
     speed = f"{run.tokens_per_s:.1f} tok/s" if run.tokens_per_s else "- tok/s"
     return (
-        f"{run.model_name}: {prompt!r} ({run.prompt_mode}) -> {run.completion_tokens} tokens, {speed}, "
-        f"finish {run.finish_reason} (run {run.id[:8]})"
+        f"{run.model_name}: {prompt!r} ({t(run.prompt_mode)}) -> {run.completion_tokens} {t('tokens')}, {speed}, "
+        f"{t('finish')} {t(run.finish_reason)} ({t('run')} {run.id[:8]})"
     )
 
 
-def tokens(entries: Sequence[dict[str, Any]]) -> str:
+def tokens(entries: Sequence[dict[str, Any]], t: Callable[[str], str] = str) -> str:
     """Each generated token on a background coloured by its probability (hover: index and probability)."""
     if not entries:
-        return "<i>No token probabilities: tick “record token probabilities” and generate.</i>"
+        hint = t("No token probabilities: tick “record token probabilities” and generate.")
+        return f"<i>{html.escape(hint)}</i>"
     spans = []
     for i, entry in enumerate(entries):
         p = math.exp(entry["logprob"])
@@ -171,12 +222,12 @@ def tokens(entries: Sequence[dict[str, Any]]) -> str:
         )
     return (
         f"<div style='white-space:pre-wrap;{MONO};line-height:1.6'>{''.join(spans)}</div>"
-        f"<div style='{MUTED};font-size:85%'>colour: probability of the chosen token "
-        "(red unlikely, green near-certain)</div>"
+        f"<div style='{MUTED};font-size:85%'>"
+        f"{html.escape(t('colour: probability of the chosen token (red unlikely, green near-certain)'))}</div>"
     )
 
 
-def alternatives(entry: dict[str, Any], index: int) -> str:
+def alternatives(entry: dict[str, Any], index: int, t: Callable[[str], str] = str) -> str:
     """One token's probability and entropy, and its top alternatives as a table."""
     rows = "".join(
         f"<tr><td><code>{html.escape(repr(alt['token']))}</code></td><td>{math.exp(alt['logprob']):.4f}</td>"
@@ -184,9 +235,10 @@ def alternatives(entry: dict[str, Any], index: int) -> str:
         for alt in entry.get("top", [])
     )
     return (
-        f"<div>token #{index} <code>{html.escape(repr(entry['token']))}</code> "
-        f"p={math.exp(entry['logprob']):.4f}, entropy {entry.get('entropy', float('nan')):.3f} nats</div>"
-        "<table class='lmbench-alternatives'><tr><th>alternative</th><th>probability</th><th>logprob</th></tr>"
+        f"<div>{t('token')} #{index} <code>{html.escape(repr(entry['token']))}</code> "
+        f"p={math.exp(entry['logprob']):.4f}, {t('entropy')} {entry.get('entropy', float('nan')):.3f} nats</div>"
+        f"<table class='lmbench-alternatives'><tr><th>{t('alternative')}</th><th>{t('probability')}</th>"
+        "<th>logprob</th></tr>"
         f"{rows}</table>"
     )
 
@@ -250,11 +302,22 @@ def reply_note(run: Any) -> str:
     return f"{run.completion_tokens} tokens{speed} · {ending}"
 
 
-def log(events: Iterable[str], llama_lines: Iterable[str]) -> str:
+def log(events: Iterable[str], llama_lines: Iterable[str], t: Callable[[str], str] = str) -> str:
     """lmbench's own events, then llama.cpp's log lines, in a scrolling box."""
-    own = "\n".join(events) or "(nothing yet)"
-    llama = "\n".join(line.rstrip("\n") for line in llama_lines) or "(no model loaded)"
+    own = "\n".join(events) or t("(nothing yet)")
+    llama = "\n".join(line.rstrip("\n") for line in llama_lines) or t("(no model loaded)")
     return (
         f"<div style='max-height:24em;overflow:auto;{MONO};font-size:85%;white-space:pre-wrap'>"
         f"<b>lmbench</b>\n{html.escape(own)}\n\n<b>llama.cpp</b>\n{html.escape(llama)}</div>"
+    )
+
+
+def restart_note(t: Callable[[str], str] = str) -> str:
+    """What a saved notebook shows where the panel was once its kernel has stopped: run the cell again.
+    Hidden (by its own style rule) while the live panel is in the same output area."""
+    note = t("The lmbench panel runs in the notebook's kernel: after a restart, run this cell again to get it back.")
+    return (
+        "<style>.jp-OutputArea:has(.lmbench-panel) .lmbench-restart-note{display:none}</style>"
+        f"<div class='lmbench-restart-note' style='{MUTED};border-left:3px solid var(--jp-warn-color1,#f57c00);"
+        f"padding:4px 8px'>⟳ {html.escape(note)}</div>"
     )

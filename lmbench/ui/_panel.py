@@ -79,12 +79,17 @@ class Panel:
         self.system = w.Text(placeholder=t("system prompt (optional)"), layout=w.Layout(width="100%"))
         self.system.add_class("lmbench-system")
         self.system.observe(lambda _: self._count_tokens(), names="value")
-        self.experiment = w.Text(experiment or "", placeholder=t("experiment (optional)"), description=t("experiment"))
+        self.experiment = w.Text(
+            experiment or "",
+            placeholder=t("experiment (optional)"),
+            description=t("experiment"),
+            style={"description_width": "initial"},
+        )
         self.generate_button = button(
-            t("Generate"), "primary", "Generate from the prompt (Ctrl+Enter)", "lmbench-generate"
+            t("Generate"), "primary", t("Generate from the prompt (Ctrl+Enter)"), "lmbench-generate"
         )
         self.generate_button.on_click(lambda _: self.start(self._generate_job))
-        self.stop_button = button(t("Stop"), "danger", "Stop the generation", "lmbench-stop")
+        self.stop_button = button(t("Stop"), "", t("Stop the generation"), "lmbench-stop")
         self.stop_button.disabled = True
         self.stop_button.on_click(lambda _: self.cancel.set())
         self.status_line = w.HTML()
@@ -97,20 +102,24 @@ class Panel:
 
         self.log = w.HTML()
         self.log.add_class("lmbench-log")
-        self.log_debug = w.Checkbox(False, description=t("show llama.cpp debug lines"), indent=False)
+        self.log_debug = w.Checkbox(
+            False, description=t("show llama.cpp debug lines"), indent=False, layout=w.Layout(width="auto")
+        )
         self.log_debug.observe(lambda _: self._refresh_log(), names="value")
         self.debug = w.HTML()
         self.debug.add_class("lmbench-debug")
-        self.debug_token = w.Dropdown(options=[], description=t("token"))
+        self.debug_token = w.Dropdown(options=[], description=t("token"), style={"description_width": "initial"})
         self.debug_token.observe(lambda _: self._show_alternatives(), names="value")
         self.alternatives = w.HTML()
-        self.fork_choice = w.Dropdown(options=[], description=t("alternative"))
-        self.fork_button = button(t("Fork"), "", "Continue the generation from the chosen alternative", "lmbench-fork")
+        self.fork_choice = w.Dropdown(options=[], description=t("alternative"), style={"description_width": "initial"})
+        self.fork_button = button(
+            t("Fork"), "", t("Continue the generation from the chosen alternative"), "lmbench-fork"
+        )
         self.fork_button.on_click(lambda _: self.start(self._fork_job))
         self.audit_button = button(
             t("Reproducible?"),
             "",
-            "Generate the last run again alone, in batches, with and without the cache",
+            t("Generate the last run again alone, in batches, with and without the cache"),
             "lmbench-audit",
         )
         self.audit_button.on_click(lambda _: self.start(self._audit_job))
@@ -120,6 +129,7 @@ class Panel:
         numeric = [name for name in self.form.sliders if name != "max_tokens"]
         self.compare = CompareTab(self, numeric, lambda name: type(self.form.sliders[name].value))
         self.chat = ChatTab(self)
+        self.history.on_conversation = self._open_conversation
         self.server = ServerTab(self)
         self.tabs = w.Tab(
             [
@@ -141,8 +151,11 @@ class Panel:
             ],
             titles=tuple(map(t, ("Output", "History", "Log", "Debug", "Compare", "Chat", "Server"))),
         )
+        for action in (self.generate_button, self.stop_button, self.fork_button, self.audit_button):
+            action.layout.width, action.layout.min_width = "auto", "8em"  # the longer Spanish words fit
         self.widget = w.VBox(
             [
+                w.HTML(view.PANEL_STYLE, layout=w.Layout(display="none")),
                 self.picker.box,
                 self.system,
                 self.prompt,
@@ -156,11 +169,22 @@ class Panel:
             layout=w.Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="8px", width="100%"),
         )
         self.widget.add_class("lmbench-panel")
+        self._enable_stop(False)
         self.history.refresh()
         self._refresh_log()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self) -> None:
+        """The panel, and under it a note that shows only where the panel cannot: in a notebook opened
+        again after its kernel stopped, where JupyterLab would otherwise say only "Error displaying
+        widget: model not found"."""
+        from IPython.display import display
+
+        show: Callable[..., object] = display  # IPython's display is untyped
+        show(self.widget)
+        show({"text/html": view.restart_note(self.t)}, raw=True)
 
     # What the parts share (the ``Host`` interface) -----------------------------------------------
 
@@ -207,7 +231,7 @@ class Panel:
     def made(self, run: Run) -> None:
         """A run this panel made: kept for its history, and a line in its log."""
         self._mine.add(run.id)
-        self.event(view.log_line(run))
+        self.event(view.log_line(run, self.t))
 
     def restore(self, run: Run) -> None:
         """Put a recorded run back in the panel as it was asked (its prompt and system prompt as typed,
@@ -216,14 +240,19 @@ class Panel:
         self.prompt.value = run.prompt
         self.system.value = next((m["content"] for m in run.messages or [] if m["role"] == "system"), "")
         self.form.raw.value = run.chat_format is None
-        self.picker.model.value = run.model_path  # loaded again by the next Generate
+        self.picker.choose(run.model_path)  # loaded again by the next Generate
         self.form.set_values(run.params.model_dump())
         self.show_run(run)
 
+    def _open_conversation(self, name: str) -> None:
+        """A saved conversation chosen in History, reopened in the Chat tab."""
+        self.chat.open(name)
+        self.tabs.selected_index = list(self.tabs.children).index(self.chat.box)
+
     def show_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {exc}"
-        self.error.value = view.error(message)
-        self.event(f"error: {message}")
+        self.error.value = view.error(message, view.error_heading(exc, self.t))
+        self.event(f"{self.t('error')}: {message}")
 
     def event(self, message: str) -> None:
         self.events.append(f"{datetime.now():%H:%M:%S} {message}")
@@ -254,14 +283,19 @@ class Panel:
         self.error.value = ""
         for action in self._action_buttons():
             action.disabled = True
-        for stop in self._stop_buttons():
-            stop.disabled = False
+        self._enable_stop(True)
         self._worker = threading.Thread(target=self._run_job, args=(job,), name="lmbench-panel", daemon=True)
         self._worker.start()
 
     def _stop_buttons(self) -> tuple[w.Button, ...]:
         """Stop under the prompt and beside the chat's message box: enabled while work runs."""
         return (self.stop_button, self.chat.stop_button)
+
+    def _enable_stop(self, enabled: bool) -> None:
+        """Stop is red only while there is something to stop; disabled it is a plain grey button."""
+        for stop in self._stop_buttons():
+            stop.disabled = not enabled
+            stop.button_style = "danger" if enabled else ""
 
     def _action_buttons(self) -> tuple[w.Button, ...]:
         return (
@@ -270,6 +304,9 @@ class Panel:
             self.picker.load_button,
             self.chat.send_button,
             self.chat.regenerate_button,
+            self.chat.results_button,
+            self.chat.save_button,
+            self.chat.open_button,
             self.fork_button,
             self.audit_button,
         )
@@ -285,8 +322,7 @@ class Panel:
             self.status_line.value = ""
             for action in self._action_buttons():
                 action.disabled = False
-            for stop in self._stop_buttons():
-                stop.disabled = True
+            self._enable_stop(False)
             self.history.refresh()
             self._refresh_log()
 
@@ -300,7 +336,8 @@ class Panel:
         )
         first_time = engine is not self.engine  # a model loaded (again) is a new engine
         if first_time:
-            self.event(f"loaded {engine.name} (n_ctx={engine.n_ctx}, threads {engine.threads.describe()})")
+            loaded = self.t("loaded {name} (n_ctx={n_ctx}, threads {threads})")
+            self.event(loaded.format(name=engine.name, n_ctx=engine.n_ctx, threads=engine.threads.describe()))
         self.picker.loaded(engine, first_time)
         self.engine = engine
         self._count_tokens()
@@ -310,7 +347,7 @@ class Panel:
         params = self.values()
         prompt = self.prompt.value
         if not prompt.strip():
-            raise ParameterError("type a prompt first: the prompt box is empty", name="prompt")
+            raise ParameterError(self.t("type a prompt first: the prompt box is empty"), name="prompt")
         engine = self.load()
         self.status(self.t("generating…"))
         self.stats.value = ""
@@ -336,7 +373,7 @@ class Panel:
         (in Debug and in Compare)."""
         parent, at, token = self.last_run, self.debug_token.value, self.fork_choice.value
         if parent is None or at is None or token is None:
-            raise ParameterError("generate first, then pick a token and one of its alternatives", name="token")
+            raise ParameterError(self.t("generate first, then pick a token and one of its alternatives"), name="token")
         engine = self.load()
         self.status(self.t("generating…"))
         child = fork(parent, at, token, model=engine, store=self.store)
@@ -349,7 +386,7 @@ class Panel:
         """The determinism audit of the shown run's request, in the conditions that need no second model."""
         run = self.last_run
         if run is None:
-            raise ParameterError("generate first: the audit repeats the last run's request", name="prompt")
+            raise ParameterError(self.t("generate first: the audit repeats the last run's request"), name="prompt")
         engine = self.load()
         self.status(self.t("checking…"))
         params = {k: v for k, v in run.params.model_dump().items() if k not in ("seed", "logprobs")}
@@ -387,7 +424,7 @@ class Panel:
         self.stats.value = view.stats(run, self.t)
         self.picker.show_kv_cache(self.engine)
         entries = run.token_logprobs or []
-        self.debug.value = view.tokens(entries)
+        self.debug.value = view.tokens(entries, self.t)
         self.debug_token.options = [
             (f"#{i} {entry['token']!r} p={math.exp(entry['logprob']):.3f}", i) for i, entry in enumerate(entries)
         ]
@@ -398,7 +435,9 @@ class Panel:
         run, index = self.last_run, self.debug_token.value
         entries = run.token_logprobs if run is not None else None
         entry = entries[index] if entries and index is not None else None
-        self.alternatives.value = view.alternatives(entry, index) if entry is not None and index is not None else ""
+        self.alternatives.value = (
+            view.alternatives(entry, index, self.t) if entry is not None and index is not None else ""
+        )
         options = [
             (f"{alt['token']!r} p={math.exp(alt['logprob']):.3f}", alt["id"])
             for alt in (entry or {}).get("top", [])
@@ -411,7 +450,7 @@ class Panel:
         engine_lines = [*self.engine.logs] if self.engine is not None else []
         if not self.log_debug.value:
             engine_lines = [line for line in engine_lines if not line.startswith("[DEBUG]")]
-        self.log.value = view.log(self.events, engine_lines[-300:])
+        self.log.value = view.log(self.events, engine_lines[-300:], self.t)
 
     def _count_tokens(self) -> None:
         """The length of what Generate will send (the prompt through the template when it applies), in the

@@ -23,11 +23,12 @@ class ServerTab:
         self.host = host
         t = host.t
         self.server: Server | None = None
-        self.port = w.BoundedIntText(8080, min=0, max=65535, description=t("port"), tooltip="0 picks a free port")
+        self.port = w.BoundedIntText(8080, min=0, max=65535, description=t("port"), tooltip=t("0 picks a free port"))
         self.key = w.Password(placeholder=t("API key (optional)"), layout=w.Layout(width="16em"))
-        self.button = button(t("Start server"), "success", "Serve the API on 127.0.0.1", "lmbench-serve")
+        self.button = button(t("Start server"), "success", t("Serve the API on 127.0.0.1"), "lmbench-serve")
+        self.button.layout.width = "auto"
         self.button.on_click(lambda _: self.toggle())
-        self.info = w.HTML(view.server_info(None, None))
+        self.info = w.HTML(view.server_info(None, None, t=t))
         self.info.add_class("lmbench-server-info")
         self.log = w.HTML()
         self.log.add_class("lmbench-server-log")
@@ -43,8 +44,8 @@ class ServerTab:
             logging.getLogger("lmbench.serve").removeHandler(self._handler)
             self.server = None
             self.button.description, self.button.button_style = t("Start server"), "success"
-            self.info.value = view.server_info(None, None)
-            self.host.event("API server stopped")
+            self.info.value = view.server_info(None, None, t=t)
+            self.host.event(t("API server stopped"))
             return
         settings = self.host.server_settings(self.key.value or None)
         try:
@@ -58,8 +59,10 @@ class ServerTab:
         api_log.setLevel(logging.INFO)
         api_log.addHandler(self._handler)
         self.button.description, self.button.button_style = t("Stop server"), "danger"
-        self.info.value = view.server_info(url, settings.api_key, self._example_request(), server.service.default_id)
-        self.host.event(f"API server on {url} (model {server.service.default_id})")
+        self.info.value = view.server_info(
+            url, settings.api_key, self._example_request(), server.service.default_id, t=t
+        )
+        self.host.event(t("API server on {url} (model {model})").format(url=url, model=server.service.default_id))
 
     def _example_request(self) -> dict[str, Any]:
         """The examples' request: the panel's prompt (or the guides' own) and its main settings."""
