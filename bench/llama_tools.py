@@ -8,12 +8,14 @@ binaries instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import llama_cpp
@@ -118,6 +120,22 @@ def same_features(tool: str, output: str) -> str:
     return " | ".join(f"{k} = {v}" for k, v in sorted(theirs.items()))
 
 
+@functools.cache
+def sibling_system_info(binary: Path, model: Path) -> str:
+    """The system_info line of ``llama-perplexity`` built beside ``binary``, for a tool that prints none of its
+    own (llama-batched-bench): both link the same static ggml of one build, so they have the same kernels."""
+    sibling = binary.parent / "llama-perplexity"
+    if not sibling.exists():
+        return ""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as text:
+        text.write("Once upon a time there was a little girl who liked to play in the park. " * 20)
+        text.flush()
+        out = subprocess.run(
+            [str(sibling), "-m", str(model), "-f", text.name, "-c", "32", "-t", "1"], capture_output=True, text=True
+        )
+    return out.stdout + out.stderr
+
+
 def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, threads: int, reps: int) -> float:
     """Median S_TG (generated tokens/s over all sequences) for ``n_seq`` sequences sharing one prompt.
 
@@ -154,6 +172,7 @@ def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, th
         ]
         if not rows:
             raise RuntimeError(f"llama-batched-bench gave no result:\n{out.stdout}\n{out.stderr}")
-        same_features("llama-batched-bench", out.stdout + out.stderr)
+        printed = out.stdout + out.stderr
+        same_features("llama-batched-bench", printed if features(printed) else sibling_system_info(binary, model))
         speeds.append(float(rows[-1][8]))
     return statistics.median(speeds)

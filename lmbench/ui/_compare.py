@@ -164,7 +164,7 @@ def _note(run: Run, t: Callable[[str], str]) -> str:
     parts = [f"{run.completion_tokens} {t('tokens')}"]
     if run.tokens_per_s and math.isfinite(run.tokens_per_s):
         parts.append(f"{run.tokens_per_s:.1f} tok/s")
-    parts.append(f"{t('finish')}: {run.finish_reason}")
+    parts.append(f"{t('finish')}: {t(run.finish_reason)}")
     for name in COLUMN_METRICS:
         value = run.metrics.get(name)
         if value is not None and math.isfinite(value):
