@@ -21,6 +21,20 @@ def _test_model() -> Path:
     return path
 
 
+# A tool whose argument is one of two words: the story model's call is short and always complete.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "Rome"]}},
+            "required": ["city"],
+        },
+    },
+}
+
 TEST_MODEL = _test_model()
 MISSING_TEST_MODEL = (
     None

@@ -13,24 +13,11 @@ from typing import Any
 
 import jupyterserver
 import pytest
-from conftest import REPO
+from conftest import REPO, WEATHER_TOOL
 from test_browser import CHROMIUM, CHROMIUM_ARGS, CONTRAST, SCREENSHOTS
 
 import lmbench
 
-# A tool whose argument is one of two words: the story model's call is short and always complete.
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"enum": ["Paris", "Rome"]}},
-            "required": ["city"],
-        },
-    },
-}
 TOO_WIDE = (
     "el => [...el.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right >"
     " el.getBoundingClientRect().right + 1 && e.offsetParent !== null).map(e => e.className).slice(0, 5)"
@@ -127,7 +114,7 @@ def test_chat_messages_saved_conversations_and_tool_calls_in_chromium(quickstart
             panel.locator("button.lmbench-new-chat").click()
             tools_box = panel.locator(".lmbench-chat-tools-box")
             tools_box.get_by_text("Tools", exact=True).click()
-            panel.locator(".lmbench-chat-tools textarea").fill(json.dumps([WEATHER]))
+            panel.locator(".lmbench-chat-tools textarea").fill(json.dumps([WEATHER_TOOL]))
             panel.locator(".lmbench-tool-choice select").select_option("required")
             panel.locator(".lmbench-tool-parallel input[type=checkbox]").uncheck()
             panel.locator(".lmbench-param-max_tokens input").fill("150")  # about a character a token

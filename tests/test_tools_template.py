@@ -12,7 +12,7 @@ import crafted
 import gguf
 import openai
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, WEATHER_TOOL
 
 import lmbench
 from lmbench.serve import Server, Settings
@@ -29,18 +29,6 @@ WITHOUT_TOOLS = (
     "{%- for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}"
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"enum": ["Paris", "Rome"]}},
-            "required": ["city"],
-        },
-    },
-}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 FALLBACK = "You can call these tools"
 
@@ -61,14 +49,21 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _chat(model: Path, **options: object) -> lmbench.Run:
     return lmbench.chat(
-        ASK, model=model, tools=[WEATHER], max_tokens=200, temperature=0.7, seed=2, parallel_tool_calls=False, **options
+        ASK,
+        model=model,
+        tools=[WEATHER_TOOL],
+        max_tokens=200,
+        temperature=0.7,
+        seed=2,
+        parallel_tool_calls=False,
+        **options,
     )
 
 
 def test_a_template_with_a_tools_section_renders_the_tools(models: dict[str, Path]) -> None:
     run = _chat(models["tools"], tool_choice="required")
     assert run.chat_format == "gguf" and run.prompt_sent is not None
-    parameters = json.dumps(WEATHER["function"]["parameters"], ensure_ascii=False)
+    parameters = json.dumps(WEATHER_TOOL["function"]["parameters"], ensure_ascii=False)
     assert "Tools you may call:\nget_weather: Get the current weather in a city " + parameters in run.prompt_sent
     assert FALLBACK not in run.prompt_sent and run.messages == ASK
     (call,) = run.tool_calls or []
@@ -103,7 +98,7 @@ def test_the_openai_client_gets_the_templates_tools_section_for_one_and_for_n_ch
         reply = client.chat.completions.create(
             model="tools-template",
             messages=ASK,
-            tools=[WEATHER],
+            tools=[WEATHER_TOOL],
             tool_choice="required",
             max_tokens=200,
             parallel_tool_calls=False,
