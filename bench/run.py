@@ -287,7 +287,9 @@ def main() -> None:
     parser.add_argument(
         "--only", default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,B13,B14,B15", help="comma-separated: B1,...,B15"
     )
-    parser.add_argument("--models", default="stories260K,synthetic-85M")
+    parser.add_argument(
+        "--models", default="stories260K,synthetic-85M", help="of stories260K, synthetic-85M, default (SmolLM2-135M)"
+    )
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side (medians are reported)")
     parser.add_argument("--items", type=int, default=1000, help="B15's items (each run at 4 settings)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
@@ -297,6 +299,8 @@ def main() -> None:
     start = busy.quiet()
     print(start, flush=True)
     paths = {"stories260K": TOKENIZER_SOURCE, "synthetic-85M": SYNTHETIC}
+    if "default" in args.models:  # the model the product ships (SmolLM2-135M-Instruct Q4_1)
+        paths["default"] = lmbench.models.packaged()[0].path
     if "synthetic-85M" in args.models and not SYNTHETIC.exists():
         print(f"writing {SYNTHETIC} ...", flush=True)
         synthesize(SYNTHETIC)
