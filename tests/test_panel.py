@@ -384,6 +384,8 @@ def test_the_server_tab_serves_the_api_and_its_example_runs(
         assert capsys.readouterr().out.strip(), "the example printed the generated text"
         assert lmbench.runs(store=panel.store).source.tolist() == ["api"]
         assert "200 POST /api/generate" in panel.server.log.value
+        assert "model stories260K" in panel.server.log.value, "the log names the model that served the request"
+        assert panel.server.info.value.count("lmbench-example-copy") == 2, "a copy button on each example"
     finally:
         panel.server.button.click()
     assert panel.server.server is None and "not running" in panel.server.info.value

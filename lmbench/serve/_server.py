@@ -58,8 +58,10 @@ class ApiRoutes(tornado.web.RequestHandler):
     get_backend: Callable[[], Backend]
     executor: ThreadPoolExecutor
     _cancel: threading.Event | None = None
+    served_by: str | None = None  # the model named in the answer, for the request log
 
     def _json(self, status: int, body: dict[str, Any], retry_after: int | None = None) -> None:
+        self.served_by = _model_of(body) or self.served_by
         self.set_status(status)
         if retry_after is not None:
             self.set_header("Retry-After", str(retry_after))
@@ -127,6 +129,8 @@ class ApiRoutes(tornado.web.RequestHandler):
                     self.set_header("Content-Type", "text/event-stream")
                     self.set_header("Cache-Control", "no-cache")
                     started = True
+                if isinstance(value, dict):
+                    self.served_by = _model_of(value) or self.served_by
                 if kind == "event":
                     self.write(_event(route, value))
                     await self.flush()
@@ -158,10 +162,23 @@ def _event(route: Route, value: dict[str, Any]) -> str:
     return f"{name}data: {json.dumps(value)}\n\n"
 
 
+def _model_of(body: Any) -> str | None:
+    """The model an answer names: at its top (OpenAI, lmbench) or in its message or response (Anthropic's and
+    the Responses API's first stream events)."""
+    if not isinstance(body, dict):
+        return None
+    for found in (body, body.get("message"), body.get("response")):
+        if isinstance(found, dict) and isinstance(found.get("model"), str):
+            return str(found["model"])
+    return None
+
+
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     request = handler.request
     took = 1000 * request.request_time()
-    log.info("%s %s %s %.1fms", handler.get_status(), request.method, request.path, took)
+    served = getattr(handler, "served_by", None)
+    model = f" model {served}" if served else ""
+    log.info("%s %s %s %.1fms%s", handler.get_status(), request.method, request.path, took, model)
 
 
 class StandaloneHandler(ApiRoutes):

@@ -189,12 +189,19 @@ def server_info(
         f'reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": '
         f"{body['prompt']!r}}}]{settings})\nprint(reply.choices[0].message.content)"
     )
+    copy = (
+        f"<button class='lmbench-example-copy' style='float:right' title='{html.escape(t('Copy the example'))}' "
+        'onclick="navigator.clipboard.writeText(this.nextElementSibling.innerText)">'
+        f"{html.escape(t('Copy'))}</button>"
+    )
     return (
         f"<div>{html.escape(t('Serving on'))} <a href='{html.escape(url)}/api/status' target='_blank'>"
         f"<code>{html.escape(url)}</code></a> "
         f"({html.escape(t('this machine only; requests are recorded in the panel’s store'))})</div>"
-        f"<pre style='{MONO};font-size:85%'>{html.escape(example)}</pre>"
-        f"<pre style='{MONO};font-size:85%'>{html.escape(client)}</pre>"
+        + "".join(
+            f"<div class='lmbench-example'>{copy}<pre style='{MONO};font-size:85%'>{html.escape(code)}</pre></div>"
+            for code in (example, client)
+        )
     )
 
 

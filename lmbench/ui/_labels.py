@@ -24,6 +24,7 @@ SPANISH = {
     "Save the conversation in the store under this name": "Guarda la conversación en el almacén con este nombre",
     "Reopen the saved conversation": "Vuelve a abrir la conversación guardada",
     "Run the prompt with each setting": "Ejecuta el prompt con cada ajuste",
+    "Copy the example": "Copia el ejemplo",
     "Reload the history from the store": "Vuelve a leer el historial del almacén",
     "Show {n} older runs": "Muestra {n} ejecuciones anteriores",
     "time (history column)": "hora",
