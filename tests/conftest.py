@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         needs_it = {"model_path", "engine", "synthetic_model"} & set(getattr(item, "fixturenames", ()))
         if (item.get_closest_marker("no_test_model") is None or needs_it) and item.path.suffix != ".ipynb":
             item.add_marker(pytest.mark.skip(reason=MISSING_TEST_MODEL))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_engine_left_loaded() -> Iterator[None]:
+    """Each test file starts with no engine loaded: an engine keeps its load settings (a small n_ctx, one
+    slot), so one left by another file would change what this file's calls get."""
+    yield
+    lmbench.unload()
 
 
 @pytest.fixture(autouse=True)
