@@ -164,13 +164,16 @@ def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, th
     ]
     speeds = []
     for _ in range(reps):
-        out = subprocess.run(command, check=True, capture_output=True, text=True)
-        rows = [
-            cells
-            for line in (out.stdout + out.stderr).splitlines()
-            if re.match(r"\|\s+\d", line) and int((cells := line.split("|"))[3]) == n_seq
-        ]
-        if not rows:
+        for _attempt in range(3):  # the tool now and then ends after its first configuration, silently
+            out = subprocess.run(command, check=True, capture_output=True, text=True)
+            rows = [
+                cells
+                for line in (out.stdout + out.stderr).splitlines()
+                if re.match(r"\|\s+\d", line) and int((cells := line.split("|"))[3]) == n_seq
+            ]
+            if rows:
+                break
+        else:
             raise RuntimeError(f"llama-batched-bench gave no result:\n{out.stdout}\n{out.stderr}")
         printed = out.stdout + out.stderr
         same_features("llama-batched-bench", printed if features(printed) else sibling_system_info(binary, model))

@@ -230,7 +230,10 @@ def _llama_server(binary: Path, path: Path, parallel: int, per_slot: int) -> Ite
                         break
                 time.sleep(0.2)
             log.seek(0)
-            llama_tools.same_features("llama-server", log.read().decode(errors="replace"))
+            printed = log.read().decode(errors="replace")
+            if not llama_tools.features(printed):  # this version prints none: its build's sibling says
+                printed = llama_tools.sibling_system_info(binary, path)
+            llama_tools.same_features("llama-server", printed)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
             process.terminate()
