@@ -105,3 +105,12 @@ def after(n: int, action: Callable[[], object]) -> Callable[[lmbench.Run], None]
             action()
 
     return on_run
+
+
+@pytest.fixture
+def panel(model_path: Path) -> Iterator[lmbench.Panel]:
+    """A panel on the test model, stopped after the test (files that need other settings override it)."""
+    p = lmbench.panel(str(model_path))
+    yield p
+    p.cancel.set()
+    p.wait(60)

@@ -13,14 +13,6 @@ import lmbench
 from lmbench.params import param_specs
 
 
-@pytest.fixture
-def panel(model_path: Path) -> lmbench.Panel:
-    p = lmbench.panel(str(model_path))
-    yield p
-    p.cancel.set()
-    p.wait(60)
-
-
 def _generate(panel: lmbench.Panel) -> lmbench.Run:
     panel.generate_button.click()
     panel.wait(120)

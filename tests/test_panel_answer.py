@@ -14,14 +14,6 @@ from conftest import REPO
 import lmbench
 
 
-@pytest.fixture
-def panel(model_path: Path) -> lmbench.Panel:
-    p = lmbench.panel(str(model_path))
-    yield p
-    p.cancel.set()
-    p.wait(60)
-
-
 def _click(panel: lmbench.Panel, button: object) -> None:
     button.click()  # type: ignore[attr-defined]
     panel.wait(120)

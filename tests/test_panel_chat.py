@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -23,12 +22,9 @@ WEATHER = {
 
 
 @pytest.fixture
-def panel(model_path: Path) -> lmbench.Panel:
-    p = lmbench.panel(str(model_path))
-    p.form.sliders["max_tokens"].value = 8
-    yield p
-    p.cancel.set()
-    p.wait(60)
+def panel(panel: lmbench.Panel) -> lmbench.Panel:
+    panel.form.sliders["max_tokens"].value = 8
+    return panel
 
 
 def _click(panel: lmbench.Panel, button: object) -> None:

@@ -12,14 +12,11 @@ import lmbench
 
 
 @pytest.fixture
-def panel(model_path: Path) -> lmbench.Panel:
-    p = lmbench.panel(str(model_path))
-    p.prompt.value = "Once upon a time"
-    p.form.sliders["max_tokens"].value = 30
-    p.form.toggles["ignore_eos"].value = True
-    yield p
-    p.cancel.set()
-    p.wait(60)
+def panel(panel: lmbench.Panel) -> lmbench.Panel:
+    panel.prompt.value = "Once upon a time"
+    panel.form.sliders["max_tokens"].value = 30
+    panel.form.toggles["ignore_eos"].value = True
+    return panel
 
 
 def _compare(panel: lmbench.Panel) -> list[str]:
