@@ -102,11 +102,13 @@ def test_an_interrupted_cluster_sweep_resumes_to_exactly_its_plan(client: Client
         if len(heard) == 3:
             cancel.set()
 
-    partial = _sweep(name="resume", cluster=client, cancel=cancel, on_run=stop_after_three)
-    assert 3 <= len(partial) < 24
-    full = _sweep(name="resume", cluster=client)
-    assert len(full) == 24 and full.id.is_unique and set(partial.id) <= set(full.id)
-    assert len(lmbench.runs(sweep_id=full.attrs["sweep_id"])) == 24
+    # Eight blocks of six long runs on two workers: the cancel lands while most blocks still wait.
+    plan = {"seeds": 8, "max_tokens": 200, "ignore_eos": True}
+    partial = _sweep(name="resume", cluster=client, cancel=cancel, on_run=stop_after_three, **plan)
+    assert 3 <= len(partial) < 48
+    full = _sweep(name="resume", cluster=client, **plan)
+    assert len(full) == 48 and full.id.is_unique and set(partial.id) <= set(full.id)
+    assert len(lmbench.runs(sweep_id=full.attrs["sweep_id"])) == 48
 
 
 def test_an_unreachable_scheduler_is_a_clear_error_within_seconds() -> None:
