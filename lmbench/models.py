@@ -172,6 +172,8 @@ def packaged() -> builtins.list[PackagedModel]:
         return _packaged_memo[1]
     found: dict[Path, PackagedModel] = {}
     for dist in importlib.metadata.distributions():
+        if not _lists_gguf(dist):
+            continue
         for file in dist.files or ():
             if not file.name.lower().endswith(".gguf"):
                 continue
@@ -182,6 +184,16 @@ def packaged() -> builtins.list[PackagedModel]:
     result = sorted(found.values(), key=lambda m: (m.alias, str(m.path)))
     _packaged_memo = (state, result)
     return result
+
+
+def _lists_gguf(dist: importlib.metadata.Distribution) -> bool:
+    """Whether the distribution's file list names a ``.gguf`` file: one text search, where building its
+    ``files`` (a path object per file of every installed package) takes most of a listing's time."""
+    for listing in ("RECORD", "installed-files.txt", "SOURCES.txt"):
+        text = dist.read_text(listing)
+        if text is not None:
+            return ".gguf" in text.lower()
+    return dist.files is not None
 
 
 def _packaged_at(path: Path) -> PackagedModel | None:

@@ -114,13 +114,24 @@ class Store:
             conn.close()
             self._local.conn = None
 
+    def _declared(self, conn: sqlite3.Connection) -> dict[str, str]:
+        """The runs table's columns and their SQL types, read again only when the schema changes (another
+        process may migrate the file): one pragma of a number per call instead of one row per column."""
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        known = getattr(self._local, "declared", None)
+        if known is None or known[0] is not conn or known[1] != version:
+            known = (conn, version, {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")})
+            self._local.declared = known
+        declared: dict[str, str] = known[2]
+        return declared
+
     def record(self, runs: Run | Iterable[Run]) -> None:
         """Write runs (and their metrics) in one transaction."""
         batch = [runs] if isinstance(runs, Run) else [*runs]
         if not batch:
             return
         with self.connect() as conn:
-            declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
+            declared = self._declared(conn)
             rows = [_checked_row(run.to_record(), declared) for run in batch]
             columns = list(declared)
             sql = f"INSERT OR REPLACE INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -199,7 +210,7 @@ class Store:
         chosen = {sql: value for sql, value in conditions.items() if value is not None}
         where, params = " AND ".join(chosen) or "1", tuple(chosen.values())
         with self.connect() as conn:
-            declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(runs)")}
+            declared = self._declared(conn)
             columns = {c: sql_type for c, sql_type in declared.items() if heavy or c not in HEAVY_COLUMNS}
             if last is not None or ids is not None or (chosen and _few(conn, where, params)):
                 table = _table.select(conn, columns, where, params, last)
