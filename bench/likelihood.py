@@ -81,6 +81,17 @@ def ppl_text(copies: int = 12) -> str:
     return " ".join(stories * copies)
 
 
+def log_clock(log: str, marker: str) -> float:
+    """The seconds on llama.cpp's log clock (``M.SS.mmm.uuu``) of the last message starting with ``marker``.
+
+    The stamp is the one just before the marker, not the line's first: the final estimate shares a line with
+    the ETA message, whose stamp (after the first pass) comes first on it.
+    """
+    stamp = re.findall(rf"(\d+\.\d+\.\d+\.\d+) \w {re.escape(marker)}", log)[-1]
+    minutes, seconds, millis, micros = stamp.split(".")[-4:]
+    return int(minutes) * 60 + int(seconds) + int(millis) / 1e3 + int(micros) / 1e6
+
+
 def _llama_perplexity(binary: Path, path: Path, text: Path, threads: int) -> tuple[float, float, int]:
     """llama-perplexity's final PPL, its scoring seconds (from its log's clock: the first chunk to the
     final estimate, model load excluded) and the tokens it scored."""
@@ -89,15 +100,10 @@ def _llama_perplexity(binary: Path, path: Path, text: Path, threads: int) -> tup
     log = out.stdout + out.stderr
     llama_tools.same_features("llama-perplexity", log)
 
-    def clock(marker: str) -> float:
-        stamp = next(line.split()[0] for line in log.splitlines() if marker in line)
-        minutes, seconds, millis, micros = stamp.split(".")[-4:]  # llama.cpp's log clock: M.SS.mmm.uuu
-        return int(minutes) * 60 + int(seconds) + int(millis) / 1e3 + int(micros) / 1e6
-
     chunks = int(re.search(r"over (\d+) chunks", log).group(1))  # type: ignore[union-attr]
     ppl = float(re.search(r"Final estimate: PPL = ([\d.]+)", log).group(1))  # type: ignore[union-attr]
     scored = chunks * (PPL_CONTEXT - 1 - PPL_CONTEXT // 2)  # it scores the second half of each chunk
-    return ppl, clock("Final estimate") - clock("calculating perplexity"), scored
+    return ppl, log_clock(log, "Final estimate") - log_clock(log, "perplexity: calculating perplexity"), scored
 
 
 def _same_chunks(engine: lmbench.Engine, text: str) -> float:

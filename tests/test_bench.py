@@ -56,3 +56,15 @@ def test_llama_cpp_tools_are_compared_only_with_the_same_cpu_features() -> None:
     other = line.replace(f"{first} = {ours[first]}", f"{first} = 0" if ours[first] != "0" else f"{first} = 1")
     with pytest.raises(RuntimeError, match="refusing to compare"):
         llama_tools.same_features("llama-server", other)
+
+
+def test_llama_perplexity_is_timed_from_its_first_chunk_to_its_final_estimate() -> None:
+    from bench.likelihood import log_clock
+
+    log = (
+        "0.00.062.852 I perplexity: calculating perplexity over 24 chunks, n_ctx=256, batch_size=2048, n_seq=8\n"
+        "0.01.920.984 I perplexity: 1.86 seconds per pass - ETA 0.05.385.368 I Final estimate: PPL = 845.9461\n"
+    )
+    assert log_clock(log, "Final estimate") - log_clock(log, "perplexity: calculating perplexity") == pytest.approx(
+        5.385368 - 0.062852
+    )
