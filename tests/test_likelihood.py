@@ -73,6 +73,22 @@ def test_batched_scoring_equals_one_at_a_time_and_shares_the_context(engine: lmb
     assert sorted(t.cached for t in together[: len(endings)])[1:] == [len(context) - 1] * (len(endings) - 1)
 
 
+def test_sequences_of_every_length_scored_in_lockstep_equal_their_scores_alone(engine: lmbench.Engine) -> None:
+    # Contexts of many lengths with continuations of one to four tokens, more than the 16 slots: decodes pad
+    # short sequences and fill idle slots, and the padding cells are dropped (a second batch reuses the cache).
+    words = ["girl", "boy", "dog", "cat", "bird", "tree", "ball", "park"]
+    contexts = [engine.tokenize(f"{STORY[: 10 + 7 * i]}") for i in range(6)]
+    endings = [engine.tokenize(" " + " ".join(words[: 1 + i % 4]), add_bos=False) for i in range(8)]
+    sequences = [c + e for c in contexts for e in endings]
+    starts = [len(c) for c in contexts for _ in endings]
+    alone = [engine.score([s], start=k)[0] for s, k in zip(sequences, starts, strict=True)]
+    for _ in range(2):
+        together = engine.score(sequences, start=starts)
+        for a, b in zip(alone, together, strict=True):
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    assert max(t.batch_size for t in together) == 16 and sum(t.cached for t in together) > 0
+
+
 def test_scoring_shares_the_batch_with_a_running_generation(engine: lmbench.Engine) -> None:
     engine.parallel = 2
     try:

@@ -17,6 +17,11 @@ the cells after it are dropped. A draft (prompt lookup, or a draft model's greed
 function of the tokens before it, so this is exactly speculative sampling with rejection: at temperature 0 the text is
 the plain one, above it the distribution is (and with the same seed, the same random draws are used).
 
+Scored sequences (teacher-forced, no sampling) alone in a decode are fed in lockstep: llama.cpp
+splits a batch over separate KV streams into ubatches of equal tokens per consecutive slot, so
+short sequences are padded past their end and idle slots filled, and the decode stays one ubatch
+(a multiple-choice batch 1.7x faster; every sequence's scores are those it gets alone).
+
 Whoever waits for a request drives the decoding (one thread at a time, no thread of its own):
 a single generation pays no hand-off between threads, and concurrent callers (API requests)
 share one batch. The layout (slots x cells per slot) is chosen when the scheduler is idle: the
@@ -54,6 +59,9 @@ N_BATCH = 512
 MIN_SHARED = 8
 # Rows of logits scored at once (a row is n_vocab floats).
 SCORE_ROWS = 64
+# What one llama.cpp ubatch costs beyond its tokens, in tokens' worth (reading every weight once): the
+# exchange rate for padding scored sequences to one shape (see ``_lockstep``).
+UBATCH_TOKENS = 32
 
 
 @dataclass(eq=False)
@@ -218,7 +226,25 @@ class Scheduler:
                 entries.extend((t, at + 1 + i, slot.index, True) for i, t in enumerate(draft))
         feeding: list[tuple[_Slot, list[int]]] = []
         scored: list[tuple[_Slot, range, bool]] = []  # scoring slots: the entries whose logits they take
-        for slot in active:
+        padded: list[_Slot] = []  # slots given cells past their tokens, dropped after the decode
+        width = 0 if sampled else self._lockstep(active, context, budget)
+        for slot in self._slots[active[0].index : active[-1].index + 1] if width else ():
+            if slot.request is None:  # an idle slot between scored ones: filler, so the ubatch stays whole
+                entries.extend((0, len(slot.cells) + i, slot.index, False) for i in range(width))
+                padded.append(slot)
+                continue
+            scoring, tokens, start = slot.request.scoring, slot.request.tokens, slot.fed
+            assert scoring is not None
+            chunk = tokens[start : start + width]
+            last = start + len(chunk) == len(tokens)
+            base = len(entries)
+            entries.extend((t, start + i, slot.index, start + i >= scoring.first) for i, t in enumerate(chunk))
+            scored.append((slot, range(base + max(scoring.first - start, 0), len(entries)), last))
+            if len(chunk) < width:
+                entries.extend((chunk[-1], start + i, slot.index, False) for i in range(len(chunk), width))
+                padded.append(slot)
+            feeding.append((slot, chunk))
+        for slot in () if width else active:
             assert slot.request is not None
             if slot.next_token >= 0 or budget <= 0:
                 continue
@@ -248,6 +274,8 @@ class Scheduler:
         for slot, chunk in feeding:
             slot.cells.extend(chunk)
             slot.fed += len(chunk)
+        for slot in padded:
+            context.forget(slot.index, len(slot.cells))
         for slot, wanted, last in scored:
             request = slot.request
             assert request is not None and request.scoring is not None
@@ -282,6 +310,32 @@ class Scheduler:
         self._in_step = False
         self._hand_over(finished)
         return True
+
+    def _lockstep(self, active: list[_Slot], context: Context, budget: int) -> int:
+        """Tokens per slot for a decode of scored sequences only, fed in lockstep (0: feed them as they come).
+
+        With a KV stream per slot, llama.cpp splits a batch into ubatches of consecutive slots with equal
+        tokens each, and every ubatch reads all the weights: a multiple-choice batch (contexts and one-token
+        continuations of every length) would be many ubatches. So each slot from the first active one to the
+        last gets exactly ``width`` entries: its next tokens, padded past its end (and idle slots filled) with
+        cells that nothing attends to and that are dropped after. ``width`` is the one that scores the most
+        tokens per cost, a ubatch costing ``UBATCH_TOKENS`` beyond its entries.
+        """
+        if len(active) < 2 or any(s.request is None or s.request.scoring is None for s in active):
+            return 0
+        span = self._slots[active[0].index : active[-1].index + 1]
+        room = min(context.per_slot - len(s.cells) for s in span)
+        left = [len(s.request.tokens) - s.fed for s in active if s.request is not None]
+        if min(left) < 1:
+            return 0
+        best, width = 0.0, 0
+        for w in sorted({min(n, budget // len(span), room) for n in left}):
+            if w < 1:
+                continue
+            value = sum(min(n, w) for n in left) / (UBATCH_TOKENS + w * len(span))
+            if value > best:
+                best, width = value, w
+        return width
 
     def _draft(self, slot: _Slot, context: Context, budget: int) -> list[int]:
         """The tokens to try after ``slot``'s next one: at most ``draft_max``, the tokens the run may still
