@@ -265,3 +265,12 @@ def test_perplexity_refuses_bad_settings_before_anything_runs(engine: lmbench.En
         with pytest.raises(lmbench.ParameterError, match=words):
             lmbench.perplexity(model=TEST_MODEL, **options)  # type: ignore[arg-type]
     assert lmbench.runs().empty
+
+
+def test_the_ubatch_count_follows_llama_cpps_equal_split_over_separate_streams() -> None:
+    from lmbench.engine._scheduler import _ubatches
+
+    assert _ubatches([(0, 255), (1, 255)]) == 1  # two whole windows
+    assert _ubatches([(0, 255), (1, 254)]) == 2
+    assert _ubatches([(0, 2), (1, 2), (3, 2)]) == 2  # slot 2 idle: two runs of consecutive slots
+    assert _ubatches([(0, 1), (1, 3), (2, 2)]) == 3

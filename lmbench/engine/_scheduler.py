@@ -62,6 +62,8 @@ SCORE_ROWS = 64
 # What one llama.cpp ubatch costs beyond its tokens, in tokens' worth (reading every weight once): the
 # exchange rate for padding scored sequences to one shape (see ``_lockstep``).
 UBATCH_TOKENS = 32
+# How much more a lockstep decode must score per cost than feeding sequences as they come.
+LOCKSTEP_GAIN = 1.1
 
 
 @dataclass(eq=False)
@@ -319,23 +321,40 @@ class Scheduler:
         continuations of every length) would be many ubatches. So each slot from the first active one to the
         last gets exactly ``width`` entries: its next tokens, padded past its end (and idle slots filled) with
         cells that nothing attends to and that are dropped after. ``width`` is the one that scores the most
-        tokens per cost, a ubatch costing ``UBATCH_TOKENS`` beyond its entries.
+        tokens per cost, a ubatch costing ``UBATCH_TOKENS`` beyond its entries; 0 when feeding the sequences
+        as they come costs less (long windows of a perplexity, two a decode, are one ubatch already).
         """
         if len(active) < 2 or any(s.request is None or s.request.scoring is None for s in active):
             return 0
         span = self._slots[active[0].index : active[-1].index + 1]
-        room = min(context.per_slot - len(s.cells) for s in span)
-        left = [len(s.request.tokens) - s.fed for s in active if s.request is not None]
-        if min(left) < 1:
+        left = {s.index: len(s.request.tokens) - s.fed for s in active if s.request is not None}
+        if min(left.values()) < 1:
             return 0
-        best, width = 0.0, 0
-        for w in sorted({min(n, budget // len(span), room) for n in left}):
-            if w < 1:
+        natural = self._natural(active, left, budget)
+        tokens = sum(n for _, n in natural)
+        # Lockstep must win clearly: at equal cost, fewer streams a ubatch are faster (two whole windows beat
+        # sixteen pieces of them).
+        best, width = LOCKSTEP_GAIN * tokens / (UBATCH_TOKENS * _ubatches(natural) + tokens), 0
+        for w in sorted({min(n, budget // len(span)) for n in left.values()}):
+            padded = [s for s in span if left.get(s.index, 0) < w]  # idle slots and the shorter sequences
+            if w < 1 or any(len(s.cells) + w > context.per_slot for s in padded):
                 continue
-            value = sum(min(n, w) for n in left) / (UBATCH_TOKENS + w * len(span))
+            value = sum(min(n, w) for n in left.values()) / (UBATCH_TOKENS + w * len(span))
             if value > best:
                 best, width = value, w
         return width
+
+    @staticmethod
+    def _natural(active: list[_Slot], left: dict[int, int], budget: int) -> list[tuple[int, int]]:
+        """The (slot, tokens) a decode feeds scored sequences as they come: whole, while the batch has room."""
+        fed: list[tuple[int, int]] = []
+        for slot in active:
+            n = left[slot.index]
+            if budget <= 0 or (fed and n > budget):
+                continue
+            fed.append((slot.index, min(n, budget)))
+            budget -= fed[-1][1]
+        return fed
 
     def _draft(self, slot: _Slot, context: Context, budget: int) -> list[int]:
         """The tokens to try after ``slot``'s next one: at most ``draft_max``, the tokens the run may still
@@ -596,6 +615,24 @@ def _shared(cells: list[int], tokens: list[int], limit: int) -> int:
         else:
             differs = middle
     return same
+
+
+def _ubatches(fed: list[tuple[int, int]]) -> int:
+    """The ubatches llama.cpp splits a batch of (slot, tokens) in slot order into over separate KV streams: each
+    takes the same tokens from every slot of a run of consecutive slots, as many as the shortest has left."""
+    remaining = dict(fed)
+    count = 0
+    while remaining:
+        run = [min(remaining)]
+        while run[-1] + 1 in remaining:
+            run.append(run[-1] + 1)
+        take = min(remaining[i] for i in run)
+        for i in run:
+            remaining[i] -= take
+            if not remaining[i]:
+                del remaining[i]
+        count += 1
+    return count
 
 
 def _worth_sharing(shared: int, limit: int) -> bool:
