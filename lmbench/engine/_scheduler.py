@@ -284,7 +284,7 @@ class Scheduler:
             request.batch_size = max(request.batch_size, len(active))
             for at in range(0, len(wanted), SCORE_ROWS):
                 rows = wanted[at : at + SCORE_ROWS]
-                request.scoring.add(np.stack([context.logits(i, self.n_vocab) for i in rows]))
+                request.scoring.add(context.logit_rows(rows, self.n_vocab))
             if last:
                 request.sequence.end("stop")
                 finished.append(self._release(slot))
