@@ -11,6 +11,7 @@ Jupyter's own checks and token do that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -37,6 +38,8 @@ from ._supervisor import Supervisor
 log = logging.getLogger("lmbench.serve")
 # Threads that wait on answers (the work itself happens in the model's scheduler, in its worker process).
 WORKERS = 256
+# How long a stopping server waits for its open connections to close, in seconds.
+CLOSE_S = 10.0
 
 
 class Backend(Protocol):
@@ -268,7 +271,8 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, self._stopped.wait)
         finally:
             http.stop()
-            await http.close_all_connections()
+            with contextlib.suppress(TimeoutError):  # a connection that does not close never holds the stop
+                await asyncio.wait_for(http.close_all_connections(), CLOSE_S)
 
     def serve_forever(self) -> None:
         """Serve (starting if needed) until ``stop()`` or Ctrl-C."""
@@ -306,9 +310,9 @@ class Server:
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(30)
-        self.executor.shutdown(wait=True, cancel_futures=True)  # generations in flight end (cancelled) and are recorded
-        if isinstance(self.backend, Supervisor):
+        if isinstance(self.backend, Supervisor):  # first: a call waiting on a worker gets its answer or its end
             self.backend.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)  # generations in flight end (cancelled) and are recorded
 
     def __enter__(self) -> Server:
         self.start()
