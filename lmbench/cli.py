@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -515,6 +516,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     if warning:
         print(f"lmbench: warning: {warning}", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # Ctrl-C (SIGINT) stops the server even where the parent started it with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server = Server(settings, host=args.host, port=args.port)
     server.start()
     print(f"lmbench API on {server.url} (model {server.service.default_id}); Ctrl-C stops", flush=True)
