@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,7 @@ class Context:
         self.memory = llama_cpp.llama_get_memory(self.ptr)
         self.batch = Batch(n_batch)
         self._entries: Sequence[Entry] = ()  # the last decode's
+        self._outputs: list[int] | None = None  # its entries' output rows so far, counted on first use
         if adapters:
             table: Any = llama_cpp.llama_adapter_lora_p_ctypes * len(adapters)  # the stubs miss void pointers
             pointers = table(*(a for a, _ in adapters))
@@ -221,7 +223,7 @@ class Context:
             status = llama_cpp.llama_decode(self.ptr, self.batch.fill(entries))
         if status != 0:
             raise GenerationError(f"llama_decode failed with status {status} (batch of {len(entries)} tokens)")
-        self._entries = entries
+        self._entries, self._outputs = entries, None
 
     def logits(self, index: int, n_vocab: int) -> np.ndarray:
         """The logits of the ``index``-th entry of the last decode (a view; copy before the next decode)."""
@@ -230,10 +232,11 @@ class Context:
     def logit_rows(self, entries: range, n_vocab: int) -> np.ndarray:
         """The logits of consecutive entries of the last decode that all asked for them, as one view of llama.cpp's
         output buffer (whose rows are the entries with logits, in batch order): no copy a row."""
-        first = sum(1 for entry in self._entries[: entries.start] if entry[3])
-        outputs = sum(1 for entry in self._entries if entry[3])
+        if self._outputs is None:  # once a decode: the rows before each entry
+            self._outputs = list(itertools.accumulate((bool(e[3]) for e in self._entries), initial=0))
+        first = self._outputs[entries.start]
         pointer = llama_cpp.llama_get_logits(self.ptr)
-        return np.ctypeslib.as_array(pointer, shape=(outputs, n_vocab))[first : first + len(entries)]
+        return np.ctypeslib.as_array(pointer, shape=(self._outputs[-1], n_vocab))[first : first + len(entries)]
 
     def copy_sequence(self, source: int, target: int, keep: int) -> None:
         """Make ``target`` hold the first ``keep`` cells of ``source`` (its cells are copied at the next decode)."""
