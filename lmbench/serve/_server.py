@@ -11,7 +11,6 @@ Jupyter's own checks and token do that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -38,8 +37,6 @@ from ._supervisor import Supervisor
 log = logging.getLogger("lmbench.serve")
 # Threads that wait on answers (the work itself happens in the model's scheduler, in its worker process).
 WORKERS = 256
-# How long a stopping server waits for its open connections to close, in seconds.
-CLOSE_S = 10.0
 
 
 class Backend(Protocol):
@@ -271,8 +268,7 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, self._stopped.wait)
         finally:
             http.stop()
-            with contextlib.suppress(TimeoutError):  # a connection that does not close never holds the stop
-                await asyncio.wait_for(http.close_all_connections(), CLOSE_S)
+            await http.close_all_connections()
 
     def serve_forever(self) -> None:
         """Serve (starting if needed) until ``stop()`` or Ctrl-C."""
@@ -310,9 +306,9 @@ class Server:
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(30)
-        if isinstance(self.backend, Supervisor):  # first: a call waiting on a worker gets its answer or its end
-            self.backend.close()
         self.executor.shutdown(wait=True, cancel_futures=True)  # generations in flight end (cancelled) and are recorded
+        if isinstance(self.backend, Supervisor):
+            self.backend.close()
 
     def __enter__(self) -> Server:
         self.start()
