@@ -131,6 +131,7 @@ def test_serve_stopped_with_ctrl_c_under_load_leaves_no_worker_log(tmp_path: Pat
         env={**os.environ, "TMPDIR": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell starts a background job
     )
     url = f"http://127.0.0.1:{port}"
     try:
