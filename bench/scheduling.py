@@ -10,6 +10,7 @@ import random
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +25,6 @@ import lmbench
 from bench import llama_tools
 from bench.common import SAMPLING, Result, alternate, baseline_llama, sequential, sweep_target
 from lmbench.engine._engine import physical_cores
-from lmbench.serve import Server, Settings
 from lmbench.store._store import Store
 
 OPENERS = [
@@ -196,45 +196,44 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _lmbench_server(path: Path, parallel: int, per_slot: int) -> Iterator[str]:
-    settings = Settings(model=str(path), n_ctx=per_slot, parallel=parallel, store=Path(tempfile.mkdtemp()) / "b7.db")
-    with Server(settings, port=0) as server:
-        yield f"{server.url}/v1"
+    """``lmbench serve`` in a process of its own, as users start it (and as llama-server runs)."""
+    port = _free_port()
+    store = Path(tempfile.mkdtemp()) / "b7.db"
+    command = [str(Path(sys.executable).with_name("lmbench")), "serve", "--model", str(path), "--port", str(port)]
+    command += ["--n-ctx", str(per_slot), "--parallel", str(parallel), "--store", str(store)]
+    with _process(command, port):
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 @contextlib.contextmanager
 def _llama_server(binary: Path, path: Path, parallel: int, per_slot: int) -> Iterator[str]:
     port = _free_port()
-    command = [
-        str(binary),
-        "-m",
-        str(path),
-        "-c",
-        str(parallel * per_slot),
-        "-np",
-        str(parallel),
-        "-t",
-        str(physical_cores()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-webui",
-    ]
+    command = [str(binary), "-m", str(path), "-c", str(parallel * per_slot), "-np", str(parallel)]
+    command += ["-t", str(physical_cores()), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+    with _process(command, port) as printed:
+        if not llama_tools.features(printed):  # this version prints none: its build's sibling says
+            printed = llama_tools.sibling_system_info(binary, path)
+        llama_tools.same_features("llama-server", printed)
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextlib.contextmanager
+def _process(command: list[str], port: int) -> Iterator[str]:
+    """A server process, once its /health answers (up to 2 minutes); yields what it printed so far."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and process.poll() is None:
                 with contextlib.suppress(OSError):
                     if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
                         break
                 time.sleep(0.2)
             log.seek(0)
             printed = log.read().decode(errors="replace")
-            if not llama_tools.features(printed):  # this version prints none: its build's sibling says
-                printed = llama_tools.sibling_system_info(binary, path)
-            llama_tools.same_features("llama-server", printed)
-            yield f"http://127.0.0.1:{port}/v1"
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[0]} ended before answering: {printed[-2000:]}")
+            yield printed
         finally:
             process.terminate()
             process.wait(30)
