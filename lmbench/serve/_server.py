@@ -131,8 +131,12 @@ class ApiRoutes(tornado.web.RequestHandler):
                     started = True
                 if isinstance(value, dict):
                     self.served_by = _model_of(value) or self.served_by
-                if kind == "event":
+                while kind == "event":  # the events already here go out in one flush
                     self.write(_event(route, value))
+                    if events.empty():
+                        break
+                    kind, value = events.get_nowait()
+                if kind == "event":
                     await self.flush()
                     continue
                 final = value.body() if kind == "error" else value

@@ -22,6 +22,7 @@ import queue
 import signal
 import tempfile
 import threading
+import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,10 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
     os.environ["GGML_NO_BACKTRACE"] = "1"
     service = _PinnedService(settings)
-    send_lock = threading.Lock()
+    outbox = _Outbox(conn)
+    send = outbox.put
     cancels: dict[int, threading.Event] = {}
     threads: list[threading.Thread] = []
-
-    def send(*message: Any) -> None:
-        with send_lock, contextlib.suppress(OSError):
-            conn.send(message)
 
     def work(rid: int, handler: str, request: BaseModel, streams: bool) -> None:
         emit = (lambda event: send("event", rid, event)) if streams else None
@@ -102,6 +100,55 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
         event.set()
     for thread in threads:
         thread.join(30)
+    outbox.close()
+
+
+class _Outbox:
+    """A worker's messages to the supervisor, sent by one thread in batches: what queued during the last send.
+
+    Every decode step streams a piece for each of up to ``--parallel`` requests; one pipe write
+    (and one pickle) per batch instead of per piece keeps that off the scheduler's thread.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._send, name="lmbench-worker-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, *message: Any) -> None:
+        self._queue.put(message)
+
+    def _send(self) -> None:
+        while True:
+            batch: list[tuple[Any, ...] | None] = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while batch[-1] is not None:
+                    batch.append(self._queue.get_nowait())
+            messages = [m for m in batch if m is not None]
+            if messages:
+                self._deliver(messages)
+            if len(messages) < len(batch):
+                return
+
+    def _deliver(self, messages: list[tuple[Any, ...]]) -> None:
+        try:
+            self._conn.send(messages)
+        except OSError:  # the supervisor has gone: nobody to tell
+            pass
+        except Exception:  # noqa: BLE001 - one answer that cannot be pickled fails its own request only
+            if len(messages) > 1:
+                for message in messages:
+                    self._deliver([message])
+            else:
+                kind, rid, *_ = messages[0]
+                reason = f"the worker's answer ({kind}) could not be sent: {traceback.format_exc(limit=1)}"
+                self._deliver([("error", rid, 500, reason, "server_error", None, None, None, None)])
+
+    def close(self) -> None:
+        """Send what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(30)
 
 
 class _Worker:
@@ -121,7 +168,8 @@ class _Worker:
         self.process.start()
         child.close()
         self._lock = threading.Lock()
-        self._pending: dict[int, queue.Queue[tuple[str, list[Any]]]] = {}
+        # Per request: where its answer goes, and where its streamed events go (straight from the reader).
+        self._pending: dict[int, tuple[queue.Queue[tuple[str, list[Any]]], Emit | None]] = {}
         self.alive = True
         threading.Thread(target=self._read, name=f"lmbench-supervisor {path.name}", daemon=True).start()
 
@@ -132,9 +180,15 @@ class _Worker:
     def _read(self) -> None:
         try:
             while True:
-                kind, rid, *rest = self.conn.recv()
-                if (answers := self._pending.get(rid)) is not None:
-                    answers.put((kind, rest))
+                for kind, rid, *rest in self.conn.recv():
+                    if (pending := self._pending.get(rid)) is None:
+                        continue
+                    answers, emit = pending
+                    if kind == "event":
+                        if emit is not None:
+                            emit(rest[0])
+                    else:
+                        answers.put((kind, rest))
         except (EOFError, OSError):
             pass
         with self._lock:
@@ -143,7 +197,7 @@ class _Worker:
         self.process.join(10)
         reason = self._why_it_ended()
         with self._lock:
-            for answers in self._pending.values():
+            for answers, _ in self._pending.values():
                 answers.put(("ended", [reason]))
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
@@ -168,13 +222,13 @@ class _Worker:
         )
 
     def call(self, handler: str, request: BaseModel, emit: Emit | None, cancel: Cancel) -> Any:
-        """Send one request to the worker and wait for its answer, passing on streamed events."""
+        """Send one request to the worker and wait for its answer; its streamed events reach ``emit`` as they come."""
         rid = next(self._ids)
         answers: queue.Queue[tuple[str, list[Any]]] = queue.Queue()
         with self._lock:
             if not self.alive:
                 raise ApiError(503, f"the model worker for {self.path.name} has stopped; retry", kind="server_error")
-            self._pending[rid] = answers
+            self._pending[rid] = (answers, emit)
             self.conn.send(("call", rid, handler, request, emit is not None))
         should_stop, cancelled = stopper(cancel), False
         try:
@@ -187,9 +241,7 @@ class _Worker:
                     kind, rest = answers.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
-                if kind == "event" and emit is not None:
-                    emit(rest[0])
-                elif kind == "done":
+                if kind == "done":
                     return rest[0]
                 elif kind == "error":
                     status, message, error_kind, param, code, retry_after, details = rest
