@@ -6,6 +6,7 @@ Run through ``bench/run.py --only B6,B7,B8``; each returns ``Result`` rows for i
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import statistics
@@ -198,10 +199,9 @@ def _free_port() -> int:
 def _lmbench_server(path: Path, parallel: int, per_slot: int) -> Iterator[str]:
     """``lmbench serve`` in a process of its own, as users start it (and as llama-server runs)."""
     port = _free_port()
-    store = Path(tempfile.mkdtemp()) / "b7.db"
     command = [str(Path(sys.executable).with_name("lmbench")), "serve", "--model", str(path), "--port", str(port)]
-    command += ["--n-ctx", str(per_slot), "--parallel", str(parallel), "--store", str(store)]
-    with _process(command, port):
+    command += ["--n-ctx", str(per_slot), "--parallel", str(parallel)]
+    with _process(command, port, {**os.environ, "LMBENCH_HOME": tempfile.mkdtemp(prefix="lmbench-b7-")}):
         yield f"http://127.0.0.1:{port}/v1"
 
 
@@ -218,10 +218,10 @@ def _llama_server(binary: Path, path: Path, parallel: int, per_slot: int) -> Ite
 
 
 @contextlib.contextmanager
-def _process(command: list[str], port: int) -> Iterator[str]:
+def _process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     """A server process, once its /health answers (up to 2 minutes); yields what it printed so far."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and process.poll() is None:

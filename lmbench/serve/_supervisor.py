@@ -23,6 +23,7 @@ import signal
 import tempfile
 import threading
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,10 @@ class _PinnedService(Service):
 
 
 def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
-    """A worker process: load the model, then answer calls, each in its own thread, until told to stop."""
+    """A worker process: load the model, then answer calls, each in a thread of a pool, until told to stop.
+
+    The pool's threads live on, so each keeps its store connection (a new thread per call opened
+    the database again for every request)."""
     os.dup2(os.open(log_path, os.O_WRONLY | os.O_APPEND), 2)  # llama.cpp's last words, for the supervisor
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
     os.environ["GGML_NO_BACKTRACE"] = "1"
@@ -61,7 +65,8 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
     outbox = _Outbox(conn)
     send = outbox.put
     cancels: dict[int, threading.Event] = {}
-    threads: list[threading.Thread] = []
+    # A thread for every call that may wait at once: the scheduler's slots and queue, and a few that need no slot.
+    pool = ThreadPoolExecutor(settings.parallel + settings.max_queue + 16, thread_name_prefix="lmbench-worker")
 
     def work(rid: int, handler: str, request: BaseModel, streams: bool) -> None:
         emit = (lambda event: send("event", rid, event)) if streams else None
@@ -89,17 +94,14 @@ def _serve(conn: Connection, settings: Settings, log_path: str) -> None:
             break
         if kind == "call":
             cancels[rid] = threading.Event()
-            thread = threading.Thread(target=work, args=(rid, *rest), name=f"lmbench-worker-{rid}", daemon=True)
-            threads = [t for t in threads if t.is_alive()] + [thread]
-            thread.start()
+            pool.submit(work, rid, *rest)
         elif kind == "cancel" and (event := cancels.get(rid)) is not None:
             event.set()
         elif kind == "stop":
             break
     for event in [*cancels.values()]:  # the server is stopping: runs in flight end as cancelled, and are recorded
         event.set()
-    for thread in threads:
-        thread.join(30)
+    pool.shutdown(wait=True)
     outbox.close()
 
 
