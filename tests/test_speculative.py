@@ -13,7 +13,7 @@ from conftest import TEST_MODEL
 from scipy import stats
 
 import lmbench
-from lmbench.engine._drafting import NgramDrafter
+from lmbench.engine._drafting import DecodeCosts, NgramDrafter, draft_length
 
 STORY = (
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
@@ -50,6 +50,58 @@ def test_the_draft_length_grows_while_drafts_are_kept_and_falls_when_they_are_no
     drafter.kept(4, 1)
     assert drafter.draft(16) == [0, 1], "one more than was kept"
     assert drafter.draft(16, minimum=3) == [0, 1, 2], "draft_min asks for more"
+
+
+@pytest.mark.no_test_model
+def test_decode_times_are_read_off_the_sizes_measured() -> None:
+    costs = DecodeCosts()
+    assert costs.estimate(1) is None, "nothing measured"
+    costs.add(1, 0.010)
+    costs.add(8, 0.024)
+    assert costs.estimate(1) == pytest.approx(0.010)
+    assert costs.estimate(4) == pytest.approx(0.016), "between two sizes measured: on the line joining them"
+    assert costs.estimate(9) is None, "past the largest size measured: unknown until tried"
+    costs.add(8, 0.034)
+    assert costs.estimate(8) == pytest.approx(0.026), "a moving average of what the size took"
+    costs.add(16, 0.032)
+    assert costs.estimate(12) == pytest.approx(0.029)
+    assert DecodeCosts().estimate(4) is None
+    only = DecodeCosts()
+    only.add(8, 0.016)
+    assert only.estimate(4) == pytest.approx(0.008), "below the smallest size: in proportion"
+
+
+@pytest.mark.no_test_model
+def test_a_draft_is_verified_only_at_a_length_that_raises_tokens_per_second() -> None:
+    # Q4_1 on a 2-core CPU (bench/RESULTS.md, B14): 2 tokens cost twice one, 4 tokens 2.9x, 8 tokens 4.4x.
+    per_token_kernel = DecodeCosts()
+    for n, seconds in ((1, 7.6), (2, 15.2), (4, 22.3), (8, 33.5)):
+        per_token_kernel.add(n, seconds / 1000)
+    assert draft_length(per_token_kernel, 1, 0.6, 7) == 0, "at 60% kept, no length pays for itself"
+    assert draft_length(per_token_kernel, 1, 0.95, 7) == 7, "a copied span, nearly all kept: the whole draft"
+    assert draft_length(per_token_kernel, 1, 0.95, 1) == 0, "one drafted token doubles the decode: never worth it"
+    # Memory-bound decoding: extra tokens nearly free.
+    memory_bound = DecodeCosts()
+    for n in (1, 2, 4, 8, 16):
+        memory_bound.add(n, 0.010 + 0.0005 * n)
+    assert draft_length(memory_bound, 1, 0.6, 8) > 0, "cheap verification pays even at 60%"
+    assert draft_length(memory_bound, 1, 0.6, 8) < 8, "but not the tail of a long draft rarely reached"
+    assert draft_length(memory_bound, 8, 0.9, 8) == 8, "a batch carrying 8 tokens already: still cheap"
+    assert draft_length(memory_bound, 16, 0.9, 4) == 4, "a size never timed is tried (that times it)"
+    assert draft_length(DecodeCosts(), 1, 0.5, 3) == 3, "nothing timed yet: try it"
+
+
+@pytest.mark.no_test_model
+def test_a_sequence_keeps_a_record_of_how_often_its_drafts_were_right() -> None:
+    drafter = NgramDrafter(list(range(20)) * 2)
+    start = drafter.rate
+    for _ in range(10):
+        drafter.kept(4, 4)
+    assert drafter.rate > start > 0.5
+    for _ in range(30):
+        drafter.kept(1, 0)
+    assert drafter.rate < 0.2, "recent outcomes count most"
+    assert drafter.draft(16, spanned=False) == list(range(16)), "unspanned: as long as the limit"
 
 
 def _pairs(plain: lmbench.Run, drafted: lmbench.Run) -> bool:

@@ -10,6 +10,13 @@ A wrong draft costs its share of a decode, so the length tried adapts: it double
 limit asked for) after a draft kept whole, and falls to one more than was kept after one that was
 not; copying runs long and paraphrase fails early.
 
+Whether a prompt-lookup draft is worth verifying at all depends on the machine and the model: where
+llama.cpp has no batched kernel for the weights' type (Q4_1 on a CPU), a decode of two tokens costs
+what two decodes do, and a draft only pays when nearly all of it is kept. So the scheduler times its
+decodes by size (``DecodeCosts``) and tries a draft only at the length that most raises the decode's
+tokens per second, given how often this sequence's drafts have been right (``draft_length``); when
+it tries none, the draft is still checked against the token sampled, so the rate stays current.
+
 The scheduler verifies a draft in the same batched decode as the other sequences' tokens and
 keeps the tokens the target model samples itself (see ``lmbench.engine._scheduler``); a draft
 only changes how many tokens one decode yields, never which.
@@ -32,6 +39,63 @@ from ._threads import Threads
 
 # The n-gram sizes looked up, longest first (a single token matches too often to be worth a draft).
 NGRAM_SIZES = (4, 3, 2)
+# A sequence's draft record before it has one: as if 4 of 5 drafted tokens had been right (worth trying).
+PRIOR_RIGHT, PRIOR_WRONG = 4.0, 1.0
+# How much of its draft record a sequence keeps at each new outcome (the recent ~20 count most).
+RECORD_DECAY = 0.95
+# How fast a decode size's time follows new measurements (threads and machine load change).
+COST_ALPHA = 0.2
+# How much more tokens per second a draft must promise than no draft (decode times are noisy).
+DRAFT_GAIN = 1.05
+
+
+class DecodeCosts:
+    """Seconds a decode of ``n`` entries takes on one context, as measured (moving averages by size)."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, float] = {}
+
+    def add(self, n: int, seconds: float) -> None:
+        old = self._seconds.get(n)
+        self._seconds[n] = seconds if old is None else old + COST_ALPHA * (seconds - old)
+
+    def estimate(self, n: int) -> float | None:
+        """The time of a decode of ``n`` entries: measured, else read off the nearest measured sizes on either
+        side; None above the largest size measured (unknown until tried)."""
+        if (exact := self._seconds.get(n)) is not None:
+            return exact
+        below = max((m for m in self._seconds if m < n), default=None)
+        above = min((m for m in self._seconds if m > n), default=None)
+        if above is None:
+            return None
+        if below is None:
+            return self._seconds[above] * n / above
+        low, high = self._seconds[below], self._seconds[above]
+        return low + (high - low) * (n - below) / (above - below)
+
+
+def draft_length(costs: DecodeCosts, n: int, right: float, longest: int) -> int:
+    """How many of ``longest`` drafted tokens to verify in a decode that carries ``n`` entries without them.
+
+    Each drafted token is kept with probability ``right`` if the ones before it were, so k of them
+    add ``right + right**2 + ... + right**k`` tokens; the length that makes the most tokens per
+    second wins, if it beats no draft by ``DRAFT_GAIN``. Where no timed size pays and a longer one
+    was never timed, the whole draft is tried (that times it).
+    """
+    base = costs.estimate(n)
+    if base is None or longest <= 0:
+        return longest
+    best, length = DRAFT_GAIN * n / base, 0
+    expected, chance = 0.0, 1.0
+    for k in range(1, longest + 1):
+        chance *= right
+        expected += chance
+        seconds = costs.estimate(n + k)
+        if seconds is None:  # try it all: the largest size timed, the ones between are read off the line
+            return longest if length == 0 else length
+        if (n + expected) / seconds > best:
+            best, length = (n + expected) / seconds, k
+    return length
 
 
 class NgramDrafter:
@@ -40,6 +104,7 @@ class NgramDrafter:
     def __init__(self, tokens: Iterable[int] = (), span: int = 1) -> None:
         self.tokens: list[int] = []
         self.span = span  # the length the next draft may have (see the module's text)
+        self.right, self.wrong = PRIOR_RIGHT, PRIOR_WRONG  # drafted tokens kept and drafts cut short, decayed
         # n -> the n-gram -> where the token after its latest occurrence is (always an existing token)
         self._ends: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
         for token in tokens:
@@ -58,13 +123,21 @@ class NgramDrafter:
         """Hear how a draft of ``drafted`` tokens went (``kept`` of them were right), to size the next."""
         if drafted:
             self.span = min(2 * self.span, MAX_DRAFT) if kept == drafted else kept + 1
+            for right in [True] * kept + [False] * (kept < drafted):
+                self.right = RECORD_DECAY * self.right + right
+                self.wrong = RECORD_DECAY * self.wrong + (not right)
 
-    def draft(self, limit: int, minimum: int = 1) -> list[int]:
-        """Up to ``limit`` tokens (at most the span, unless ``minimum`` asks for more) that followed the latest
-        earlier occurrence of the longest matching tail; none when no tail of ``NGRAM_SIZES`` occurred before
-        or fewer than ``minimum`` tokens followed it."""
+    @property
+    def rate(self) -> float:
+        """The chance that a drafted token is right when the ones before it were (from this sequence's record)."""
+        return self.right / (self.right + self.wrong)
+
+    def draft(self, limit: int, minimum: int = 1, *, spanned: bool = True) -> list[int]:
+        """Up to ``limit`` tokens (at most the span, unless ``minimum`` asks for more or ``spanned`` is off) that
+        followed the latest earlier occurrence of the longest matching tail; none when no tail of
+        ``NGRAM_SIZES`` occurred before or fewer than ``minimum`` tokens followed it."""
         tokens = self.tokens
-        limit = min(limit, max(self.span, minimum))
+        limit = min(limit, max(self.span, minimum)) if spanned else limit
         if limit <= 0 or limit < minimum:
             return []
         for n in NGRAM_SIZES:
@@ -150,8 +223,8 @@ class ModelDrafter(NgramDrafter):
     def add(self, token: int) -> None:
         self.tokens.append(token)
 
-    def draft(self, limit: int, minimum: int = 1) -> list[int]:
-        limit = min(limit, max(self.span, minimum))
+    def draft(self, limit: int, minimum: int = 1, *, spanned: bool = True) -> list[int]:
+        limit = min(limit, max(self.span, minimum)) if spanned else limit
         if limit < max(minimum, 1):
             return []
         return self.shared.draft(self.slot, self.tokens, limit)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError, ParameterError
 from . import _sequence
-from ._drafting import DraftModel, ModelDrafter, NgramDrafter
+from ._drafting import DecodeCosts, DraftModel, ModelDrafter, NgramDrafter, draft_length
 from ._native import Context, Entry
 from ._sampling import SamplerChain
 from ._scoring import Scoring
@@ -108,6 +109,7 @@ class _Slot:
     fed: int = 0  # prompt tokens in the cache so far
     next_token: int = -1  # the sampled token to decode next (once the prompt is in)
     drafter: NgramDrafter | None = None  # speculative decoding's drafts, for a request that asks for them
+    unverified: int = -1  # the first token of a draft not worth verifying this decode (checked when sampled)
 
 
 class Scheduler:
@@ -133,6 +135,7 @@ class Scheduler:
         self.share_prefixes = True  # off: every prompt is evaluated whole (for comparisons)
         self.draft_models: dict[str, DraftModel] = {}  # by the ``draft`` value that names them (the engine loads them)
         self._context: Context | None = None
+        self._costs = DecodeCosts()  # the context's decode times by size, for sizing drafts
         self._slots: list[_Slot] = []
         self._queue: collections.deque[Request] = collections.deque()
         self._cond = threading.Condition()
@@ -220,7 +223,7 @@ class Scheduler:
         budget = context.n_batch - sum(s.next_token >= 0 for s in active)
         for slot in active:
             if slot.next_token >= 0:
-                draft = self._draft(slot, context, budget)
+                draft = self._draft(slot, context, budget, context.n_batch - budget)
                 budget -= len(draft)
                 sampled.append((slot, len(entries), draft))
                 at = len(slot.cells)
@@ -268,7 +271,9 @@ class Scheduler:
             feeding.append((slot, chunk))
             budget -= len(chunk)
         try:
+            started = time.perf_counter()
             context.decode(entries)
+            self._costs.add(len(entries), time.perf_counter() - started)
         except GenerationError as exc:
             self._in_step = False
             self._end_all("error", exc)
@@ -356,10 +361,16 @@ class Scheduler:
             budget -= fed[-1][1]
         return fed
 
-    def _draft(self, slot: _Slot, context: Context, budget: int) -> list[int]:
+    def _draft(self, slot: _Slot, context: Context, budget: int, carried: int) -> list[int]:
         """The tokens to try after ``slot``'s next one: at most ``draft_max``, the tokens the run may still
-        make less one, the cells left and the batch's ``budget``; none when fewer than ``draft_min``."""
+        make less one, the cells left and the batch's ``budget``; none when fewer than ``draft_min``.
+
+        Unless ``draft_min`` is set, a prompt-lookup draft is cut to the length worth verifying in a
+        decode that already carries ``carried`` entries (``_drafting.draft_length``); one not tried
+        leaves its first token in ``slot.unverified``, checked against the token sampled.
+        """
         request, drafter = slot.request, slot.drafter
+        slot.unverified = -1
         if drafter is None or request is None:
             return []
         sequence = request.sequence
@@ -371,7 +382,14 @@ class Scheduler:
             context.per_slot - len(slot.cells) - 1,
             budget,
         )
-        return drafter.draft(limit, max(params.draft_min, 1))
+        priced = params.draft_min == 0 and not isinstance(drafter, ModelDrafter)
+        draft = drafter.draft(limit, max(params.draft_min, 1), spanned=not priced)
+        if draft and priced:
+            length = draft_length(self._costs, carried, drafter.rate, len(draft))
+            if length == 0:
+                slot.unverified = draft[0]
+            draft = draft[:length]
+        return draft
 
     def _verify(
         self, slot: _Slot, context: Context, index: int, draft: list[int], scores: dict[int, tuple[np.ndarray, float]]
@@ -382,6 +400,9 @@ class Scheduler:
         assert request is not None and sampler is not None
         for k in range(len(draft) + 1):
             token = sampler.sample(context.pointer, index + k)
+            if slot.unverified >= 0 and slot.drafter is not None:  # the draft not tried: was it right?
+                slot.drafter.kept(1, int(token == slot.unverified))
+                slot.unverified = -1
             try:
                 ended = request.sequence.accept(token, scores.get(index + k))
             except Exception as exc:  # noqa: BLE001 - a callback failed: that run ends, the others go on
@@ -493,6 +514,7 @@ class Scheduler:
             adapters=self.adapters,
         )
         self._slots = [_Slot(i) for i in range(slots)]
+        self._costs = DecodeCosts()
 
     def _place(self, request: Request, free: list[_Slot]) -> None:
         """Put ``request`` in a free slot, reusing the longest cached prefix of its prompt."""
