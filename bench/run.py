@@ -11,6 +11,7 @@ B4 ceiling       batched generation speed (no log-probabilities, no metrics) ove
 B5 store         10,000 runs recorded; lmbench.runs() of 100,000 rows (first read, from the snapshot, last=10)
 B6 many prompts  32 distinct prompts x 64 tokens through one sweep vs a sequential create_completion loop
 B7 clients       16 openai clients x 4 streamed requests: lmbench serve --parallel 16 vs 1, and vs llama-server
+                 (each server a process of its own)
 B8 template      32 prompts sharing a ~300-token prefix: prompt tokens evaluated and time, prefix sharing on vs off
 B9 scale-out     a 32-run sweep on a Dask LocalCluster of 2 one-thread workers vs in this process; cost per task
 B10 model list   `lmbench models list` and `lmbench.panel()` with 20 models in the folders (the baseline: start-up)

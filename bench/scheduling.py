@@ -288,6 +288,17 @@ def _clients(base_url: str, *, clients: int = 16, each: int = 4, max_tokens: int
     }
 
 
+def _one_token_latency(base_url: str, n: int = 60) -> float:
+    """Median seconds of a non-streamed one-token completion, one request at a time (the first few warm up)."""
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
+    seconds = []
+    for i in range(n):
+        started = time.perf_counter()
+        client.completions.create(model="any", prompt="Once upon a time", max_tokens=1, seed=i)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[10:])
+
+
 def _clients_once(base_url: str) -> None:
     """A warm-up request (the model loads)."""
     openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600).completions.create(
@@ -298,14 +309,18 @@ def _clients_once(base_url: str) -> None:
 def b7_concurrent_clients(name: str, path: Path, reps: int) -> list[Result]:
     per_slot = 256
     runs: dict[str, list[dict[str, float]]] = {"16": [], "1": [], "llama-server": []}
+    one_token: dict[str, list[float]] = {"16": [], "llama-server": []}
     binary = llama_tools.build("llama-server")
     for _ in range(reps):
         for parallel in (16, 1):
             with _lmbench_server(path, parallel, per_slot) as url:
                 runs[str(parallel)].append(_clients(url))
+                if parallel == 16:
+                    one_token["16"].append(_one_token_latency(url))
         if binary is not None:
             with _llama_server(binary, path, 16, per_slot) as url:
                 runs["llama-server"].append(_clients(url))
+                one_token["llama-server"].append(_one_token_latency(url))
 
     def median(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
@@ -331,6 +346,18 @@ def b7_concurrent_clients(name: str, path: Path, reps: int) -> list[Result]:
                 median("llama-server", "tok_s"),
                 "tok/s",
                 ">= 0.8",
+            )
+        )
+    if one_token["llama-server"]:
+        results.append(
+            Result(
+                "B7 concurrent clients",
+                name,
+                "per-request overhead: one-token completion, one client, p50 (lmbench serve vs llama-server)",
+                statistics.median(one_token["16"]),
+                statistics.median(one_token["llama-server"]),
+                "s",
+                "report",
             )
         )
     for side in runs:

@@ -22,6 +22,9 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench.serve import Server, Settings
+from lmbench.serve._requests import parse
+from lmbench.serve._routes import find_route
+from lmbench.serve._supervisor import Supervisor
 
 
 @pytest.fixture
@@ -99,6 +102,26 @@ def test_a_killed_worker_fails_its_stream_and_the_next_request_gets_a_new_one() 
         answer = requests.post(f"{server.url}/api/generate", json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert pid not in server.backend.workers().values()  # type: ignore[union-attr]
+
+
+def test_a_stream_whose_listener_fails_raises_in_its_request_and_the_worker_answers_on() -> None:
+    """Streamed events reach the listener from the supervisor's reader thread; a listener that raises fails
+    its own request (the error comes back to the caller) and never the reader that serves every request."""
+    supervisor = Supervisor(Settings(model=str(TEST_MODEL), n_ctx=256))
+    route = find_route("api/generate")["POST"]
+    body = {"prompt": "Once upon a time", "max_tokens": 8, "ignore_eos": True, "stream": True}
+
+    def broken(event: dict[str, object]) -> None:
+        raise RuntimeError("the client's connection is gone")
+
+    try:
+        with pytest.raises(RuntimeError, match="connection is gone"):
+            supervisor.call(route, parse(route.request, body), broken)
+        events: list[dict[str, object]] = []
+        answer = supervisor.call(route, parse(route.request, body), events.append)
+        assert events and answer is not None, "the same worker streams the next request"
+    finally:
+        supervisor.close()
 
 
 def test_the_jupyter_extension_outlives_a_crashing_model(

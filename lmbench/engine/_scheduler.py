@@ -566,7 +566,7 @@ class Scheduler:
         assert request is not None
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.request, slot.sampler, slot.next_token, slot.drafter = None, None, -1, None
+        slot.request, slot.sampler, slot.next_token, slot.drafter, slot.unverified = None, None, -1, None, -1
         return request
 
     def _end_all(self, reason: str, failure: BaseException | None = None) -> None:

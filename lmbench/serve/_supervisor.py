@@ -186,11 +186,14 @@ class _Worker:
                     if (pending := self._pending.get(rid)) is None:
                         continue
                     answers, emit = pending
-                    if kind == "event":
-                        if emit is not None:
-                            emit(rest[0])
-                    else:
+                    if kind != "event":
                         answers.put((kind, rest))
+                    elif emit is not None:
+                        try:
+                            emit(rest[0])
+                        except Exception as exc:  # noqa: BLE001 - raised in the request's own thread, as before
+                            self._pending[rid] = (answers, None)
+                            answers.put(("raise", [exc]))
         except (EOFError, OSError):
             pass
         with self._lock:
@@ -245,6 +248,8 @@ class _Worker:
                     continue
                 if kind == "done":
                     return rest[0]
+                elif kind == "raise":  # passing on a streamed event failed
+                    raise rest[0]
                 elif kind == "error":
                     status, message, error_kind, param, code, retry_after, details = rest
                     raise ApiError(
