@@ -178,8 +178,8 @@ class GenerationParams(BaseModel):
         ge=0,
         le=MAX_DRAFT,
         description="Speculative decoding: a shorter draft is not tried (llama-server's speculative.n_min), and "
-        "every draft from prompt lookup this long is, as llama-server does. 0: a draft is tried only at the length that "
-        "raises decoding speed on this machine (its decodes are timed by size).",
+        "every draft from prompt lookup this long is, as llama-server does. 0: a draft is tried only at the length "
+        "that raises decoding speed on this machine (its decodes are timed by size).",
     )
 
     @field_validator(
