@@ -3,10 +3,13 @@ streaming, safety limits, 20 parallel requests, and the same API inside Jupyter 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import jupyterserver
 import openai
@@ -16,6 +19,7 @@ from conftest import TEST_MODEL
 
 import lmbench
 from lmbench.serve import Server, Settings
+from lmbench.serve._server import _Mailbox
 
 JSON = {"Content-Type": "application/json"}
 
@@ -233,6 +237,27 @@ def test_a_hundred_concurrent_requests_are_all_answered_and_decoded_together(ser
     assert engine["slots"] == 4 and engine["busy"] == 0 and engine["queued"] == 0 and engine["kv_cache_bytes"] > 0
 
 
+def test_concurrent_streams_each_get_their_own_pieces_in_order(server: Server) -> None:
+    """The pieces of one decode step reach many streams together (one wake-up of the server's loop): each
+    stream still reassembles to exactly its own recorded run."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+    def stream(i: int) -> tuple[str, str]:
+        chunks = list(
+            client.completions.create(
+                model="stories260K", prompt=f"Once upon a time {i}", max_tokens=48, seed=i, stream=True
+            )
+        )
+        return chunks[0].id, "".join(c.choices[0].text for c in chunks)
+
+    with ThreadPoolExecutor(16) as pool:
+        streamed = list(pool.map(stream, range(16)))
+    runs = lmbench.runs().set_index("id")
+    assert runs.batch_size.max() > 1, "the streams shared decodes"
+    for stream_id, text in streamed:
+        assert text == runs.text[stream_id.removeprefix("cmpl-")]
+
+
 @pytest.mark.parametrize("server", [{"parallel": 1, "max_queue": 1}], indirect=True)
 def test_a_full_queue_answers_503_with_retry_after(server: Server) -> None:
     body = {"prompt": "Once upon a time", "max_tokens": 3000, "ignore_eos": True}
@@ -245,3 +270,27 @@ def test_a_full_queue_answers_503_with_retry_after(server: Server) -> None:
     busy = [a for a in answers if a.status_code == 503]
     assert busy and all(a.headers["Retry-After"] == "1" and "busy" in a.json()["error"]["message"] for a in busy)
     assert all(a.status_code in (200, 503) for a in answers) and any(a.ok for a in answers)
+
+
+def test_the_mailbox_wakes_the_loop_once_per_burst_and_keeps_each_queues_order() -> None:
+    loop = asyncio.new_event_loop()
+    wake_ups: list[object] = []
+    call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def counted(*args: Any) -> Any:
+        wake_ups.append(args)
+        return call_soon_threadsafe(*args)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    mailbox = _Mailbox.of(loop)
+    assert _Mailbox.of(loop) is mailbox
+    queues: list[asyncio.Queue[int]] = [asyncio.Queue() for _ in range(4)]
+    burst = threading.Thread(target=lambda: [mailbox.put(q, i) for i in range(16) for q in queues])
+    burst.start()
+    burst.join()  # a decode step's pieces for four streams, put while the loop is busy elsewhere
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [[q.get_nowait() for _ in range(16)] for q in queues] == [list(range(16))] * 4
+    assert len(wake_ups) == 1, "one wake-up for the burst, not one per item"
+    loop.close()
+    with pytest.raises(RuntimeError):
+        mailbox.put(queues[0], 0)

@@ -221,6 +221,25 @@ def test_threads_follow_what_the_machine_leaves_free_unless_given(model_path: Pa
     assert runs[-1].n_threads == 1 and all(r.completion_tokens == 64 for r in runs)
 
 
+def test_a_burst_of_another_process_keeps_the_threads_and_a_competitor_that_stays_takes_one() -> None:
+    from lmbench.engine._threads import INTERVAL_S, Threads
+
+    threads = Threads(2, fixed=False)
+    time.sleep(INTERVAL_S)
+    assert threads.now() == 2, "a quiet machine: both cores"
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(1.5 * INTERVAL_S)
+        assert threads.now() == 2, "one reading of every core busy is a burst: the threads stay"
+        time.sleep(1.5 * INTERVAL_S)
+        assert threads.now() == 1, "still busy at the next reading: a competitor, so one thread"
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def test_a_child_process_this_one_waited_for_does_not_count_as_another() -> None:
     from lmbench.engine._threads import INTERVAL_S, Threads
 

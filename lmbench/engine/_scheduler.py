@@ -63,6 +63,10 @@ SCORE_ROWS = 64
 # What one llama.cpp ubatch costs beyond its tokens, in tokens' worth (reading every weight once): the
 # exchange rate for padding scored sequences to one shape (see ``_lockstep``).
 UBATCH_TOKENS = 32
+# How long a thread waiting for its turn to drive sleeps between looks, in seconds: a safety net only,
+# since every hand-over and finished request wakes the waiters (a short one woke up to --parallel
+# threads many times a second, taking CPU from llama.cpp's).
+_WAKE_S = 1.0
 # How much more a lockstep decode must score per cost than feeding sequences as they come.
 LOCKSTEP_GAIN = 1.1
 
@@ -191,7 +195,7 @@ class Scheduler:
         while True:
             with self._cond:
                 while self._driver is not None and not all(r.done for r in requests):
-                    self._cond.wait(0.05)
+                    self._cond.wait(_WAKE_S)
                 if all(r.done for r in requests):
                     return
                 self._driver = threading.get_ident()
@@ -546,6 +550,8 @@ class Scheduler:
             request.failure = exc
             request.sequence.end("error", str(exc))
             request.done = True
+            with self._cond:  # its caller may be waiting for another thread's turn to drive
+                self._cond.notify_all()
             return
         request.admitted, request.cached = True, keep
         request.sequence.cached = keep

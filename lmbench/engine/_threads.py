@@ -7,11 +7,16 @@ the engine re-reads the machine's CPU use every ``INTERVAL_S`` (Linux's ``/proc/
 CPU time of this process and of the children it waited for, such as a model file's test load)
 and decodes with as many threads as there are cores left free, at least one and at most the
 physical cores; until the first tenth of a second has passed it goes by the threads that are
-running or ready this instant. Elsewhere it keeps the physical cores.
+running or ready this instant. It goes by the middle one of the last ``WINDOWS`` readings, so a
+competitor that keeps a core takes a thread away within two readings, while another process's
+burst (an HTTP client parsing a streamed answer) does not halve the threads for a tenth of a
+second; a reading over a longer span (after the engine sat idle) stands alone. Elsewhere it keeps
+the physical cores.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 
@@ -20,6 +25,8 @@ import time
 INTERVAL_S = 0.1
 # A core counts as free when others leave at least this much of it.
 FREE_SHARE = 0.6
+# Readings kept: the threads follow the middle one (with two, the lesser).
+WINDOWS = 3
 
 
 def _busy_ticks() -> tuple[int, int] | None:
@@ -59,6 +66,7 @@ class Threads:
         self.current = most if fixed else self._free(_others_running())
         self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
         self._last: tuple[float, float, tuple[int, int]] | None = None
+        self._others: collections.deque[float] = collections.deque(maxlen=WINDOWS)
         self._sample()
 
     def _sample(self) -> tuple[float, float, tuple[int, int]] | None:
@@ -79,7 +87,10 @@ class Threads:
         wall = self._last[0] - previous[0]
         busy_s = (self._last[2][0] - previous[2][0]) * self._tick_s
         own_s = self._last[1] - previous[1]
-        self.current = self._free(max(0.0, busy_s - own_s) / wall)
+        if wall >= 2 * INTERVAL_S:  # a long reading (the engine sat idle) is no burst: it speaks for itself
+            self._others.clear()
+        self._others.append(max(0.0, busy_s - own_s) / wall)
+        self.current = self._free(sorted(self._others)[(len(self._others) - 1) // 2])
         return self.current
 
     def _free(self, others: float) -> int:

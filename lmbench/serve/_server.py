@@ -14,9 +14,10 @@ import asyncio
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import tornado.httpserver
 import tornado.iostream
@@ -99,12 +100,13 @@ class ApiRoutes(tornado.web.RequestHandler):
     async def _stream(self, route: Route, backend: Backend, request: BaseModel) -> None:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        mailbox = _Mailbox.of(loop)
         cancel = self._cancel
         assert cancel is not None
 
         def push(kind: str, value: Any) -> None:
             try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+                mailbox.put(events, (kind, value))
             except RuntimeError:  # the server's loop has ended: nobody listens any more, so stop generating
                 cancel.set()
 
@@ -158,6 +160,50 @@ class ApiRoutes(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(ApiError(status_code, self._reason).body()))
+
+
+class _Mailbox:
+    """Items for a loop's queues from other threads, handed over with one wake-up of the loop per burst.
+
+    A decode step streams a piece to each of up to ``--parallel`` requests at once; waking the loop
+    once for all of them, not once each, leaves the cores to llama.cpp's threads.
+    """
+
+    _loops: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox]] = weakref.WeakKeyDictionary()
+    _made: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue[Any], Any]] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Mailbox:
+        """The loop's mailbox (made on first use)."""
+        with cls._made:
+            mailbox = cls._loops.get(loop)
+            if mailbox is None:
+                mailbox = cls._loops[loop] = cls(loop)
+            return mailbox
+
+    def put(self, queue: asyncio.Queue[Any], item: Any) -> None:
+        """Queue ``item`` for ``queue``; raises RuntimeError once the loop has closed."""
+        with self._lock:
+            self._items.append((queue, item))
+            if len(self._items) > 1:  # a wake-up is on its way
+                return
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:
+            with self._lock:
+                self._items.clear()
+            raise
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, item in items:
+            queue.put_nowait(item)
 
 
 def _event(route: Route, value: dict[str, Any]) -> str:

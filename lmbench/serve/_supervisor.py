@@ -22,7 +22,9 @@ import queue
 import signal
 import tempfile
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -42,7 +44,7 @@ from ._settings import Settings
 
 # Models kept in worker processes at once; idle workers beyond this are stopped, least recently used first.
 MAX_WORKERS = 2
-# How often a waiting request looks at its cancel flag (a client that went away), in seconds.
+# How often a worker's watcher looks at its requests' cancel flags (clients that went away), in seconds.
 _POLL_S = 0.1
 
 
@@ -172,8 +174,12 @@ class _Worker:
         self._lock = threading.Lock()
         # Per request: where its answer goes, and where its streamed events go (straight from the reader).
         self._pending: dict[int, tuple[queue.Queue[tuple[str, list[Any]]], Emit | None]] = {}
+        # Per request not yet cancelled: whether its client has gone away (looked at by one watcher thread,
+        # so the threads waiting for answers sleep until one comes).
+        self._cancels: dict[int, Callable[[], bool]] = {}
         self.alive = True
         threading.Thread(target=self._read, name=f"lmbench-supervisor {path.name}", daemon=True).start()
+        threading.Thread(target=self._watch, name=f"lmbench-supervisor-cancels {path.name}", daemon=True).start()
 
     @property
     def busy(self) -> bool:
@@ -207,6 +213,17 @@ class _Worker:
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
 
+    def _watch(self) -> None:
+        """Tell the worker of each request whose client has gone away, until the worker ends."""
+        while self.alive:
+            time.sleep(_POLL_S)
+            with self._lock:
+                gone = [rid for rid, should_stop in self._cancels.items() if should_stop()]
+                for rid in gone:
+                    del self._cancels[rid]
+                    with contextlib.suppress(OSError):
+                        self.conn.send(("cancel", rid))
+
     def _why_it_ended(self) -> str:
         code = self.process.exitcode
         try:
@@ -234,18 +251,12 @@ class _Worker:
             if not self.alive:
                 raise ApiError(503, f"the model worker for {self.path.name} has stopped; retry", kind="server_error")
             self._pending[rid] = (answers, emit)
+            if cancel is not None:
+                self._cancels[rid] = stopper(cancel)
             self.conn.send(("call", rid, handler, request, emit is not None))
-        should_stop, cancelled = stopper(cancel), False
         try:
             while True:
-                if not cancelled and should_stop():
-                    cancelled = True
-                    with self._lock, contextlib.suppress(OSError):
-                        self.conn.send(("cancel", rid))
-                try:
-                    kind, rest = answers.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
+                kind, rest = answers.get()
                 if kind == "done":
                     return rest[0]
                 elif kind == "raise":  # passing on a streamed event failed
@@ -266,6 +277,7 @@ class _Worker:
         finally:
             with self._lock:
                 self._pending.pop(rid, None)
+                self._cancels.pop(rid, None)
 
     def stop(self) -> None:
         """Ask the worker to stop (it cancels and records its runs in flight, then exits), then make sure."""
