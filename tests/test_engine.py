@@ -240,6 +240,17 @@ def test_a_burst_of_another_process_keeps_the_threads_and_a_competitor_that_stay
             hog.wait()
 
 
+@pytest.mark.no_test_model
+def test_a_client_beside_the_engine_keeps_the_threads_and_a_busy_core_takes_one() -> None:
+    from lmbench.engine._threads import Threads
+
+    threads = Threads(2, fixed=False)
+    threads._cpus = 2
+    assert [threads._free(others) for others in (0.0, 0.5, 0.65)] == [2, 2, 2], "a client's share of a core"
+    assert [threads._free(others) for others in (0.8, 1.0, 1.6)] == [1, 1, 1], "a core kept busy"
+    assert threads._free(2.0) == 1, "never fewer than one"
+
+
 def test_a_child_process_this_one_waited_for_does_not_count_as_another() -> None:
     from lmbench.engine._threads import INTERVAL_S, Threads
 

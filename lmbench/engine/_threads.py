@@ -23,8 +23,10 @@ import time
 # Short enough that a request right after a load (a few tenths of a second) already decodes with what is
 # free; /proc/stat counts in 10 ms ticks, so a tenth of a second tells a busy core from a free one.
 INTERVAL_S = 0.1
-# A core counts as free when others leave at least this much of it.
-FREE_SHARE = 0.6
+# A core counts as free when others leave at least this much of it: a CPU-bound competitor reads about a
+# whole core, while an HTTP client and server beside the engine read 0.2-0.5 (plus /proc/stat's +/-0.2 of
+# tick noise in a tenth of a second), which must not halve the threads.
+FREE_SHARE = 0.3
 # Readings kept: the threads follow the middle one (with two, the lesser).
 WINDOWS = 3
 
