@@ -96,6 +96,7 @@ def _llama_perplexity(binary: Path, path: Path, text: Path, threads: int) -> tup
     """llama-perplexity's final PPL, its scoring seconds (from its log's clock: the first chunk to the
     final estimate, model load excluded) and the tokens it scored."""
     command = [str(binary), "-m", str(path), "-f", str(text), "-c", str(PPL_CONTEXT), "-t", str(threads)]
+    command += llama_tools.as_lmbench_loads()
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     log = out.stdout + out.stderr
     llama_tools.same_features("llama-perplexity", log)

@@ -121,6 +121,12 @@ def same_features(tool: str, output: str) -> str:
 
 
 @functools.cache
+def as_lmbench_loads() -> list[str]:
+    """The tools' options that load a model as lmbench does: where the CPU has AMX, no weight repacking
+    (``lmbench.engine``'s default there; this llama.cpp's AMX kernels crash the tools on quantized weights)."""
+    return ["--no-repack"] if cpu_has_amx() else []
+
+
 def sibling_system_info(binary: Path, model: Path) -> str:
     """The system_info line of ``llama-perplexity`` built beside ``binary``, for a tool that prints none of its
     own (llama-batched-bench): both link the same static ggml of one build, so they have the same kernels."""
@@ -131,7 +137,7 @@ def sibling_system_info(binary: Path, model: Path) -> str:
         text.write("Once upon a time there was a little girl who liked to play in the park. " * 20)
         text.flush()
         out = subprocess.run(
-            [str(sibling), "-m", str(model), "-f", text.name, "-c", "32", "-t", "1"], capture_output=True, text=True
+            [str(sibling), "-m", str(model), "-f", text.name, "-c", "32", "-t", "1", *as_lmbench_loads()], capture_output=True, text=True
         )
     return out.stdout + out.stderr
 
@@ -160,7 +166,7 @@ def s_tg(binary: Path, model: Path, *, n_prompt: int, n_gen: int, n_seq: int, th
         "-t",
         str(threads),
         "-pps",
-        *(["--no-repack"] if cpu_has_amx() else []),
+        *as_lmbench_loads(),
     ]
     speeds = []
     for _ in range(reps):

@@ -210,6 +210,7 @@ def _llama_server(binary: Path, path: Path, parallel: int, per_slot: int) -> Ite
     port = _free_port()
     command = [str(binary), "-m", str(path), "-c", str(parallel * per_slot), "-np", str(parallel)]
     command += ["-t", str(physical_cores()), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+    command += llama_tools.as_lmbench_loads()
     with _process(command, port) as printed:
         if not llama_tools.features(printed):  # this version prints none: its build's sibling says
             printed = llama_tools.sibling_system_info(binary, path)
