@@ -96,6 +96,46 @@ def test_concurrent_callers_share_one_batch_and_a_cancelled_one_leaves_the_other
     assert engine.scheduler.status()["busy"] == 0
 
 
+def test_every_decode_runs_on_the_contexts_own_thread_whichever_caller_drives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's CPU backend keeps helper threads per calling thread; decodes from changing request threads
+    ran several times slower, so each context decodes on one thread of its own."""
+    from lmbench.engine import _native
+
+    real = _native.llama_cpp.llama_decode
+    deciding: set[str] = set()
+    decoding: set[int] = set()
+    real_decode = _native.Context.decode
+
+    def decode(self: _native.Context, entries: list[_native.Entry]) -> None:
+        deciding.add(threading.current_thread().name)
+        real_decode(self, entries)
+
+    def llama_decode(ctx: object, batch: object) -> int:
+        decoding.add(threading.get_ident())
+        return int(real(ctx, batch))
+
+    monkeypatch.setattr(_native.Context, "decode", decode)
+    monkeypatch.setattr(_native.llama_cpp, "llama_decode", llama_decode)
+    lmbench.unload()
+    engine = lmbench.load(TEST_MODEL)
+    engine.parallel = 4
+
+    def ask(i: int) -> int:
+        lengths = (8, 16, 24, 32)  # callers finish one after another, so the drive passes between them
+        return sum(
+            lmbench.generate(
+                p, model=engine, seed=k, max_tokens=lengths[(i + k) % 4], ignore_eos=True
+            ).completion_tokens
+            for k, p in enumerate(STORIES[4 * i : 4 * i + 4])
+        )
+
+    with ThreadPoolExecutor(4, thread_name_prefix="caller") as pool:
+        made = sum(pool.map(ask, range(4)))
+    assert made == 4 * (8 + 16 + 24 + 32)
+    assert len(deciding) > 1, f"the drive passed between callers: {deciding}"
+    assert len(decoding) == 1 and threading.get_ident() not in decoding, "one decode thread, not a caller"
+
+
 def test_a_shared_prefix_is_evaluated_once_and_changes_no_text() -> None:
     instruction = "Once upon a time there was a little girl who liked to play in the park with her friends. " * 4
     prompts = {f"p{i}": instruction + tail for i, tail in enumerate(STORIES[:6])}
