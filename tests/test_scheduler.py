@@ -136,6 +136,31 @@ def test_every_decode_runs_on_the_contexts_own_thread_whichever_caller_drives(mo
     assert len(decoding) == 1 and threading.get_ident() not in decoding, "one decode thread, not a caller"
 
 
+def test_sampling_half_a_batch_on_the_decode_thread_changes_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large batch samples half its sequences on the context's decode thread; every sequence has its own
+    sampler and seed, so the tokens are the ones sampled one after another."""
+    from lmbench.engine import _scheduler
+
+    options = {"seeds": [3, 4], "max_tokens": 24, "temperature": 0.9, "progress": False, "metrics": None}
+    sampling: set[str] = set()
+    real = _scheduler._sample_each
+
+    def sample_each(ctx: object, jobs: list[tuple[object, int]]) -> list[int]:
+        sampling.add(threading.current_thread().name)
+        return real(ctx, jobs)  # type: ignore[arg-type]
+
+    serial = lmbench.sweep(STORIES[:8], model=TEST_MODEL, name="serial", **options)  # type: ignore[arg-type]
+    monkeypatch.setattr(_scheduler, "SPLIT_SAMPLING", 0)
+    monkeypatch.setattr(_scheduler, "_sample_each", sample_each)
+    threads = lmbench.load(TEST_MODEL).threads  # two threads, as on a quiet machine
+    monkeypatch.setattr(threads, "current", 2)
+    monkeypatch.setattr(threads, "now", lambda: 2)
+    split = lmbench.sweep(STORIES[:8], model=TEST_MODEL, name="split", **options)  # type: ignore[arg-type]
+    assert "lmbench-decode" in sampling and len(sampling) == 2, sampling
+    key = ["prompt", "seed"]
+    assert serial.sort_values(key).text.tolist() == split.sort_values(key).text.tolist()
+
+
 def test_a_shared_prefix_is_evaluated_once_and_changes_no_text() -> None:
     instruction = "Once upon a time there was a little girl who liked to play in the park with her friends. " * 4
     prompts = {f"p{i}": instruction + tail for i, tail in enumerate(STORIES[:6])}

@@ -169,7 +169,8 @@ class _DecodeThread:
     calls it; decodes called from the request thread that happens to drive each step switched
     teams, and on a 2-core machine ran 1.3x (an 85M model) to 5x (the test model) slower than the
     same decodes from one thread. Handing each call over costs two thread wake-ups, a few tens of
-    microseconds a step.
+    microseconds a step. Between decodes the thread is idle, so the scheduler samples half of a
+    large batch's sequences on it (``Context.beside``).
     """
 
     def __init__(self, name: str) -> None:
@@ -181,12 +182,21 @@ class _DecodeThread:
         self._thread.start()
 
     def run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)`` on the decode thread; its result, or its exception raised here. Ctrl-C waits for the
-        call to end, as it waits for a native call made in this thread."""
-        with self._lock:
-            self._call = (fn, args)
-            self._ready.release()
-            interrupted: BaseException | None = None
+        """``fn(*args)`` on the decode thread; its result, or its exception raised here."""
+        return self.start(fn, *args)()
+
+    def start(self, fn: Callable[..., _T], *args: Any) -> Callable[[], _T]:
+        """Start ``fn(*args)`` on the decode thread; the function returned waits for its outcome (call it once,
+        before the next ``start``). Ctrl-C waits for the call to end, as it waits for a native call made in
+        this thread."""
+        self._lock.acquire()  # released by the waiting
+        self._call = (fn, args)
+        self._ready.release()
+        return self._wait
+
+    def _wait(self) -> Any:
+        interrupted: BaseException | None = None
+        try:
             while True:
                 try:
                     self._done.acquire()
@@ -194,6 +204,8 @@ class _DecodeThread:
                 except KeyboardInterrupt as exc:
                     interrupted = exc
             (result, error), self._outcome = self._outcome, (None, None)
+        finally:
+            self._lock.release()
         if interrupted is not None:
             raise interrupted
         if error is not None:
@@ -285,6 +297,11 @@ class Context:
         if status != 0:
             raise GenerationError(f"llama_decode failed with status {status} (batch of {len(entries)} tokens)")
         self._entries, self._outputs = entries, None
+
+    def beside(self, fn: Callable[..., _T], *args: Any) -> Callable[[], _T]:
+        """Start ``fn(*args)`` on the decode thread, idle between decodes, while the caller works on; the function
+        returned waits for its result."""
+        return self._decoder.start(fn, *args)
 
     def _decode(self, batch: llama_cpp.llama_batch) -> int:
         with _llama_log.capture(self.logs):

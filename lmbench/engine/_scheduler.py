@@ -22,9 +22,10 @@ splits a batch over separate KV streams into ubatches of equal tokens per consec
 short sequences are padded past their end and idle slots filled, and the decode stays one ubatch
 (a multiple-choice batch 1.7x faster; every sequence's scores are those it gets alone).
 
-Whoever waits for a request drives the decoding (one thread at a time, no thread of its own):
-a single generation pays no hand-off between threads, and concurrent callers (API requests)
-share one batch. The layout (slots x cells per slot) is chosen when the scheduler is idle: the
+Whoever waits for a request drives the decoding (one thread at a time, no scheduler thread of
+its own): concurrent callers (API requests) share one batch. Each ``llama_decode`` itself runs on
+the context's decode thread, so llama.cpp's helper threads stay the same whoever drives
+(``_native.Context``). The layout (slots x cells per slot) is chosen when the scheduler is idle: the
 engine's ``parallel`` slots of its full context, or what a sweep asks for.
 
 The texts of a sweep are a function of the sweep (its requests are queued at once, in its
@@ -69,6 +70,9 @@ UBATCH_TOKENS = 32
 _WAKE_S = 1.0
 # How much more a lockstep decode must score per cost than feeding sequences as they come.
 LOCKSTEP_GAIN = 1.1
+# Logits a step's sampling must cover (sequences x vocabulary) before half of it goes to the decode thread:
+# a hand-over costs tens of microseconds, one sequence over a 49,152-token vocabulary about 0.4 ms.
+SPLIT_SAMPLING = 200_000
 
 
 @dataclass(eq=False)
@@ -298,13 +302,14 @@ class Scheduler:
                 request.sequence.end("stop")
                 finished.append(self._release(slot))
         scores = self._scores(context, sampled)
-        for slot, index, draft in sampled:
+        firsts = self._first_tokens(context, sampled)
+        for n, (slot, index, draft) in enumerate(sampled):
             request = slot.request
             assert request is not None and slot.sampler is not None
             if slot.next_token >= 0:
                 slot.cells.append(slot.next_token)
             request.batch_size = max(request.batch_size, len(active))
-            kept, ended = self._verify(slot, context, index, draft, scores)
+            kept, ended = self._verify(slot, context, index, draft, scores, firsts[n] if firsts else None)
             if draft:
                 request.drafted += len(draft)
                 request.accepted += kept
@@ -395,15 +400,39 @@ class Scheduler:
             draft = draft[:length]
         return draft
 
+    def _first_tokens(self, context: Context, sampled: list[tuple[_Slot, int, list[int]]]) -> list[int]:
+        """The token each sampled sequence takes at its first entry, when the batch is large enough to sample
+        half of them on the context's decode thread (llama.cpp's samplers let go of the GIL, and the decode
+        thread and a second core sit idle between decodes); else none, and ``_verify`` samples them."""
+        if len(sampled) < 2 or len(sampled) * self.n_vocab < SPLIT_SAMPLING or context.threads.current < 2:
+            return []
+        jobs = [(slot.sampler, index) for slot, index, _ in sampled if slot.sampler is not None]
+        if len(jobs) < len(sampled):
+            return []
+        half = len(jobs) // 2
+        theirs = context.beside(_sample_each, context.pointer, jobs[half:])
+        try:
+            mine = _sample_each(context.pointer, jobs[:half])
+        finally:
+            rest = theirs()
+        return mine + rest
+
     def _verify(
-        self, slot: _Slot, context: Context, index: int, draft: list[int], scores: dict[int, tuple[np.ndarray, float]]
+        self,
+        slot: _Slot,
+        context: Context,
+        index: int,
+        draft: list[int],
+        scores: dict[int, tuple[np.ndarray, float]],
+        first: int | None = None,
     ) -> tuple[int, bool]:
-        """Sample at ``index`` and on through the draft while the sampled token is the drafted one; the run
-        takes every sampled token. Returns how many drafted tokens were kept and whether the run ended."""
+        """Sample at ``index`` (unless ``first`` was sampled there already) and on through the draft while the
+        sampled token is the drafted one; the run takes every sampled token. Returns how many drafted tokens
+        were kept and whether the run ended."""
         request, sampler = slot.request, slot.sampler
         assert request is not None and sampler is not None
         for k in range(len(draft) + 1):
-            token = sampler.sample(context.pointer, index + k)
+            token = first if k == 0 and first is not None else sampler.sample(context.pointer, index + k)
             if slot.unverified >= 0 and slot.drafter is not None:  # the draft not tried: was it right?
                 slot.drafter.kept(1, int(token == slot.unverified))
                 slot.unverified = -1
@@ -622,6 +651,11 @@ class Scheduler:
             with self._cond:
                 self._driver = None
                 self._cond.notify_all()
+
+
+def _sample_each(ctx: llama_cpp.llama_context_p, jobs: list[tuple[SamplerChain, int]]) -> list[int]:
+    """Each sampler's token from the logits at its entry of the last decode."""
+    return [sampler.sample(ctx, index) for sampler, index in jobs]
 
 
 def _shared(cells: list[int], tokens: list[int], limit: int) -> int:
