@@ -120,13 +120,13 @@ def same_features(tool: str, output: str) -> str:
     return " | ".join(f"{k} = {v}" for k, v in sorted(theirs.items()))
 
 
-@functools.cache
 def as_lmbench_loads() -> list[str]:
     """The tools' options that load a model as lmbench does: where the CPU has AMX, no weight repacking
     (``lmbench.engine``'s default there; this llama.cpp's AMX kernels crash the tools on quantized weights)."""
     return ["--no-repack"] if cpu_has_amx() else []
 
 
+@functools.cache
 def sibling_system_info(binary: Path, model: Path) -> str:
     """The system_info line of ``llama-perplexity`` built beside ``binary``, for a tool that prints none of its
     own (llama-batched-bench): both link the same static ggml of one build, so they have the same kernels."""
@@ -137,7 +137,9 @@ def sibling_system_info(binary: Path, model: Path) -> str:
         text.write("Once upon a time there was a little girl who liked to play in the park. " * 20)
         text.flush()
         out = subprocess.run(
-            [str(sibling), "-m", str(model), "-f", text.name, "-c", "32", "-t", "1", *as_lmbench_loads()], capture_output=True, text=True
+            [str(sibling), "-m", str(model), "-f", text.name, "-c", "32", "-t", "1", *as_lmbench_loads()],
+            capture_output=True,
+            text=True,
         )
     return out.stdout + out.stderr
 
