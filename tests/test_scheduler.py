@@ -138,10 +138,14 @@ def test_every_decode_runs_on_the_contexts_own_thread_whichever_caller_drives(mo
 
 def test_sampling_half_a_batch_on_the_decode_thread_changes_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large batch samples half its sequences on the context's decode thread; every sequence has its own
-    sampler and seed, so the tokens are the ones sampled one after another."""
+    sampler and seed, so the tokens are the ones sampled one after another. Drafts of unequal length make
+    llama.cpp split the batch (its output rows out of order until first read), and no log-probabilities
+    are read before the two threads sample."""
     from lmbench.engine import _scheduler
 
+    prompts = [f"{story}. {story}. {story}." for story in STORIES[:12]]
     options = {"seeds": [3, 4], "max_tokens": 24, "temperature": 0.9, "progress": False, "metrics": None}
+    options |= {"draft": "ngram", "draft_min": 1, "logprobs": None}
     sampling: set[str] = set()
     real = _scheduler._sample_each
 
@@ -149,15 +153,16 @@ def test_sampling_half_a_batch_on_the_decode_thread_changes_no_token(monkeypatch
         sampling.add(threading.current_thread().name)
         return real(ctx, jobs)  # type: ignore[arg-type]
 
-    serial = lmbench.sweep(STORIES[:8], model=TEST_MODEL, name="serial", **options)  # type: ignore[arg-type]
+    serial = lmbench.sweep(prompts, model=TEST_MODEL, name="serial", **options)  # type: ignore[arg-type]
     monkeypatch.setattr(_scheduler, "SPLIT_SAMPLING", 0)
     monkeypatch.setattr(_scheduler, "_sample_each", sample_each)
     threads = lmbench.load(TEST_MODEL).threads  # two threads, as on a quiet machine
     monkeypatch.setattr(threads, "current", 2)
     monkeypatch.setattr(threads, "now", lambda: 2)
-    split = lmbench.sweep(STORIES[:8], model=TEST_MODEL, name="split", **options)  # type: ignore[arg-type]
+    split = lmbench.sweep(prompts, model=TEST_MODEL, name="split", **options)  # type: ignore[arg-type]
     assert "lmbench-decode" in sampling and len(sampling) == 2, sampling
     key = ["prompt", "seed"]
+    assert split.drafted_tokens.sum() > 0, "drafts were tried"
     assert serial.sort_values(key).text.tolist() == split.sort_values(key).text.tolist()
 
 

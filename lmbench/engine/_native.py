@@ -11,6 +11,7 @@ import collections
 import ctypes
 import functools
 import itertools
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -174,10 +175,7 @@ class _DecodeThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._lock = threading.Lock()  # one call at a time
-        self._ready, self._done = threading.Semaphore(0), threading.Semaphore(0)
-        self._call: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
-        self._outcome: tuple[Any, BaseException | None] = (None, None)
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -186,50 +184,60 @@ class _DecodeThread:
         return self.start(fn, *args)()
 
     def start(self, fn: Callable[..., _T], *args: Any) -> Callable[[], _T]:
-        """Start ``fn(*args)`` on the decode thread; the function returned waits for its outcome (call it once,
-        before the next ``start``). Ctrl-C waits for the call to end, as it waits for a native call made in
-        this thread."""
-        self._lock.acquire()  # released by the waiting
-        self._call = (fn, args)
-        self._ready.release()
-        return self._wait
-
-    def _wait(self) -> Any:
-        interrupted: BaseException | None = None
-        try:
-            while True:
-                try:
-                    self._done.acquire()
-                    break
-                except KeyboardInterrupt as exc:
-                    interrupted = exc
-            (result, error), self._outcome = self._outcome, (None, None)
-        finally:
-            self._lock.release()
-        if interrupted is not None:
-            raise interrupted
-        if error is not None:
-            raise error
-        return result
+        """Start ``fn(*args)`` on the decode thread (after the calls started before it); the function returned
+        waits for its outcome. Each call has its own, so one whose outcome nobody waited for (Ctrl-C in
+        between) leaves the next ones be."""
+        call = _Call(fn, args)
+        self._calls.put(call)
+        return call.outcome
 
     def _serve(self) -> None:
-        while True:
-            self._ready.acquire()
-            if self._call is None:
-                return
-            fn, args = self._call
-            self._call = None  # no reference kept to the context between calls
-            try:
-                self._outcome = (fn(*args), None)
-            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
-                self._outcome = (None, exc)
-            self._done.release()
+        while (call := self._calls.get()) is not None:
+            call.make()
+            del call  # no reference kept to the context between calls
 
     def close(self) -> None:
-        with self._lock:
-            self._call = None
-            self._ready.release()
+        self._calls.put(None)
         self._thread.join()
+
+
+class _Call:
+    """One call handed to a ``_DecodeThread``, and its outcome."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._fn: Callable[..., Any] | None = fn
+        self._args = args
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def make(self) -> None:
+        fn, self._fn = self._fn, None
+        assert fn is not None
+        try:
+            self._result = fn(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            self._error = exc
+        self._args = ()
+        self._finished = True
+        self._done.release()
+
+    def outcome(self) -> Any:
+        """Wait for the call to end and give its result (or raise its exception). Ctrl-C waits for the call to
+        end, as it waits for a native call made in this thread, then is raised."""
+        interrupted: BaseException | None = None
+        while not self._finished:
+            try:
+                self._done.acquire()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 class Context:
@@ -304,8 +312,14 @@ class Context:
         return self._decoder.start(fn, *args)
 
     def _decode(self, batch: llama_cpp.llama_batch) -> int:
+        """``llama_decode``, then one read of the logits: llama.cpp puts the output rows in batch order on the
+        first read after a decode (a batch split into ubatches leaves them out of order), and reads from two
+        threads at once (``beside``) must not both do that."""
         with _llama_log.capture(self.logs):
-            return int(llama_cpp.llama_decode(self.ptr, batch))
+            status = int(llama_cpp.llama_decode(self.ptr, batch))
+        if status == 0:
+            llama_cpp.llama_get_logits(self.ptr)
+        return status
 
     def logits(self, index: int, n_vocab: int) -> np.ndarray:
         """The logits of the ``index``-th entry of the last decode (a view; copy before the next decode)."""
