@@ -193,8 +193,7 @@ class _DecodeThread:
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            call.make()
-            del call  # no reference kept to the context between calls
+            call.make()  # which lets go of the function and its arguments (the context) once made
 
     def close(self) -> None:
         self._calls.put(None)
